@@ -1,0 +1,138 @@
+"""Name -> factory registries for heads and input modules.
+
+Built-in entries register themselves with :func:`register_head` /
+:func:`register_input_module` when their module is imported. Third-party
+packages add entries through the entry-point groups ``lh2face_plugin.heads``
+and ``lh2face_plugin.input_modules``; an entry point names a factory (usually
+an ``nn.Module`` subclass) and is loaded the first time a name is looked up.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, Dict, List, Optional
+
+__all__ = ["Registry", "HEADS", "INPUT_MODULES", "register_head", "register_input_module"]
+
+
+@dataclass
+class Registry:
+    """A registry of named factories backed by an entry-point group.
+
+    Attributes:
+        kind: what the entries are, used in error messages ("head").
+        group: entry-point group third parties use.
+        builtin_modules: modules imported before the first lookup so that
+            built-in entries are registered.
+    """
+
+    kind: str
+    group: str
+    builtin_modules: tuple = ()
+    _entries: Dict[str, Callable[..., Any]] = field(default_factory=dict)
+    _loaded: bool = False
+
+    def register(self, name: str, factory: Optional[Callable[..., Any]] = None):
+        """Register ``factory`` under ``name``; usable as a decorator."""
+
+        def deco(obj):
+            key = name.lower()
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[key]!r}")
+            self._entries[key] = obj
+            return obj
+
+        return deco(factory) if factory is not None else deco
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self.builtin_modules:
+            importlib.import_module(mod)
+        for ep in entry_points(group=self.group):
+            key = ep.name.lower()
+            if key in self._entries:
+                continue
+            try:
+                self._entries[key] = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not hide the built-ins
+                self._entries[key] = _broken_entry(self.kind, ep.name, ep.value, exc)
+
+    def names(self) -> List[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._load()
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} name must be a str, got {type(name).__name__}")
+        key = name.lower().replace("_", "-")
+        for k in (key, name.lower()):
+            if k in self._entries:
+                return self._entries[k]
+        close = difflib.get_close_matches(key, self._entries, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(
+            f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(self.names())}. "
+            f"Third-party {self.kind}s register through the entry-point group {self.group!r}."
+        )
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        factory = self.get(name)
+        try:
+            inspect.signature(factory).bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self.kind} {name!r} got invalid arguments {sorted(kwargs)}: {exc}. "
+                f"Its parameters: {describe_parameters(factory)}"
+            ) from None
+        return factory(**kwargs)
+
+
+def describe_parameters(factory: Callable[..., Any]) -> str:
+    """``'s=64.0, m=0.5'`` for a factory's keyword parameters and defaults."""
+    parts = []
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        parts.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return ", ".join(parts)
+
+
+def _broken_entry(kind: str, name: str, value: str, exc: Exception) -> Callable[..., Any]:
+    def factory(**kwargs):
+        raise ImportError(f"{kind} {name!r} from entry point {value!r} failed to load: {exc}") from exc
+
+    return factory
+
+
+HEADS = Registry(
+    kind="head",
+    group="lh2face_plugin.heads",
+    builtin_modules=(
+        "lh2face_plugin.heads.margins",
+        "lh2face_plugin.heads.lh2face",
+        "lh2face_plugin.heads.mv_softmax",
+        "lh2face_plugin.heads.sv_softmax",
+        "lh2face_plugin.heads.uss",
+    ),
+)
+INPUT_MODULES = Registry(
+    kind="input module",
+    group="lh2face_plugin.input_modules",
+    builtin_modules=("lh2face_plugin.render.module",),
+)
+
+
+def register_head(name: str):
+    """Decorator registering a head class under ``name``."""
+    return HEADS.register(name)
+
+
+def register_input_module(name: str):
+    """Decorator registering an input-module class under ``name``."""
+    return INPUT_MODULES.register(name)
