@@ -22,7 +22,10 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "global_sum", "global_max", "all_reduce_grad", "all_gather_rows"]
+__all__ = [
+    "DistContext", "global_sum", "global_max", "global_logsumexp", "global_mean_stat", "reduce_target",
+    "all_reduce_grad", "all_gather_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,11 @@ class DistContext:
         world_size: ranks sharing the classes (1 = single process).
         rank: this rank.
         group: process group, ``None`` = the default group.
-        gathered: the rows of the call are the all-gathered global batch (as in
-            Partial FC), so batch statistics are already global and need no
-            all-reduce. ``False`` means each rank holds a different part of
-            the batch (data parallel) and statistics are all-reduced.
+        gathered: ``True`` (model parallel, Partial FC): every rank sees the
+            same all-gathered rows and its own shard of the classes; losses
+            are summed over shards, batch statistics are already global.
+            ``False`` (data parallel): each rank has its own rows and all the
+            classes; losses stay local, batch statistics are all-reduced.
     """
 
     world_size: int = 1
@@ -59,6 +63,11 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def sharded(self) -> bool:
+        """Classes are split over ranks (model parallel)."""
+        return self.world_size > 1 and self.gathered
+
 
 def _all_reduce(x: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor:
     if not ctx.distributed:
@@ -69,16 +78,44 @@ def _all_reduce(x: torch.Tensor, ctx: DistContext, op=None) -> torch.Tensor:
 
 
 def global_sum(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Value: sum of ``x`` over ranks. Gradient: that of the local ``x``."""
-    if not ctx.distributed:
+    """Value: sum of ``x`` over class shards. Gradient: that of the local ``x``.
+
+    Identity unless the classes are sharded (``ctx.sharded``)."""
+    if not ctx.sharded:
         return x
     total = _all_reduce(x, ctx)
     return x + (total - x).detach()
 
 
 def global_max(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Elementwise max over ranks, no gradient."""
-    return _all_reduce(x.detach(), ctx, dist.ReduceOp.MAX if ctx.distributed else None)
+    """Elementwise max over class shards, no gradient."""
+    if not ctx.sharded:
+        return x.detach()
+    return _all_reduce(x.detach(), ctx, dist.ReduceOp.MAX)
+
+
+def global_logsumexp(x: torch.Tensor, ctx: DistContext, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Row-wise logsumexp of [R, C_shard] over all class shards.
+
+    Value global on every rank; gradient w.r.t. the local ``x`` is the local
+    part of the softmax. ``mask`` (same shape, bool) keeps only True entries.
+    Rows with no entry anywhere give -inf.
+    """
+    if mask is not None:
+        x = x.masked_fill(~mask, float("-inf"))
+    row_max = x.detach().amax(dim=1) if x.shape[1] else x.new_full((x.shape[0],), float("-inf"))
+    row_max = global_max(row_max, ctx)
+    shift = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    local = torch.exp(x - shift[:, None]).sum(dim=1)
+    return torch.log(global_sum(local, ctx)) + shift
+
+
+def reduce_target(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """[N] values known only on the rank owning each row's target (0 elsewhere),
+    made known on every rank (no gradient)."""
+    if not ctx.sharded:
+        return values.detach()
+    return _all_reduce(values.detach(), ctx)
 
 
 def global_mean_stat(x: torch.Tensor, count: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -103,8 +140,8 @@ class _AllReduceGrad(torch.autograd.Function):
 
 
 def all_reduce_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Identity whose backward sums the gradient over ranks."""
-    if not ctx.distributed:
+    """Identity whose backward sums the gradient over class shards."""
+    if not ctx.sharded:
         return x
     return _AllReduceGrad.apply(x, ctx)
 
@@ -132,9 +169,9 @@ class _AllGatherRows(torch.autograd.Function):
 
 
 def all_gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Concatenate ``x`` (rows may differ per rank) over ranks in rank order;
-    the gradient of each block returns to its rank (summed over ranks)."""
-    if not ctx.distributed:
+    """Concatenate ``x`` (rows may differ per rank) over class shards in rank
+    order; the gradient of each block returns to its rank (summed over ranks)."""
+    if not ctx.sharded:
         return x
     return _AllGatherRows.apply(x, ctx)
 

@@ -1,7 +1,11 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# tests/ and each tests/<area>/ are importable, so helpers are imported by their (unique) module names
+for _d in [_HERE] + sorted(os.path.join(_HERE, d) for d in os.listdir(_HERE)):
+    if os.path.isdir(_d) and not os.path.basename(_d).startswith((".", "__")) and _d not in sys.path:
+        sys.path.insert(0, _d)
 
 import pytest
 

@@ -9,7 +9,8 @@ A head turns the cosines of one class shard into the logits that enter the
 Inputs (N rows of the all-gathered batch, C classes of this shard, possibly a
 sampled subset, D embedding dims):
 
-- ``cosine``: [N, C] unit cosines <x_i, w_j>; any float dtype, computed in float32.
+- ``cosine``: [N, C] unit cosines <x_i, w_j>; half types are computed in
+  float32 (float64 stays float64, for gradcheck).
 - ``labels``: [N] or [N, 1] int64, column of the target class on this shard,
   -1 where the class lives on another shard.
 - ``norms``: [N] raw feature norms |z_i| (differentiable).
@@ -79,6 +80,10 @@ def check_positive(name: str, value: float) -> float:
     return check_range(name, value, 0.0, low_open=True)
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class Head(nn.Module):
     """Base class: validation, float32 and the call signature.
 
@@ -97,6 +102,10 @@ class Head(nn.Module):
 
     def compute(self, inp: HeadInputs) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def setup_shard(self, num_local: int, embedding_size: int) -> None:
+        """Called once by the classifier / Partial FC with this shard's class
+        count and the embedding size; heads with per-class state allocate it here."""
 
     def forward(
         self,
@@ -124,10 +133,10 @@ class Head(nn.Module):
                 raise ValueError(f"{type(self).__name__} needs {name}=...: call it through "
                                  "lh2face_plugin's classifier or Partial FC, which pass them")
         with torch.autocast(device_type=cosine.device.type, enabled=False):
-            cosine = cosine.float()
-            norms = None if norms is None else norms.reshape(-1).float()
-            embeddings = None if embeddings is None else embeddings.float()
-            weights = None if weights is None else weights.float()
+            cosine = _at_least_float32(cosine)
+            norms = None if norms is None else _at_least_float32(norms.reshape(-1))
+            embeddings = None if embeddings is None else _at_least_float32(embeddings)
+            weights = None if weights is None else _at_least_float32(weights)
             if self.check_inputs:
                 self._check(cosine, labels, norms, embeddings)
             pos = torch.nonzero(labels >= 0).reshape(-1)

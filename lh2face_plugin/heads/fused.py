@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["margin_logits"]
+__all__ = ["margin_logits", "masked_rowsum"]
 
 BLOCK_ELEMENTS = 1 << 22
 
@@ -151,3 +151,90 @@ def margin_logits(
     return _MarginLogits.apply(
         cosine, scale, thresh, float(hard_a), float(hard_b), pos, target, psi, len(psi_args), *psi_args
     )
+
+
+class _MaskedRowSum(torch.autograd.Function):
+    @staticmethod
+    def forward(fctx, x, pos, target, col_mask, fn, *args):
+        n, c = x.shape
+        out = x.new_zeros(n)
+        for r0, r1 in _blocks(n, c):
+            out[r0:r1] = _masked_block(x, r0, r1, pos, target, col_mask, fn, args).sum(dim=1)
+        fctx.save_for_backward(x, pos, target, *(() if col_mask is None else (col_mask,)), *args)
+        fctx.fn, fctx.has_mask, fctx.n_args = fn, col_mask is not None, len(args)
+        return out
+
+    @staticmethod
+    def backward(fctx, grad_rows):
+        saved = list(fctx.saved_tensors)
+        x, pos, target = saved[:3]
+        col_mask = saved[3] if fctx.has_mask else None
+        args = saved[3 + int(fctx.has_mask):]
+        need_x = fctx.needs_input_grad[0]
+        need_args = fctx.needs_input_grad[5:]
+        n, c = x.shape
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_args = [torch.zeros_like(a) if need else None for a, need in zip(args, need_args)]
+        for r0, r1 in _blocks(n, c):
+            with torch.enable_grad():
+                xb = x[r0:r1].detach().requires_grad_(need_x)
+                ab = [a.detach().requires_grad_(bool(need)) for a, need in zip(args, need_args)]
+                y = _masked_block(xb, 0, r1 - r0, pos - r0, target, col_mask, fctx.fn, ab,
+                                  row_offset_done=True)
+                inputs = ([xb] if need_x else []) + [a for a, need in zip(ab, need_args) if need]
+                if not inputs:
+                    break
+                grads = list(torch.autograd.grad(y, inputs, grad_rows[r0:r1, None].expand_as(y), allow_unused=True))
+            if need_x:
+                g = grads.pop(0)
+                grad_x[r0:r1] = 0.0 if g is None else g
+            for i, need in enumerate(need_args):
+                if need:
+                    g = grads.pop(0)
+                    if g is not None:
+                        grad_args[i] += g
+        return (grad_x, None, None, None, None, *grad_args)
+
+
+def _masked_block(x, r0, r1, pos, target, col_mask, fn, args, row_offset_done=False):
+    xb = x if row_offset_done else x[r0:r1]
+    y = fn(xb, *args)
+    if col_mask is not None:
+        y = y * col_mask[None, :].to(y.dtype)
+    sel = (pos >= 0) & (pos < xb.shape[0]) if row_offset_done else (pos >= r0) & (pos < r1)
+    rows = pos[sel] - (0 if row_offset_done else r0)
+    if rows.numel():
+        y = y.index_put((rows, target[sel]), y.new_zeros(rows.numel()))
+    return y
+
+
+def masked_rowsum(
+    x: torch.Tensor,
+    fn: Callable[..., torch.Tensor],
+    args: Sequence[torch.Tensor] = (),
+    pos: Optional[torch.Tensor] = None,
+    target: Optional[torch.Tensor] = None,
+    col_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Row sums ``sum_j fn(x_ij, *args)`` over non-target, unmasked columns.
+
+    Works over row blocks in both passes (the backward recomputes ``fn`` with
+    autograd), so only the gradient of ``x`` is allocated at full size.
+
+    Args:
+        x: [N, C] float tensor.
+        fn: elementwise differentiable function of a block and ``args``.
+        args: scalar (0-d) tensors ``fn`` depends on (differentiable).
+        pos, target: rows with a target column on this shard and that column;
+            those entries are excluded.
+        col_mask: optional [C] bool; False columns are excluded.
+
+    Returns:
+        [N] row sums.
+    """
+    if pos is None:
+        pos = torch.zeros(0, dtype=torch.long, device=x.device)
+        target = pos
+    if col_mask is not None:
+        col_mask = col_mask.detach()
+    return _MaskedRowSum.apply(x, pos, target, col_mask, fn, *args)

@@ -1,0 +1,179 @@
+"""UniTSFace's unified-threshold sample-to-sample (USS) loss (Li et al., NeurIPS 2023, arXiv 2311.02523).
+
+    L_uss = log(1 + e^{-gamma (g_pos - m) + b}) + sum_{j != y} log(1 + e^{gamma g_neg_j - b})
+
+``g`` is the cosine between a sample and a stored feature. Pairs come from a
+memory of one row per class holding the latest (detached) feature of that
+class: the positive is the row of the sample's class, the negatives are the
+other filled rows. ``b = gamma * t`` is one learnable threshold, initialised
+as the batch mean of ``logsumexp_j gamma g_neg_j`` at the first USS step;
+softplus arguments are clamped to [-gamma, gamma]. UniTSFace adds USS to a
+sample-to-class loss (CosFace s=64, m=0.4 by default) and trains the latter
+alone during a warm-up so the memory fills.
+
+Under Partial FC the memory is sharded like the FC weight ([C_local, D] per
+rank), logits against it use the all-gathered batch, ``b``'s gradient is
+summed over ranks and its initial value uses a distributed logsumexp. The
+memory is written after the step: the rows of a batch are applied at the
+start of the next call (or when the state is saved), so backward always sees
+the memory its forward used.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..distributed import all_reduce_grad, global_logsumexp, global_mean_stat, global_sum
+from ..registry import HEADS, register_head
+from .base import Head, HeadInputs, check_positive, check_range
+from .fused import masked_rowsum
+
+__all__ = ["USS"]
+
+
+@register_head("uss")
+class USS(Head):
+    """USS loss on a sharded class memory, added to a sample-to-class head.
+
+    Args:
+        num_classes: memory rows (classes on this shard); may instead be set
+            by :meth:`setup_shard`, which Partial FC and the classifier call.
+        embedding_size: D; ``None`` = taken from :meth:`setup_shard`.
+        gamma: scale (64). m: positive margin (0.1).
+        warmup_steps: calls with the sample-to-class loss only (memory still fills).
+        lambda_uss: weight of the USS term.
+        base: registered name of the sample-to-class head ("cosface").
+        base_kwargs: its parameters (default CosFace s=64, m=0.4).
+        init_b: fixed initial b instead of the logsumexp initialisation.
+        check_inputs: validate labels and features on every call.
+
+    Shape:
+        cosine [N, C], labels [N], embeddings [N, D] (required)
+        -> ``(logits of the base head [N, C], extra_loss [])``.
+    """
+
+    needs_embeddings = True
+
+    def __init__(self, num_classes: Optional[int] = None, embedding_size: Optional[int] = None, gamma: float = 64.0,
+                 m: float = 0.1, warmup_steps: int = 0, lambda_uss: float = 1.0, base: str = "cosface",
+                 base_kwargs: Optional[Dict[str, Any]] = None, init_b: Optional[float] = None,
+                 check_inputs: bool = True):
+        super().__init__(check_inputs)
+        self.gamma = check_positive("gamma", gamma)
+        self.m = check_range("m", m, 0.0, 1.0)
+        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+        self.lambda_uss = check_range("lambda_uss", lambda_uss, 0.0)
+        if base == "uss":
+            raise ValueError("base must be a sample-to-class head, not 'uss'")
+        kw = dict(base_kwargs or {})
+        kw.setdefault("check_inputs", False)
+        self.base = HEADS.build(base, **kw)
+        for flag in ("needs_norms", "needs_weights"):
+            setattr(self, flag, getattr(self.base, flag))
+        self.embedding_size = None if embedding_size is None else int(embedding_size)
+        self.register_buffer("memory", torch.zeros(0, self.embedding_size or 0))
+        self.register_buffer("filled", torch.zeros(0, dtype=torch.bool))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("b_initialized", torch.tensor(init_b is not None))
+        self.b = nn.Parameter(torch.tensor(float(init_b) if init_b is not None else 0.0))
+        self._pending = None
+        self.last_terms: Dict[str, torch.Tensor] = {}
+        if num_classes is not None:
+            if self.embedding_size is None:
+                raise ValueError("uss: embedding_size is required when num_classes is given")
+            self.setup_shard(num_classes, self.embedding_size)
+        self._record(num_classes=num_classes, embedding_size=self.embedding_size, gamma=self.gamma, m=self.m,
+                     warmup_steps=self.warmup_steps, lambda_uss=self.lambda_uss, base=base, base_kwargs=kw,
+                     init_b=init_b)
+
+    def setup_shard(self, num_local: int, embedding_size: int) -> None:
+        """Allocate the memory for ``num_local`` classes of dimension ``embedding_size``."""
+        if self.embedding_size is None:
+            self.embedding_size = int(embedding_size)
+        elif embedding_size != self.embedding_size:
+            raise ValueError(f"embedding_size mismatch: head has {self.embedding_size}, shard has {embedding_size}")
+        device = self.memory.device
+        self.memory = torch.zeros(int(num_local), self.embedding_size, device=device)
+        self.filled = torch.zeros(int(num_local), dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Write the features of the last training call into the memory."""
+        if self._pending is None:
+            return
+        cls, feats = self._pending
+        self._pending = None
+        self.memory[cls] = feats.to(self.memory.dtype)
+        self.filled[cls] = True
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self.flush()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def compute(self, inp: HeadInputs):
+        if self.memory.shape[0] == 0:
+            raise RuntimeError("USS memory is not allocated: pass num_classes= or call setup_shard(num_local, dim)")
+        self.flush()
+        out = self.base.compute(inp)
+        logits, base_extra = out if isinstance(out, tuple) else (out, None)
+        local_cls = inp.target if inp.class_index is None else inp.class_index[inp.target]
+        if local_cls.numel() and int(local_cls.max()) >= self.memory.shape[0]:
+            raise ValueError(f"class {int(local_cls.max())} beyond the USS memory ({self.memory.shape[0]} rows)")
+
+        active = int(self.steps) >= self.warmup_steps and self.lambda_uss > 0
+        extra = inp.cosine.new_zeros(())
+        if active:
+            extra = self.lambda_uss * self._uss(inp)
+        if self.training:
+            self.steps += 1
+            self._remember(local_cls, inp.embeddings[inp.pos].detach())
+        if base_extra is not None:
+            extra = extra + base_extra
+        return logits, extra
+
+    def _remember(self, cls: torch.Tensor, feats: torch.Tensor) -> None:
+        if cls.numel() == 0:
+            return
+        order = torch.arange(cls.numel(), device=cls.device)
+        uniq, inverse = torch.unique(cls, return_inverse=True)
+        last = torch.full_like(uniq, -1).scatter_reduce(0, inverse, order, reduce="amax")
+        self._pending = (uniq, feats[last])
+
+    def _uss(self, inp: HeadInputs) -> torch.Tensor:
+        ctx, n = inp.ctx, inp.num_rows
+        if inp.class_index is None:
+            mem, filled = self.memory, self.filled
+        else:
+            mem, filled = self.memory[inp.class_index], self.filled[inp.class_index]
+        g = inp.embeddings @ mem.t().to(inp.embeddings.dtype)
+        gamma, m = self.gamma, self.m
+        if not bool(self.b_initialized):
+            self._init_b(g, filled, inp)
+        b = all_reduce_grad(self.b, ctx)
+
+        gt = g[inp.pos, inp.target]
+        pos_ok = filled[inp.target]
+        pos_term = F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * pos_ok
+        neg_rows = masked_rowsum(g, lambda x, bb: F.softplus((gamma * x - bb).clamp(-gamma, gamma)), (b,),
+                                 inp.pos, inp.target, filled)
+        loss = global_sum(pos_term.sum() + neg_rows.sum(), ctx) / n
+        self.last_terms = {"uss": loss.detach(), "b": self.b.detach().clone()}
+        return loss
+
+    @torch.no_grad()
+    def _init_b(self, g: torch.Tensor, filled: torch.Tensor, inp: HeadInputs) -> None:
+        keep = filled[None, :].expand_as(g).clone()
+        if inp.pos.numel():
+            keep[inp.pos, inp.target] = False
+        lse = global_logsumexp(self.gamma * g, inp.ctx, keep)
+        ok = torch.isfinite(lse)
+        if not bool(ok.any()):
+            return
+        value = global_mean_stat(lse[ok].sum(), ok.sum(), inp.ctx)
+        self.b.fill_(float(value))
+        self.b_initialized.fill_(True)

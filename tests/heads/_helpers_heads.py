@@ -1,0 +1,61 @@
+"""Shared inputs for head tests: every registered head with small, test-friendly settings."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import lh2face_plugin
+
+# Parameters per head for tests: small scales keep float64 gradcheck well conditioned, and
+# proxy/USS terms are switched on so that every code path is exercised.
+TEST_KWARGS = {
+    "arcface": dict(s=8.0, m=0.5, straight_through=False),
+    "cosface": dict(s=8.0, m=0.35),
+    "combined": dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, straight_through=False, interclass_filtering_threshold=0.5),
+    "lh2face": dict(kappa_min=2.0, kappa_max=12.0, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5,
+                    tau_pns=0.1, s_pp=4.0, vmf_dim=16),
+    "mv-softmax": dict(s=8.0, m=0.2, t=0.2),
+    "sv-softmax": dict(s=8.0, m=0.2, t=1.3),
+    "uss": dict(gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
+}
+
+VARIANTS = {
+    "lh2face-per-sample": ("lh2face", dict(TEST_KWARGS["lh2face"], margin="per_sample")),
+    "mv-arc-fixed": ("mv-softmax", dict(s=8.0, m=0.3, t=0.2, margin_type="arc", weight="fixed")),
+    "sv-arc": ("sv-softmax", dict(s=8.0, t=1.2, margin_type="arc", m=0.3)),
+    "sv-plain": ("sv-softmax", dict(s=8.0, t=1.2, margin_type="none")),
+}
+
+
+def all_cases():
+    """(case id, head name, kwargs) for every built-in head and the main variants."""
+    cases = [(n, n, TEST_KWARGS[n]) for n in lh2face_plugin.available_heads() if n in TEST_KWARGS]
+    cases += [(k, n, kw) for k, (n, kw) in VARIANTS.items()]
+    return cases
+
+
+def build(name, kwargs, num_classes, dim):
+    head = lh2face_plugin.build_head(name, **kwargs)
+    head.setup_shard(num_classes, dim)
+    return head
+
+
+def make_inputs(n=6, c=5, d=4, seed=0, dtype=torch.float64, norm_range=(3.0, 14.0)):
+    """Raw embeddings z [N, D], proxies w [C, D], labels [N] with every class reachable."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=dtype)
+    z = F.normalize(z, dim=1) * torch.empty(n, 1, dtype=dtype).uniform_(*norm_range, generator=g)
+    w = torch.randn(c, d, generator=g, dtype=dtype)
+    labels = torch.randint(0, c, (n,), generator=g)
+    return z, w, labels
+
+
+def head_loss(head, z, w, labels, class_index=None, ctx=None):
+    """Cross-entropy of the head's logits + its extra term, single process; returns (loss, logits)."""
+    x = F.normalize(z, dim=1)
+    wn = F.normalize(w, dim=1)
+    cos = (x @ wn.t()).clamp(-1, 1)
+    out = head(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
+    logits, extra = out if isinstance(out, tuple) else (out, None)
+    loss = F.cross_entropy(logits, labels)
+    return (loss if extra is None else loss + extra), logits
