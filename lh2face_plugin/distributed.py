@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 __all__ = [
     "DistContext", "global_sum", "global_max", "global_logsumexp", "global_mean_stat", "reduce_target",
-    "all_reduce_grad", "all_gather_rows",
+    "all_reduce_grad", "all_gather_rows", "sharded_cross_entropy",
 ]
 
 
@@ -179,3 +179,19 @@ def all_gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 def rank_sizes(n: int, ctx: DistContext) -> List[int]:
     """Rows per rank for a count ``n`` known on every rank (no communication)."""
     return [n // ctx.world_size + int(r < n % ctx.world_size) for r in range(ctx.world_size)]
+
+
+def sharded_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Mean softmax cross-entropy over classes split across shards.
+
+    Args:
+        logits: [N, C_shard]; labels: [N] column on this shard or -1.
+
+    Returns:
+        The global loss on every rank, with this rank's part of the gradient.
+    """
+    labels = labels.reshape(-1)
+    lse = global_logsumexp(logits, ctx)
+    pos = torch.nonzero(labels >= 0).reshape(-1)
+    target = logits.new_zeros(logits.shape[0]).index_put((pos,), logits[pos, labels[pos]])
+    return (lse - global_sum(target, ctx)).mean()

@@ -103,7 +103,7 @@ class LH2Face(Head):
             if int(self.num_batches_tracked) == 0:
                 self.running_mean.copy_(batch_mean)
             else:
-                self.running_mean.lerp_(batch_mean, self.momentum)
+                self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), self.momentum)
             self.num_batches_tracked += 1
         elif int(self.num_batches_tracked) == 0:
             return batch_mean

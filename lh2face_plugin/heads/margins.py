@@ -12,9 +12,11 @@ bit for bit; ``straight_through=False`` gives the true gradient
 ``s * sin(theta+m)/sin(theta)`` (cosines clamped to (-1+eps, 1-eps) before
 acos). CosFace has no angular part, so both modes agree.
 
-``interclass_filtering_threshold`` reproduces arcface_torch's option: for
-rows whose target is on this shard, non-target cosines above the threshold
-are zeroed (value and gradient).
+``interclass_filtering_threshold``: non-target cosines above the threshold
+are zeroed (value and gradient), as arcface_torch's option does. arcface_torch
+filters only the rows whose target lives on the same rank, so its loss
+changes with the number of GPUs; here every row is filtered, which equals
+arcface_torch on one rank and does not depend on the sharding.
 """
 from __future__ import annotations
 
@@ -78,8 +80,7 @@ class CombinedMargin(Head):
     def compute(self, inp: HeadInputs) -> torch.Tensor:
         thresh, hard_a = None, 0.0
         if self.filter_threshold > 0:
-            thresh = torch.full((inp.num_rows,), math.inf, device=inp.cosine.device)
-            thresh[inp.pos] = self.filter_threshold
+            thresh = inp.cosine.new_full((inp.num_rows,), self.filter_threshold)
             hard_a = -self.s
         return margin_logits(inp.cosine, inp.pos, inp.target, self._psi, scale=self.s,
                              thresh=thresh, hard_a=hard_a)

@@ -1,0 +1,24 @@
+"""Every head gives the single-process loss and gradients with classes split over 2 and 3 gloo ranks."""
+from __future__ import annotations
+
+import pytest
+from _helpers_heads import all_cases
+from _helpers_sharding import run_sharded
+
+CASES = all_cases()
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["world2", "world3"])
+def sharded_results(request, tmp_path_factory):
+    return request.param, run_sharded(request.param, CASES, str(tmp_path_factory.mktemp(f"w{request.param}")))
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled"])
+@pytest.mark.parametrize("case_id", [c[0] for c in CASES])
+def test_sharded_equals_single_process(sharded_results, case_id, mode):
+    world, results = sharded_results
+    diff = results[f"{case_id}|{mode}"]
+    assert diff["scale"] > 1e-3, "degenerate problem: nothing to compare"
+    for key in ("loss", "grad_z", "grad_w"):
+        assert diff[key] <= TOL, (world, case_id, mode, key, diff)
