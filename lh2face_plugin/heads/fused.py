@@ -33,6 +33,15 @@ def _blocks(n_rows: int, n_cols: int):
         yield r0, min(n_rows, r0 + step)
 
 
+def _hard_mask(block, thresh, buf):
+    """``[block > thresh]`` as 0/1 in the block's dtype, written into a reused buffer."""
+    if buf is None or buf.numel() < block.numel():
+        buf = torch.empty(block.numel(), dtype=block.dtype, device=block.device)
+    mask = buf[: block.numel()].view(block.shape)
+    torch.gt(block, thresh, out=mask)
+    return mask, buf
+
+
 def _row(x, r0, r1):
     if isinstance(x, torch.Tensor):
         return x[r0:r1, None]
@@ -47,11 +56,15 @@ class _MarginLogits(torch.autograd.Function):
         if thresh is None:
             torch.mul(cosine, _row(scale, 0, n), out=out)
         else:
+            buf = None
             for r0, r1 in _blocks(n, c):
                 blk, o = cosine[r0:r1], out[r0:r1]
                 torch.mul(blk, _row(scale, r0, r1), out=o)
-                hard = blk > thresh[r0:r1, None]
-                o.add_(torch.where(hard, blk * hard_a + hard_b, 0.0))
+                hard, buf = _hard_mask(blk, thresh[r0:r1, None], buf)
+                if hard_a != 0:
+                    o.addcmul_(blk, hard, value=hard_a)
+                if hard_b != 0:
+                    o.add_(hard, alpha=hard_b)
         if pos.numel():
             out[pos, target] = psi(cosine[pos, target], *psi_args).to(out.dtype)
         saved = [cosine, pos, target]
@@ -86,12 +99,13 @@ class _MarginLogits(torch.autograd.Function):
             if thresh is None:
                 torch.mul(grad_out, _row(scale, 0, n), out=grad_cos)
             else:
+                buf = None
                 for r0, r1 in _blocks(n, c):
                     g, o = grad_out[r0:r1], grad_cos[r0:r1]
                     torch.mul(g, _row(scale, r0, r1), out=o)
                     if fctx.hard_a != 0:
-                        hard = cosine[r0:r1] > thresh[r0:r1, None]
-                        o.add_(torch.where(hard, g * fctx.hard_a, 0.0))
+                        hard, buf = _hard_mask(cosine[r0:r1], thresh[r0:r1, None], buf)
+                        o.addcmul_(g, hard, value=fctx.hard_a)
         if need_scale:
             grad_scale = torch.empty(n, dtype=cosine.dtype, device=cosine.device)
             for r0, r1 in _blocks(n, c):
