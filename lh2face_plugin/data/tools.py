@@ -1,0 +1,434 @@
+"""Build, inspect and shuffle insightface-style RecordIO datasets (no mxnet needed).
+
+insightface training-set layout, as written by :func:`build_dataset`::
+
+    OUT/train.rec, OUT/train.idx
+        key 0          header record: flag 2, labels [N + 1, N + 1 + K], empty image
+        keys 1..N      images: labels [class, aligned], JPEG/PNG bytes (BGR on decode)
+        keys N+1..N+K  identity records: labels [first_key, end_key), empty image
+    OUT/property       "K,H,W"
+    OUT/classes.txt    line c = the sub-folder name of class c (not read by arcface_torch)
+
+Here ``aligned`` is 1.0 for images this tool aligned from landmarks, else 0.0.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import warnings
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from .dataset import resolve_rec
+from .recordio import (IRHeader, MXIndexedRecordIO, MXRecordIO, imdecode, imencode, pack, temp_path_for,
+                       unpack)
+
+__all__ = ["build_dataset", "load_landmarks", "inspect_record", "RecordSummary", "shuffle_record",
+           "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- build ------------------------------------------------------------------------------------
+def load_landmarks(path: PathLike) -> Dict[str, np.ndarray]:
+    """Read a landmarks CSV: ``relative_path,x1,y1,x2,y2,...,x5,y5`` per line.
+
+    ``relative_path`` is relative to the image folder with ``/`` separators
+    (``identity/image.jpg``); points are pixels in the original image, in the
+    order left eye, right eye, nose tip, left mouth corner, right mouth corner
+    (insightface's 5-point order). A first line whose coordinates are not numbers
+    (11 fields) is taken as a header. Returns ``{relative_path: float32 (5, 2)}``.
+    """
+    path = os.fspath(path)
+    out: Dict[str, np.ndarray] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            try:
+                if len(row) != 11:
+                    raise ValueError
+                pts = np.array([float(v) for v in row[1:]], dtype=np.float32).reshape(5, 2)
+            except ValueError:
+                if n == 1 and len(row) == 11:
+                    continue
+                raise ValueError(f"{path}, line {n}: expected 'relative_path,x1,y1,...,x5,y5' (11 fields, "
+                                 f"10 numbers), got {','.join(row)[:100]!r}") from None
+            if not np.isfinite(pts).all():
+                raise ValueError(f"{path}, line {n}: landmarks must be finite numbers")
+            out[_norm_rel(row[0])] = pts
+    return out
+
+
+def _norm_rel(rel: str) -> str:
+    rel = rel.strip().replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    return rel
+
+
+def _list_identities(folder: str) -> Tuple[List[str], List[List[str]]]:
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    names, files = [], []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isdir(sub):
+            continue
+        images = sorted(f for f in os.listdir(sub)
+                        if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        if images:
+            names.append(name)
+            files.append(images)
+    if not names:
+        raise ValueError(f"{folder}: no identity sub-folders with images ({', '.join(IMAGE_EXTENSIONS)}); "
+                         "expected IMAGE_FOLDER/<identity>/<image>")
+    return names, files
+
+
+def _encode_face(path: str, raw: bytes, size: int, landmarks: Optional[np.ndarray], resize: bool,
+                 quality: int) -> bytes:
+    """Image bytes for the record: the file itself when already ``size`` x ``size`` JPEG/PNG."""
+    from PIL import Image
+
+    if landmarks is None:
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                fmt, (w, h) = im.format, im.size
+        except Exception:
+            raise ValueError(f"{path}: not a readable image") from None
+        if (w, h) == (size, size) and fmt in ("JPEG", "PNG"):
+            return raw
+        if (w, h) != (size, size) and not resize:
+            raise ValueError(f"{path}: image is {w}x{h}, expected aligned {size}x{size} faces; pass a landmarks "
+                             "file to align them, or --resize to resize as they are")
+    try:
+        bgr = imdecode(raw, 1)
+    except ValueError:
+        raise ValueError(f"{path}: not a readable image") from None
+    if landmarks is not None:
+        from insightface.utils.face_align import norm_crop
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecation inside insightface
+            bgr = norm_crop(bgr, landmarks, image_size=size)
+    elif bgr.shape[:2] != (size, size):
+        rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).resize((size, size), Image.BICUBIC)
+        bgr = np.asarray(rgb)[:, :, ::-1]
+    return imencode(bgr, quality, ".jpg")
+
+
+def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[PathLike] = None,
+                  image_size: int = 112, resize: bool = False, quality: int = 95,
+                  progress: bool = True) -> Dict[str, Union[str, int]]:
+    """Pack ``image_folder/<identity>/<image>`` into an insightface RecordIO dataset in ``out``.
+
+    Identities are the sorted sub-folder names (class ``c`` = the c-th name,
+    empty folders skipped); images are taken in sorted order. Images that are
+    already ``image_size`` squared JPEG/PNG files are stored byte for byte;
+    with ``landmarks`` (see :func:`load_landmarks`) every image is aligned with
+    insightface's ``norm_crop`` onto the ArcFace 5-point template and re-encoded
+    as JPEG at ``quality``; with ``resize`` other sizes are resized (bicubic).
+
+    The ``.rec``/``.idx`` pair appears only when complete (atomic writes).
+
+    Returns:
+        dict with ``rec``, ``idx``, ``property``, ``classes`` (paths) and
+        ``num_images``, ``num_classes``.
+    """
+    folder, out = os.fspath(image_folder), os.fspath(out)
+    names, files = _list_identities(folder)
+    points = None
+    if landmarks is not None:
+        points = load_landmarks(landmarks)
+        missing = [f"{n}/{f}" for n, fs in zip(names, files) for f in fs if f"{n}/{f}" not in points]
+        if missing:
+            raise ValueError(f"{os.fspath(landmarks)}: no landmarks for {len(missing)} image(s), e.g. "
+                             f"{', '.join(missing[:3])}")
+        try:
+            import insightface.utils.face_align  # noqa: F401
+        except ImportError:
+            raise ValueError("aligning with landmarks needs insightface: pip install 'lh2face-plugin[zoo]'") from None
+    num_images, num_classes = sum(map(len, files)), len(names)
+    os.makedirs(out, exist_ok=True)
+    paths = {"rec": os.path.join(out, "train.rec"), "idx": os.path.join(out, "train.idx"),
+             "property": os.path.join(out, "property"), "classes": os.path.join(out, "classes.txt")}
+    bar = tqdm(total=num_images, desc="build", unit="img", disable=not progress)
+    with MXIndexedRecordIO(paths["idx"], paths["rec"], "w") as rec:
+        rec.write_idx(0, pack(IRHeader(0, [num_images + 1, num_images + 1 + num_classes], 0, 0), b""))
+        key = 1
+        for cls, (name, images) in enumerate(zip(names, files)):
+            for fname in images:
+                rel = f"{name}/{fname}"
+                path = os.path.join(folder, name, fname)
+                with open(path, "rb") as f:
+                    raw = f.read()
+                lmk = None if points is None else points[rel]
+                body = _encode_face(path, raw, image_size, lmk, resize, quality)
+                rec.write_idx(key, pack(IRHeader(0, [cls, 0.0 if lmk is None else 1.0], key, 0), body))
+                key += 1
+                bar.update()
+        first = 1
+        for cls, images in enumerate(files):
+            rec.write_idx(num_images + 1 + cls, pack(IRHeader(0, [first, first + len(images)], 0, 0), b""))
+            first += len(images)
+    bar.close()
+    _write_text_atomic(paths["property"], f"{num_classes},{image_size},{image_size}\n")
+    _write_text_atomic(paths["classes"], "".join(n + "\n" for n in names))
+    return {**paths, "num_images": num_images, "num_classes": num_classes}
+
+
+# -- inspect ----------------------------------------------------------------------------------
+@dataclass
+class RecordSummary:
+    """What :func:`inspect_record` found in a ``.rec``."""
+
+    rec: str
+    layout: str
+    records: int = 0
+    images: int = 0
+    empty_records: int = 0
+    classes: int = 0
+    label_widths: Dict[int, int] = field(default_factory=dict)
+    label_range: Tuple[float, float] = (math.nan, math.nan)
+    images_per_class: Tuple[int, float, int] = (0, 0.0, 0)
+    image_shapes: Dict[Tuple[int, ...], int] = field(default_factory=dict)
+    header: Optional[Tuple[int, int]] = None
+    property: Optional[str] = None
+    indexed: bool = False
+    problems: List[str] = field(default_factory=list)
+    sheet: Optional[str] = None
+
+    def format(self) -> str:
+        """Human-readable multi-line report."""
+        widths = ", ".join(f"{v} record(s) with {k}" for k, v in sorted(self.label_widths.items()))
+        shapes = ", ".join(f"{'x'.join(map(str, s))}: {n}" for s, n in sorted(self.image_shapes.items()))
+        lo, med, hi = self.images_per_class
+        lines = [
+            f"file            {self.rec}{'' if self.indexed else '  (no .idx: sequential scan only)'}",
+            f"layout          {self.layout}",
+            f"records         {self.records} ({self.images} images, {self.empty_records} without image)",
+            f"classes         {self.classes} (images per class min {lo} / median {med:g} / max {hi})",
+            f"labels          {widths}; image labels (first) in [{self.label_range[0]:g}, {self.label_range[1]:g}]",
+            f"sampled images  {shapes or '-'}",
+        ]
+        if self.header is not None:
+            lines.append(f"header record   images at keys 1..{self.header[0] - 1}, identity records at keys "
+                         f"{self.header[0]}..{self.header[1] - 1}")
+        if self.property is not None:
+            lines.append(f"property        {self.property}")
+        if self.sheet:
+            lines.append(f"contact sheet   {self.sheet}")
+        lines.append("problems        " + ("none" if not self.problems else "\n                ".join(self.problems)))
+        return "\n".join(lines)
+
+
+def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int = 36, seed: int = 0,
+                   progress: bool = True) -> RecordSummary:
+    """Scan a RecordIO file: counts, classes, label layout, consistency; optionally a contact sheet.
+
+    Args:
+        rec: a ``.rec`` file or a folder holding ``train.rec``.
+        sheet: PNG path for a grid of ``samples`` images drawn uniformly at
+            random (reservoir sampling with ``seed``), titled with their labels.
+
+    Every record is read once, sequentially. Problems (an insightface header
+    that disagrees with the records, labels outside the identity ranges, a
+    ``property`` file that disagrees) are listed in ``problems``, not raised.
+    """
+    rec_path, idx_path = resolve_rec(rec)
+    indexed = os.path.exists(idx_path)
+    total = _count_lines(idx_path) if indexed else None
+    rng = np.random.default_rng(seed)
+    widths: Counter = Counter()
+    image_widths: set = set()
+    first_labels = array("d")
+    identity_ranges: List[Tuple[int, int]] = []
+    reservoir: List[Tuple[int, float, bytes]] = []
+    header0 = None
+    records = empty = 0
+    with MXRecordIO(rec_path, "r") as seq:
+        for ordinal, buf in enumerate(tqdm(seq, total=total, desc="inspect", unit="rec", disable=not progress)):
+            records += 1
+            try:
+                head, body = unpack(buf)
+            except ValueError as exc:
+                raise ValueError(f"{rec_path}, record #{ordinal}: {exc}") from None
+            labels = [head.label] if head.flag == 0 else head.label.tolist()
+            widths[len(labels)] += 1
+            if not body:
+                empty += 1
+                if ordinal == 0 and head.flag >= 2:
+                    header0 = (int(labels[0]), int(labels[1]))
+                elif header0 is not None and head.flag >= 2:
+                    identity_ranges.append((int(labels[0]), int(labels[1])))
+                continue
+            image_widths.add(len(labels))
+            first_labels.append(labels[0])
+            n = len(first_labels)
+            if n <= samples:
+                reservoir.append((ordinal, labels[0], body))
+            else:
+                j = int(rng.integers(0, n))
+                if j < samples:
+                    reservoir[j] = (ordinal, labels[0], body)
+    labels_arr = np.frombuffer(first_labels, dtype=np.float64) if first_labels else np.zeros(0)
+    summary = RecordSummary(rec=rec_path, layout="", records=records, images=len(first_labels),
+                            empty_records=empty, label_widths=dict(widths), header=header0, indexed=indexed)
+    if len(labels_arr):
+        classes, counts = np.unique(labels_arr, return_counts=True)
+        summary.classes = len(classes)
+        summary.label_range = (float(labels_arr.min()), float(labels_arr.max()))
+        summary.images_per_class = (int(counts.min()), float(np.median(counts)), int(counts.max()))
+        if not np.array_equal(classes, np.round(classes)):
+            summary.problems.append("some labels are not integers")
+    if header0 is not None:
+        summary.layout = "insightface (header record, [class, aligned] image labels, identity records)"
+        _check_insightface(summary, header0, identity_ranges, labels_arr)
+    elif not image_widths:
+        summary.layout = "no image records"
+    elif image_widths == {1}:
+        summary.layout = "im2rec (scalar labels, no header record)"
+    else:
+        summary.layout = f"im2rec (multi-label: {sorted(image_widths)} labels per record, no header record)"
+    prop = os.path.join(os.path.dirname(rec_path), "property")
+    if os.path.exists(prop):
+        with open(prop, encoding="utf-8") as f:
+            summary.property = f.read().strip()
+        try:
+            declared = int(summary.property.split(",")[0])
+            if declared != summary.classes:
+                summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
+        except ValueError:
+            summary.problems.append(f"{prop}: expected 'num_classes,H,W', got {summary.property!r}")
+    decoded = []
+    for ordinal, label, body in sorted(reservoir):
+        try:
+            img = imdecode(body, 1)
+        except ValueError:
+            summary.problems.append(f"record #{ordinal}: image bytes do not decode")
+            continue
+        summary.image_shapes[img.shape] = summary.image_shapes.get(img.shape, 0) + 1
+        decoded.append((ordinal, label, img))
+    if sheet is not None and decoded:
+        summary.sheet = _contact_sheet(decoded, os.fspath(sheet), os.path.basename(rec_path))
+    return summary
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _check_insightface(summary: RecordSummary, header0: Tuple[int, int], ranges: List[Tuple[int, int]],
+                       labels: np.ndarray) -> None:
+    n_declared, k_declared = header0[0] - 1, header0[1] - header0[0]
+    if summary.images != n_declared:
+        summary.problems.append(f"header record declares {n_declared} images, found {summary.images}")
+    if len(ranges) != k_declared:
+        summary.problems.append(f"header record declares {k_declared} identity records, found {len(ranges)}")
+    expected = 1
+    for cls, (lo, hi) in enumerate(ranges):
+        if lo != expected or hi < lo:
+            summary.problems.append(f"identity record {cls}: range [{lo}, {hi}) does not continue at {expected}")
+            break
+        if hi <= len(labels) + 1 and lo < hi and not np.all(labels[lo - 1:hi - 1] == cls):
+            summary.problems.append(f"identity record {cls}: images {lo}..{hi - 1} do not all carry label {cls}")
+        expected = hi
+
+
+def _contact_sheet(items: Sequence[Tuple[int, float, np.ndarray]], path: str, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = int(math.ceil(math.sqrt(len(items))))
+    rows = int(math.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.55 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (ordinal, label, bgr) in zip(axes.flat, items):
+        ax.imshow(bgr[:, :, ::-1])
+        ax.set_title(f"#{ordinal} id {label:g}", fontsize=7)
+    fig.suptitle(f"{title}: {len(items)} random images", fontsize=9)
+    fig.tight_layout()
+    tmp = temp_path_for(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# -- shuffle ----------------------------------------------------------------------------------
+def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool = True) -> Dict[str, Union[str, int]]:
+    """Copy the image records of ``rec`` in a random order to ``out/train.rec`` / ``train.idx``.
+
+    For NVIDIA DALI's ``fn.readers.mxnet``: header and identity records (empty
+    image) are dropped, keys become ``0..N-1`` in the new order, and each record
+    keeps its image bytes and ids but only its first label, as a scalar
+    (``flag 0``) - DALI's label output is then one number per image. A
+    ``property`` file beside ``rec`` is copied.
+
+    Returns:
+        dict with ``rec``, ``idx`` (and ``property`` when copied) paths and ``num_images``.
+    """
+    rec_path, idx_path = resolve_rec(rec)
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    paths: Dict[str, Union[str, int]] = {"rec": os.path.join(out, "train.rec"),
+                                         "idx": os.path.join(out, "train.idx")}
+    if os.path.abspath(paths["rec"]) == os.path.abspath(rec_path):
+        raise ValueError(f"{out}: the shuffled copy must go to another folder than {rec_path}")
+    src = MXIndexedRecordIO(idx_path, rec_path, "r")
+    head, _ = unpack(src.read_idx(src.keys[0])) if src.keys else (None, b"")
+    if head is not None and head.flag >= 2 and src.keys[0] == 0:
+        keys = list(range(1, int(head.label[0])))
+    else:
+        keys = list(src.keys)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    count = 0
+    with MXIndexedRecordIO(paths["idx"], paths["rec"], "w") as dst:
+        for i in tqdm(order, desc="shuffle", unit="img", disable=not progress):
+            key = keys[i]
+            header, body = unpack(src.read_idx(key))
+            if not body:
+                continue
+            label = header.label if header.flag == 0 else float(header.label[0])
+            dst.write_idx(count, pack(IRHeader(0, label, header.id, header.id2), body))
+            count += 1
+    src.close()
+    prop = os.path.join(os.path.dirname(rec_path), "property")
+    if os.path.exists(prop):
+        with open(prop, encoding="utf-8") as f:
+            text = f.read()
+        paths["property"] = os.path.join(out, "property")
+        _write_text_atomic(paths["property"], text)
+    paths["num_images"] = count
+    return paths
