@@ -1,0 +1,194 @@
+"""Make an unmodified arcface_torch checkout run on today's stack, inside this process only.
+
+Nothing here edits the checkout. Each fix is applied to objects already
+imported into the running interpreter:
+
+- :func:`fix_lr_scheduler`: ``PolynomialLRWarmup`` passes ``verbose`` to the
+  torch scheduler base, a TypeError since torch 2.7. Its base class is swapped
+  for one that accepts and drops ``verbose``.
+- :func:`ensure_mxnet`: when mxnet cannot be imported (numpy >= 1.24, Python
+  3.12), the stand-in of :mod:`.mxnet_shim` is installed as ``sys.modules["mxnet"]``
+  so ``dataset.py`` and ``eval/verification.py`` read ``.rec`` and ``.bin`` files.
+- :func:`tolerate_second_init`: ``train_v2`` initialises torch.distributed when
+  imported; when the plugin has already done so, that second call is skipped.
+- :func:`cpu_only`: neutralises the hard-coded CUDA calls of the training flow
+  (``.cuda()``, streams, ``set_device``, DDP ``device_ids``) for CPU smoke runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+from types import ModuleType
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch.optim.lr_scheduler import _LRScheduler
+
+__all__ = ["fix_lr_scheduler", "ensure_mxnet", "tolerate_second_init", "cpu_only", "mxnet_status"]
+
+
+class _DropVerbose(_LRScheduler):
+    """Scheduler base accepting the ``verbose`` argument removed in torch 2.7."""
+
+    def __init__(self, optimizer, last_epoch: int = -1, verbose=None):
+        super().__init__(optimizer, last_epoch)
+
+
+def _base_accepts_verbose() -> bool:
+    return "verbose" in inspect.signature(_LRScheduler.__init__).parameters
+
+
+def fix_lr_scheduler(lr_module: ModuleType) -> bool:
+    """Rebase ``lr_module.PolynomialLRWarmup`` onto :class:`_DropVerbose` if needed.
+
+    Returns:
+        True if the class was (or already had been) rebased, False if this torch
+        still accepts ``verbose`` and nothing was changed.
+    """
+    cls = getattr(lr_module, "PolynomialLRWarmup", None)
+    if cls is None:
+        raise AttributeError(f"{getattr(lr_module, '__file__', lr_module)} defines no PolynomialLRWarmup")
+    if _DropVerbose in cls.__mro__:
+        return True
+    if _base_accepts_verbose():
+        return False
+    cls.__bases__ = tuple(_DropVerbose if b is _LRScheduler else b for b in cls.__bases__)
+    return _DropVerbose in cls.__mro__
+
+
+def mxnet_status() -> str:
+    """``"mxnet 1.9.1"``, ``"lh2face stand-in"`` or ``"not importable (reason)"``; installs nothing."""
+    mod = sys.modules.get("mxnet")
+    if mod is not None:
+        from .mxnet_shim import SHIM_VERSION
+
+        version = getattr(mod, "__version__", "?")
+        return "lh2face stand-in" if version == SHIM_VERSION else f"mxnet {version}"
+    reason = _try_import_mxnet()
+    return f"mxnet {sys.modules['mxnet'].__version__}" if reason is None else f"not importable ({reason})"
+
+
+def _try_import_mxnet() -> Optional[str]:
+    """Import the real mxnet; on failure undo partial imports and return the reason."""
+    try:
+        importlib.import_module("mxnet")
+        return None
+    except Exception as exc:  # mxnet on numpy>=1.24 fails with AttributeError, not ImportError
+        for name in [n for n in sys.modules if n == "mxnet" or n.startswith("mxnet.")]:
+            del sys.modules[name]
+        return f"{type(exc).__name__}: {exc}"
+
+
+def ensure_mxnet() -> str:
+    """Make ``import mxnet`` work: the real one if importable, else the stand-in.
+
+    Returns:
+        What ``mxnet`` now is, e.g. ``"mxnet 1.9.1"`` or
+        ``"lh2face stand-in (mxnet not importable: ModuleNotFoundError: ...)"``.
+    """
+    from .mxnet_shim import SHIM_VERSION, build_mxnet_shim
+
+    current = sys.modules.get("mxnet")
+    if current is not None:
+        return "lh2face stand-in" if getattr(current, "__version__", "") == SHIM_VERSION else \
+            f"mxnet {current.__version__}"
+    reason = _try_import_mxnet()
+    if reason is None:
+        return f"mxnet {sys.modules['mxnet'].__version__}"
+    sys.modules.update(build_mxnet_shim())
+    return f"lh2face stand-in (mxnet not importable: {reason})"
+
+
+@contextlib.contextmanager
+def tolerate_second_init() -> Iterator[None]:
+    """Within the block, ``init_process_group`` returns at once if a group exists."""
+    original = dist.init_process_group
+    if not dist.is_initialized():
+        yield
+        return
+
+    def init_process_group(*args, **kwargs):
+        return None
+
+    dist.init_process_group = init_process_group
+    try:
+        yield
+    finally:
+        dist.init_process_group = original
+
+
+class _NullStream:
+    """Stands in for ``torch.cuda.Stream`` on CPU: every method is a no-op."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _is_cuda_device(device) -> bool:
+    if isinstance(device, int):
+        return True
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    return isinstance(device, torch.device) and device.type == "cuda"
+
+
+@contextlib.contextmanager
+def cpu_only(sampler_module: Optional[ModuleType] = None) -> Iterator[None]:
+    """Run CUDA-only host code on the CPU (for smoke runs and tests).
+
+    Patches, and restores on exit: ``Tensor.cuda`` and ``Module.cuda`` (identity),
+    ``Tensor.to`` (CUDA/int devices go to the CPU), ``torch.cuda.set_device``,
+    ``Stream``/``stream``/``current_stream`` (no-ops), and
+    ``torch.nn.parallel.DistributedDataParallel`` (``device_ids`` dropped). With
+    ``sampler_module`` (the host's ``utils.utils_distributed_sampler``) its seed
+    broadcast uses the CPU.
+    """
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
+    tensor_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        if args and _is_cuda_device(args[0]) and not isinstance(args[0], bool):
+            args = ("cpu",) + args[1:]
+        if _is_cuda_device(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return tensor_to(self, *args, **kwargs)
+
+    class CpuDDP(DistributedDataParallel):
+        def __init__(self, module, *args, device_ids=None, output_device=None, **kwargs):
+            super().__init__(module, *args, **kwargs)
+
+    patches = [
+        (torch.Tensor, "cuda", lambda self, *a, **k: self),
+        (torch.Tensor, "to", to),
+        (nn.Module, "cuda", lambda self, *a, **k: self),
+        (torch.cuda, "set_device", lambda *a, **k: None),
+        (torch.cuda, "Stream", _NullStream),
+        (torch.cuda, "stream", lambda *a, **k: contextlib.nullcontext()),
+        (torch.cuda, "current_stream", lambda *a, **k: _NullStream()),
+        (torch.nn.parallel, "DistributedDataParallel", CpuDDP),
+    ]
+    sync = getattr(sampler_module, "sync_random_seed", None)
+    saved_defaults = sync.__defaults__ if sync is not None else None
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    if sync is not None:
+        sync.__defaults__ = (None, "cpu")
+    try:
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+        if sync is not None:
+            sync.__defaults__ = saved_defaults

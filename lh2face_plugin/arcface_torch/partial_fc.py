@@ -1,0 +1,178 @@
+"""Partial FC that calls a plugin head with the full head contract.
+
+arcface_torch's ``PartialFC_V2`` hands its margin function only the clamped
+cosines of its shard. :func:`partial_fc_class` returns a subclass of the
+checkout's own ``PartialFC_V2`` (its sampling, ``AllGather`` and
+``DistCrossEntropy`` are reused, not rewritten) whose forward
+
+1. all-gathers embeddings and labels across ranks (global batch N = B * W),
+2. checks every global label lies in [0, num_classes) or is -1, *before* any
+   remapping, and drops -1 rows (ignored samples) on every rank alike,
+3. takes the feature norms |z_i| before normalising,
+4. samples classes as ``PartialFC_V2.sample`` does when ``sample_rate < 1``,
+5. calls the head with ``norms``, ``embeddings``, the (sampled) normalised
+   ``weights``, ``class_index=self.weight_index`` when sampling, and
+   ``ctx=DistContext(world, rank, gathered=True)``,
+6. returns the distributed cross-entropy plus the head's extra loss, if any.
+
+At construction the head's ``setup_shard(num_local, embedding_size)`` is
+called so per-class state (UniTSFace's memory) is sharded like the weight.
+
+The head is stored as the submodule ``margin_softmax`` (the attribute the base
+class uses), so the ``state_dict`` arcface_torch saves in its checkpoints holds
+the head's buffers and parameters, and resume restores them.
+
+A callable that is not a :class:`~lh2face_plugin.heads.base.Head` (such as the
+checkout's ``CombinedMarginLoss``) is called as the base class calls it,
+``margin(logits, labels)``.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Dict, Optional
+
+import torch
+from torch import distributed
+from torch.nn.functional import linear, normalize
+
+from ..distributed import DistContext
+from ..heads.base import Head
+
+__all__ = ["partial_fc_class", "check_global_labels"]
+
+_CLASSES: Dict[int, type] = {}
+
+
+def check_global_labels(labels: torch.Tensor, num_classes: int, batch_size: int) -> None:
+    """Raise ``ValueError`` for a label outside [0, num_classes) other than -1.
+
+    Args:
+        labels: [N] int64 all-gathered labels (rank r holds rows r*B .. r*B+B-1).
+        num_classes: ``config.num_classes``.
+        batch_size: per-rank batch B, used to name the rank and row at fault.
+    """
+    bad = (labels != -1) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"label {int(labels[row])} at global row {row} (rank {row // batch_size}, row {row % batch_size} of "
+            f"its batch) is outside [0, {num_classes}); config.num_classes = {num_classes}. Labels must be class "
+            "ids below num_classes, or -1 for a sample to ignore. Check num_classes against your dataset "
+            "(the .rec's property file); arcface_torch would otherwise train on with a loss stuck at 69.08."
+        )
+
+
+def partial_fc_class(host: Optional[ModuleType] = None) -> type:
+    """The plugin's ``PartialFC`` class, built on ``host.PartialFC_V2``.
+
+    Args:
+        host: the checkout's ``partial_fc_v2`` module (default: import it, so the
+            checkout must be on ``sys.path``).
+
+    Returns:
+        A subclass of ``PartialFC_V2`` with the same constructor,
+        ``PartialFC(margin_loss, embedding_size, num_classes, sample_rate=1.0, fp16=False)``.
+    """
+    host = host if host is not None else importlib.import_module("partial_fc_v2")
+    cls = _CLASSES.get(id(host))
+    if cls is None:
+        cls = _CLASSES[id(host)] = _define(host)
+    return cls
+
+
+def _define(host: ModuleType) -> type:
+    base = host.PartialFC_V2
+    all_gather = host.AllGather
+
+    class PartialFC(base):
+        """``PartialFC_V2`` of the checkout, calling plugin heads with the full head contract.
+
+        Args:
+            margin_loss: a plugin head, or any ``f(logits, labels)`` as in arcface_torch.
+            embedding_size: D. num_classes: C over all ranks.
+            sample_rate: fraction of this shard's classes per step (positives always kept).
+            fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
+
+        Shape:
+            local_embeddings [B, D] float, local_labels [B] or [B, 1] int64 (-1 = ignore the row)
+            -> scalar float32 loss, the mean over the global batch (identical on every rank).
+        """
+
+        def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
+                     fp16: bool = False):
+            if not callable(margin_loss):
+                raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
+            if not 0.0 < float(sample_rate) <= 1.0:
+                raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+            super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+            self.num_classes = int(num_classes)
+            if isinstance(margin_loss, Head):
+                margin_loss.setup_shard(self.num_local, embedding_size)
+
+        @property
+        def head(self):
+            return self.margin_softmax
+
+        def _gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
+            b = local_embeddings.shape[0]
+            emb_parts = [local_embeddings.new_zeros((b, self.embedding_size)) for _ in range(self.world_size)]
+            label_parts = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
+            embeddings = torch.cat(all_gather(local_embeddings, *emb_parts))
+            distributed.all_gather(label_parts, local_labels)
+            return embeddings, torch.cat(label_parts)
+
+        def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
+            local_labels = local_labels.reshape(-1).long()
+            local_embeddings = local_embeddings.float()
+            batch_size = local_embeddings.size(0)
+            if local_labels.numel() != batch_size:
+                raise ValueError(f"got {batch_size} embeddings but {local_labels.numel()} labels")
+            if self.last_batch_size == 0:
+                self.last_batch_size = batch_size
+            if self.last_batch_size != batch_size:
+                raise ValueError(f"the batch size must stay constant (Partial FC): first {self.last_batch_size}, "
+                                 f"now {batch_size}; arcface_torch's loaders use drop_last=True")
+
+            embeddings, labels = self._gather(local_embeddings, local_labels)
+            check_global_labels(labels, self.num_classes, batch_size)
+            keep = labels != -1
+            if not bool(keep.all()):
+                if not bool(keep.any()):
+                    return embeddings.sum() * 0.0
+                embeddings, labels = embeddings[keep], labels[keep]
+
+            labels = labels.view(-1, 1)
+            index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
+            labels[~index_positive] = -1
+            labels[index_positive] -= self.class_start
+            if self.sample_rate < 1:
+                weight = self.sample(labels, index_positive)
+                class_index = self.weight_index
+            else:
+                weight, class_index = self.weight, None
+
+            norms = embeddings.norm(dim=1)
+            with torch.autocast(device_type=embeddings.device.type, enabled=bool(self.fp16),
+                                dtype=torch.float16 if embeddings.is_cuda else torch.bfloat16):
+                x = normalize(embeddings)
+                w = normalize(weight)
+                logits = linear(x, w)
+            logits = logits.float().clamp(-1, 1)
+
+            head = self.margin_softmax
+            if isinstance(head, Head):
+                out = head(logits, labels, norms=norms, embeddings=x.float(), weights=w.float(),
+                           class_index=class_index,
+                           ctx=DistContext(self.world_size, self.rank, gathered=True))
+            else:
+                out = head(logits, labels)
+            extra = None
+            if isinstance(out, tuple):
+                out, extra = out
+            loss = self.dist_cross_entropy(out, labels)
+            return loss if extra is None else loss + extra
+
+    PartialFC.__module__ = __name__
+    PartialFC.__qualname__ = "PartialFC"
+    return PartialFC

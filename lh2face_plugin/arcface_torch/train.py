@@ -1,0 +1,125 @@
+"""Run arcface_torch's own training flow (``train_v2.main``) with the plugin active.
+
+Steps: locate the checkout and check its revision, load and validate the
+recipe, make mxnet importable (:func:`.compat.ensure_mxnet`), initialise
+torch.distributed (from torchrun's environment, or a world of one), import
+``train_v2`` from the checkout (its own process-group initialisation is then
+skipped), activate, and call ``train_v2.main``. Data loading, DDP, the LR
+schedule, logging, verification and checkpoints are arcface_torch's.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from .activate import activate
+from .compat import cpu_only, ensure_mxnet, tolerate_second_init
+from .config import check_job_keys, load_recipe, plugin_spec
+from .locate import Checkout, locate_checkout
+from .revision import check_revision
+
+__all__ = ["TrainSetup", "prepare", "run"]
+
+
+@dataclass
+class TrainSetup:
+    """What :func:`prepare` resolved: checkout, revision note, recipe, mxnet."""
+
+    checkout: Checkout
+    revision: str
+    cfg: dict
+    mxnet: str
+
+    def describe(self) -> str:
+        spec = plugin_spec(self.cfg, build=False)
+        loss = (f"{spec.loss} {spec.head_kwargs()}" if spec.loss
+                else f"arcface_torch CombinedMarginLoss margin_list={tuple(self.cfg.get('margin_list', ()))}")
+        lines = [self.checkout.describe(), f"  {self.revision}", f"recipe {self.cfg['recipe_path']}",
+                 f"  loss: {loss}", f"  sample_rate: {self.cfg.get('sample_rate', 1.0)}",
+                 f"  output: {self.cfg['output']}", f"mxnet: {self.mxnet}"]
+        if spec.input_module:
+            lines.insert(4, f"  input module: {spec.input_module} {spec.input_module_kwargs}")
+        return "\n".join(lines)
+
+
+def prepare(recipe: str, arcface_root: Optional[str] = None, strict: bool = False) -> TrainSetup:
+    """Locate, check and load everything without starting anything.
+
+    Raises:
+        FileNotFoundError: no checkout / recipe. RuntimeError: unknown revision with ``strict``.
+        ValueError / KeyError / TypeError: invalid recipe (the message names the key).
+    """
+    checkout = locate_checkout(arcface_root)
+    report = check_revision(checkout.root, strict=strict)
+    if checkout.root not in sys.path:
+        sys.path.insert(0, checkout.root)
+    cfg = load_recipe(recipe, checkout.root)
+    check_job_keys(cfg)
+    plugin_spec(cfg)
+    return TrainSetup(checkout, report.describe(), cfg, ensure_mxnet())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init_distributed(backend: str) -> bool:
+    """Initialise the default group; True if this call did it."""
+    if dist.is_initialized():
+        return False
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    return True
+
+
+def run(recipe: str, arcface_root: Optional[str] = None, strict: bool = False, cpu: bool = False,
+        backend: Optional[str] = None, quiet: bool = False) -> TrainSetup:
+    """Train ``recipe`` with arcface_torch's ``train_v2.main`` and the plugin active.
+
+    Args:
+        recipe: recipe path (anywhere) or ``configs/`` name of the checkout.
+        arcface_root: checkout (default: ``$ARCFACE_TORCH_ROOT``, then the cwd).
+        strict: refuse a checkout whose revision is unknown.
+        cpu: neutralise CUDA calls (:func:`.compat.cpu_only`) for smoke runs.
+        backend: process-group backend (default: nccl with CUDA, else gloo).
+        quiet: do not print the resolved setup.
+
+    Raises:
+        RuntimeError: no CUDA and not ``cpu``; see also :func:`prepare`.
+    """
+    setup = prepare(recipe, arcface_root, strict)
+    if not cpu and not torch.cuda.is_available():
+        raise RuntimeError("arcface_torch's train_v2 needs CUDA and none is available here; "
+                           "pass --cpu for a CPU smoke run (e.g. recipes/smoke_synthetic_cpu.py)")
+    rank = int(os.environ.get("RANK", 0))
+    if not quiet and rank == 0:
+        print(setup.describe(), flush=True)
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() and not cpu else "gloo"
+    owns_group = _init_distributed(backend)
+    try:
+        with tolerate_second_init():
+            trainer = importlib.import_module("train_v2")
+        activate(trainer, setup.cfg)
+        args = argparse.Namespace(config=setup.cfg["recipe_path"])
+        if cpu:
+            with cpu_only(sys.modules.get("utils.utils_distributed_sampler")):
+                trainer.main(args)
+        else:
+            trainer.main(args)
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+    return setup

@@ -1,0 +1,129 @@
+"""Worker and reference for the Partial FC equivalence test (2 gloo processes vs one process)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import lh2face_plugin
+from lh2face_plugin.distributed import DistContext
+
+B, C, D, STEPS = 4, 40, 16, 2
+
+# Small scales keep float32 comparisons tight; every extra term is switched on.
+HEAD_KWARGS = {
+    "arcface": dict(s=8.0, m=0.5),
+    "cosface": dict(s=8.0, m=0.35),
+    "combined": dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, interclass_filtering_threshold=0.5),
+    "lh2face": dict(kappa_min=2.0, kappa_max=12.0, vmf_dim=D, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5,
+                    tau_pns=0.1, s_pp=4.0),
+    "mv-softmax": dict(s=8.0, m=0.2, t=0.2),
+    "sv-softmax": dict(s=8.0, m=0.2, t=1.3),
+    "uss": dict(embedding_size=D, gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
+}
+
+
+def head_kwargs(name: str) -> dict:
+    return dict(HEAD_KWARGS.get(name, {}))
+
+
+def cases():
+    """(case id, head, sample_rate, fp16, label edit) for every registered head."""
+    out = []
+    for name in lh2face_plugin.available_heads():
+        for rate in (1.0, 0.5):
+            out.append((f"{name}@{rate}", name, rate, False, None))
+    out.append(("arcface@ignore", "arcface", 1.0, False, "ignore"))
+    out.append(("cosface@fp16", "cosface", 1.0, True, None))
+    return out
+
+
+def data(step: int, world: int, edit=None):
+    g = torch.Generator().manual_seed(1000 + step)
+    emb = torch.randn(B * world, D, generator=g) * 2.0
+    labels = torch.randint(0, C, (B * world,), generator=g)
+    if edit == "ignore":
+        labels[1] = -1
+        labels[B * world - 2] = -1
+    return emb, labels
+
+
+def initial_weight() -> torch.Tensor:
+    return torch.randn(C, D, generator=torch.Generator().manual_seed(7)) * 0.5
+
+
+def worker(rank: int, world: int, root: str, port: int, out_dir: str) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.Tensor.cuda = lambda self, *a, **k: self          # arcface_torch's hard-coded .cuda()
+    sys.path.insert(0, root)
+    import partial_fc_v2
+
+    from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
+
+    PFC = partial_fc_class(partial_fc_v2)
+    results = {"is_subclass": issubclass(PFC, partial_fc_v2.PartialFC_V2)}
+    for case_id, name, rate, fp16, edit in cases():
+        pfc = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16)
+        with torch.no_grad():
+            pfc.weight.copy_(initial_weight()[pfc.class_start:pfc.class_start + pfc.num_local])
+        torch.manual_seed(100 + rank)
+        steps = []
+        for step in range(STEPS):
+            emb, labels = data(step, world, edit)
+            local = emb[rank * B:(rank + 1) * B].clone().requires_grad_()
+            loss = pfc(local, labels[rank * B:(rank + 1) * B].clone())
+            loss.backward()
+            steps.append(dict(loss=loss.item(), grad_emb=local.grad.clone(), grad_w=pfc.weight.grad.clone(),
+                              index=(pfc.weight_index + pfc.class_start).clone() if rate < 1 else None))
+            pfc.weight.grad = None
+        state = {k: v.clone() for k, v in pfc.state_dict().items()}
+        fresh = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16)
+        fresh.load_state_dict(state)
+        restored = all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items())
+        results[case_id] = dict(steps=steps, state=state, class_start=pfc.class_start, num_local=pfc.num_local,
+                                restored=restored)
+    pfc = PFC(lh2face_plugin.build_head("arcface"), D, C, 1.0, False)
+    labels = torch.zeros(B, dtype=torch.long)
+    if rank == 1:
+        labels[2] = C + 3
+    try:
+        pfc(torch.randn(B, D), labels)
+        results["range_error"] = None
+    except ValueError as exc:
+        results["range_error"] = str(exc)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def reference(name: str, rate: float, edit, world: int, sampled) -> list:
+    """The single-process head on the global batch and all classes (or the classes the ranks sampled)."""
+    head = lh2face_plugin.build_head(name, **head_kwargs(name))
+    head.setup_shard(C, D)
+    out = []
+    for step in range(STEPS):
+        emb, labels = data(step, world, edit)
+        emb = emb.clone().requires_grad_()
+        weight_all = initial_weight().requires_grad_()
+        keep = labels != -1
+        e, y = emb[keep], labels[keep]
+        if rate < 1:
+            index = sampled[step]
+            weight, class_index, y = weight_all[index], index, torch.searchsorted(index, y)
+        else:
+            weight, class_index = weight_all, None
+        x, w = F.normalize(e), F.normalize(weight)
+        cosine = (x @ w.t()).clamp(-1, 1)
+        res = head(cosine, y, norms=e.norm(dim=1), embeddings=x, weights=w, class_index=class_index,
+                   ctx=DistContext.single())
+        logits, extra = res if isinstance(res, tuple) else (res, None)
+        loss = F.cross_entropy(logits, y)
+        loss = loss if extra is None else loss + extra
+        loss.backward()
+        out.append(dict(loss=loss.item(), grad_emb=emb.grad, grad_w=weight_all.grad))
+    out.append({"state": {k: v.clone() for k, v in head.state_dict().items()}})
+    return out

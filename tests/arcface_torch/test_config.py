@@ -1,0 +1,108 @@
+import glob
+import os
+import runpy
+
+import pytest
+
+from _helpers_arcface_torch import write_fake_checkout, write_recipe
+from lh2face_plugin.arcface_torch.activate import PluginNotActive
+from lh2face_plugin.arcface_torch.config import check_job_keys, load_recipe, plugin_spec, resolve_recipe
+
+RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "*.py")))
+
+JOB = """
+    config = dict(rec="synthetic", num_classes=10, num_image=100, num_epoch=1, warmup_epoch=0, val_targets=[],
+                  embedding_size=64{extra})
+"""
+
+
+def _recipe(tmp_path, extra="", name="job.py"):
+    return write_recipe(str(tmp_path / name), JOB.format(extra=extra))
+
+
+def test_recipe_anywhere_merged_over_checkout_base(tmp_path):
+    root = write_fake_checkout(str(tmp_path / "co"))
+    (tmp_path / "elsewhere").mkdir()
+    path = _recipe(tmp_path / "elsewhere", ", network='r100'", name="my_job.py")
+    cfg = load_recipe(path, root)
+    assert cfg.network == "r100" and cfg.margin_list == (1.0, 0.5, 0.0)   # recipe over base
+    assert cfg.output == os.path.join("work_dirs", "my_job")
+    assert cfg.recipe_path == os.path.abspath(path)
+
+
+def test_configs_name_resolves_inside_checkout(tmp_path):
+    root = write_fake_checkout(str(tmp_path / "co"))
+    write_recipe(os.path.join(root, "configs", "mine.py"), JOB.format(extra=""))
+    assert resolve_recipe("configs/mine", root) == os.path.join(root, "configs", "mine.py")
+    assert resolve_recipe("mine", root) == os.path.join(root, "configs", "mine.py")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        resolve_recipe("nope", root)
+
+
+def test_recipe_without_config_is_named(tmp_path):
+    path = write_recipe(str(tmp_path / "bad.py"), "settings = {}\n")
+    with pytest.raises(ValueError, match=r"bad\.py.*`config`"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("extra, error, words", [
+    (", loss='no-such-head'", KeyError, ["config.loss", "no-such-head"]),
+    (", loss='arcface', loss_kwargs=dict(s=-1.0)", ValueError, ["config.loss_kwargs", "arcface", "s must be"]),
+    (", loss='arcface', loss_kwargs=dict(bogus=1)", TypeError, ["config.loss_kwargs", "bogus"]),
+    (", loss='arcface', loss_kwargs=[1, 2]", ValueError, ["config.loss_kwargs must be a dict"]),
+    (", loss_kwargs=dict(s=1.0)", ValueError, ["config.loss is not"]),
+    (", loss=3", ValueError, ["config.loss must be"]),
+    (", sample_rate=1.5", ValueError, ["config.sample_rate"]),
+    (", steps_per_epoch=0", ValueError, ["config.steps_per_epoch"]),
+    (", input_module='no-such-module'", KeyError, ["config.input_module"]),
+    (", loss='uss', loss_kwargs=dict(embedding_size=32)", ValueError, ["embedding_size"]),
+])
+def test_invalid_plugin_keys_name_the_key(tmp_path, extra, error, words):
+    cfg = load_recipe(_recipe(tmp_path, extra))
+    with pytest.raises(error) as err:
+        plugin_spec(cfg)
+    for w in words:
+        assert w in str(err.value)
+    assert "job.py" in str(err.value)
+
+
+def test_loss_unset_means_stock_behaviour(tmp_path):
+    spec = plugin_spec(load_recipe(_recipe(tmp_path)))
+    assert spec.loss is None and not spec.active
+
+
+def test_embedding_size_reaches_heads_that_take_it(tmp_path):
+    spec = plugin_spec(load_recipe(_recipe(tmp_path, ", loss='uss'")))
+    assert spec.head_kwargs()["embedding_size"] == 64
+    assert "embedding_size" not in plugin_spec(load_recipe(_recipe(tmp_path, ", loss='cosface'"))).head_kwargs()
+
+
+def test_missing_job_keys_are_listed(tmp_path):
+    cfg = load_recipe(write_recipe(str(tmp_path / "j.py"), "config = dict(rec='x', num_classes=3)\n"))
+    with pytest.raises(ValueError, match="config.num_image.*config.num_epoch"):
+        check_job_keys(cfg)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_shipped_recipes_load_and_validate(path):
+    cfg = load_recipe(path, base={})
+    check_job_keys(cfg)
+    spec = plugin_spec(cfg)
+    assert spec.loss, "every shipped recipe names its head"
+    doc = open(path).read().split('"""')[1]
+    assert "Dataset:" in doc and "Expected run:" in doc and "lh2face" in doc
+
+
+def test_recipe_list_covers_the_issue():
+    names = {os.path.basename(p) for p in RECIPES}
+    for want in ("ms1mv3_r50_lh2face.py", "ms1mv3_r100_lh2face.py", "glint360k_r100_lh2face.py",
+                 "wf42m_pfc02_r100_lh2face.py", "casia_r50_lh2face.py", "ms1mv3_r50_mv_softmax.py",
+                 "ms1mv3_r50_sv_softmax.py", "ms1mv3_r50_unitsface.py", "smoke_synthetic_cpu.py"):
+        assert want in names
+    assert load_recipe([p for p in RECIPES if "wf42m_pfc02" in p][0], base={}).sample_rate == 0.2
+
+
+def test_shipped_recipe_run_outside_the_plugin_fails_loudly():
+    path = [p for p in RECIPES if p.endswith("ms1mv3_r50_lh2face.py")][0]
+    with pytest.raises(PluginNotActive, match="train ArcFace"):
+        runpy.run_path(path)

@@ -1,0 +1,70 @@
+"""The plugin's PartialFC inside arcface_torch's real PartialFC_V2 machinery, 2 gloo processes on CPU,
+against the single-process head (every registered head, sample_rate 1.0 and 0.5)."""
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import _helpers_pfc_dist as H
+
+WORLD = 2
+pytestmark = pytest.mark.arcface_torch
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    import os
+
+    root = os.environ.get("ARCFACE_TORCH_ROOT")
+    if not root:
+        pytest.skip("set ARCFACE_TORCH_ROOT to an insightface recognition/arcface_torch checkout")
+    out = tmp_path_factory.mktemp("pfc")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(H.worker, args=(WORLD, root, port, str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _close(a, b, tol):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol * 5e-2)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in H.cases()])
+def test_same_loss_gradients_and_state_as_one_process(ranks, case):
+    _, name, rate, fp16, edit = next(c for c in H.cases() if c[0] == case)
+    per_rank = [r[case] for r in ranks]
+    sampled = None
+    if rate < 1:
+        sampled = [torch.cat([p["steps"][s]["index"] for p in per_rank]) for s in range(H.STEPS)]
+        assert all(len(ix) < H.C for ix in sampled), "sampling must drop some classes"
+    ref = H.reference(name, rate, edit, WORLD, sampled)
+    tol = 5e-2 if fp16 else 1e-4      # fp16 autocast runs in bfloat16 on the CPU
+    for step in range(H.STEPS):
+        for rank, p in enumerate(per_rank):
+            got, want = p["steps"][step], ref[step]
+            assert got["loss"] == pytest.approx(want["loss"], rel=tol), f"step {step} rank {rank}"
+            # AllGather's backward scales by the world size (DDP then averages over ranks)
+            _close(got["grad_emb"] / WORLD, want["grad_emb"][rank * H.B:(rank + 1) * H.B], tol)
+            lo, hi = p["class_start"], p["class_start"] + p["num_local"]
+            _close(got["grad_w"], want["grad_w"][lo:hi], tol)
+    ref_state = ref[-1]["state"]
+    for rank, p in enumerate(per_rank):
+        assert p["restored"], "load_state_dict must restore the head's state"
+        for key, want in ref_state.items():
+            got = p["state"]["margin_softmax." + key]
+            if want.dim() and want.shape[0] == H.C:
+                want = want[p["class_start"]:p["class_start"] + p["num_local"]]
+            _close(got.float(), want.float(), tol)
+
+
+def test_runs_inside_partial_fc_v2(ranks):
+    assert all(r["is_subclass"] for r in ranks)
+
+
+def test_out_of_range_label_raises_on_every_rank_naming_the_row(ranks):
+    for r in ranks:
+        msg = r["range_error"]
+        assert msg is not None and f"label {H.C + 3}" in msg and "rank 1, row 2" in msg
+        assert f"[0, {H.C})" in msg and "num_classes" in msg
