@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import List, Optional
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lh2face",
         description="LH2Face and friends for insightface's arcface_torch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'lh2face SUBCOMMAND --help' for examples.",
+        epilog="Run 'lh2face SUBCOMMAND --help' for examples. Set LH2FACE_DEBUG=1 for full tracebacks.",
     )
     parser.add_argument("--version", action="version", version=f"lh2face-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
@@ -38,9 +39,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if os.environ.get("LH2FACE_DEBUG"):
+        return int(args.func(args) or 0)
     try:
         rc = args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"lh2face {args.command}: error: {msg}", file=sys.stderr)
         return 2
