@@ -1,0 +1,105 @@
+"""``lh2face eval``: verification .bin sets and IJB-B/IJB-C (1:1 and 1:N)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ._common import add_command
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.pt (arcface_torch or ours) or an exported .onnx")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--network", help="backbone name of a .pt model, e.g. r50 (from ARCFACE_TORCH_ROOT if set)")
+    g.add_argument("--onnx", action="store_true", help="the model is an ONNX file (onnxruntime)")
+    p.add_argument("--arcface-root", default=None, help="arcface_torch checkout (default: $ARCFACE_TORCH_ROOT)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument("--out", default="lh2face_runs/eval", help="results.json, roc.png and the feature cache")
+
+
+def _embedder(args):
+    from ..eval.embed import file_fingerprint, load_embedder
+
+    fn = load_embedder(args.model, network=args.network, onnx=args.onnx, device=args.device,
+                       arcface_root=args.arcface_root)
+    return fn, file_fingerprint(args.model, network=args.network)
+
+
+def _verify(args) -> int:
+    from ..eval import evaluate_verification
+    from ..eval.plots import plot_roc
+    from ..eval.report import out_file, verification_table, write_results
+
+    embed, key = _embedder(args)
+    results = {}
+    for path in args.bins:
+        name = os.path.splitext(os.path.basename(path))[0]
+        results[name] = evaluate_verification(embed, path, batch_size=args.batch_size, folds=args.folds,
+                                              cache_dir=os.path.join(args.out, "features", name), cache_key=key)
+    print(verification_table(results))
+    print(f"wrote {write_results(out_file(args.out, 'results.json'), results)}")
+    curves = {n: (r["roc"]["fpr"], r["roc"]["tpr"]) for n, r in results.items()}
+    print(f"wrote {plot_roc(curves, out_file(args.out, 'roc.png'), title='Verification ROC (cosine)')}")
+    return 0
+
+
+def _ijb(args) -> int:
+    from ..eval.plots import plot_roc
+    from ..eval.report import ijb_table, out_file, write_results
+
+    if args.reference:
+        from ..eval import metrics
+        from ..eval.reference import run_eval_ijbc
+
+        root = args.arcface_root or os.environ.get("ARCFACE_TORCH_ROOT")
+        if not root or not args.network:
+            raise ValueError("--reference needs an arcface_torch checkout (--arcface-root or ARCFACE_TORCH_ROOT) "
+                             "and --network")
+        ref = run_eval_ijbc(root, args.model, args.network, args.root, args.target, args.out,
+                            batch_size=args.batch_size, job="reference")
+        res = {"target": args.target, "procedure": "arcface_torch eval_ijbc.py", "pairs": len(ref["scores"]),
+               "tar_at_far": metrics.tar_at_far_nearest(ref["fpr"], ref["tpr"]),
+               "auc": metrics.auc(ref["fpr"], ref["tpr"]), "roc": {"fpr": ref["fpr"], "tpr": ref["tpr"]}}
+        name = f"{args.target}-reference"
+    else:
+        from ..eval import evaluate_ijb
+
+        embed, key = _embedder(args)
+        res = evaluate_ijb(embed, args.root, args.target, batch_size=args.batch_size,
+                           cache_dir=os.path.join(args.out, "features", args.target), cache_key=key,
+                           workers=args.workers, identification=not args.no_1n)
+        print(ijb_table(res))
+        name = args.target
+    print(f"wrote {write_results(out_file(args.out, 'results.json'), {name: res})}")
+    png = plot_roc({name: (res["roc"]["fpr"], res["roc"]["tpr"])}, out_file(args.out, "roc.png"),
+                   title=f"{args.target} 1:1 ROC")
+    print(f"wrote {png}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "eval", "Evaluate a face recognition model (verification .bin, IJB-B/IJB-C).",
+                    "  lh2face eval verify lfw.bin cfp_fp.bin --model work_dirs/r50/model.pt --network r50\n"
+                    "  lh2face eval ijb /data/IJB_release/IJBC --target IJBC --model model.onnx --onnx",
+                    lambda a: (p.print_help(), 0)[1])
+    sub = p.add_subparsers(dest="eval_command", metavar="WHAT")
+    v = add_command(sub, "verify", "10-fold accuracy, XNorm and TAR@FAR on arcface_torch .bin verification sets.",
+                    "  lh2face eval verify lfw.bin --model model.pt --network r50 --out runs/lfw\n"
+                    "  lh2face eval verify agedb_30.bin --model model.onnx --onnx --batch-size 256", _verify)
+    v.add_argument("bins", nargs="+", metavar="BIN", help="verification set(s), e.g. lfw.bin")
+    v.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    _model_args(v)
+    j = add_command(sub, "ijb", "IJB-B / IJB-C 1:1 TAR@FAR (and 1:N TPIR@FPIR, rank-N when the CSVs exist).",
+                    "  lh2face eval ijb /data/IJB_release/IJBC --target IJBC --model model.pt --network r100\n"
+                    "  lh2face eval ijb out/ijb --target SYNTH --model model.onnx --onnx --out runs/synth\n"
+                    "  lh2face eval ijb /data/IJB_release/IJBB --target IJBB --model model.pt --network r50 "
+                    "--reference",
+                    _ijb)
+    j.add_argument("root", metavar="ROOT", help="folder holding meta/ and loose_crop/")
+    j.add_argument("--target", default="IJBC", help="IJBB, IJBC or another prefix of the meta files (default IJBC)")
+    j.add_argument("--workers", type=int, default=4, help="threads reading and aligning images (default 4)")
+    j.add_argument("--no-1n", action="store_true", help="skip 1:N identification")
+    j.add_argument("--reference", action="store_true",
+                   help="run arcface_torch's own eval_ijbc.py in-process instead (needs the checkout and --network)")
+    _model_args(j)
