@@ -14,7 +14,7 @@ rebinds them in the ``train_v2`` namespace (the module ``train_v2`` or, for
 ``get_config``      also accepts recipes outside ``configs/`` (``lh2face train``)
 ==================  ==========================================================
 
-and applies :func:`.compat.fix_lr_scheduler`. Main reads these names when it
+and applies :func:`.compat.fix_lr_scheduler` and :func:`.compat.fix_verification`. Main reads these names when it
 runs, so rebinding them any time before (even during ``get_config``) takes effect.
 
 Two ways in:
@@ -35,7 +35,7 @@ import sys
 from types import ModuleType
 from typing import Any, Mapping, MutableMapping, Optional
 
-from .compat import fix_lr_scheduler
+from .compat import fix_lr_scheduler, fix_verification
 from .config import AttrDict, is_loading_recipe, load_recipe, plugin_spec
 from .partial_fc import partial_fc_class
 
@@ -100,6 +100,7 @@ def activate(trainer: ModuleType, config: Optional[Mapping[str, Any]] = None) ->
     lr_module = sys.modules.get("lr_scheduler")
     if lr_module is not None and hasattr(lr_module, "PolynomialLRWarmup"):
         fix_lr_scheduler(lr_module)
+    fix_verification(sys.modules.get("eval.verification"))
     setattr(trainer, _ORIGINALS, originals)
 
 

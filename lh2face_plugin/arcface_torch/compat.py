@@ -11,6 +11,10 @@ imported into the running interpreter:
   so ``dataset.py`` and ``eval/verification.py`` read ``.rec`` and ``.bin`` files.
 - :func:`tolerate_second_init`: ``train_v2`` initialises torch.distributed when
   imported; when the plugin has already done so, that second call is skipped.
+- :func:`fix_verification`: ``eval/verification.py``'s ``calculate_val`` calls
+  ``interpolate.interp1d(far, thresholds, kind="slinear")`` on FAR values that
+  repeat, which scipy >= 1.9 refuses; the verification callback of training
+  then fails. Its ``interpolate`` is replaced by :func:`tolerant_interp1d`.
 - :func:`cpu_only`: neutralises the hard-coded CUDA calls of the training flow
   (``.cuda()``, streams, ``set_device``, DDP ``device_ids``) for CPU smoke runs.
 """
@@ -27,7 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import _LRScheduler
 
-__all__ = ["fix_lr_scheduler", "ensure_mxnet", "tolerate_second_init", "cpu_only", "mxnet_status"]
+__all__ = ["fix_lr_scheduler", "fix_verification", "tolerant_interp1d", "ensure_mxnet", "tolerate_second_init",
+           "cpu_only", "mxnet_status"]
 
 
 class _DropVerbose(_LRScheduler):
@@ -57,6 +62,34 @@ def fix_lr_scheduler(lr_module: ModuleType) -> bool:
         return False
     cls.__bases__ = tuple(_DropVerbose if b is _LRScheduler else b for b in cls.__bases__)
     return _DropVerbose in cls.__mro__
+
+
+def tolerant_interp1d(x, y, kind="linear", **kwargs):
+    """``scipy.interpolate.interp1d``, except that repeated ``x`` (refused by scipy >= 1.9
+    for spline kinds) gives the piecewise-linear ``np.interp`` reading of the points."""
+    import numpy as np
+
+    x, y = np.asarray(x), np.asarray(y)
+    if np.any(np.diff(np.sort(x)) == 0):
+        order = np.argsort(x, kind="stable")
+        return lambda v: np.interp(v, x[order], y[order])
+    from scipy.interpolate import interp1d
+
+    return interp1d(x, y, kind=kind, **kwargs)
+
+
+def fix_verification(module: Optional[ModuleType]) -> bool:
+    """Give arcface_torch's ``eval.verification`` a duplicate-tolerant ``interp1d``.
+
+    Returns:
+        True when the module was patched.
+    """
+    if module is None or not hasattr(module, "interpolate"):
+        return False
+    import types
+
+    module.interpolate = types.SimpleNamespace(interp1d=tolerant_interp1d)
+    return True
 
 
 def mxnet_status() -> str:

@@ -6,7 +6,7 @@ This is the only module of :mod:`lh2face_plugin.eval` that imports the host. Ins
 ``menpo.visualize.viewmatplotlib`` offers ``sample_colours_from_colourmap``; on a machine
 without CUDA, ``Tensor.cuda`` and ``Module.cuda`` return ``self``. mxnet is never needed:
 :func:`load_functions` skips its imports. :func:`verification_functions` also lets
-``calculate_val`` run on scipy >= 1.9 (see :func:`_interp1d`). The host's scripts still need their own
+``calculate_val`` run on scipy >= 1.9 (see :func:`tolerant_interp1d`). The host's scripts still need their own
 requirements (scikit-learn, pandas, prettytable, scikit-image, OpenCV).
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from typing import Dict, Iterator
 
 import numpy as np
+
+from ..arcface_torch.compat import tolerant_interp1d
 
 _ALIASES = {"int": int, "float": float, "bool": bool, "object": object}
 
@@ -99,23 +101,11 @@ def load_functions(root: str, relpath: str) -> Dict[str, object]:
     return ns
 
 
-def _interp1d(x, y, kind="linear", **kwargs):
-    """``scipy.interpolate.interp1d``, except that repeated ``x`` (which scipy >= 1.9 refuses
-    for spline kinds) gives the piecewise-linear ``np.interp`` reading of the points."""
-    x, y = np.asarray(x), np.asarray(y)
-    if np.any(np.diff(np.sort(x)) == 0):
-        order = np.argsort(x, kind="stable")
-        return lambda v: np.interp(v, x[order], y[order])
-    from scipy.interpolate import interp1d
-
-    return interp1d(x, y, kind=kind, **kwargs)
-
-
 def verification_functions(root: str) -> Dict[str, object]:
     """Functions of ``eval/verification.py`` (``evaluate``, ``test``, ``calculate_roc`` ...),
-    with its ``interpolate.interp1d`` replaced by :func:`_interp1d`."""
+    with its ``interpolate.interp1d`` replaced by :func:`tolerant_interp1d`."""
     ns = load_functions(root, os.path.join("eval", "verification.py"))
-    ns["interpolate"] = types.SimpleNamespace(interp1d=_interp1d)
+    ns["interpolate"] = types.SimpleNamespace(interp1d=tolerant_interp1d)
     return ns
 
 

@@ -107,3 +107,19 @@ def test_second_init_is_skipped_only_when_a_group_exists(monkeypatch):
     assert calls == []
     torch.distributed.init_process_group("gloo")
     assert calls == [("gloo",)]
+
+
+def test_fix_verification_tolerates_repeated_far(monkeypatch):
+    import types
+
+    import numpy as np
+
+    from lh2face_plugin.arcface_torch.compat import fix_verification, tolerant_interp1d
+
+    far = np.array([0.0, 0.0, 0.1, 0.1, 0.5, 1.0])
+    thresholds = np.linspace(0.0, 1.0, 6)
+    f = tolerant_interp1d(far, thresholds, kind="slinear")
+    assert 0.4 <= float(f(0.3)) <= 0.8  # inside the run where FAR rises from 0.1 to 0.5
+    module = types.SimpleNamespace(interpolate=None)
+    assert fix_verification(module) and module.interpolate.interp1d is tolerant_interp1d
+    assert not fix_verification(None)
