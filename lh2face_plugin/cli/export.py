@@ -1,0 +1,72 @@
+"""``lh2face export``: ONNX export and an insightface model-zoo pack."""
+from __future__ import annotations
+
+import os
+
+from ._common import add_command
+
+
+def run(args) -> int:
+    from ..export.modelzoo import RECOGNITION_FILE, inspect_recognition_onnx, pack_model_zoo, verify_pack
+    from ..export.onnx import check_onnx, export_onnx
+
+    rec_path = os.path.join(args.out, RECOGNITION_FILE)
+    module = None
+    if args.model.lower().endswith(".onnx"):
+        shape = inspect_recognition_onnx(args.model)["input_shape"]
+        _, _, dynamic = check_onnx(args.model, None, batch_sizes=(1,) if isinstance(shape[0], int) else (1, 8))
+        print(f"onnx      {args.model} (already exported; dynamic batch: {'yes' if dynamic else 'NO'})")
+        recognition = args.model
+    else:
+        from ..backbones import load_backbone
+
+        if not args.network:
+            raise ValueError("--network is required for a torch checkpoint (e.g. r50, r100, mbf, compact)")
+        extra = {"width": args.width} if args.width else {}
+        module = load_backbone(
+            args.model, args.network, arcface_root=args.arcface_root, embedding_size=args.embedding_size, **extra
+        )
+        report = export_onnx(module, rec_path, opset=args.opset, input_name=args.input_name)
+        print(report.summary())
+        recognition = report.path
+    pack = pack_model_zoo(
+        recognition, args.out, model_id=args.model_id, detector=args.detector, license_file=args.license
+    )
+    print(f"manifest  {os.path.join(pack.path, 'manifest.json')} (model_id {pack.manifest['model_id']!r}, "
+          f"tasks: {', '.join(sorted(pack.files))})")
+    if args.no_verify:
+        return 0
+    result = verify_pack(pack.path, reference=module)
+    print(f"insightface: routed to {result['routed']['manifest']} (manifest) / {result['routed']['shape']} (shape), "
+          f"mean/std {result['mean_std']['manifest']}")
+    for name, value in result["cosine"].items():
+        print(f"cosine {name:<22} {value:.7f}")
+    print(f"FaceAnalysis: {result['face_analysis']}")
+    return 0 if min(result["cosine"].values()) >= 0.9999 else 1
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "export",
+        "export a backbone to ONNX and write an insightface model-zoo pack (manifest V2)",
+        """
+  lh2face export work_dirs/ms1mv3_r50/model.pt --network r50 --arcface-root ~/insightface/recognition/arcface_torch --out packs/r50_lh2face
+  lh2face export model.pt --network compact --out packs/compact --detector ~/.insightface/models/buffalo_l/det_10g.onnx
+  lh2face export exported.onnx --out packs/mine --model-id mine      # pack an ONNX you already have
+  # then in Python: insightface.app.FaceAnalysis(name="packs/r50_lh2face")  (needs --detector)
+""",
+        run,
+    )
+    p.add_argument("model", help="arcface_torch model.pt / checkpoint_gpu_0.pt, one of ours, or an .onnx")
+    p.add_argument("--out", required=True, help="pack folder to write (recognition.onnx, manifest.json)")
+    p.add_argument("--network", help="network of a .pt: arcface_torch's (r18, r50, r100, mbf, vit_t, ...) or ours (compact, ...)")
+    p.add_argument("--arcface-root", help="arcface_torch checkout for its networks (default: $ARCFACE_TORCH_ROOT)")
+    p.add_argument("--embedding-size", type=int, help="D (default: read from the checkpoint)")
+    p.add_argument("--width", type=int, help="width of our compact network, if not its preset's")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)")
+    p.add_argument("--input-name", default="input.1", help="graph input name (default: input.1)")
+    p.add_argument("--model-id", help="manifest model_id (default: the --out folder's name)")
+    p.add_argument("--detector", help="a detector .onnx to include, e.g. SCRFD's det_10g.onnx (FaceAnalysis needs one)")
+    p.add_argument("--license", help="file copied to MODEL.LICENSE")
+    p.add_argument("--no-verify", action="store_true", help="skip the insightface round trip")

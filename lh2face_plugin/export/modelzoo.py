@@ -1,0 +1,321 @@
+"""insightface model-zoo packs: a folder with the recognition ONNX and a Manifest V2.
+
+Layout written by :func:`pack_model_zoo`::
+
+    DIR/
+      manifest.json        manifest_version 2 (schema of insightface 2.1)
+      recognition.onnx     the exported embedding network
+      <detector>.onnx      optional, supplied by the user (e.g. an SCRFD model)
+      MODEL.LICENSE        optional, copied from the user's file
+
+The manifest declares the recognition preprocessing (mean/std 127.5, outside
+the graph), the input size and the embedding dimension, and the SHA-256 of
+every model file, which insightface verifies before it opens a session. With a
+manifest the declared preprocessing replaces ``ArcFaceONNX``'s node-name guess.
+
+insightface requires the ``license`` field and fixes its value to
+``MODEL.LICENSE``; in insightface 2.1 that file is an InsightFace-signed license
+document, and an absent file means "default non-commercial terms" in its
+license inspection. We therefore only copy a license file the user supplies.
+
+Loading (``FaceAnalysis`` asserts that the folder has a detection model)::
+
+    FaceAnalysis(name="DIR")                        # a folder path
+    FaceAnalysis(name="MODEL_ID", root="ROOT")       # ROOT/models/MODEL_ID
+    model_zoo.get_model("DIR", model_task="recognition")
+    model_zoo.get_model("DIR/recognition.onnx")     # shape routing, no manifest
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .onnx import atomic_target, eval_mode, module_device, sha256_file
+
+__all__ = ["PackInfo", "pack_model_zoo", "build_manifest", "verify_pack", "inspect_recognition_onnx", "torch_embedding"]
+
+MANIFEST = "manifest.json"
+LICENSE = "MODEL.LICENSE"
+RECOGNITION_FILE = "recognition.onnx"
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class PackInfo:
+    """A written pack: its folder, manifest and model files (task -> file name)."""
+
+    path: str
+    manifest: Dict[str, Any]
+    files: Dict[str, str] = field(default_factory=dict)
+
+
+def _load_onnx(path: str, what: str):
+    import onnx
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} model not found: {path}")
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have several types
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def _dims(value_info) -> List[Any]:
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value_info.type.tensor_type.shape.dim]
+
+
+def inspect_recognition_onnx(path: str) -> Dict[str, Any]:
+    """Check that an ONNX file is routed to insightface's recognition model.
+
+    The rules are those of ``insightface.model_zoo.get_model``: one output
+    ``[batch, D]``; input ``[batch, 3, S, S]`` with a static ``S >= 112``,
+    ``S % 16 == 0`` and ``S`` not 192 / 96 / 128 (landmark, attribute,
+    swapper sizes).
+
+    Returns:
+        ``{"input_name", "input_shape", "input_size": S, "embedding_dimension": D}``.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file and what was expected.
+    """
+    proto = _load_onnx(path, "recognition")
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    outputs = list(proto.graph.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"{path}: a recognition model has one input and one output, found {len(inputs)} and {len(outputs)}")
+    shape, out = _dims(inputs[0]), _dims(outputs[0])
+    if len(shape) != 4 or shape[1] != 3 or not isinstance(shape[2], int) or shape[2] != shape[3]:
+        raise ValueError(f"{path}: input {inputs[0].name!r} has shape {shape}; expected [batch, 3, S, S] with a static S")
+    size = shape[2]
+    if size < 112 or size % 16 or size in (96, 128, 192):
+        raise ValueError(f"{path}: input size {size} is not routed to recognition by insightface (need S >= 112, S % 16 == 0)")
+    if len(out) != 2 or not isinstance(out[1], int) or out[1] < 1:
+        raise ValueError(f"{path}: output {outputs[0].name!r} has shape {out}; expected [batch, D]")
+    return {"input_name": inputs[0].name, "input_shape": shape, "input_size": size, "embedding_dimension": out[1]}
+
+
+def _check_detector(path: str) -> None:
+    proto = _load_onnx(path, "detector")
+    if len(proto.graph.output) < 5:
+        raise ValueError(
+            f"{path}: has {len(proto.graph.output)} outputs; insightface's detector (SCRFD) needs 6, 9, 10 or 15 "
+            "(score / bbox [/ keypoint] maps per stride)"
+        )
+
+
+def _check_model_id(model_id: Any) -> None:
+    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+        raise ValueError(
+            f"model_id {model_id!r} is invalid: use 1-128 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+
+
+def build_manifest(
+    model_id: str,
+    recognition_file: str,
+    recognition_sha256: str,
+    embedding_dimension: int,
+    input_size: int = 112,
+    detection_file: Optional[str] = None,
+    detection_sha256: Optional[str] = None,
+    display_name: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The Manifest V2 document (a dict) for a recognition model and an optional detector."""
+    from .. import __version__
+
+    _check_model_id(model_id)
+    tasks: Dict[str, Any] = {}
+    if detection_file is not None:
+        tasks["detection"] = {"file": detection_file}
+        if detection_sha256 is not None:
+            tasks["detection"]["sha256"] = detection_sha256
+    tasks["recognition"] = {
+        "file": recognition_file,
+        "sha256": recognition_sha256,
+        "preprocessing": {"mean": 127.5, "std": 127.5},
+        "preprocessing_version": "insightface-arcface-1",
+        "input_size": [int(input_size), int(input_size)],
+        "embedding_dimension": int(embedding_dimension),
+    }
+    return {
+        "manifest_version": 2,
+        "model_id": model_id,
+        "display_name": display_name or model_id,
+        "license": LICENSE,
+        "tasks": tasks,
+        "generator": f"lh2face-plugin {__version__}",
+    }
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+    if os.path.abspath(src) == os.path.abspath(dst):
+        return
+    with atomic_target(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def pack_model_zoo(
+    recognition: str,
+    out_dir: str,
+    *,
+    model_id: Optional[str] = None,
+    detector: Optional[str] = None,
+    license_file: Optional[str] = None,
+    display_name: Optional[str] = None,
+) -> PackInfo:
+    """Write an insightface Manifest V2 pack around an exported recognition ONNX.
+
+    Args:
+        recognition: the recognition ONNX (e.g. from :func:`export_onnx`); copied
+            to ``out_dir/recognition.onnx`` unless it already is that file.
+        out_dir: the pack folder (created if needed; existing files of the same
+            names are replaced).
+        model_id: the manifest's ``model_id`` (default: the folder's name).
+        detector: optional detector ONNX the user supplies (kept under its own
+            file name); ``FaceAnalysis`` needs one.
+        license_file: optional file copied to ``MODEL.LICENSE``.
+
+    Returns:
+        :class:`PackInfo`.
+
+    Raises:
+        FileNotFoundError: a missing input file.
+        ValueError: an ONNX file insightface would not route to the task, or an
+            invalid ``model_id``.
+    """
+    info = inspect_recognition_onnx(recognition)
+    out_dir = os.path.abspath(out_dir)
+    model_id = model_id or os.path.basename(out_dir.rstrip(os.sep))
+    det_name = None
+    if detector is not None:
+        _check_detector(detector)
+        det_name = os.path.basename(detector)
+        if det_name in (RECOGNITION_FILE, MANIFEST):
+            det_name = "detection.onnx"
+    if license_file is not None and not os.path.isfile(license_file):
+        raise FileNotFoundError(f"license file not found: {license_file}")
+    _check_model_id(model_id)
+    os.makedirs(out_dir, exist_ok=True)
+
+    rec_path = os.path.join(out_dir, RECOGNITION_FILE)
+    _copy_atomic(recognition, rec_path)
+    files = {"recognition": RECOGNITION_FILE}
+    det_sha = None
+    if detector is not None:
+        _copy_atomic(detector, os.path.join(out_dir, det_name))
+        det_sha = sha256_file(os.path.join(out_dir, det_name))
+        files["detection"] = det_name
+    if license_file is not None:
+        _copy_atomic(license_file, os.path.join(out_dir, LICENSE))
+    manifest = build_manifest(
+        model_id,
+        RECOGNITION_FILE,
+        sha256_file(rec_path),
+        info["embedding_dimension"],
+        info["input_size"],
+        det_name,
+        det_sha,
+        display_name,
+    )
+    with atomic_target(os.path.join(out_dir, MANIFEST)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+    return PackInfo(path=out_dir, manifest=manifest, files=files)
+
+
+def torch_embedding(module, bgr: np.ndarray) -> np.ndarray:
+    """Embedding of one aligned BGR uint8 face by a torch model, preprocessed as arcface_torch does.
+
+    RGB, ``(x / 255 - 0.5) / 0.5``, ``[1, 3, H, W]``; returns ``[D]`` float32.
+    This equals what ``ArcFaceONNX`` feeds its graph: ``(rgb - 127.5) / 127.5``.
+    """
+    import torch
+
+    rgb = bgr[:, :, ::-1].astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    x = (x / 255.0 - 0.5) / 0.5
+    with torch.no_grad(), eval_mode(module):
+        return module(x.to(module_device(module))).float().cpu().numpy().ravel()
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def verify_pack(pack_dir: str, reference=None, image: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """Load a pack through insightface and compare embeddings of an aligned face.
+
+    Checks: insightface's Manifest V2 parser accepts the folder and the
+    SHA-256 of each model file; ``model_zoo.get_model(DIR,
+    model_task="recognition")`` and ``model_zoo.get_model(DIR/recognition.onnx)``
+    (shape routing) both return ``ArcFaceONNX`` with mean/std 127.5; with a
+    detector, ``FaceAnalysis(name=DIR)`` loads both tasks.
+
+    Args:
+        pack_dir: the pack folder.
+        reference: optional torch module; its embedding of ``image`` (RGB,
+            ``(x / 255 - 0.5) / 0.5``) is compared with insightface's.
+        image: aligned 112x112 BGR uint8 face; default insightface's bundled
+            ``Tom_Hanks_54745`` (an aligned crop).
+
+    Returns:
+        dict with ``model_id``, ``tasks``, ``routed`` (class names),
+        ``mean_std``, ``cosine`` (name -> value), ``face_analysis`` (a
+        sentence: loaded, or why not).
+    """
+    from insightface.app import FaceAnalysis
+    from insightface.app.common import Face
+    from insightface.data import get_image
+    from insightface.model_zoo import get_model
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+    from insightface.model_zoo.package_manifest import load_model_package
+    from insightface.utils.face_align import arcface_dst
+
+    pack = load_model_package(pack_dir)
+    for task in pack.tasks:
+        pack.verify_task(task)
+    if "recognition" not in pack.tasks:
+        raise ValueError(f"{pack_dir}/{MANIFEST}: declares no recognition task")
+    rec_path = str(pack.tasks["recognition"].path)
+    via_manifest = get_model(pack_dir, model_task="recognition", providers=["CPUExecutionProvider"])
+    via_shape = get_model(rec_path, providers=["CPUExecutionProvider"])
+    result: Dict[str, Any] = {
+        "model_id": pack.model_id,
+        "tasks": sorted(pack.tasks),
+        "routed": {"manifest": type(via_manifest).__name__, "shape": type(via_shape).__name__},
+        "mean_std": {
+            "manifest": (via_manifest.input_mean, via_manifest.input_std),
+            "shape": (getattr(via_shape, "input_mean", None), getattr(via_shape, "input_std", None)),
+        },
+        "cosine": {},
+    }
+    for how, model in (("manifest", via_manifest), ("shape", via_shape)):
+        if not isinstance(model, ArcFaceONNX):
+            raise RuntimeError(f"{rec_path}: insightface ({how} routing) returned {type(model).__name__}, not ArcFaceONNX")
+    if image is None:
+        image = get_image("Tom_Hanks_54745")
+    if image.shape != (112, 112, 3) or image.dtype != np.uint8:
+        raise ValueError(f"image must be an aligned 112x112x3 uint8 BGR face, got {image.shape} {image.dtype}")
+    feat_manifest = via_manifest.get_feat(image).ravel()
+    feat_shape = via_shape.get_feat(image).ravel()
+    feat_crop = via_manifest.get(image, Face(bbox=np.array([0, 0, 112, 112], np.float32), kps=arcface_dst.copy()))
+    result["cosine"]["shape_vs_manifest"] = _cos(feat_shape, feat_manifest)
+    result["cosine"]["norm_crop_vs_aligned"] = _cos(feat_crop, feat_manifest)
+    if reference is not None:
+        result["cosine"]["insightface_vs_torch"] = _cos(feat_manifest, torch_embedding(reference, image))
+    if "detection" in pack.tasks:
+        app = FaceAnalysis(name=pack_dir, providers=["CPUExecutionProvider"])
+        result["face_analysis"] = f"loaded: {', '.join(f'{k}={type(v).__name__}' for k, v in app.models.items())}"
+    else:
+        result["face_analysis"] = "not loaded: FaceAnalysis needs a detection model (pack one with --detector)"
+    return result
