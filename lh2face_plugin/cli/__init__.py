@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lh2face",
         description="LH2Face and friends for insightface's arcface_torch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'lh2face SUBCOMMAND --help' for examples. Set LH2FACE_DEBUG=1 for full tracebacks.",
+        epilog="Run 'lh2face SUBCOMMAND --help' for examples. Errors print one line; LH2FACE_DEBUG=1 shows the traceback.",
     )
     parser.add_argument("--version", action="version", version=f"lh2face-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
@@ -43,9 +43,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.func(args) or 0)
     try:
         rc = args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"lh2face {args.command}: error: {msg}", file=sys.stderr)
+        print("(set LH2FACE_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return int(rc or 0)
 
