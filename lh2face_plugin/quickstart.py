@@ -27,7 +27,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def _fingerprint(obj: Any) -> str:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    from .eval._io import write_json
+    from .fileio import write_json
     from .eval.report import jsonable
 
     write_json(path, jsonable(obj))
@@ -130,7 +130,7 @@ def train_head(cfg: QuickstartConfig, data_dir: str, head: str, out_dir: str, pr
     from .backbones import build_backbone
     from .classifier import NormalizedClassifier
     from .data.dataset import FaceRecordDataset
-    from .export.onnx import atomic_target
+    from .fileio import atomic_path
 
     os.makedirs(out_dir, exist_ok=True)
     model_path = os.path.join(out_dir, "model.pt")
@@ -189,7 +189,7 @@ def train_head(cfg: QuickstartConfig, data_dir: str, head: str, out_dir: str, pr
     bar.close()
     seconds = time.perf_counter() - start
     backbone.cpu().eval()
-    with atomic_target(model_path) as tmp:
+    with atomic_path(model_path) as tmp:
         torch.save(backbone.state_dict(), tmp)
     _write_json(info_path, {"key": key, "settings": settings, "history": history, "seconds": seconds})
     return {"model": backbone, "model_path": model_path, "history": history, "seconds": seconds, "reused": False}
@@ -245,7 +245,7 @@ def _plot_training(histories: Dict[str, Dict[str, List[float]]], path: str) -> s
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from .eval._io import atomic_path
+    from .fileio import atomic_path
 
     fig = Figure(figsize=(9, 3.5), dpi=110)
     ax_l, ax_a = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)

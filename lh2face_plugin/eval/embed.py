@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._io import save_npy, write_json
+from ..fileio import save_npy, write_json
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 CACHE_VERSION = 1

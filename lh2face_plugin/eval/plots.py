@@ -5,7 +5,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from ._io import atomic_path
+from ..fileio import atomic_path
 
 
 def plot_roc(curves: Dict[str, Tuple[np.ndarray, np.ndarray]], path: str, title: str = "ROC",

@@ -6,7 +6,7 @@ from typing import Dict, List, Mapping
 
 import numpy as np
 
-from ._io import write_json
+from ..fileio import write_json
 
 _ARRAYS = ("features", "scores", "labels", "template_features", "unique_templates", "roc")
 

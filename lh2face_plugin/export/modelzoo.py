@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .onnx import atomic_target, eval_mode, module_device, sha256_file
+from ..fileio import atomic_path
+from .onnx import eval_mode, module_device, sha256_file
 
 __all__ = ["PackInfo", "pack_model_zoo", "build_manifest", "verify_pack", "inspect_recognition_onnx", "torch_embedding"]
 
@@ -158,7 +159,7 @@ def build_manifest(
 def _copy_atomic(src: str, dst: str) -> None:
     if os.path.abspath(src) == os.path.abspath(dst):
         return
-    with atomic_target(dst) as tmp:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
 
@@ -225,7 +226,7 @@ def pack_model_zoo(
         det_sha,
         display_name,
     )
-    with atomic_target(os.path.join(out_dir, MANIFEST)) as tmp:
+    with atomic_path(os.path.join(out_dir, MANIFEST)) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -26,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileio import atomic_path
+
 __all__ = ["ExportReport", "export_onnx", "check_onnx", "insightface_preprocessing_guess", "sha256_file"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
 IMAGE_SIZE = 112
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -84,22 +83,6 @@ class ExportReport:
         if self.renamed_nodes:
             lines.append(f"renamed {self.renamed_nodes} leading Sub/Mul node(s) so insightface keeps mean/std 127.5")
         return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def atomic_target(path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @contextlib.contextmanager
@@ -285,7 +268,7 @@ def export_onnx(
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
-        with atomic_target(path) as tmp:
+        with atomic_path(path) as tmp:
             program.save(tmp, external_data=False)
             proto = onnx.load(tmp)
             produced = _opset_of(proto)
