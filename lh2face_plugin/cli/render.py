@@ -1,0 +1,116 @@
+"""``lh2face render``: pretrain, inspect and evaluate the renderer-augmented input module."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from ._common import add_command
+
+EXAMPLES = """
+  lh2face render pretrain --data synthetic --steps 300 --out render.pt
+  lh2face render pretrain --data synthetic --supervision 1 --steps 300 --out render.pt
+  lh2face render pretrain --data aligned_faces/ --steps 5000 --batch-size 64 --out render.pt
+  lh2face render show face.jpg --checkpoint render.pt --out grid.png
+  lh2face render show photo.jpg --landmarks 38 51 73 51 56 71 41 92 70 92 --synthetic 2 --out grid.png
+  lh2face render eval --checkpoint render.pt --num 64
+"""
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "render", "pretrain, show and evaluate the render input module", EXAMPLES, _no_action)
+    sub = p.add_subparsers(dest="render_command", metavar="ACTION")
+    pre = sub.add_parser("pretrain", help="train the reconstruction alone (self-supervised)")
+    pre.add_argument("--data", default="synthetic", help="'synthetic' or a folder of aligned 112x112 faces")
+    pre.add_argument("--steps", type=int, default=300)
+    pre.add_argument("--batch-size", type=int, default=16)
+    pre.add_argument("--lr", type=float, default=1e-3)
+    pre.add_argument("--supervision", type=float, default=0.0,
+                     help="with --data synthetic: weight of a ground-truth depth/pose term (0 = self-supervised)")
+    pre.add_argument("--pool", type=int, default=0, metavar="N",
+                     help="with --data synthetic: render N faces once and sample batches from them (0 = fresh faces)")
+    pre.add_argument("--width", type=int, default=16, help="channel width of the reconstruction network")
+    pre.add_argument("--checkpoint", help="continue from this checkpoint")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--out", required=True, help="checkpoint to write (atomically)")
+    pre.set_defaults(func=_pretrain)
+    show = sub.add_parser("show", help="draw input | canonical face | depth | re-rendered input")
+    show.add_argument("images", nargs="*", metavar="IMAGE", help="aligned 112x112 faces, or larger portraits")
+    show.add_argument("--landmarks", type=float, nargs=10, metavar="XY",
+                      help="5 landmarks (x y pairs) of a single IMAGE, to align it with norm_crop")
+    show.add_argument("--synthetic", type=int, default=0, metavar="K", help="add K yawed synthetic faces")
+    show.add_argument("--checkpoint", help="reconstruction weights (default: untrained)")
+    show.add_argument("--out", required=True, help="PNG to write")
+    show.set_defaults(func=_show)
+    ev = sub.add_parser("eval", help="SIDE, MAD and frontalisation error on synthetic faces")
+    ev.add_argument("--checkpoint", help="reconstruction weights (default: untrained)")
+    ev.add_argument("--num", type=int, default=64, help="yawed synthetic faces")
+    ev.add_argument("--seed", type=int, default=1234)
+    ev.set_defaults(func=_eval)
+
+
+def _no_action(args: argparse.Namespace) -> int:
+    raise ValueError("choose an action: pretrain, show or eval (see 'lh2face render --help')")
+
+
+def _module(checkpoint, **kwargs):
+    from ..render.module import RenderInputModule
+
+    if checkpoint:
+        return RenderInputModule.from_checkpoint(checkpoint, **kwargs)
+    return RenderInputModule(**kwargs)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..render.pretrain import folder_batches, pretrain, synthetic_batches
+
+    torch.manual_seed(args.seed)
+    module = _module(args.checkpoint) if args.checkpoint else _module(None, width=args.width)
+    if args.data == "synthetic":
+        batches = synthetic_batches(args.batch_size, pool=args.pool, truth=args.supervision > 0, seed=args.seed)
+    elif args.supervision > 0:
+        raise ValueError("--supervision needs --data synthetic (a folder of images has no ground truth)")
+    else:
+        batches = folder_batches(args.data, args.batch_size, seed=args.seed)
+    start = time.perf_counter()
+    history = pretrain(module, batches, args.steps, lr=args.lr, supervision=args.supervision)
+    elapsed = time.perf_counter() - start
+    module.save_reconstruction(args.out)
+    tail = history[-min(20, len(history)):]
+    print(f"{args.steps} steps in {elapsed:.1f} s; L_reco {history[0]['reco']:.4f} -> "
+          f"{sum(h['reco'] for h in tail) / len(tail):.4f} (mean of the last {len(tail)}); wrote {args.out}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..render.show import load_face, render_panels, save_grid, to_tensor
+
+    if not args.images and args.synthetic <= 0:
+        raise ValueError("give at least one IMAGE or --synthetic K")
+    if args.landmarks is not None and len(args.images) != 1:
+        raise ValueError(f"--landmarks aligns a single IMAGE, got {len(args.images)} images")
+    faces = [load_face(p, args.landmarks) for p in args.images]
+    labels = [os.path.basename(p) for p in args.images]
+    if args.synthetic > 0:
+        from ..render.evaluate import synthetic_eval_set
+
+        data = synthetic_eval_set(args.synthetic, seed=7)
+        faces += [((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+                  for x in data["images"]]
+        labels += [f"synthetic {i}" for i in range(args.synthetic)]
+    module = _module(args.checkpoint)
+    path = save_grid(render_panels(module, to_tensor(faces)), args.out, labels)
+    print(f"wrote {path} ({len(faces)} rows)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ..render.evaluate import evaluate, format_table, synthetic_eval_set
+
+    module = _module(args.checkpoint)
+    print(format_table(evaluate(module, synthetic_eval_set(args.num, seed=args.seed))))
+    return 0

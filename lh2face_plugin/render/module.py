@@ -1,0 +1,288 @@
+"""The ``"render"`` input module: reconstruction, frontalisation and fusion for recognition.
+
+Usage with any backbone (3x112x112 in ``[-1, 1]`` -> embedding)::
+
+    render = build_input_module("render", lambda_reco=1.0, lambda_canon=0.5, lambda_view=0.1)
+    model = render.wrap(backbone)           # model(images) -> embeddings; exports to ONNX
+    emb, out = model.forward_train(images)  # out = render(images): input / canonical / depth / aux
+    terms = render.losses(out, embed_fn=model.backbone, input_embedding=emb,
+                          canon_loss_fn=lambda e: head_loss(e, labels))
+    loss = head_loss(emb, labels) + terms["total"]
+
+``terms["total"] = lambda_reco * L_reco + lambda_canon * L_FR^canon + lambda_view * L_view``
+(:mod:`lh2face_plugin.render.losses` defines the terms).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import register_input_module
+from .fusion import adapt_backbone, fuse
+from .losses import cosine_distance, photometric_nll
+from .network import Reconstruction, ReconstructionNet
+from .renderer import Renderer
+
+__all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES"]
+
+MODES = ("joint", "frozen")
+EmbedFn = Callable[[Tensor], Tensor]
+
+
+def _check_weight(name: str, value: float) -> float:
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value}")
+    return value
+
+
+@register_input_module("render")
+class RenderInputModule(nn.Module):
+    """Renderer-augmented input: canonical face and depth fed to recognition with the RGB.
+
+    Args:
+        lambda_reco: weight of ``L_reco`` (photometric + symmetry + identity).
+        lambda_canon: weight of ``L_FR^canon``, the head's loss on the canonical embedding.
+        lambda_view: weight of ``L_view``, input / canonical embedding agreement.
+        mode: ``"joint"`` trains the reconstruction with recognition; ``"frozen"``
+            keeps it fixed (e.g. after ``lh2face render pretrain``).
+        checkpoint: reconstruction weights written by :meth:`save_reconstruction`.
+        width: channel width of :class:`ReconstructionNet`.
+        max_depth: depth range in half-image-width units.
+        fov: camera field of view in degrees (0 = orthographic).
+        flip_weight: weight of the symmetry (flipped) photometric term in ``L_reco``.
+        identity_weight: weight of the identity term in ``L_reco``.
+        inverse_iterations: fixed-point steps of the re-rendering warp.
+        canon_fraction: fraction of the batch (first rows) whose canonical face is
+            embedded for ``L_FR^canon`` / ``L_view``; lowers their cost.
+        fusion: how :meth:`wrap` feeds the 7 channels to a backbone: ``"widen"`` its
+            first 3-channel convolution or prepend an ``"adapter"`` (see :mod:`.fusion`).
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` RGB in ``[-1, 1]`` (H, W divisible by 16).
+        - Output: dict with ``"input"`` ``(B, 7, H, W)`` (fused RGB, canonical RGB,
+          depth), ``"canonical"`` ``(B, 3, H, W)``, ``"depth"`` ``(B, 1, H, W)``,
+          ``"aux"`` (``"images"``, ``"reconstruction"``: :class:`Reconstruction`,
+          ``"grid"``: the frontalisation grid).
+    """
+
+    def __init__(
+        self,
+        lambda_reco: float = 1.0,
+        lambda_canon: float = 0.5,
+        lambda_view: float = 0.1,
+        mode: str = "joint",
+        checkpoint: Optional[str] = None,
+        width: int = 16,
+        max_depth: float = 0.6,
+        fov: float = 10.0,
+        flip_weight: float = 0.5,
+        identity_weight: float = 0.1,
+        inverse_iterations: int = 6,
+        canon_fraction: float = 1.0,
+        fusion: str = "widen",
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.lambda_reco = _check_weight("lambda_reco", lambda_reco)
+        self.lambda_canon = _check_weight("lambda_canon", lambda_canon)
+        self.lambda_view = _check_weight("lambda_view", lambda_view)
+        self.flip_weight = _check_weight("flip_weight", flip_weight)
+        self.identity_weight = _check_weight("identity_weight", identity_weight)
+        if not 0 < float(canon_fraction) <= 1:
+            raise ValueError(f"canon_fraction must be in (0, 1], got {canon_fraction}")
+        self.canon_fraction = float(canon_fraction)
+        if fusion not in ("widen", "adapter"):
+            raise ValueError(f"fusion must be 'widen' or 'adapter', got {fusion!r}")
+        self.fusion = fusion
+        self.mode = mode
+        self.net = ReconstructionNet(width=width, max_depth=max_depth)
+        self.renderer = Renderer(fov=fov, inverse_iterations=inverse_iterations)
+        if checkpoint is not None:
+            self.load_reconstruction(checkpoint)
+        if mode == "frozen":
+            self.net.requires_grad_(False)
+
+    @property
+    def max_depth(self) -> float:
+        return self.net.max_depth
+
+    def train(self, mode: bool = True) -> "RenderInputModule":
+        super().train(mode)
+        if self.mode == "frozen":
+            self.net.eval()
+        return self
+
+    # -- forward --------------------------------------------------------------------------
+    def fuse(self, rgb: Tensor, canonical: Tensor, depth: Tensor) -> Tensor:
+        """``(B, 7, H, W)`` backbone input from RGB, canonical RGB and depth."""
+        return fuse(rgb, canonical, depth, self.max_depth)
+
+    def forward(self, images: Tensor) -> Dict[str, object]:
+        rec = self.net(images)
+        canonical, grid = self.renderer.frontalise(images, rec.depth, rec.view)
+        return {
+            "input": self.fuse(images, canonical, rec.depth),
+            "canonical": canonical,
+            "depth": rec.depth,
+            "aux": {"images": images, "reconstruction": rec, "grid": grid},
+        }
+
+    def rerender(self, out: Dict[str, object]) -> Dict[str, Tensor]:
+        """Re-render the input view from the canonical maps, and from their mirror image.
+
+        Returns:
+            dict of ``"shaded"`` (canonical albedo x shading, ``[0, 1]``), ``"view"`` and
+            ``"view_flip"`` ``(B, 3, H, W)`` in ``[0, 1]``, ``"valid"`` and ``"valid_flip"``
+            ``(B, 1, H, W)`` masks.
+        """
+        rec: Reconstruction = out["aux"]["reconstruction"]
+        shading = self.renderer.shading(rec.depth, rec.light)
+        shaded = rec.albedo * shading
+        view, valid = self.renderer.render_view(shaded, rec.depth, rec.view)
+        depth_f, albedo_f = rec.depth.flip(-1), rec.albedo.flip(-1)
+        shaded_f = albedo_f * self.renderer.shading(depth_f, rec.light)
+        view_f, valid_f = self.renderer.render_view(shaded_f, depth_f, rec.view)
+        return {"shaded": shaded, "view": view, "view_flip": view_f, "valid": valid, "valid_flip": valid_f}
+
+    # -- losses ---------------------------------------------------------------------------
+    def losses(
+        self,
+        out: Dict[str, object],
+        embed_fn: Optional[EmbedFn] = None,
+        input_embedding: Optional[Tensor] = None,
+        canon_loss_fn: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Dict[str, Tensor]:
+        """Named loss terms for one batch.
+
+        Args:
+            out: this module's output for the batch.
+            embed_fn: the recognition backbone on fused ``(N, 7, H, W)`` inputs
+                (``model.backbone`` of :meth:`wrap`); ``None`` = reconstruction only.
+            input_embedding: ``(B, D)`` embedding of ``out["input"]``; needed for the
+                identity and view terms.
+            canon_loss_fn: the recognition head's loss on ``(K, D)`` canonical embeddings of
+                the first ``K = max(1, round(canon_fraction * B))`` rows (the caller slices labels
+                with ``terms["canon_rows"]``).
+
+        Returns:
+            dict of scalars ``"photo"``, ``"flip"``, ``"identity"``, ``"reco"``, ``"canon"``,
+            ``"view"``, ``"total"`` (weighted sum), plus ``"canon_embedding"`` ``(K, D)``
+            and ``"canon_rows"`` (K) when ``embed_fn`` is given. Terms that cannot be
+            computed from the arguments are zero.
+        """
+        images: Tensor = out["aux"]["images"]
+        rec: Reconstruction = out["aux"]["reconstruction"]
+        zero = images.new_zeros(())
+        terms: Dict[str, Tensor] = {k: zero for k in ("photo", "flip", "identity", "reco", "canon", "view")}
+        target = (images + 1) / 2
+        reco_on = self.mode == "joint" and self.lambda_reco > 0
+        canonical, depth = out["canonical"], out["depth"]
+        renders = None
+        if reco_on:
+            renders = self.rerender(out)
+            terms["photo"] = photometric_nll(renders["view"], target, rec.confidence[:, :1], renders["valid"])
+            terms["flip"] = photometric_nll(renders["view_flip"], target, rec.confidence[:, 1:], renders["valid_flip"])
+        batches = []
+        if embed_fn is not None:
+            k = max(1, int(round(self.canon_fraction * images.shape[0])))
+            batches.append(self.fuse(canonical[:k], canonical[:k], depth[:k]))
+            want_identity = reco_on and self.identity_weight > 0 and input_embedding is not None
+            if want_identity:
+                batches.append(self.fuse(renders["view"] * 2 - 1, canonical, depth))
+            emb = embed_fn(torch.cat(batches, dim=0))
+            e_canon = emb[:k]
+            terms["canon_embedding"] = e_canon
+            terms["canon_rows"] = k
+            if want_identity:
+                terms["identity"] = cosine_distance(emb[k:], input_embedding.detach())
+            if input_embedding is not None:
+                terms["view"] = cosine_distance(input_embedding[:k], e_canon)
+            if canon_loss_fn is not None:
+                terms["canon"] = canon_loss_fn(e_canon)
+        terms["reco"] = terms["photo"] + self.flip_weight * terms["flip"] + self.identity_weight * terms["identity"]
+        terms["total"] = (
+            self.lambda_reco * terms["reco"] + self.lambda_canon * terms["canon"] + self.lambda_view * terms["view"]
+        )
+        return terms
+
+    # -- integration ----------------------------------------------------------------------
+    def wrap(self, backbone: nn.Module, fusion: Optional[str] = None) -> "RenderAugmentedModel":
+        """A model taking plain ``(B, 3, H, W)`` faces; it computes exactly what ``backbone``
+        computed until the stem's zero-started channels train (:func:`.fusion.adapt_backbone`).
+
+        Args:
+            backbone: maps ``(B, 3, H, W)`` to embeddings; modified in place for ``"widen"``.
+            fusion: overrides the module's ``fusion``.
+        """
+        return RenderAugmentedModel(self, adapt_backbone(backbone, fusion or self.fusion))
+
+    def save_reconstruction(self, path: str) -> None:
+        """Write the reconstruction network's weights atomically."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".pt")
+        os.close(fd)
+        try:
+            config = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
+            torch.save({"format": "lh2face-render/1", "config": config, "state_dict": self.net.state_dict()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, **kwargs) -> "RenderInputModule":
+        """A module with the architecture stored in ``path`` and its weights."""
+        cfg = _read_checkpoint(path)["config"]
+        return cls(checkpoint=path, **{**cfg, **kwargs})
+
+    def load_reconstruction(self, path: str) -> None:
+        """Load weights written by :meth:`save_reconstruction`."""
+        blob = _read_checkpoint(path)
+        cfg = blob["config"]
+        mine = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
+        if cfg != mine:
+            raise ValueError(f"render checkpoint {path!r} was trained with {cfg}, this module has {mine}")
+        self.net.load_state_dict(blob["state_dict"])
+
+
+def _read_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"render checkpoint {path!r} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read render checkpoint {path!r}: {exc}") from None
+    if not isinstance(blob, dict) or blob.get("format") != "lh2face-render/1":
+        raise ValueError(f"{path!r} is not a render checkpoint (expected key format='lh2face-render/1')")
+    return blob
+
+
+class RenderAugmentedModel(nn.Module):
+    """``backbone(render(images)["input"])``: a recognition model with a plain RGB input.
+
+    Attributes:
+        render: the :class:`RenderInputModule`.
+        backbone: the backbone adapted to the fused 7-channel input (the ``embed_fn``
+            of :meth:`RenderInputModule.losses`).
+    """
+
+    def __init__(self, render: RenderInputModule, backbone: nn.Module) -> None:
+        super().__init__()
+        self.render = render
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.backbone(self.render(images)["input"])
+
+    def forward_train(self, images: Tensor) -> Tuple[Tensor, Dict[str, object]]:
+        """``(embeddings, render output)`` for the loss terms."""
+        out = self.render(images)
+        return self.backbone(out["input"]), out

@@ -1,0 +1,90 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lh2face_plugin.cli import build_parser, main
+
+TOM = None
+try:
+    import insightface
+
+    TOM = os.path.join(os.path.dirname(insightface.__file__), "data", "images", "Tom_Hanks_54745.png")
+except ImportError:
+    pass
+
+
+def test_help_lists_examples(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["render", "--help"])
+    out = capsys.readouterr().out
+    assert "lh2face render show" in out and "lh2face render pretrain" in out
+
+
+def test_show_draws_a_png(tmp_path):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(face)
+    wide = tmp_path / "wide.jpg"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(wide)
+    out = tmp_path / "grid.png"
+    assert main(["render", "show", str(face), str(wide), "--out", str(out)]) == 0
+    img = Image.open(out)
+    assert img.format == "PNG" and img.size[0] > img.size[1]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
+
+
+def test_show_real_photo_from_insightface(tmp_path):
+    if TOM is None or not os.path.isfile(TOM):
+        pytest.skip("insightface sample image not installed")
+    out = tmp_path / "tom.png"
+    assert main(["render", "show", TOM, "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_pretrain_on_a_folder_then_show_with_the_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ckpt = tmp_path / "r.pt"
+    assert main(["render", "pretrain", "--data", str(folder), "--steps", "2", "--batch-size", "2",
+                 "--width", "4", "--out", str(ckpt)]) == 0
+    assert ckpt.exists()
+    assert main(["render", "show", str(folder / "0.png"), "--checkpoint", str(ckpt), "--out",
+                 str(tmp_path / "g.png")]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["render", "show", "nope.jpg", "--out", "x.png"], "nope.jpg"),
+        (["render", "show", "--out", "x.png"], "IMAGE"),
+        (["render", "pretrain", "--data", "no_such_dir", "--steps", "1", "--out", "x.pt"], "no_such_dir"),
+        (["render", "eval", "--checkpoint", "missing.pt"], "missing.pt"),
+        (["render"], "action"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_folder_with_wrong_size_images_names_the_file(tmp_path, capsys):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    Image.fromarray(np.zeros((100, 90, 3), np.uint8)).save(folder / "odd.png")
+    assert main(["render", "pretrain", "--data", str(folder), "--steps", "1", "--batch-size", "1",
+                 "--width", "4", "--out", str(tmp_path / "r.pt")]) == 2
+    assert "odd.png" in capsys.readouterr().err
+
+
+def test_eval_and_show_on_synthetic_faces(tmp_path, capsys):
+    pytest.importorskip("lh2face_plugin.data.synthetic")
+    assert main(["render", "eval", "--num", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "SIDE" in table and "flat depth" in table and "oracle geometry" in table
+    assert main(["render", "show", "--synthetic", "1", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0

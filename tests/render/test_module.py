@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from _helpers_render import TinyBackbone, posed_render_module, random_faces
+from lh2face_plugin import available_input_modules, build_input_module
+from lh2face_plugin.render.module import RenderAugmentedModel, RenderInputModule
+
+
+def test_render_is_registered_and_builds_with_recipe_parameters():
+    assert "render" in available_input_modules()
+    m = build_input_module("render", lambda_reco=2.0, lambda_canon=0.25, lambda_view=0.5, width=4)
+    assert isinstance(m, RenderInputModule)
+    assert (m.lambda_reco, m.lambda_canon, m.lambda_view) == (2.0, 0.25, 0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"mode": "train"}, "mode"), ({"lambda_view": -1}, "lambda_view"), ({"canon_fraction": 0}, "canon_fraction")],
+)
+def test_bad_parameters_raise_named_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_input_module("render", **kwargs)
+
+
+def test_output_shapes_and_untrained_module_is_the_identity_warp():
+    m = build_input_module("render", width=4)
+    x = random_faces(2)
+    out = m(x)
+    assert out["input"].shape == (2, 7, 112, 112)
+    assert out["canonical"].shape == (2, 3, 112, 112) and out["depth"].shape == (2, 1, 112, 112)
+    assert torch.allclose(out["canonical"], x, atol=1e-4)
+    assert torch.allclose(out["input"][:, :3], x)
+
+
+def test_gradients_reach_every_reconstruction_output():
+    m = posed_render_module()
+    model = m.wrap(TinyBackbone())
+    x = random_faces(3)
+    emb, out = model.forward_train(x)
+    rec = out["aux"]["reconstruction"]
+    for name in ("depth", "albedo", "confidence", "light", "view"):
+        getattr(rec, name).retain_grad()
+    labels_seen = []
+
+    def canon_loss(e):
+        labels_seen.append(e.shape[0])
+        return e.pow(2).mean()
+
+    terms = m.losses(out, embed_fn=model.backbone, input_embedding=emb, canon_loss_fn=canon_loss)
+    for key in ("photo", "flip", "identity", "reco", "canon", "view", "total"):
+        assert terms[key].dim() == 0 and torch.isfinite(terms[key]), key
+    assert terms["identity"] > 0 and terms["view"] > 0
+    assert labels_seen == [3] and terms["canon_embedding"].shape == (3, 32)
+    terms["total"].backward()
+    for name in ("depth", "albedo", "confidence", "light", "view"):
+        g = getattr(rec, name).grad
+        assert g is not None and g.abs().sum() > 0, name
+    assert model.backbone.conv.weight.grad[:, 3:].abs().sum() > 0  # the zero-started channels learn
+
+
+def test_total_is_the_weighted_sum():
+    m = posed_render_module(lambda_reco=0.7, lambda_canon=0.3, lambda_view=2.0)
+    model = m.wrap(TinyBackbone())
+    emb, out = model.forward_train(random_faces(2))
+    t = m.losses(out, embed_fn=model.backbone, input_embedding=emb, canon_loss_fn=lambda e: e.abs().mean())
+    assert torch.allclose(t["reco"], t["photo"] + m.flip_weight * t["flip"] + m.identity_weight * t["identity"])
+    assert torch.allclose(t["total"], 0.7 * t["reco"] + 0.3 * t["canon"] + 2.0 * t["view"])
+
+
+def test_canon_fraction_embeds_the_first_rows_only():
+    m = posed_render_module(canon_fraction=0.5)
+    model = m.wrap(TinyBackbone())
+    emb, out = model.forward_train(random_faces(4))
+    t = m.losses(out, embed_fn=model.backbone, input_embedding=emb)
+    assert int(t["canon_rows"]) == 2 and t["canon_embedding"].shape[0] == 2
+
+
+def test_frozen_mode_has_no_reconstruction_gradient_or_loss(tmp_path):
+    src = posed_render_module()
+    path = tmp_path / "rec.pt"
+    src.save_reconstruction(str(path))
+    m = build_input_module("render", width=4, mode="frozen", checkpoint=str(path))
+    assert all(not p.requires_grad for p in m.net.parameters())
+    model = m.wrap(TinyBackbone()).train()
+    assert not m.net.training
+    x = random_faces(2)
+    with torch.no_grad():
+        assert torch.allclose(m(x)["canonical"], src.eval()(x)["canonical"], atol=1e-6)
+    emb, out = model.forward_train(x)
+    t = m.losses(out, embed_fn=model.backbone, input_embedding=emb)
+    assert t["reco"] == 0
+    t["total"].backward()
+    assert model.backbone.conv.weight.grad is not None
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_input_module("render", checkpoint=str(tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": 1}, bad)
+    with pytest.raises(ValueError, match="bad.pt"):
+        build_input_module("render", checkpoint=str(bad))
+    good = tmp_path / "w4.pt"
+    build_input_module("render", width=4).save_reconstruction(str(good))
+    with pytest.raises(ValueError, match="width"):
+        build_input_module("render", width=8, checkpoint=str(good))
+
+
+def test_wrapped_model_takes_plain_rgb():
+    m = posed_render_module()
+    model = m.wrap(TinyBackbone(embedding_size=16)).eval()
+    assert isinstance(model, RenderAugmentedModel)
+    assert model(random_faces(2)).shape == (2, 16)
+
+
+@pytest.mark.parametrize("fusion", ["widen", "adapter"])
+def test_wrapped_model_equals_the_plain_backbone_at_init_whatever_the_reconstruction(fusion):
+    import copy
+
+    backbone = TinyBackbone().eval()
+    plain = copy.deepcopy(backbone)
+    model = posed_render_module(fusion=fusion).wrap(backbone).eval()
+    x = random_faces(2)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x), atol=1e-5)
+
+
+def test_supervised_pretraining_loss_is_zero_at_the_truth_and_offset_invariant():
+    from lh2face_plugin.render.network import Reconstruction
+    from lh2face_plugin.render.pretrain import supervised_loss
+
+    depth = torch.randn(2, 1, 16, 16)
+    view = torch.randn(2, 6)
+    mask = torch.rand(2, 1, 16, 16) > 0.3
+    rec = Reconstruction(depth=depth + 0.7, albedo=None, confidence=None, light=None, view=view)
+    truth = {"canonical_depth": depth, "canonical_mask": mask, "view": view}
+    assert supervised_loss({"aux": {"reconstruction": rec}}, truth).abs() < 1e-6
+    rec.view = view + 0.1
+    assert torch.allclose(supervised_loss({"aux": {"reconstruction": rec}}, truth), torch.tensor(0.1), atol=1e-5)
