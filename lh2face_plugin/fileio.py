@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "save_npy"]
+__all__ = ["atomic_path", "write_json", "save_npy", "save_figure"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -50,3 +50,15 @@ def save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` atomically."""
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
+    """Save a matplotlib figure as PNG atomically and close it (pyplot figures too). Returns ``path``."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import save_figure
 from .dataset import resolve_rec
 from .recordio import (IRHeader, MXIndexedRecordIO, MXRecordIO, imdecode, imencode, pack, temp_path_for,
                        unpack)
@@ -375,15 +376,7 @@ def _contact_sheet(items: Sequence[Tuple[int, float, np.ndarray]], path: str, ti
         ax.set_title(f"#{ordinal} id {label:g}", fontsize=7)
     fig.suptitle(f"{title}: {len(items)} random images", fontsize=9)
     fig.tight_layout()
-    tmp = temp_path_for(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # -- shuffle ----------------------------------------------------------------------------------

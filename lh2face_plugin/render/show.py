@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..fileio import save_figure
 from .module import RenderInputModule
 
 __all__ = ["load_face", "render_panels", "save_grid"]
@@ -102,16 +102,4 @@ def save_grid(rows: List[List[np.ndarray]], path: str, labels: Optional[Sequence
         if labels is not None:
             axes[r][0].set_ylabel(labels[r], fontsize=8)
     fig.tight_layout()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_figure(fig, os.fspath(path), dpi=110)
