@@ -220,7 +220,8 @@ def pair_scores(features: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, chunk:
 
     starts = range(0, len(idx1), chunk)
     workers = workers or min(8, os.cpu_count() or 1)
-    with tqdm(total=len(idx1), desc="pairs", unit="pair", unit_scale=True, leave=False, disable=not progress) as bar:
+    with tqdm(total=len(idx1), desc="pairs", unit="pair", unit_scale=True, leave=False,
+              **({} if progress else {"disable": True})) as bar:
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 for n in pool.map(run, starts):
