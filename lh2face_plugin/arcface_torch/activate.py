@@ -6,7 +6,7 @@ rebinds them in the ``train_v2`` namespace (the module ``train_v2`` or, for
 
 ==================  ==========================================================
 ``PartialFC_V2``    the plugin's subclass (:mod:`.partial_fc`) when ``config.loss``
-                    is set, else the checkout's own class
+                    or ``config.input_module`` is set, else the checkout's own class
 ``CombinedMarginLoss``  builds ``config.loss`` with ``config.loss_kwargs``, else
                     the checkout's own class
 ``get_model``       wraps the backbone with ``config.input_module`` if set
@@ -16,6 +16,12 @@ rebinds them in the ``train_v2`` namespace (the module ``train_v2`` or, for
 
 and applies :func:`.compat.fix_lr_scheduler` and :func:`.compat.fix_verification`. Main reads these names when it
 runs, so rebinding them any time before (even during ``get_config``) takes effect.
+
+The input module's own loss terms (the ``"render"`` module's ``L_reco``, ``L_FR^canon``,
+``L_view``) reach the loss through pairing: ``get_model`` records the wrapped model, and
+the ``PartialFC_V2`` built after it (as ``train_v2`` does) is paired with it
+(:meth:`.partial_fc.PartialFC.pair_input_model`), so its loss adds the terms of each
+training step, the backbone staying wrapped in DDP.
 
 Two ways in:
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import weakref
 from types import ModuleType
 from typing import Any, Mapping, MutableMapping, Optional
 
@@ -51,6 +58,7 @@ class PluginNotActive(RuntimeError):
 class _State:
     config: Optional[Mapping[str, Any]] = None   # where the factories read the plugin keys
     recipe_module: Optional[str] = None          # configs.<name> that imported this module (way 2)
+    input_model: Optional[weakref.ref] = None    # the last model get_model wrapped that keeps loss terms
 
 
 def _recipe_config() -> Mapping[str, Any]:
@@ -111,6 +119,7 @@ def deactivate(trainer: ModuleType) -> None:
         setattr(trainer, name, value)
     _State.config = None
     _State.recipe_module = None
+    _State.input_model = None
 
 
 def _partial_fc(original):
@@ -118,8 +127,14 @@ def _partial_fc(original):
 
     @functools.wraps(original)
     def PartialFC_V2(margin_loss, embedding_size, num_classes, sample_rate=1.0, fp16=False):
-        cls = original if plugin_spec(_recipe_config(), build=False).loss is None else plugin_class
-        return cls(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+        spec = plugin_spec(_recipe_config(), build=False)
+        if spec.loss is None and spec.input_module is None:
+            return original(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+        pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+        model = _State.input_model() if _State.input_model is not None else None
+        if model is not None:
+            pfc.pair_input_model(model)
+        return pfc
 
     PartialFC_V2.plugin_class = plugin_class
     return PartialFC_V2
@@ -141,12 +156,16 @@ def _get_model(original):
     def get_model(name, **kwargs):
         backbone = original(name, **kwargs)
         spec = plugin_spec(_recipe_config(), build=False)
+        _State.input_model = None
         if spec.input_module is None:
             return backbone
         module = spec.build_input_module()
         if not hasattr(module, "wrap"):
             raise TypeError(f"input module {spec.input_module!r} has no wrap(backbone) method")
-        return module.wrap(backbone)
+        model = module.wrap(backbone)
+        if callable(getattr(model, "pop_pending", None)):
+            _State.input_model = weakref.ref(model)
+        return model
 
     return get_model
 

@@ -13,7 +13,20 @@ checkout's own ``PartialFC_V2`` (its sampling, ``AllGather`` and
 5. calls the head with ``norms``, ``embeddings``, the (sampled) normalised
    ``weights``, ``class_index=self.weight_index`` when sampling, and
    ``ctx=DistContext(world, rank, gathered=True)``,
-6. returns the distributed cross-entropy plus the head's extra loss, if any.
+6. returns the distributed cross-entropy plus the head's extra loss, if any,
+7. plus the loss terms of the input module of the paired model, if any.
+
+Input-module terms: :meth:`PartialFC.pair_input_model` pairs the loss with the wrapped
+backbone (``lh2face_plugin.arcface_torch.activate`` pairs the model ``get_model`` built).
+When that model's last training forward left a pending item (see
+:class:`~lh2face_plugin.render.module.RenderAugmentedModel`), forward pops it and adds
+``model.pending_losses(item, local_embeddings, canon_loss_fn)["total"]``, where
+``canon_loss_fn(e)`` is steps 1-6 on the canonical embeddings ``e`` (K rows) with the first
+K local labels: ``L_FR^canon`` is this head's loss. K may differ from the batch size
+(``canon_fraction < 1``); the constant-batch check covers the recognition batch only. The
+item is popped before any term is computed, and the canonical call runs steps 1-6 alone, so
+it never adds input-module terms again. The head runs in eval mode for the canonical call,
+so stateful heads (LH2Face's running mean, UniTSFace's memory) update on the real faces only.
 
 At construction the head's ``setup_shard(num_local, embedding_size)`` is
 called so per-class state (UniTSFace's memory) is sharded like the weight.
@@ -29,6 +42,7 @@ checkout's ``CombinedMarginLoss``) is called as the base class calls it,
 from __future__ import annotations
 
 import importlib
+import weakref
 from types import ModuleType
 from typing import Dict, Optional
 
@@ -109,6 +123,19 @@ def _define(host: ModuleType) -> type:
             self.num_classes = int(num_classes)
             if isinstance(margin_loss, Head):
                 margin_loss.setup_shard(self.num_local, embedding_size)
+            self._input_model: Optional[weakref.ref] = None
+
+        def pair_input_model(self, model: torch.nn.Module) -> None:
+            """Add the pending input-module terms of ``model`` to this loss (see the module docstring).
+
+            Args:
+                model: the wrapped backbone, with ``pop_pending()`` and
+                    ``pending_losses(item, input_embedding, canon_loss_fn)``; held by weak reference.
+            """
+            if not (callable(getattr(model, "pop_pending", None)) and callable(getattr(model, "pending_losses", None))):
+                raise TypeError(f"{type(model).__name__} has no pop_pending()/pending_losses(): it keeps no "
+                                "input-module loss terms to add")
+            self._input_model = weakref.ref(model)
 
         @property
         def head(self):
@@ -124,7 +151,6 @@ def _define(host: ModuleType) -> type:
 
         def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
             local_labels = local_labels.reshape(-1).long()
-            local_embeddings = local_embeddings.float()
             batch_size = local_embeddings.size(0)
             if local_labels.numel() != batch_size:
                 raise ValueError(f"got {batch_size} embeddings but {local_labels.numel()} labels")
@@ -133,7 +159,38 @@ def _define(host: ModuleType) -> type:
             if self.last_batch_size != batch_size:
                 raise ValueError(f"the batch size must stay constant (Partial FC): first {self.last_batch_size}, "
                                  f"now {batch_size}; arcface_torch's loaders use drop_last=True")
+            loss = self._head_loss(local_embeddings, local_labels)
+            model = self._input_model() if self._input_model is not None else None
+            pending = model.pop_pending() if model is not None else None
+            if pending is None:
+                return loss
+            terms = model.pending_losses(pending, local_embeddings, canon_loss_fn=self._canonical_loss(local_labels))
+            return loss + terms["total"]
 
+        def _canonical_loss(self, local_labels: torch.Tensor):
+            """``L_FR^canon``: this head's loss on K canonical embeddings with the first K labels.
+
+            The head runs in eval mode for that call, so its state (LH2Face's running mean,
+            UniTSFace's memory and step count) moves once per step, on the real faces only.
+            """
+
+            def loss_fn(e: torch.Tensor) -> torch.Tensor:
+                head = self.margin_softmax
+                was_training = getattr(head, "training", False)
+                if isinstance(head, torch.nn.Module):
+                    head.eval()
+                try:
+                    return self._head_loss(e, local_labels[: e.shape[0]])
+                finally:
+                    if isinstance(head, torch.nn.Module):
+                        head.train(was_training)
+
+            return loss_fn
+
+        def _head_loss(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
+            """Steps 1-6 of the module docstring: [B, D] embeddings, [B] int64 labels -> scalar loss."""
+            batch_size = local_embeddings.size(0)
+            local_embeddings = local_embeddings.float()
             embeddings, labels = self._gather(local_embeddings, local_labels)
             check_global_labels(labels, self.num_classes, batch_size)
             keep = labels != -1

@@ -10,7 +10,9 @@ Usage with any backbone (3x112x112 in ``[-1, 1]`` -> embedding)::
     loss = head_loss(emb, labels) + terms["total"]
 
 ``terms["total"] = lambda_reco * L_reco + lambda_canon * L_FR^canon + lambda_view * L_view``
-(:mod:`lh2face_plugin.render.losses` defines the terms).
+(:mod:`lh2face_plugin.render.losses` defines the terms). A loss that only sees the
+embeddings, as in arcface_torch's ``train_v2``, gets ``out`` from the model instead: in
+training mode ``model(images)`` keeps it as a pending item (:class:`RenderAugmentedModel`).
 """
 from __future__ import annotations
 
@@ -268,6 +270,16 @@ def _read_checkpoint(path: str) -> dict:
 class RenderAugmentedModel(nn.Module):
     """``backbone(render(images)["input"])``: a recognition model with a plain RGB input.
 
+    A training loop that hands only the embeddings to its loss (arcface_torch's
+    ``loss = module_partial_fc(backbone(img), labels)``) gets the render terms through a
+    *pending item*: in training mode :meth:`forward` runs :meth:`forward_train`, returns the
+    embeddings and keeps the batch's render output; the loss paired with the model takes it
+    with :meth:`pop_pending` and adds :meth:`pending_losses` ``["total"]`` (the plugin's
+    ``PartialFC`` does, see :mod:`lh2face_plugin.arcface_torch.partial_fc`). Each training
+    forward replaces the item, :meth:`pop_pending` and ``eval()`` clear it, copies and pickles
+    of the model carry none, and evaluation-mode forwards keep nothing, so evaluation and
+    export are unchanged.
+
     Attributes:
         render: the :class:`RenderInputModule`.
         backbone: the backbone adapted to the fused 7-channel input (the ``embed_fn``
@@ -278,11 +290,56 @@ class RenderAugmentedModel(nn.Module):
         super().__init__()
         self.render = render
         self.backbone = backbone
+        self._pending: Optional[Dict[str, object]] = None
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.backbone(self.render(images)["input"])
+        if not self.training:
+            return self.backbone(self.render(images)["input"])
+        embeddings, self._pending = self.forward_train(images)
+        return embeddings
 
     def forward_train(self, images: Tensor) -> Tuple[Tensor, Dict[str, object]]:
-        """``(embeddings, render output)`` for the loss terms."""
+        """``(embeddings, render output)`` for the loss terms (keeps no pending item)."""
         out = self.render(images)
         return self.backbone(out["input"]), out
+
+    def pop_pending(self) -> Optional[Dict[str, object]]:
+        """The render output kept by the last training forward, or ``None``; clears it."""
+        pending, self._pending = self._pending, None
+        return pending
+
+    def pending_losses(
+        self,
+        pending: Dict[str, object],
+        input_embedding: Tensor,
+        canon_loss_fn: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Dict[str, Tensor]:
+        """:meth:`RenderInputModule.losses` of a popped item, with ``embed_fn = self.backbone``.
+
+        Args:
+            pending: what :meth:`pop_pending` returned.
+            input_embedding: ``(B, D)`` the embeddings the loss received for that batch.
+            canon_loss_fn: the head's loss on the ``(K, D)`` canonical embeddings of the
+                first ``K = terms["canon_rows"]`` rows.
+
+        Raises:
+            ValueError: ``input_embedding`` has another row count than the batch of ``pending``.
+        """
+        rows = pending["aux"]["images"].shape[0]
+        if input_embedding.dim() != 2 or input_embedding.shape[0] != rows:
+            raise ValueError(
+                f"the loss got embeddings of shape {tuple(input_embedding.shape)}, but the render-wrapped model's "
+                f"last training forward saw {rows} images; call the model once per loss call, on the same batch"
+            )
+        return self.render.losses(pending, embed_fn=self.backbone, input_embedding=input_embedding,
+                                  canon_loss_fn=canon_loss_fn)
+
+    def train(self, mode: bool = True) -> "RenderAugmentedModel":
+        if not mode:
+            self._pending = None
+        return super().train(mode)
+
+    def __getstate__(self) -> Dict[str, object]:
+        state = dict(self.__dict__)
+        state["_pending"] = None
+        return state
