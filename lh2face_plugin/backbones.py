@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CompactFaceNet", "build_backbone", "available_backbones", "load_backbone", "read_state_dict"]
+__all__ = ["CompactFaceNet", "build_backbone", "available_backbones", "load_backbone", "load_weights",
+           "read_state_dict"]
 
 _PRESETS: Dict[str, Dict[str, Any]] = {
     "compact-tiny": dict(width=16, depths=(1, 1, 1, 1)),
@@ -154,7 +155,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
     """Read a backbone state dict saved by arcface_torch.
 
     Accepts ``model.pt`` (the backbone's state dict) and
-    ``checkpoint_gpu_{rank}.pt`` (its ``"backbone"`` entry); a ``module.``
+    ``checkpoint_gpu_{rank}.pt`` (its ``"state_dict_backbone"`` entry); a ``module.``
     prefix left by DistributedDataParallel is stripped. Loaded with
     ``torch.load(weights_only=True)``: a file holding anything but tensors and
     plain containers is refused.
@@ -172,8 +173,8 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
         raise ValueError(
             f"{path}: cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})"
         ) from exc
-    if isinstance(obj, Mapping) and "backbone" in obj and isinstance(obj["backbone"], Mapping):
-        obj = obj["backbone"]
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict_backbone"), Mapping):
+        obj = obj["state_dict_backbone"]
     if not isinstance(obj, Mapping) or not obj:
         raise ValueError(f"{path}: expected a backbone state dict (name -> tensor), got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
@@ -275,8 +276,21 @@ def load_backbone(
                 f"(it knows r18, r34, r50, r100, r200, r2060, mbf, mbf_large, vit_*); ours: "
                 f"{', '.join(available_backbones())}"
             ) from exc
+    return load_weights(model, path, network, state=state).eval()
+
+
+def load_weights(model: nn.Module, path: Union[str, os.PathLike], network: str,
+                 state: Optional[Mapping[str, Tensor]] = None) -> nn.Module:
+    """Load the backbone weights in ``path`` into ``model`` strictly.
+
+    Raises:
+        ValueError: the file does not match ``network``; the message lists the
+            missing and unexpected keys and the shape mismatches.
+    """
+    state = read_state_dict(path) if state is None else state
     problem = _describe_mismatch(model, state)
     if problem:
-        raise ValueError(f"{os.fspath(path)} does not match network {network!r} (embedding size {dim}): {problem}")
+        raise ValueError(f"{os.fspath(path)} does not match network {network!r}: {problem}; "
+                         "pass the network the model was trained with")
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model

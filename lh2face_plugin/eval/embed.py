@@ -86,38 +86,6 @@ def onnx_embedder(path: str, providers: Optional[list] = None) -> EmbedFn:
     return embed
 
 
-def load_state_dict(path: str) -> dict:
-    """Backbone weights from a ``model.pt`` or an arcface_torch ``checkpoint_gpu_*.pt`` (``weights_only=True``)."""
-    import torch
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict_backbone" in state:
-        state = state["state_dict_backbone"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def load_weights(module, path: str, network: str):
-    """Load ``path`` into ``module`` strictly; a mismatch names the network and the offending keys."""
-    state = load_state_dict(path)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad_shapes = [k for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or bad_shapes:
-        def few(keys):
-            return ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
-        raise ValueError(
-            f"{path} does not match network '{network}': missing keys [{few(missing)}], "
-            f"unexpected keys [{few(unexpected)}], shape mismatches [{few(bad_shapes)}]; "
-            f"pass the --network the model was trained with")
-    module.load_state_dict(state)
-    return module
-
-
 def load_embedder(model: str, network: Optional[str] = None, onnx: bool = False, device: str = "cpu",
                   arcface_root: Optional[str] = None, **backbone_kwargs) -> EmbedFn:
     """Embed function for a model file, as the CLI resolves it.
@@ -132,19 +100,9 @@ def load_embedder(model: str, network: Optional[str] = None, onnx: bool = False,
                              if device.startswith("cuda") else None)
     if not network:
         raise ValueError(f"{model}: a PyTorch model needs --network (e.g. r50), or pass --onnx for an ONNX file")
-    root = arcface_root or os.environ.get("ARCFACE_TORCH_ROOT")
-    if root:
-        from .reference import arcface_backbone
+    from ..backbones import load_backbone
 
-        net = arcface_backbone(network, root, **backbone_kwargs)
-    else:
-        try:
-            from ..backbones import build_backbone
-        except ImportError as exc:
-            raise RuntimeError("no arcface_torch checkout (set ARCFACE_TORCH_ROOT) and no "
-                               "lh2face_plugin.backbones to build the network from") from exc
-        net = build_backbone(network, **backbone_kwargs)
-    return torch_embedder(load_weights(net, model, network), device=device)
+    return torch_embedder(load_backbone(model, network, arcface_root=arcface_root, **backbone_kwargs), device=device)
 
 
 def file_fingerprint(*paths: str, **extra) -> str:

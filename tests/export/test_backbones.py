@@ -47,7 +47,7 @@ def test_load_roundtrip_infers_embedding_size_and_accepts_checkpoint_layouts(tmp
     want = model(x)
     plain, ddp = tmp_path / "model.pt", tmp_path / "checkpoint_gpu_0.pt"
     torch.save(model.state_dict(), plain)
-    torch.save({"epoch": 1, "backbone": {f"module.{k}": v for k, v in model.state_dict().items()}}, ddp)
+    torch.save({"epoch": 1, "state_dict_backbone": {f"module.{k}": v for k, v in model.state_dict().items()}}, ddp)
     for path in (plain, ddp):
         loaded = load_backbone(path, "compact-tiny")
         assert not loaded.training and loaded.fc.out_features == 96
