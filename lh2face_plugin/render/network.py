@@ -101,7 +101,7 @@ class ReconstructionNet(nn.Module):
         self.enc2 = _block(w, 2 * w, 2)  # H/4
         self.enc3 = _block(2 * w, 4 * w, 2)  # H/8
         self.enc4 = _block(4 * w, 4 * w, 2)  # H/16
-        self.global_head = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.ReLU(inplace=True), nn.Linear(4 * w, 10))
+        self.global_head = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4 * w, 10))
         self.dec3 = _Up(4 * w, 4 * w, 2 * w)  # H/8
         self.dec2 = _Up(2 * w, 2 * w, w)  # H/4
         self.dec1 = _Up(w, w, w)  # H/2

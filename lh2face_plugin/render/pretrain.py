@@ -46,26 +46,27 @@ def synthetic_batches(
         ``"images"``, ``"canonical_depth"`` and ``"canonical_mask"`` ``(B, 1, H, W)``
         (renderer convention) and ``"view"`` ``(B, 6)``.
     """
-    from ..data.synthetic import make_identities, render_face
+    from ..data.synthetic import make_identities, render_faces
     from .evaluate import to_renderer_depth, to_renderer_view
 
     ids = make_identities(num=identities, seed=seed)
     rng = np.random.default_rng(seed)
 
-    def draw(n: int) -> Dict[str, Tensor]:
-        samples = []
-        for _ in range(n):
-            ident = ids[int(rng.integers(len(ids)))]
-            yaw, pitch = rng.uniform(-max_yaw, max_yaw), rng.uniform(-max_pitch, max_pitch)
-            samples.append(render_face(ident, yaw=yaw, pitch=pitch, light="random", expression="random",
-                                       background="random", seed=int(rng.integers(2**31))))
-        batch = {"images": to_tensor([s.image for s in samples])}
+    def draw_chunk(n: int) -> Dict[str, Tensor]:
+        people = [ids[i] for i in rng.integers(len(ids), size=n)]
+        yaw, pitch = rng.uniform(-max_yaw, max_yaw, size=n), rng.uniform(-max_pitch, max_pitch, size=n)
+        faces = render_faces(people, yaw=yaw, pitch=pitch, light="random", expression="random",
+                             background="random", seed=int(rng.integers(2**31)), frontal=truth)
+        batch = {"images": to_tensor(list(faces["image"]))}
         if truth:
-            masks = np.stack([s.frontal_mask for s in samples])
-            batch["canonical_depth"] = to_renderer_depth(np.stack([s.frontal_depth for s in samples]), masks)
-            batch["canonical_mask"] = torch.from_numpy(masks).unsqueeze(1)
-            batch["view"] = to_renderer_view(*zip(*[s.pose for s in samples]))
+            batch["canonical_depth"] = to_renderer_depth(faces["frontal_depth"], faces["frontal_mask"])
+            batch["canonical_mask"] = torch.from_numpy(faces["frontal_mask"]).unsqueeze(1)
+            batch["view"] = to_renderer_view(*faces["pose"].T)
         return batch
+
+    def draw(n: int) -> Dict[str, Tensor]:
+        chunks = [draw_chunk(min(128, n - start)) for start in range(0, n, 128)]
+        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
     def emit(batch: Dict[str, Tensor]):
         return batch if truth else batch["images"]
@@ -109,15 +110,15 @@ def _read_aligned(path: str) -> np.ndarray:
 
 
 def supervised_loss(out: Dict[str, object], batch: Dict[str, Tensor]) -> Tensor:
-    """L1 of canonical depth (offset removed, over the face) and viewpoint against ground truth."""
+    """L1 of canonical depth (over the face) and viewpoint against ground truth.
+
+    The depth keeps its offset: the viewpoint rotates about the pivot plane ``z = 0``,
+    so a face at the right shape but the wrong distance from the pivot is warped wrongly.
+    """
     rec = out["aux"]["reconstruction"]
     m = batch["canonical_mask"].float()
-    n = m.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
-
-    def centred(d: Tensor) -> Tensor:
-        return d - (d * m).sum(dim=(1, 2, 3), keepdim=True) / n
-
-    depth = ((centred(rec.depth) - centred(batch["canonical_depth"])).abs() * m).sum() / n.sum()
+    n = m.sum().clamp_min(1)
+    depth = ((rec.depth - batch["canonical_depth"]).abs() * m).sum() / n
     return depth + (rec.view - batch["view"]).abs().mean()
 
 
@@ -128,19 +129,28 @@ def pretrain(
     lr: float = 1e-3,
     supervision: float = 0.0,
     progress: bool = True,
+    reco_weight: float = 1.0,
 ) -> List[Dict[str, float]]:
     """Train ``module``'s reconstruction network alone (Adam).
 
-    The loss is ``L_reco`` (self-supervised), plus ``supervision`` times
-    :func:`supervised_loss` when ground truth is available (synthetic faces,
+    The loss is ``reco_weight`` times ``L_reco`` (self-supervised), plus ``supervision``
+    times :func:`supervised_loss` when ground truth is available (synthetic faces,
     ``synthetic_batches(..., truth=True)``): a bootstrap of depth and pose, our
-    addition to the Unsup3d recipe.
+    addition to the Unsup3d recipe. In a few hundred steps ``L_reco`` alone does not
+    learn the viewpoint (the per-pixel albedo explains the input at the identity view)
+    and, added to the bootstrap, pulls the predicted yaw to zero; ``reco_weight=0``
+    with ``supervision > 0`` is the purely supervised bootstrap.
 
     Returns:
-        Per-step loss terms (``"photo"``, ``"flip"``, ``"reco"``, and ``"supervised"``).
+        Per-step loss terms: ``"photo"``, ``"flip"``, ``"reco"`` when ``reco_weight > 0``
+        (else ``L_reco`` is not computed), ``"supervised"`` when ``supervision > 0``.
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not float(reco_weight) >= 0 or not float(supervision) >= 0:
+        raise ValueError(f"reco_weight and supervision must be >= 0, got {reco_weight} and {supervision}")
+    if float(reco_weight) == 0 and float(supervision) == 0:
+        raise ValueError("reco_weight and supervision are both 0: nothing to train")
     if module.mode != "joint":
         raise ValueError(f"cannot pretrain a module in mode {module.mode!r}; build it with mode='joint'")
     history: List[Dict[str, float]] = []
@@ -151,8 +161,8 @@ def pretrain(
         batch = next(batches)
         images = batch["images"] if isinstance(batch, dict) else batch
         out = module(images)
-        terms = module.losses(out)
-        loss = terms["reco"]
+        terms = module.losses(out) if reco_weight > 0 else {}
+        loss = reco_weight * terms["reco"] if terms else 0.0
         if supervision > 0:
             if not isinstance(batch, dict) or "canonical_depth" not in batch:
                 raise ValueError("supervision > 0 needs batches with ground truth (synthetic_batches(truth=True))")
@@ -163,6 +173,6 @@ def pretrain(
         opt.step()
         rec = {k: float(v.detach()) for k, v in terms.items() if k in ("photo", "flip", "reco", "supervised")}
         history.append(rec)
-        bar.set_postfix(reco=f"{rec['reco']:.4f}")
+        bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("reco", "supervised")})
     module.eval()
     return history

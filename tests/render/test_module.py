@@ -125,15 +125,40 @@ def test_wrapped_model_equals_the_plain_backbone_at_init_whatever_the_reconstruc
         assert torch.allclose(model(x), plain(x), atol=1e-5)
 
 
-def test_supervised_pretraining_loss_is_zero_at_the_truth_and_offset_invariant():
+def test_supervised_pretraining_loss_is_zero_at_the_truth_and_counts_the_depth_offset():
     from lh2face_plugin.render.network import Reconstruction
     from lh2face_plugin.render.pretrain import supervised_loss
 
     depth = torch.randn(2, 1, 16, 16)
     view = torch.randn(2, 6)
     mask = torch.rand(2, 1, 16, 16) > 0.3
-    rec = Reconstruction(depth=depth + 0.7, albedo=None, confidence=None, light=None, view=view)
+    off_face = torch.where(mask, depth, torch.randn_like(depth))
+    rec = Reconstruction(depth=off_face, albedo=None, confidence=None, light=None, view=view)
     truth = {"canonical_depth": depth, "canonical_mask": mask, "view": view}
     assert supervised_loss({"aux": {"reconstruction": rec}}, truth).abs() < 1e-6
-    rec.view = view + 0.1
+    rec.depth = off_face + 0.7
+    assert torch.allclose(supervised_loss({"aux": {"reconstruction": rec}}, truth), torch.tensor(0.7), atol=1e-5)
+    rec.depth, rec.view = off_face, view + 0.1
     assert torch.allclose(supervised_loss({"aux": {"reconstruction": rec}}, truth), torch.tensor(0.1), atol=1e-5)
+
+
+def test_pretrain_rejects_an_empty_objective():
+    from lh2face_plugin.render.pretrain import pretrain
+
+    with pytest.raises(ValueError, match="nothing to train"):
+        pretrain(RenderInputModule(width=4), iter([]), 1, supervision=0.0, reco_weight=0.0, progress=False)
+
+
+def test_synthetic_batches_with_truth_and_supervised_pretraining_fits_them():
+    from lh2face_plugin.render.pretrain import pretrain, synthetic_batches
+
+    batches = synthetic_batches(4, identities=3, pool=4, truth=True, seed=3)
+    batch = next(batches)
+    assert batch["images"].shape == (4, 3, 112, 112) and batch["images"].abs().max() <= 1
+    assert batch["canonical_depth"].shape == batch["canonical_mask"].shape == (4, 1, 112, 112)
+    assert batch["canonical_mask"].any() and batch["view"].shape == (4, 6)
+    assert batch["view"][:, 0].abs().max() <= torch.deg2rad(torch.tensor(45.0)) + 1e-4
+    torch.manual_seed(0)
+    module = RenderInputModule(width=4)
+    history = pretrain(module, iter([batch] * 12), 12, lr=1e-2, supervision=1.0, reco_weight=0.0, progress=False)
+    assert "reco" not in history[0] and history[-1]["supervised"] < 0.8 * history[0]["supervised"]
