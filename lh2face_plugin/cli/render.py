@@ -9,7 +9,7 @@ from ._common import add_command
 
 EXAMPLES = """
   lh2face render pretrain --data synthetic --steps 300 --out render.pt
-  lh2face render pretrain --data synthetic --supervision 1 --steps 300 --out render.pt
+  lh2face render pretrain --data synthetic --supervision 1 --reco-weight 0 --steps 1000 --pool 2048 --out render.pt
   lh2face render pretrain --data aligned_faces/ --steps 5000 --batch-size 64 --out render.pt
   lh2face render show face.jpg --checkpoint render.pt --out grid.png
   lh2face render show photo.jpg --landmarks 38 51 73 51 56 71 41 92 70 92 --synthetic 2 --out grid.png
@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     pre.add_argument("--lr", type=float, default=1e-3)
     pre.add_argument("--supervision", type=float, default=0.0,
                      help="with --data synthetic: weight of a ground-truth depth/pose term (0 = self-supervised)")
+    pre.add_argument("--reco-weight", type=float, default=1.0,
+                     help="weight of the self-supervised L_reco (0 = the ground-truth term alone, which is what "
+                          "learns depth and pose within a CPU budget; see benchmarks/render.py)")
     pre.add_argument("--pool", type=int, default=0, metavar="N",
                      help="with --data synthetic: render N faces once and sample batches from them (0 = fresh faces)")
     pre.add_argument("--width", type=int, default=16, help="channel width of the reconstruction network")
@@ -75,12 +78,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     else:
         batches = folder_batches(args.data, args.batch_size, seed=args.seed)
     start = time.perf_counter()
-    history = pretrain(module, batches, args.steps, lr=args.lr, supervision=args.supervision)
+    history = pretrain(module, batches, args.steps, lr=args.lr, supervision=args.supervision,
+                       reco_weight=args.reco_weight)
     elapsed = time.perf_counter() - start
     module.save_reconstruction(args.out)
     tail = history[-min(20, len(history)):]
-    print(f"{args.steps} steps in {elapsed:.1f} s; L_reco {history[0]['reco']:.4f} -> "
-          f"{sum(h['reco'] for h in tail) / len(tail):.4f} (mean of the last {len(tail)}); wrote {args.out}")
+    parts = [f"{name} {history[0][name]:.4f} -> {sum(h[name] for h in tail) / len(tail):.4f}"
+             for name in ("reco", "supervised") if name in history[0]]
+    print(f"{args.steps} steps in {elapsed:.1f} s; {', '.join(parts)} (first -> mean of the last {len(tail)}); "
+          f"wrote {args.out}")
     return 0
 
 

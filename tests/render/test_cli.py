@@ -88,3 +88,11 @@ def test_eval_and_show_on_synthetic_faces(tmp_path, capsys):
     assert "SIDE" in table and "flat depth" in table and "oracle geometry" in table
     assert main(["render", "show", "--synthetic", "1", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_supervised_pretraining_without_reco_reports_its_loss(tmp_path, capsys):
+    out = tmp_path / "r.pt"
+    assert main(["render", "pretrain", "--data", "synthetic", "--supervision", "1", "--reco-weight", "0",
+                 "--steps", "2", "--batch-size", "2", "--pool", "4", "--width", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "supervised" in printed and "reco " not in printed and out.exists()
