@@ -17,7 +17,7 @@ built from three primitives:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -174,11 +174,6 @@ def all_gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if not ctx.sharded:
         return x
     return _AllGatherRows.apply(x, ctx)
-
-
-def rank_sizes(n: int, ctx: DistContext) -> List[int]:
-    """Rows per rank for a count ``n`` known on every rank (no communication)."""
-    return [n // ctx.world_size + int(r < n % ctx.world_size) for r in range(ctx.world_size)]
 
 
 def sharded_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ctx: DistContext) -> torch.Tensor:
