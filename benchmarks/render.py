@@ -7,14 +7,19 @@
    (``--supervision 1 --reco-weight 0``: ground-truth depth and pose of the synthetic
    generator): in this CPU budget the self-supervised ``L_reco`` does not learn the
    viewpoint and, added to the bootstrap, pulls the predicted yaw to zero.
-   ``--supervision 0 --reco-weight 1`` is the purely self-supervised run.
+   ``--supervision 0 --reco-weight 1`` is the purely self-supervised run;
+   ``--init render.pt --supervision 0 --reco-weight 1 --steps 300 --lr 1e-3`` fine-tunes a
+   bootstrap checkpoint with L_reco alone (``--albedo frontalised`` for that variant).
 2. Prints the forward+backward time of a recognition step with the module as a ratio to
-   the plain backbone step measured in the same run: arcface_torch's iresnet50 when
-   ARCFACE_TORCH_ROOT is set, else our ``compact`` backbone (a stand-in, stated in the
-   output).
+   the plain backbone step measured in the same run (batch 128 by default): arcface_torch's
+   iresnet50 when ARCFACE_TORCH_ROOT is set, else our ``compact`` backbone (a stand-in, stated
+   in the output). Rows: the module alone (joint), with the extra backbone passes of
+   ``canon_fraction`` of the batch, and a frozen reconstruction with the canonical pass (the
+   shipped render recipe).
 
     OMP_NUM_THREADS=2 python benchmarks/render.py                 # prints its steps and seconds
     python benchmarks/render.py --skip-cost                       # quality only
+    python benchmarks/render.py --skip-quality --repeats 1        # cost only (R50 at batch 128: ~10 min)
 """
 from __future__ import annotations
 
@@ -46,7 +51,10 @@ def quality(args) -> None:
 
     torch.manual_seed(args.seed)
     data = synthetic_eval_set(args.eval_faces, seed=1234)
-    module = RenderInputModule(width=args.width)
+    module = RenderInputModule(width=args.width, albedo=args.albedo, photo_weight=args.photo_weight,
+                               flip_weight=args.flip_weight)
+    if args.init:
+        module.load_reconstruction(args.init)
     before = evaluate(module, data)
     batches = synthetic_batches(args.batch_size, pool=args.pool, truth=args.supervision > 0, seed=args.seed)
     start = time.perf_counter()
@@ -64,7 +72,7 @@ def quality(args) -> None:
         if key in history[0]:
             print(f"{key} loss {history[0][key]:.4f} -> {statistics.mean(h[key] for h in history[-20:]):.4f} "
                   f"(mean of the last 20 steps)")
-    rows = {"pretrained module": after["module"], "untrained module": before["module"]}
+    rows = {"trained module": after["module"], ("--init checkpoint" if args.init else "untrained module"): before["module"]}
     rows.update({k: v for k, v in after.items() if k != "module"})
     print(format_table(rows))
     base = after["flat depth / no frontalisation"]
@@ -83,14 +91,17 @@ def quality(args) -> None:
 def _time_interleaved(fns, repeats: int):
     """Median seconds of each function, run in turn ``repeats`` times (after one warm-up each),
     so that a shared machine's load drifts over all of them alike."""
-    for fn in fns:
+    for i, fn in enumerate(fns):
+        start = time.perf_counter()
         fn()
+        print(f"  warm-up {i + 1}/{len(fns)}: {time.perf_counter() - start:.1f} s", flush=True)
     times = [[] for _ in fns]
-    for _ in range(repeats):
+    for r in range(repeats):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
             times[i].append(time.perf_counter() - start)
+        print(f"  round {r + 1}/{repeats}: " + " ".join(f"{t[-1]:.1f}" for t in times) + " s", flush=True)
     return [statistics.median(t) for t in times]
 
 
@@ -101,34 +112,40 @@ def cost(args) -> None:
     torch.manual_seed(0)
     x = torch.rand(args.cost_batch, 3, 112, 112) * 2 - 1
     plain = make().train()
-    render = RenderInputModule(width=args.width)
-    wrapped = render.wrap(make()).train()
+    wrapped = {mode: RenderInputModule(width=args.width, mode=mode).wrap(make()).train()
+               for mode in ("joint", "frozen")}
 
     def plain_step():
         plain.zero_grad(set_to_none=True)
         plain(x).pow(2).mean().backward()
 
-    def render_step(canon: bool):
+    def render_step(mode: str, canon_fraction: float):
+        model = wrapped[mode]
+        render = model.render
+
         def step():
-            wrapped.zero_grad(set_to_none=True)
-            emb, out = wrapped.forward_train(x)
-            terms = render.losses(out, embed_fn=wrapped.backbone if canon else None, input_embedding=emb,
+            render.canon_fraction = canon_fraction or 1.0
+            model.zero_grad(set_to_none=True)
+            emb, out = model.forward_train(x)
+            canon = canon_fraction > 0
+            terms = render.losses(out, embed_fn=model.backbone if canon else None, input_embedding=emb,
                                   canon_loss_fn=(lambda e: e.pow(2).mean()) if canon else None)
             (emb.pow(2).mean() + terms["total"]).backward()
 
         return step
 
-    t_plain, t_module, t_full = _time_interleaved([plain_step, render_step(False), render_step(True)], args.repeats)
+    rows = [("backbone alone (baseline)", plain_step),
+            ("+ render module, joint (reconstruction, warps, L_reco, 7-ch stem)", render_step("joint", 0.0))]
+    rows += [(f"  + backbone on canonical + re-rendered, canon_fraction {f:g}", render_step("joint", f))
+             for f in args.canon_fractions if f > 0]
+    rows += [(f"render module frozen + canonical pass, canon_fraction {f:g}", render_step("frozen", f))
+             for f in args.frozen_canon_fractions if f > 0]
+    times = _time_interleaved([fn for _, fn in rows], args.repeats)
     print(f"\n== cost: forward+backward, {name}, 112x112, batch {args.cost_batch}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs ==")
-    rows = [
-        ("backbone alone (baseline)", t_plain),
-        ("+ render module (reconstruction, warps, L_reco, 7-ch stem)", t_module),
-        ("+ backbone on canonical and re-rendered faces (canon/view/id)", t_full),
-    ]
-    print(f"{'step':62s} {'seconds':>8s} {'ratio':>6s}")
-    for label, seconds in rows:
-        print(f"{label:62s} {seconds:8.3f} {seconds / t_plain:6.3f}")
+    print(f"{'step':68s} {'seconds':>8s} {'ratio':>6s}")
+    for (label, _), seconds in zip(rows, times):
+        print(f"{label:68s} {seconds:8.3f} {seconds / times[0]:6.3f}")
 
 
 def main() -> None:
@@ -142,8 +159,17 @@ def main() -> None:
     p.add_argument("--reco-weight", type=float, default=0.0,
                    help="weight of the self-supervised L_reco (--supervision 0 --reco-weight 1: Unsup3d-style)")
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--init", help="start from this reconstruction checkpoint (e.g. to fine-tune a bootstrap with L_reco)")
+    p.add_argument("--albedo", choices=("predicted", "frontalised"), default="predicted",
+                   help="RenderInputModule(albedo=...): what L_reco re-renders")
+    p.add_argument("--photo-weight", type=float, default=1.0, help="L_reco's photometric term weight")
+    p.add_argument("--flip-weight", type=float, default=0.5, help="L_reco's symmetry term weight")
     p.add_argument("--eval-faces", type=int, default=48)
-    p.add_argument("--cost-batch", type=int, default=8, help="batch of the cost step (R50 at 128 is too slow for 2 cores)")
+    p.add_argument("--cost-batch", type=int, default=128, help="batch of the cost step (the issue's R50 step: 128)")
+    p.add_argument("--canon-fractions", type=float, nargs="*", default=[0.125, 0.25],
+                   help="canon_fraction values timed with the backbone passes on canonical and re-rendered faces")
+    p.add_argument("--frozen-canon-fractions", type=float, nargs="*", default=[0.125],
+                   help="canon_fraction values timed with a frozen reconstruction (the shipped render recipe)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true")

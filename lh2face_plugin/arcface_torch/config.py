@@ -236,7 +236,7 @@ def plugin_spec(cfg: Mapping[str, Any], build: bool = True) -> PluginSpec:
                 builder()
             except KeyError as exc:
                 raise KeyError(f"{where}: config.{key}: {exc.args[0] if exc.args else exc}") from None
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, FileNotFoundError) as exc:
                 raise type(exc)(f"{where}: config.{key}_kwargs for {name!r}: {exc}") from None
     return spec
 

@@ -8,8 +8,8 @@ import time
 from ._common import add_command
 
 EXAMPLES = """
-  lh2face render pretrain --data synthetic --steps 300 --out render.pt
-  lh2face render pretrain --data synthetic --supervision 1 --reco-weight 0 --steps 1000 --pool 2048 --out render.pt
+  lh2face render pretrain --data synthetic --steps 1000 --pool 2048 --out render.pt
+  lh2face render pretrain --data synthetic --supervision 0 --reco-weight 1 --albedo frontalised --out self.pt
   lh2face render pretrain --data aligned_faces/ --steps 5000 --batch-size 64 --out render.pt
   lh2face render show face.jpg --checkpoint render.pt --out grid.png
   lh2face render show photo.jpg --landmarks 38 51 73 51 56 71 41 92 70 92 --synthetic 2 --out grid.png
@@ -20,16 +20,20 @@ EXAMPLES = """
 def register(subparsers) -> None:
     p = add_command(subparsers, "render", "pretrain, show and evaluate the render input module", EXAMPLES, _no_action)
     sub = p.add_subparsers(dest="render_command", metavar="ACTION")
-    pre = sub.add_parser("pretrain", help="train the reconstruction alone (self-supervised)")
+    pre = sub.add_parser("pretrain", help="train the reconstruction alone (ground truth of synthetic faces, "
+                                          "or self-supervised)")
     pre.add_argument("--data", default="synthetic", help="'synthetic' or a folder of aligned 112x112 faces")
     pre.add_argument("--steps", type=int, default=300)
     pre.add_argument("--batch-size", type=int, default=16)
     pre.add_argument("--lr", type=float, default=1e-3)
-    pre.add_argument("--supervision", type=float, default=0.0,
-                     help="with --data synthetic: weight of a ground-truth depth/pose term (0 = self-supervised)")
-    pre.add_argument("--reco-weight", type=float, default=1.0,
-                     help="weight of the self-supervised L_reco (0 = the ground-truth term alone, which is what "
-                          "learns depth and pose within a CPU budget; see benchmarks/render.py)")
+    pre.add_argument("--supervision", type=float, default=None,
+                     help="with --data synthetic: weight of the ground-truth depth/pose term (default 1 with "
+                          "synthetic data, 0 with a folder; 0 = self-supervised)")
+    pre.add_argument("--reco-weight", type=float, default=None,
+                     help="weight of the self-supervised L_reco (default 0 with synthetic data: the ground-truth "
+                          "term alone is what learns depth and pose, see benchmarks/render.py; 1 with a folder)")
+    pre.add_argument("--albedo", choices=("predicted", "frontalised"), default="predicted",
+                     help="what L_reco re-renders (RenderInputModule's albedo)")
     pre.add_argument("--pool", type=int, default=0, metavar="N",
                      help="with --data synthetic: render N faces once and sample batches from them (0 = fresh faces)")
     pre.add_argument("--width", type=int, default=16, help="channel width of the reconstruction network")
@@ -70,8 +74,16 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ..render.pretrain import folder_batches, pretrain, synthetic_batches
 
     torch.manual_seed(args.seed)
-    module = _module(args.checkpoint) if args.checkpoint else _module(None, width=args.width)
-    if args.data == "synthetic":
+    synthetic = args.data == "synthetic"
+    if args.supervision is None:
+        args.supervision = 1.0 if synthetic else 0.0
+    if args.reco_weight is None:
+        args.reco_weight = 0.0 if synthetic and args.supervision > 0 else 1.0
+    if args.checkpoint:
+        module = _module(args.checkpoint, albedo=args.albedo)
+    else:
+        module = _module(None, width=args.width, albedo=args.albedo)
+    if synthetic:
         batches = synthetic_batches(args.batch_size, pool=args.pool, truth=args.supervision > 0, seed=args.seed)
     elif args.supervision > 0:
         raise ValueError("--supervision needs --data synthetic (a folder of images has no ground truth)")

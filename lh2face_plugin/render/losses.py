@@ -9,7 +9,7 @@
   recognition shapes the reconstruction (the target embedding is detached).
 - View agreement: ``L_view = 1 - cos(e(I), e(I_canon))``.
 
-``L_reco = photo + flip_weight * flip + identity_weight * identity``; ``L_FR^canon``
+``L_reco = photo_weight * photo + flip_weight * flip + identity_weight * identity``; ``L_FR^canon``
 is the recognition head's loss on ``e(I_canon)``, computed by the caller.
 """
 from __future__ import annotations

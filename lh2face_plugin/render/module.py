@@ -32,6 +32,7 @@ from .renderer import Renderer
 __all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES"]
 
 MODES = ("joint", "frozen")
+ALBEDO_SOURCES = ("predicted", "frontalised")
 EmbedFn = Callable[[Tensor], Tensor]
 
 
@@ -56,13 +57,19 @@ class RenderInputModule(nn.Module):
         width: channel width of :class:`ReconstructionNet`.
         max_depth: depth range in half-image-width units.
         fov: camera field of view in degrees (0 = orthographic).
+        photo_weight: weight of the photometric term in ``L_reco``.
         flip_weight: weight of the symmetry (flipped) photometric term in ``L_reco``.
         identity_weight: weight of the identity term in ``L_reco``.
         inverse_iterations: fixed-point steps of the re-rendering warp.
-        canon_fraction: fraction of the batch (first rows) whose canonical face is
-            embedded for ``L_FR^canon`` / ``L_view``; lowers their cost.
+        canon_fraction: fraction of the batch (first rows) whose canonical face and
+            re-rendered view are embedded for ``L_FR^canon``, ``L_view`` and the identity
+            term; the extra backbone passes cost ``2 * canon_fraction`` of a plain step.
         fusion: how :meth:`wrap` feeds the 7 channels to a backbone: ``"widen"`` its
             first 3-channel convolution or prepend an ``"adapter"`` (see :mod:`.fusion`).
+        albedo: the canonical albedo that ``L_reco`` re-renders: ``"predicted"``, the
+            network's albedo maps (Unsup3d); or ``"frontalised"``, the canonical face
+            divided by the predicted shading, so that the photometric term measures how well
+            the warp inverts and the symmetry term how symmetric the frontalised face is.
 
     Shape:
         - Input: ``(B, 3, H, W)`` RGB in ``[-1, 1]`` (H, W divisible by 16).
@@ -82,11 +89,13 @@ class RenderInputModule(nn.Module):
         width: int = 16,
         max_depth: float = 0.6,
         fov: float = 10.0,
+        photo_weight: float = 1.0,
         flip_weight: float = 0.5,
         identity_weight: float = 0.1,
         inverse_iterations: int = 6,
         canon_fraction: float = 1.0,
         fusion: str = "widen",
+        albedo: str = "predicted",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -94,6 +103,7 @@ class RenderInputModule(nn.Module):
         self.lambda_reco = _check_weight("lambda_reco", lambda_reco)
         self.lambda_canon = _check_weight("lambda_canon", lambda_canon)
         self.lambda_view = _check_weight("lambda_view", lambda_view)
+        self.photo_weight = _check_weight("photo_weight", photo_weight)
         self.flip_weight = _check_weight("flip_weight", flip_weight)
         self.identity_weight = _check_weight("identity_weight", identity_weight)
         if not 0 < float(canon_fraction) <= 1:
@@ -102,6 +112,9 @@ class RenderInputModule(nn.Module):
         if fusion not in ("widen", "adapter"):
             raise ValueError(f"fusion must be 'widen' or 'adapter', got {fusion!r}")
         self.fusion = fusion
+        if albedo not in ALBEDO_SOURCES:
+            raise ValueError(f"albedo must be one of {ALBEDO_SOURCES}, got {albedo!r}")
+        self.albedo = albedo
         self.mode = mode
         self.net = ReconstructionNet(width=width, max_depth=max_depth)
         self.renderer = Renderer(fov=fov, inverse_iterations=inverse_iterations)
@@ -145,9 +158,14 @@ class RenderInputModule(nn.Module):
         """
         rec: Reconstruction = out["aux"]["reconstruction"]
         shading = self.renderer.shading(rec.depth, rec.light)
-        shaded = rec.albedo * shading
+        if self.albedo == "frontalised":
+            shaded = (out["canonical"] + 1) / 2
+            albedo = shaded / shading.clamp_min(0.05)
+        else:
+            albedo = rec.albedo
+            shaded = albedo * shading
         view, valid = self.renderer.render_view(shaded, rec.depth, rec.view)
-        depth_f, albedo_f = rec.depth.flip(-1), rec.albedo.flip(-1)
+        depth_f, albedo_f = rec.depth.flip(-1), albedo.flip(-1)
         shaded_f = albedo_f * self.renderer.shading(depth_f, rec.light)
         view_f, valid_f = self.renderer.render_view(shaded_f, depth_f, rec.view)
         return {"shaded": shaded, "view": view, "view_flip": view_f, "valid": valid, "valid_flip": valid_f}
@@ -170,7 +188,7 @@ class RenderInputModule(nn.Module):
                 identity and view terms.
             canon_loss_fn: the recognition head's loss on ``(K, D)`` canonical embeddings of
                 the first ``K = max(1, round(canon_fraction * B))`` rows (the caller slices labels
-                with ``terms["canon_rows"]``).
+                with ``terms["canon_rows"]``); the identity and view terms use the same rows.
 
         Returns:
             dict of scalars ``"photo"``, ``"flip"``, ``"identity"``, ``"reco"``, ``"canon"``,
@@ -196,18 +214,19 @@ class RenderInputModule(nn.Module):
             batches.append(self.fuse(canonical[:k], canonical[:k], depth[:k]))
             want_identity = reco_on and self.identity_weight > 0 and input_embedding is not None
             if want_identity:
-                batches.append(self.fuse(renders["view"] * 2 - 1, canonical, depth))
+                batches.append(self.fuse(renders["view"][:k] * 2 - 1, canonical[:k], depth[:k]))
             emb = embed_fn(torch.cat(batches, dim=0))
             e_canon = emb[:k]
             terms["canon_embedding"] = e_canon
             terms["canon_rows"] = k
             if want_identity:
-                terms["identity"] = cosine_distance(emb[k:], input_embedding.detach())
+                terms["identity"] = cosine_distance(emb[k:], input_embedding[:k].detach())
             if input_embedding is not None:
                 terms["view"] = cosine_distance(input_embedding[:k], e_canon)
             if canon_loss_fn is not None:
                 terms["canon"] = canon_loss_fn(e_canon)
-        terms["reco"] = terms["photo"] + self.flip_weight * terms["flip"] + self.identity_weight * terms["identity"]
+        terms["reco"] = (self.photo_weight * terms["photo"] + self.flip_weight * terms["flip"]
+                         + self.identity_weight * terms["identity"])
         terms["total"] = (
             self.lambda_reco * terms["reco"] + self.lambda_canon * terms["canon"] + self.lambda_view * terms["view"]
         )

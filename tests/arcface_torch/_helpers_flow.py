@@ -4,6 +4,7 @@ usage: python _helpers_flow.py CHECKOUT WORKDIR
 
 1. ``lh2face train`` way: recipe outside configs/, 1 epoch, save_all_states.
 2. the same, resumed for a 2nd epoch (config.resume = True).
+   Then the render input module from a reconstruction checkpoint, frozen and joint.
 3. stock way: deactivate, then ``train_v2.main`` on ``configs/lh2face_smoke`` (a recipe inside the
    checkout that calls set_loss), which must activate the plugin through the recipe import.
 Writes WORKDIR/result.json.
@@ -46,10 +47,32 @@ RECIPE = """
 """
 
 
-def write(path: str, **fields) -> str:
+def write(path: str, extra: str = "", **fields) -> str:
     with open(path, "w") as f:
-        f.write(textwrap.dedent(RECIPE.format(**fields)))
+        f.write(textwrap.dedent(RECIPE.format(**fields)) + extra)
     return path
+
+
+def render_run(workdir: str, images: str, mode: str, checkout: str) -> dict:
+    """Train with the render input module from a reconstruction checkpoint; compare the saved
+    model's reconstruction weights with the checkpoint's."""
+    from lh2face_plugin.arcface_torch.train import run
+    from lh2face_plugin.render.module import RenderInputModule
+
+    ckpt = os.path.join(workdir, "render.pt")
+    if not os.path.exists(ckpt):
+        torch.manual_seed(0)
+        RenderInputModule(width=8).save_reconstruction(ckpt)
+    out = os.path.join(workdir, f"render_{mode}")
+    extra = ("from lh2face_plugin.arcface_torch.activate import set_input_module\n"
+             f"set_input_module(config, 'render', checkpoint={ckpt!r}, mode={mode!r}, width=8, canon_fraction=0.5)\n")
+    run(write(os.path.join(workdir, f"render_{mode}.py"), extra, resume=False, output=out, rate=1.0, rec=images,
+              epochs=1), arcface_root=checkout, strict=True, cpu=True, quiet=True)
+    saved = torch.load(os.path.join(out, "model.pt"), weights_only=True)
+    start = torch.load(ckpt, weights_only=True)["state_dict"]
+    net = {k[len("render.net."):]: v for k, v in saved.items() if k.startswith("render.net.")}
+    return dict(losses=losses(out), keys=sorted(net) == sorted(start),
+                unchanged=all(torch.equal(net[k], v) for k, v in start.items() if k in net))
 
 
 def checkpoint(output: str) -> dict:
@@ -87,6 +110,8 @@ def main() -> None:
     run(write(os.path.join(a.workdir, "resume.py"), resume=True, output=out1, rate=1.0, rec=images, epochs=2),
         arcface_root=a.checkout, strict=True, cpu=True, quiet=True)
     result["resumed"] = dict(checkpoint(out1), losses=losses(out1))
+    for mode in ("frozen", "joint"):
+        result[f"render_{mode}"] = render_run(a.workdir, images, mode, a.checkout)
 
     trainer = sys.modules["train_v2"]
     act.deactivate(trainer)

@@ -45,6 +45,14 @@ def test_resume_restores_steps_and_head_state(flow):
     assert resumed["tracked"] == 4, "the head's running statistics must continue from the checkpoint"
 
 
+@pytest.mark.parametrize("mode", ["frozen", "joint"])
+def test_render_input_module_trains_from_a_reconstruction_checkpoint(flow, mode):
+    run = flow[f"render_{mode}"]
+    assert run["losses"] and all(math.isfinite(x) for x in run["losses"])
+    assert run["keys"], "model.pt holds the reconstruction network, for evaluation and export"
+    assert run["unchanged"] == (mode == "frozen")
+
+
 def test_stock_command_recipe_activates_the_plugin(flow):
     stock = flow["stock"]
     assert flow["inactive_before_stock"] and stock["active"]

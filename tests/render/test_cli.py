@@ -96,3 +96,15 @@ def test_supervised_pretraining_without_reco_reports_its_loss(tmp_path, capsys):
                  "--steps", "2", "--batch-size", "2", "--pool", "4", "--width", "8", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "supervised" in printed and "reco " not in printed and out.exists()
+
+
+def test_synthetic_pretraining_defaults_to_the_ground_truth_bootstrap(tmp_path, capsys):
+    out = tmp_path / "r.pt"
+    assert main(["render", "pretrain", "--steps", "1", "--batch-size", "2", "--pool", "2", "--width", "8",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "supervised" in printed and "reco " not in printed
+    assert main(["render", "pretrain", "--checkpoint", str(out), "--supervision", "0", "--albedo", "frontalised",
+                 "--steps", "1", "--batch-size", "2", "--pool", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "reco " in printed and "supervised" not in printed

@@ -15,7 +15,8 @@ def test_render_is_registered_and_builds_with_recipe_parameters():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"mode": "train"}, "mode"), ({"lambda_view": -1}, "lambda_view"), ({"canon_fraction": 0}, "canon_fraction")],
+    [({"mode": "train"}, "mode"), ({"lambda_view": -1}, "lambda_view"), ({"canon_fraction": 0}, "canon_fraction"),
+     ({"albedo": "canonical"}, "albedo must be one of")],
 )
 def test_bad_parameters_raise_named_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -58,12 +59,31 @@ def test_gradients_reach_every_reconstruction_output():
     assert model.backbone.conv.weight.grad[:, 3:].abs().sum() > 0  # the zero-started channels learn
 
 
+def test_frontalised_albedo_rerenders_the_input_where_the_warp_inverts():
+    x = torch.nn.functional.interpolate(random_faces(2)[:, :, :8, :8], size=(112, 112), mode="bilinear")
+    errors = {}
+    for albedo in ("predicted", "frontalised"):
+        m = posed_render_module(albedo=albedo)
+        out = m(x)
+        r = m.rerender(out)
+        valid = r["valid"].bool().expand_as(x)
+        assert valid.float().mean() > 0.05
+        errors[albedo] = float((r["view"].detach() - (x + 1) / 2).abs()[valid].mean())
+        terms = m.losses(out)
+        terms["reco"].backward()
+        assert m.net.global_head[-1].weight.grad.abs().sum() > 0, "the viewpoint gets a gradient"
+        if albedo == "frontalised":
+            assert torch.equal(r["shaded"], (out["canonical"] + 1) / 2)
+            assert m.net.out[-1].weight.grad[1:4].abs().sum() == 0, "the albedo maps are unused"
+    assert errors["frontalised"] < 0.02 < errors["predicted"], errors
+
+
 def test_total_is_the_weighted_sum():
-    m = posed_render_module(lambda_reco=0.7, lambda_canon=0.3, lambda_view=2.0)
+    m = posed_render_module(lambda_reco=0.7, lambda_canon=0.3, lambda_view=2.0, photo_weight=0.4)
     model = m.wrap(TinyBackbone())
     emb, out = model.forward_train(random_faces(2))
     t = m.losses(out, embed_fn=model.backbone, input_embedding=emb, canon_loss_fn=lambda e: e.abs().mean())
-    assert torch.allclose(t["reco"], t["photo"] + m.flip_weight * t["flip"] + m.identity_weight * t["identity"])
+    assert torch.allclose(t["reco"], 0.4 * t["photo"] + m.flip_weight * t["flip"] + m.identity_weight * t["identity"])
     assert torch.allclose(t["total"], 0.7 * t["reco"] + 0.3 * t["canon"] + 2.0 * t["view"])
 
 
@@ -71,8 +91,16 @@ def test_canon_fraction_embeds_the_first_rows_only():
     m = posed_render_module(canon_fraction=0.5)
     model = m.wrap(TinyBackbone())
     emb, out = model.forward_train(random_faces(4))
-    t = m.losses(out, embed_fn=model.backbone, input_embedding=emb)
+    seen = []
+
+    def embed(x):
+        seen.append(x.shape[0])
+        return model.backbone(x)
+
+    t = m.losses(out, embed_fn=embed, input_embedding=emb)
     assert int(t["canon_rows"]) == 2 and t["canon_embedding"].shape[0] == 2
+    assert seen == [4], "canonical and re-rendered faces of the first 2 rows, in one backbone call"
+    assert t["identity"] > 0
 
 
 def test_frozen_mode_has_no_reconstruction_gradient_or_loss(tmp_path):
