@@ -11,7 +11,7 @@ EXAMPLES = """
   lh2face render pretrain --data synthetic --steps 1000 --pool 2048 --out render.pt
   lh2face render pretrain --data synthetic --supervision 0 --reco-weight 1 --albedo frontalised --out self.pt
   lh2face render pretrain --data aligned_faces/ --steps 5000 --batch-size 64 --out render.pt
-  lh2face render show face.jpg --checkpoint render.pt --out grid.png
+  lh2face render show face.jpg --checkpoint render.pt --albedo frontalised --out grid.png
   lh2face render show photo.jpg --landmarks 38 51 73 51 56 71 41 92 70 92 --synthetic 2 --out grid.png
   lh2face render eval --checkpoint render.pt --num 64
 """
@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                       help="5 landmarks (x y pairs) of a single IMAGE, to align it with norm_crop")
     show.add_argument("--synthetic", type=int, default=0, metavar="K", help="add K yawed synthetic faces")
     show.add_argument("--checkpoint", help="reconstruction weights (default: untrained)")
+    show.add_argument("--albedo", choices=("predicted", "frontalised"), default="predicted",
+                      help="re-render the predicted albedo maps, or the canonical face divided by the shading "
+                           "(the albedo maps of a ground-truth bootstrap are untrained)")
     show.add_argument("--out", required=True, help="PNG to write")
     show.set_defaults(func=_show)
     ev = sub.add_parser("eval", help="SIDE, MAD and frontalisation error on synthetic faces")
@@ -120,7 +123,7 @@ def _show(args: argparse.Namespace) -> int:
         faces += [((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
                   for x in data["images"]]
         labels += [f"synthetic {i}" for i in range(args.synthetic)]
-    module = _module(args.checkpoint)
+    module = _module(args.checkpoint, albedo=args.albedo)
     path = save_grid(render_panels(module, to_tensor(faces)), args.out, labels)
     print(f"wrote {path} ({len(faces)} rows)")
     return 0

@@ -88,6 +88,8 @@ def test_eval_and_show_on_synthetic_faces(tmp_path, capsys):
     assert "SIDE" in table and "flat depth" in table and "oracle geometry" in table
     assert main(["render", "show", "--synthetic", "1", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+    assert main(["render", "show", "--synthetic", "1", "--albedo", "frontalised", "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 0
 
 
 def test_supervised_pretraining_without_reco_reports_its_loss(tmp_path, capsys):
