@@ -28,6 +28,7 @@ Symmetric Deformable 3D Objects from Images in the Wild", CVPR 2020 (Unsup3d).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Tuple
 
@@ -67,6 +68,18 @@ def rotation_matrix(angles: Tensor) -> Tensor:
     return rz @ rx @ ry
 
 
+def _float32(method):
+    """Run a renderer method with autocast off and half-precision inputs in float32: under
+    fp16/bf16 autocast the reprojection's matrix products would move the warp by up to a pixel."""
+
+    @functools.wraps(method)
+    def wrapper(self, *tensors: Tensor):
+        with torch.autocast(device_type=tensors[0].device.type, enabled=False):
+            return method(self, *(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors))
+
+    return wrapper
+
+
 class Renderer(nn.Module):
     """Camera, shading and warps between the canonical frame and the input view.
 
@@ -77,7 +90,8 @@ class Renderer(nn.Module):
             map when re-rendering the input view.
 
     The module has no parameters; it exists so that the camera is part of a model's
-    configuration and moves with it across devices.
+    configuration and moves with it across devices. Shading and warps compute in float32,
+    also under fp16/bf16 autocast.
     """
 
     def __init__(self, fov: float = 10.0, inverse_iterations: int = 6) -> None:
@@ -162,6 +176,7 @@ class Renderer(nn.Module):
             q = q - (fq.permute(0, 2, 3, 1) - p)
         return q
 
+    @_float32
     def view_depth(self, depth: Tensor, view: Tensor) -> Tuple[Tensor, Tensor]:
         """Depth of the visible surface in the input view, from the canonical depth.
 
@@ -199,6 +214,7 @@ class Renderer(nn.Module):
         lxy = light[:, 2:4]
         return F.normalize(torch.cat([lxy, -torch.ones_like(lxy[:, :1])], dim=1), dim=1)
 
+    @_float32
     def shading(self, depth: Tensor, light: Tensor) -> Tensor:
         """Lambertian shading ``(B, 1, H, W)``: ``ambient + diffuse * max(0, <n, l>)``."""
         n = self.normals(depth)
@@ -206,6 +222,7 @@ class Renderer(nn.Module):
         return light[:, 0, None, None, None] + light[:, 1, None, None, None] * cos
 
     # -- warps ----------------------------------------------------------------------------
+    @_float32
     def frontalise(self, image: Tensor, depth: Tensor, view: Tensor) -> Tuple[Tensor, Tensor]:
         """The canonical (frontal) face: ``image`` sampled through the reprojection.
 
@@ -221,6 +238,7 @@ class Renderer(nn.Module):
         canon = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return canon, grid
 
+    @_float32
     def render_view(self, canonical: Tensor, depth: Tensor, view: Tensor) -> Tuple[Tensor, Tensor]:
         """Re-render the input view from a canonical image (training only).
 

@@ -84,3 +84,19 @@ def test_invalid_arguments_are_rejected():
         Renderer(fov=-1)
     with pytest.raises(ValueError, match="inverse_iterations"):
         Renderer(inverse_iterations=0)
+
+
+def test_warps_and_shading_compute_in_float32_under_autocast():
+    r = Renderer()
+    depth, image = smooth_depth(), torch.rand(2, 3, 112, 112)
+    view = torch.tensor([[0.5, 0.1, 0.05, 0.02, 0.0, 0.0], [-0.6, 0.0, 0.0, 0.0, 0.03, 0.0]])
+    light = torch.tensor([[0.4, 0.6, 0.3, -0.2]] * 2)
+    canon, grid = r.frontalise(image, depth, view)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        canon_ac, grid_ac = r.frontalise(image, depth, view)
+        shading_ac = r.shading(depth.bfloat16(), light)
+    assert canon_ac.dtype == grid_ac.dtype == shading_ac.dtype == torch.float32
+    assert torch.equal(grid_ac, grid) and torch.equal(canon_ac, canon)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        bf16_grid = r.canonical_to_view(depth, view)    # not wrapped: what autocast would do to the warp
+    assert (bf16_grid.float() - grid).abs().max() * 56 > 0.05, "the check above must be able to fail"
