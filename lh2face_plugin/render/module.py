@@ -63,7 +63,8 @@ class RenderInputModule(nn.Module):
         inverse_iterations: fixed-point steps of the re-rendering warp.
         canon_fraction: fraction of the batch (first rows) whose canonical face and
             re-rendered view are embedded for ``L_FR^canon``, ``L_view`` and the identity
-            term; the extra backbone passes cost ``2 * canon_fraction`` of a plain step.
+            term: one extra backbone call on ``2 * canon_fraction`` of the batch (on
+            ``canon_fraction`` when the identity term is off).
         fusion: how :meth:`wrap` feeds the 7 channels to a backbone: ``"widen"`` its
             first 3-channel convolution or prepend an ``"adapter"`` (see :mod:`.fusion`).
         albedo: the canonical albedo that ``L_reco`` re-renders: ``"predicted"``, the

@@ -74,8 +74,12 @@ def _float32(method):
 
     @functools.wraps(method)
     def wrapper(self, *tensors: Tensor):
-        with torch.autocast(device_type=tensors[0].device.type, enabled=False):
-            return method(self, *(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors))
+        tensors = tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+        device = tensors[0].device.type
+        if not torch.amp.is_autocast_available(device):
+            return method(self, *tensors)
+        with torch.autocast(device_type=device, enabled=False):
+            return method(self, *tensors)
 
     return wrapper
 
