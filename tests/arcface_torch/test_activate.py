@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from _helpers_arcface_torch import forget_host_modules, write_fake_checkout, write_recipe
+from _helpers_arcface_torch import write_recipe
 from lh2face_plugin.arcface_torch import activate as act
 from lh2face_plugin.arcface_torch.activate import PluginNotActive, activate, find_trainer, is_active
 from lh2face_plugin.heads.base import Head
@@ -22,17 +22,6 @@ RECIPE = """
     config.embedding_size = 32
     set_loss(config, "uss", gamma=16.0, base="cosface", base_kwargs=dict(s=16.0, m=0.2))
 """
-
-
-@pytest.fixture
-def fake_trainer(tmp_path, monkeypatch):
-    root = write_fake_checkout(str(tmp_path / "arcface_torch"))
-    forget_host_modules()
-    monkeypatch.syspath_prepend(root)
-    trainer = importlib.import_module("train_v2")
-    yield trainer
-    act.deactivate(trainer)
-    forget_host_modules()
 
 
 def test_set_loss_outside_any_trainer_raises(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import lh2face_plugin
-from _helpers_arcface_torch import forget_host_modules, write_fake_checkout
+from _helpers_arcface_torch import forget_host_modules
 from _helpers_render import TinyBackbone, posed_render_module, random_faces
 from lh2face_plugin.arcface_torch import activate as act
 from lh2face_plugin.distributed import DistContext
@@ -88,15 +88,9 @@ def test_pending_losses_rejects_embeddings_of_another_batch():
 
 
 @pytest.fixture
-def fake_trainer(tmp_path, monkeypatch):
-    root = write_fake_checkout(str(tmp_path / "arcface_torch"))
-    forget_host_modules()
-    monkeypatch.syspath_prepend(root)
-    trainer = importlib.import_module("train_v2")
-    monkeypatch.setattr(trainer, "get_model", lambda name, **kw: TinyBackbone(embedding_size=D))
-    yield trainer
-    act.deactivate(trainer)
-    forget_host_modules()
+def fake_trainer(fake_trainer, monkeypatch):
+    monkeypatch.setattr(fake_trainer, "get_model", lambda name, **kw: TinyBackbone(embedding_size=D))
+    return fake_trainer
 
 
 def test_activation_pairs_the_render_model_with_the_partial_fc(fake_trainer):
