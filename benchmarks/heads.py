@@ -68,10 +68,9 @@ def make_head(name, kwargs, num_classes, dim, device):
 def step(head, cos0, labels, norms, emb, weights):
     cos = cos0.detach().requires_grad_()
     out = head(cos, labels, norms=norms, embeddings=emb, weights=weights)
-    logits, extra = out if isinstance(out, tuple) else (out, None)
-    loss = F.cross_entropy(logits, labels)
-    if extra is not None:
-        loss = loss + extra
+    loss = F.cross_entropy(out.logits, labels)
+    if out.extra is not None:
+        loss = loss + out.extra
     loss.backward()
     return loss
 

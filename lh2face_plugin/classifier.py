@@ -13,29 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import DistContext
+from .heads.base import HeadResult
+from .labels import check_labels
 from .registry import HEADS
 
 __all__ = ["NormalizedClassifier", "check_labels"]
-
-
-def check_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Flatten labels to int64 [N] and check they lie in [0, num_classes).
-
-    Raises:
-        ValueError naming the first offending row and its value.
-    """
-    labels = labels.reshape(-1)
-    if labels.is_floating_point():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    labels = labels.long()
-    bad = (labels < 0) | (labels >= num_classes)
-    if bool(bad.any()):
-        row = int(torch.nonzero(bad)[0])
-        raise ValueError(
-            f"label out of range at row {row}: {int(labels[row])} (expected 0 <= label < num_classes={num_classes}); "
-            "an out-of-range label would otherwise train as a loss stuck at 69.08"
-        )
-    return labels
 
 
 class NormalizedClassifier(nn.Module):
@@ -51,8 +33,9 @@ class NormalizedClassifier(nn.Module):
 
     Call:
         ``loss = clf(embeddings [N, D], labels [N])``: a scalar, cross-entropy
-        of the head's logits plus its extra term. ``clf.last`` holds the parts
-        (``ce``, ``extra``, ``accuracy``) of the last call, detached.
+        of the head's logits plus its terms. ``clf.last`` holds the parts of the
+        last call, detached: ``loss``, ``ce``, ``extra`` (sum of the terms),
+        ``accuracy``, and each term and statistic of the head by name.
     """
 
     def __init__(self, head: Union[str, nn.Module], embedding_size: int, num_classes: int,
@@ -75,6 +58,9 @@ class NormalizedClassifier(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = check_labels(labels, self.num_classes)
+        if embeddings.dim() != 2 or embeddings.shape[0] != labels.numel():
+            raise ValueError(f"embeddings must be [N, {self.embedding_size}] with N = {labels.numel()} labels, "
+                             f"got shape {tuple(embeddings.shape)}")
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = embeddings.float()
             norms = z.norm(dim=1)
@@ -82,12 +68,12 @@ class NormalizedClassifier(nn.Module):
             w = F.normalize(self.weight.float())
             cos = F.linear(x, w).clamp(-1.0, 1.0)
             ctx = self.ctx if self.ctx is not None else DistContext.current(gathered=False)
-            out = self.head(cos, labels, norms=norms, embeddings=x, weights=w, ctx=ctx)
-            logits, extra = out if isinstance(out, tuple) else (out, None)
-            ce = F.cross_entropy(logits, labels)
+            out: HeadResult = self.head(cos, labels, norms=norms, embeddings=x, weights=w, ctx=ctx)
+            ce = F.cross_entropy(out.logits, labels) if labels.numel() else out.logits.sum() * 0.0
+            extra = out.extra
             loss = ce if extra is None else ce + extra
         with torch.no_grad():
-            acc = (cos.argmax(dim=1) == labels).float().mean()
-        self.last = {"ce": ce.detach(), "extra": (extra if extra is not None else ce.new_zeros(())).detach(),
-                     "accuracy": acc}
+            acc = (cos.argmax(dim=1) == labels).float().mean() if labels.numel() else ce.new_zeros(())
+        self.last = {**out.log_values(), "loss": loss.detach(), "ce": ce.detach(),
+                     "extra": (extra if extra is not None else ce.new_zeros(())).detach(), "accuracy": acc}
         return loss

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistContext", "global_sum", "global_max", "global_logsumexp", "global_mean_stat", "reduce_target",
+    "DistContext", "global_sum", "global_max", "global_logsumexp", "global_mean_stat", "batch_total", "reduce_target",
     "all_reduce_grad", "all_gather_rows", "sharded_cross_entropy",
 ]
 
@@ -118,14 +118,20 @@ def reduce_target(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return _all_reduce(values.detach(), ctx)
 
 
+def batch_total(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of per-rank batch statistics (no gradient) over data-parallel ranks; the
+    value itself when the rows are already the gathered global batch."""
+    x = x.detach()
+    if ctx.distributed and not ctx.gathered:
+        x = _all_reduce(x, ctx)
+    return x
+
+
 def global_mean_stat(x: torch.Tensor, count: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Mean of a batch statistic (no gradient): ``sum(x) / sum(count)`` over ranks
-    unless the rows are already the gathered global batch."""
-    x, count = x.detach(), count.detach().to(x.dtype)
-    if ctx.distributed and not ctx.gathered:
-        both = _all_reduce(torch.stack([x, count]), ctx)
-        x, count = both[0], both[1]
-    return x / count.clamp_min(1)
+    unless the rows are already the gathered global batch; 0 for an empty batch."""
+    both = batch_total(torch.stack([x.detach(), count.detach().to(x.dtype)]), ctx)
+    return both[0] / both[1].clamp_min(1)
 
 
 class _AllReduceGrad(torch.autograd.Function):

@@ -13,8 +13,12 @@ checkout's own ``PartialFC_V2`` (its sampling, ``AllGather`` and
 5. calls the head with ``norms``, ``embeddings``, the (sampled) normalised
    ``weights``, ``class_index=self.weight_index`` when sampling, and
    ``ctx=DistContext(world, rank, gathered=True)``,
-6. returns the distributed cross-entropy plus the head's extra loss, if any,
+6. returns the distributed cross-entropy plus the head's terms, if any,
 7. plus the loss terms of the input module of the paired model, if any.
+
+``last_terms`` holds the parts of the last forward, detached, for logs: ``loss``,
+``ce``, each weighted term of the head by name (LH2Face: ``pps``, ``pns``,
+``pp``; UniTSFace: ``uss``) and its statistics (``mu``, ``b``).
 
 Input-module terms: :meth:`PartialFC.pair_input_model` pairs the loss with the wrapped
 backbone (``lh2face_plugin.arcface_torch.activate`` pairs the model ``get_model`` built).
@@ -51,7 +55,8 @@ from torch import distributed
 from torch.nn.functional import linear, normalize
 
 from ..distributed import DistContext
-from ..heads.base import Head
+from ..heads.base import Head, HeadResult
+from ..labels import check_labels
 
 __all__ = ["partial_fc_class", "check_global_labels"]
 
@@ -66,15 +71,10 @@ def check_global_labels(labels: torch.Tensor, num_classes: int, batch_size: int)
         num_classes: ``config.num_classes``.
         batch_size: per-rank batch B, used to name the rank and row at fault.
     """
-    bad = (labels != -1) & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
-        row = int(torch.nonzero(bad)[0])
-        raise ValueError(
-            f"label {int(labels[row])} at global row {row} (rank {row // batch_size}, row {row % batch_size} of "
-            f"its batch) is outside [0, {num_classes}); config.num_classes = {num_classes}. Labels must be class "
-            "ids below num_classes, or -1 for a sample to ignore. Check num_classes against your dataset "
-            "(the .rec's property file); arcface_torch would otherwise train on with a loss stuck at 69.08."
-        )
+    check_labels(labels, num_classes, allow_ignore=True,
+                 describe_row=lambda r: f"global row {r} (rank {r // batch_size}, row {r % batch_size} of its batch)",
+                 hint=f"config.num_classes = {num_classes}; -1 marks a sample to ignore; check num_classes "
+                      "against your dataset's property file")
 
 
 def partial_fc_class(host: Optional[ModuleType] = None) -> type:
@@ -124,6 +124,7 @@ def _define(host: ModuleType) -> type:
             if isinstance(margin_loss, Head):
                 margin_loss.setup_shard(self.num_local, embedding_size)
             self._input_model: Optional[weakref.ref] = None
+            self.last_terms: Dict[str, torch.Tensor] = {}
 
         def pair_input_model(self, model: torch.nn.Module) -> None:
             """Add the pending input-module terms of ``model`` to this loss (see the module docstring).
@@ -159,13 +160,18 @@ def _define(host: ModuleType) -> type:
             if self.last_batch_size != batch_size:
                 raise ValueError(f"the batch size must stay constant (Partial FC): first {self.last_batch_size}, "
                                  f"now {batch_size}; arcface_torch's loaders use drop_last=True")
-            loss = self._head_loss(local_embeddings, local_labels)
+            loss, parts = self._head_loss(local_embeddings, local_labels)
             model = self._input_model() if self._input_model is not None else None
             pending = model.pop_pending() if model is not None else None
-            if pending is None:
-                return loss
-            terms = model.pending_losses(pending, local_embeddings, canon_loss_fn=self._canonical_loss(local_labels))
-            return loss + terms["total"]
+            if pending is not None:
+                terms = model.pending_losses(pending, local_embeddings,
+                                             canon_loss_fn=self._canonical_loss(local_labels))
+                loss = loss + terms["total"]
+                parts.update({f"render_{k}": v.detach() for k, v in terms.items()
+                              if k != "total" and isinstance(v, torch.Tensor) and v.dim() == 0})
+            parts["loss"] = loss.detach()
+            self.last_terms = parts
+            return loss
 
         def _canonical_loss(self, local_labels: torch.Tensor):
             """``L_FR^canon``: this head's loss on K canonical embeddings with the first K labels.
@@ -180,15 +186,16 @@ def _define(host: ModuleType) -> type:
                 if isinstance(head, torch.nn.Module):
                     head.eval()
                 try:
-                    return self._head_loss(e, local_labels[: e.shape[0]])
+                    return self._head_loss(e, local_labels[: e.shape[0]])[0]
                 finally:
                     if isinstance(head, torch.nn.Module):
                         head.train(was_training)
 
             return loss_fn
 
-        def _head_loss(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
-            """Steps 1-6 of the module docstring: [B, D] embeddings, [B] int64 labels -> scalar loss."""
+        def _head_loss(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
+            """Steps 1-6 of the module docstring: [B, D] embeddings, [B] int64 labels -> (scalar loss,
+            its detached parts by name)."""
             batch_size = local_embeddings.size(0)
             local_embeddings = local_embeddings.float()
             embeddings, labels = self._gather(local_embeddings, local_labels)
@@ -196,7 +203,8 @@ def _define(host: ModuleType) -> type:
             keep = labels != -1
             if not bool(keep.all()):
                 if not bool(keep.any()):
-                    return embeddings.sum() * 0.0
+                    zero = embeddings.sum() * 0.0
+                    return zero, {"ce": zero.detach()}
                 embeddings, labels = embeddings[keep], labels[keep]
 
             labels = labels.view(-1, 1)
@@ -219,16 +227,15 @@ def _define(host: ModuleType) -> type:
 
             head = self.margin_softmax
             if isinstance(head, Head):
-                out = head(logits, labels, norms=norms, embeddings=x.float(), weights=w.float(),
-                           class_index=class_index,
-                           ctx=DistContext(self.world_size, self.rank, gathered=True))
+                out: HeadResult = head(logits, labels, norms=norms, embeddings=x.float(), weights=w.float(),
+                                       class_index=class_index,
+                                       ctx=DistContext(self.world_size, self.rank, gathered=True))
             else:
-                out = head(logits, labels)
-            extra = None
-            if isinstance(out, tuple):
-                out, extra = out
-            loss = self.dist_cross_entropy(out, labels)
-            return loss if extra is None else loss + extra
+                out = HeadResult(head(logits, labels))
+            ce = self.dist_cross_entropy(out.logits, labels)
+            extra = out.extra
+            loss = ce if extra is None else ce + extra
+            return loss, {**out.log_values(), "ce": ce.detach()}
 
     PartialFC.__module__ = __name__
     PartialFC.__qualname__ = "PartialFC"

@@ -1,10 +1,26 @@
 """The head contract shared by every loss in this package.
 
-A head turns the cosines of one class shard into the logits that enter the
-(distributed) softmax cross-entropy, optionally with an extra loss term::
+A head *describes* how its logits follow from the cosines of one class shard,
+and which extra loss terms it adds; a layer evaluates that description. Every
+head of this package has logits of the form::
 
-    head(cosine, labels, *, norms=None, embeddings=None, weights=None,
-         class_index=None, ctx=None) -> logits | (logits, extra_loss)
+    out_ij = k_i c_ij + [c_ij > t_i] (a c_ij + q c_ij^2 + b)     j != y_i
+    out_iy = psi(c_iy, *psi_args)                                 the target
+
+(:class:`LogitSpec`), so a layer can build them densely (:func:`.fused.margin_logits`:
+one new [N, C] tensor) or block by block without ever holding the [N, C] logits
+(:mod:`lh2face_plugin.heads.blockwise`). Extra terms come by name
+(:class:`HeadPlan`): ready scalars (``terms``) and sums of an elementwise
+function over the cosine matrix (``row_terms``), which the layer evaluates in
+the same pass as the logits.
+
+Two ways to call a head:
+
+- ``head(cosine, labels, *, norms=None, embeddings=None, weights=None,
+  class_index=None, ctx=None) -> HeadResult``: dense evaluation on a given
+  cosine matrix (the classifier, the dense Partial FC, tests);
+- ``head.plan(inputs) -> HeadPlan``: the description, for the blockwise layer,
+  which passes :class:`HeadInputs` without a dense cosine matrix.
 
 Inputs (N rows of the all-gathered batch, C classes of this shard, possibly a
 sampled subset, D embedding dims):
@@ -21,63 +37,227 @@ sampled subset, D embedding dims):
 - ``ctx``: :class:`~lh2face_plugin.distributed.DistContext`; default: the
   initialised process group, else a world of 1.
 
-Returns ``logits`` [N, C] float32, a new tensor, or ``(logits, extra)`` with a
-scalar ``extra`` whose value is global (identical on every rank) and whose
-gradient is this rank's part (see :mod:`lh2face_plugin.distributed`).
-Heads keep their state (running statistics, memories, learned thresholds) in
-buffers and parameters, so ``state_dict()`` resumes them exactly.
+Terms are weighted scalars whose value is global (identical on every rank) and
+whose gradient is this rank's part (see :mod:`lh2face_plugin.distributed`); the
+loss is ``cross_entropy + sum(terms)``. Heads keep their state (running
+statistics, memories, learned thresholds) in buffers and parameters, and the
+hyperparameters they were built with in ``state_dict()``'s extra state, so a
+resume restores them exactly and a resume into a head built differently is
+reported.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..distributed import DistContext
+from ..labels import check_labels
 
-__all__ = ["Head", "HeadInputs", "HeadOutput", "check_range", "check_positive"]
+__all__ = ["Head", "HeadInputs", "HeadPlan", "HeadResult", "LogitSpec", "RowTerm", "HyperparameterMismatch",
+           "check_range", "check_positive", "check_bool", "check_int", "check_choice"]
 
-HeadOutput = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+def check_range(name: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real hyperparameter in ``[low, high]`` (``(low`` with ``low_open``).
+
+    Raises:
+        TypeError: not a real number (bools and strings included), naming ``name``.
+        ValueError: NaN, infinite or out of range, naming ``name`` and the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_real_scalar(value):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def _is_real_scalar(value: Any) -> bool:
+    try:
+        import numpy as np
+
+        return isinstance(value, (np.integer, np.floating))
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite hyperparameter > 0."""
+    return check_range(name, value, 0.0, low_open=True)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A real bool: ``"False"`` or ``0`` are refused rather than read as a truth value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_int(name: str, value: Any, low: Optional[int] = None) -> int:
+    """An integer hyperparameter (``3.0`` is accepted, ``3.5``, ``"3"`` and bools are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_real_scalar(value):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(float(value)) or int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- descriptions
+
+def _identity_target(c: torch.Tensor) -> torch.Tensor:
+    return c
+
+
+@dataclass
+class LogitSpec:
+    """How logits follow from cosines (see the module docstring).
+
+    Attributes:
+        psi: target function ``psi(c_t, *psi_args) -> [P]``, differentiable.
+        psi_args: [P]-shaped (or broadcastable) tensors ``psi`` depends on.
+        scale: ``k``: a float or an [N] tensor (differentiable).
+        thresh: ``t``: optional [N] tensor; non-target entries above it are
+            "hard" and get ``a c + q c^2 + b`` added. Not differentiated.
+        hard_a, hard_q, hard_b: the bonus of hard negatives (floats).
+    """
+
+    psi: Callable[..., torch.Tensor] = _identity_target
+    psi_args: Tuple[torch.Tensor, ...] = ()
+    scale: Union[float, torch.Tensor] = 1.0
+    thresh: Optional[torch.Tensor] = None
+    hard_a: float = 0.0
+    hard_q: float = 0.0
+    hard_b: float = 0.0
+
+    def target_logits(self, target_cosine: torch.Tensor) -> torch.Tensor:
+        """``psi`` on the [P] target cosines."""
+        return self.psi(target_cosine, *self.psi_args)
+
+
+@dataclass
+class RowTerm:
+    """``weight / N * sum_i sum_{j != y_i, col_mask_j} fn(c_ij)``, summed over class shards.
+
+    Attributes:
+        fn: elementwise function of a cosine block.
+        dfn: its derivative (elementwise), used by the blockwise layer.
+        weight: the term's weight (lambda).
+        col_mask: optional [C] bool; False columns are left out.
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    dfn: Callable[[torch.Tensor], torch.Tensor]
+    weight: float = 1.0
+    col_mask: Optional[torch.Tensor] = None
+
+
+@dataclass
+class HeadPlan:
+    """A head's description of one call: logits, extra terms, statistics.
+
+    Attributes:
+        logits: the :class:`LogitSpec`.
+        terms: weighted scalar loss terms by name, ready (value global over shards).
+        row_terms: weighted terms over the cosine matrix, evaluated by the layer.
+        stats: detached scalars for logs (e.g. LH2Face's ``mu``), not part of the loss.
+    """
+
+    logits: LogitSpec
+    terms: Dict[str, torch.Tensor] = field(default_factory=dict)
+    row_terms: Dict[str, RowTerm] = field(default_factory=dict)
+    stats: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class HeadResult:
+    """What a dense head call returns.
+
+    Attributes:
+        logits: [N, C] float32 (float64 for float64 inputs), a new tensor.
+        terms: weighted scalar loss terms by name (the row terms evaluated).
+        stats: detached scalars for logs.
+    """
+
+    logits: torch.Tensor
+    terms: Dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def extra(self) -> Optional[torch.Tensor]:
+        """Sum of the terms, or ``None`` without terms."""
+        if not self.terms:
+            return None
+        values = list(self.terms.values())
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total
+
+    def log_values(self) -> Dict[str, torch.Tensor]:
+        """Terms and statistics, detached, for logs."""
+        return {**{k: v.detach() for k, v in self.terms.items()}, **{k: v.detach() for k, v in self.stats.items()}}
 
 
 @dataclass
 class HeadInputs:
-    """Validated inputs of one head call (float32, labels flattened)."""
+    """Validated inputs of one head call (float32 or float64, labels flattened).
 
-    cosine: torch.Tensor
+    ``cosine`` is the dense [N, C] matrix in a dense call and ``None`` in a
+    blockwise one: a head reads the cosines through ``target_cosine`` and
+    describes everything else in its :class:`HeadPlan`.
+    """
+
     labels: torch.Tensor
     pos: torch.Tensor
     target: torch.Tensor
+    target_cosine: torch.Tensor
+    num_classes: int
     norms: Optional[torch.Tensor]
     embeddings: Optional[torch.Tensor]
     weights: Optional[torch.Tensor]
     class_index: Optional[torch.Tensor]
     ctx: DistContext
+    cosine: Optional[torch.Tensor] = None
 
     @property
     def num_rows(self) -> int:
-        return self.cosine.shape[0]
+        return self.labels.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.target_cosine.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.target_cosine.device
+
+    def zero(self) -> torch.Tensor:
+        return torch.zeros((), dtype=self.dtype, device=self.device)
 
 
-def check_range(name: str, value: float, low: float = None, high: float = None, *, low_open=False) -> float:
-    """Validate a hyperparameter; the error names it and what was expected."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if value != value:
-        raise ValueError(f"{name} must be a number, got NaN")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-    return value
-
-
-def check_positive(name: str, value: float) -> float:
-    return check_range(name, value, 0.0, low_open=True)
+class HyperparameterMismatch(ValueError):
+    """A head's saved state was made with other hyperparameters than the head loading it."""
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -85,28 +265,48 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
 
 
 class Head(nn.Module):
-    """Base class: validation, float32 and the call signature.
+    """Base class: validation, float32, the call signature, hyperparameters in the state.
 
-    Subclasses implement :meth:`compute`. ``check_inputs`` (default on) checks
-    the label range and finite features; turn it off to skip the two small
+    Subclasses implement :meth:`plan`. ``check_inputs`` (default on) checks
+    the label range and finite features; turn it off to skip the small
     reductions and the host sync they cost.
+
+    ``state_hparams`` names the hyperparameters that give the head's state its
+    meaning (e.g. LH2Face's kappa bounds for its running mean); loading a state
+    made with other values of those, or by another head class, raises
+    :class:`HyperparameterMismatch` (``load_state_dict(..., strict=False)`` warns
+    instead); other changed hyperparameters give a warning. ``None`` = all.
     """
 
     needs_norms: bool = False
     needs_embeddings: bool = False
     needs_weights: bool = False
+    state_hparams: Optional[Tuple[str, ...]] = ()
 
     def __init__(self, check_inputs: bool = True):
         super().__init__()
-        self.check_inputs = bool(check_inputs)
+        self.check_inputs = check_bool("check_inputs", check_inputs)
 
-    def compute(self, inp: HeadInputs) -> HeadOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # -- the description -------------------------------------------------------------------
+    def plan(self, inp: HeadInputs) -> HeadPlan:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement plan(inputs) -> HeadPlan")
+
+    def compute(self, inp: HeadInputs) -> HeadResult:
+        """Dense evaluation of :meth:`plan` on ``inp.cosine``.
+
+        Third-party heads may override this instead of :meth:`plan` and return a
+        :class:`HeadResult` (or a logits tensor); such heads work with the dense
+        layers only.
+        """
+        from .fused import evaluate_plan
+
+        return evaluate_plan(self.plan(inp), inp)
 
     def setup_shard(self, num_local: int, embedding_size: int) -> None:
         """Called once by the classifier / Partial FC with this shard's class
         count and the embedding size; heads with per-class state allocate it here."""
 
+    # -- calls -----------------------------------------------------------------------------
     def forward(
         self,
         cosine: torch.Tensor,
@@ -117,56 +317,79 @@ class Head(nn.Module):
         weights: Optional[torch.Tensor] = None,
         class_index: Optional[torch.Tensor] = None,
         ctx: Optional[DistContext] = None,
-    ) -> HeadOutput:
+    ) -> HeadResult:
+        """Dense call: logits and terms of ``cosine`` [N, C] (see the module docstring)."""
         if cosine.dim() != 2:
             raise ValueError(f"cosine must be [N, C], got shape {tuple(cosine.shape)}")
-        n, c = cosine.shape
+        with torch.autocast(device_type=cosine.device.type, enabled=False):
+            cosine = _at_least_float32(cosine)
+            inp = self.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
+                              class_index=class_index, ctx=ctx, cosine=cosine)
+            out = self.compute(inp)
+        if isinstance(out, torch.Tensor):
+            out = HeadResult(out)
+        elif not isinstance(out, HeadResult):
+            raise TypeError(f"{type(self).__name__}.compute must return a HeadResult or a tensor, "
+                            f"got {type(out).__name__}")
+        return out
+
+    def inputs(self, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
+               class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,
+               target_cosine: Optional[torch.Tensor] = None) -> HeadInputs:
+        """Validate and pack the inputs of one call.
+
+        Exactly one of ``cosine`` (dense [N, C]) and ``target_cosine`` ([P],
+        the cosines of the rows whose label is >= 0, in row order) is given.
+        """
         labels = labels.reshape(-1)
-        if labels.numel() != n:
-            raise ValueError(f"labels must have N={n} entries, got shape {tuple(labels.shape)}")
-        if labels.is_floating_point():
+        if labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
         labels = labels.long()
+        if cosine is not None and labels.numel() != cosine.shape[0]:
+            raise ValueError(f"labels must have N={cosine.shape[0]} entries, got shape {tuple(labels.shape)}")
         for name, t, need in (("norms", norms, self.needs_norms), ("embeddings", embeddings, self.needs_embeddings),
                               ("weights", weights, self.needs_weights)):
             if need and t is None:
                 raise ValueError(f"{type(self).__name__} needs {name}=...: call it through "
                                  "lh2face_plugin's classifier or Partial FC, which pass them")
-        with torch.autocast(device_type=cosine.device.type, enabled=False):
-            cosine = _at_least_float32(cosine)
-            norms = None if norms is None else _at_least_float32(norms.reshape(-1))
-            embeddings = None if embeddings is None else _at_least_float32(embeddings)
-            weights = None if weights is None else _at_least_float32(weights)
-            if self.check_inputs:
-                self._check(cosine, labels, norms, embeddings)
-            pos = torch.nonzero(labels >= 0).reshape(-1)
-            inp = HeadInputs(cosine, labels, pos, labels[pos], norms, embeddings, weights, class_index,
-                             ctx if ctx is not None else DistContext.current())
-            return self.compute(inp)
+        norms = None if norms is None else _at_least_float32(norms.reshape(-1))
+        embeddings = None if embeddings is None else _at_least_float32(embeddings)
+        weights = None if weights is None else _at_least_float32(weights)
+        if self.check_inputs:
+            check_labels(labels, num_classes, allow_ignore=True,
+                         hint=f"this shard has {num_classes} classes; labels must be in [0, {num_classes}) "
+                              "or -1 for a class on another shard")
+            self._check_finite(cosine, target_cosine, norms, embeddings, weights)
+        pos = torch.nonzero(labels >= 0).reshape(-1)
+        target = labels[pos]
+        if cosine is not None:
+            target_cosine = cosine[pos, target]
+        elif target_cosine is None or target_cosine.shape[0] != pos.numel():
+            raise ValueError("target_cosine must hold one cosine per row with a label >= 0")
+        return HeadInputs(labels, pos, target, _at_least_float32(target_cosine), int(num_classes), norms, embeddings,
+                          weights, class_index, ctx if ctx is not None else DistContext.current(), cosine)
 
     @staticmethod
-    def _check(cosine, labels, norms, embeddings) -> None:
-        c = cosine.shape[1]
-        bad = (labels < -1) | (labels >= c)
-        if bool(bad.any()):
-            row = int(torch.nonzero(bad)[0])
-            raise ValueError(
-                f"label out of range at row {row}: {int(labels[row])} (this shard has {c} classes; "
-                f"labels must be in [0, {c}) or -1 for a class on another shard). Check num_classes "
-                "against your dataset: an out-of-range label otherwise shows up as a loss stuck at 69.08."
-            )
-        probe = norms if norms is not None else (embeddings if embeddings is not None else cosine)
-        if not bool(torch.isfinite(probe).all()):
-            bad_rows = (~torch.isfinite(probe.reshape(probe.shape[0], -1))).any(1)
+    def _check_finite(cosine, target_cosine, norms, embeddings, weights) -> None:
+        for what, t in (("norms", norms), ("embeddings", embeddings), ("features (cosines)", cosine),
+                        ("target cosines", target_cosine)):
+            if t is None or bool(torch.isfinite(t).all()):
+                continue
+            bad_rows = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(1)
             row = int(torch.nonzero(bad_rows)[0])
             raise FloatingPointError(
-                f"non-finite features at row {row} (NaN/Inf in the backbone output). Typical causes: "
-                "fp16 overflow without a GradScaler, a learning rate too high. "
+                f"non-finite {what} at row {row} (NaN/Inf in the backbone output or the class proxies). "
+                "Typical causes: fp16 overflow without a GradScaler, a learning rate too high. "
                 "Disable this check with check_inputs=False."
             )
+        if weights is not None and not bool(torch.isfinite(weights).all()):
+            row = int(torch.nonzero((~torch.isfinite(weights)).any(1))[0])
+            raise FloatingPointError(f"non-finite class proxy at column {row} (NaN/Inf in the FC weight). "
+                                     "Disable this check with check_inputs=False.")
 
+    # -- hyperparameters -------------------------------------------------------------------
     def hparams(self) -> dict:
-        """The hyperparameters this head was built with (for logs and ``lh2face heads``)."""
+        """The hyperparameters this head was built with (for logs, ``lh2face heads`` and checkpoints)."""
         return dict(getattr(self, "_hparams", {}))
 
     def _record(self, **hp) -> None:
@@ -174,3 +397,54 @@ class Head(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"head": type(self).__name__, "hparams": _plain(self.hparams())}
+
+    def set_extra_state(self, state: Any) -> None:
+        self._loaded_extra = state
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "_extra_state"
+        saved = state_dict.get(key)
+        if isinstance(saved, Mapping):
+            critical, other = self._mismatch(saved)
+            where = f"{type(self).__name__} state (saved by {saved.get('head', '?')})"
+            if critical:
+                msg = (f"{where} was made with other hyperparameters: {critical}; its state has another meaning "
+                       "in this head. Build the head with the saved values to resume, or load with strict=False "
+                       "to accept the state anyway")
+                if strict:
+                    raise HyperparameterMismatch(msg)
+                warnings.warn(msg, stacklevel=3)
+            if other:
+                warnings.warn(f"{where}: hyperparameters changed since the checkpoint: {other}", stacklevel=3)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in missing_keys:  # checkpoints from before 0.2 carry no hyperparameters
+            missing_keys.remove(key)
+
+    def _mismatch(self, saved: Mapping[str, Any]) -> Tuple[str, str]:
+        """(differences that change the state's meaning, other differences), as text."""
+        ours = _plain(self.hparams())
+        theirs = saved.get("hparams", {})
+        theirs = theirs if isinstance(theirs, Mapping) else {}
+        diff = {n: f"{n}: saved {theirs.get(n)!r}, now {ours.get(n)!r}" for n in sorted(set(ours) | set(theirs))
+                if n in theirs and n in ours and theirs[n] != ours[n]}
+        keys = set(diff) if self.state_hparams is None else set(self.state_hparams) & set(diff)
+        critical = [diff[n] for n in sorted(keys)]
+        if saved.get("head") not in (None, type(self).__name__):
+            critical.insert(0, f"head: saved {saved.get('head')!r}, now {type(self).__name__!r}")
+        return "; ".join(critical), "; ".join(diff[n] for n in sorted(set(diff) - keys))
+
+
+def _plain(obj: Any) -> Any:
+    """Hyperparameters as plain Python values (safe for ``torch.load(weights_only=True)``)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)

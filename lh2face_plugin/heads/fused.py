@@ -1,20 +1,24 @@
-"""One memory-lean operator for every margin head.
+"""Dense evaluation of a head's description: one new [N, C] tensor per pass.
 
 All heads in this package produce logits of the form
 
-    out_ij = k_i * c_ij + [c_ij > t_i] * (a * c_ij + b)      for j != y_i
-    out_iy = psi(c_iy, *psi_args)                              for the target
+    out_ij = k_i * c_ij + [c_ij > t_i] * (a * c_ij + q * c_ij^2 + b)      for j != y_i
+    out_iy = psi(c_iy, *psi_args)                                           for the target
 
 with a per-row (or scalar) scale ``k``, an optional per-row threshold ``t``
-that marks "hard" negatives (MV-/SV-Softmax, ArcFace's inter-class
-filtering), scalars ``a``/``b`` and any differentiable target function
-``psi`` evaluated on the N target cosines.
+that marks "hard" negatives (MV-/SV-Softmax, CurricularFace, ArcFace's
+inter-class filtering), scalars ``a``/``q``/``b`` and any differentiable
+target function ``psi`` evaluated on the N target cosines
+(:class:`~lh2face_plugin.heads.base.LogitSpec`).
 
 :func:`margin_logits` computes this with one new [N, C] tensor in the forward
 pass and one (the gradient of the cosines) in the backward pass, working
 over row blocks so masks and products never exist at full size. Its backward
 re-evaluates ``psi`` on the target cosines with autograd, so a head only
-writes its scalar equations.
+writes its scalar equations. :func:`masked_rowsum` evaluates the row terms the
+same way, and :func:`evaluate_plan` turns a :class:`~.base.HeadPlan` into a
+:class:`~.base.HeadResult`. The memory-lean layer that never builds the
+[N, C] logits is :mod:`lh2face_plugin.heads.blockwise`.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["margin_logits", "masked_rowsum"]
+__all__ = ["margin_logits", "masked_rowsum", "evaluate_plan"]
 
 BLOCK_ELEMENTS = 1 << 22
 
@@ -50,7 +54,7 @@ def _row(x, r0, r1):
 
 class _MarginLogits(torch.autograd.Function):
     @staticmethod
-    def forward(fctx, cosine, scale, thresh, hard_a, hard_b, pos, target, psi, n_args, *psi_args):
+    def forward(fctx, cosine, scale, thresh, hard_a, hard_q, hard_b, pos, target, psi, n_args, *psi_args):
         out = torch.empty_like(cosine)
         n, c = cosine.shape
         if thresh is None:
@@ -63,6 +67,8 @@ class _MarginLogits(torch.autograd.Function):
                 hard, buf = _hard_mask(blk, thresh[r0:r1, None], buf)
                 if hard_a != 0:
                     o.addcmul_(blk, hard, value=hard_a)
+                if hard_q != 0:
+                    o.addcmul_(blk * blk, hard, value=hard_q)
                 if hard_b != 0:
                     o.add_(hard, alpha=hard_b)
         if pos.numel():
@@ -78,7 +84,7 @@ class _MarginLogits(torch.autograd.Function):
             saved.append(thresh)
         saved.extend(psi_args)
         fctx.save_for_backward(*saved)
-        fctx.hard_a, fctx.psi, fctx.n_args = hard_a, psi, n_args
+        fctx.hard_a, fctx.hard_q, fctx.psi, fctx.n_args = hard_a, hard_q, psi, n_args
         return out
 
     @staticmethod
@@ -91,7 +97,7 @@ class _MarginLogits(torch.autograd.Function):
         psi_args = rest
         n, c = cosine.shape
         need_cos, need_scale = fctx.needs_input_grad[0], fctx.needs_input_grad[1]
-        need_args = fctx.needs_input_grad[9:]
+        need_args = fctx.needs_input_grad[10:]
 
         grad_cos = grad_scale = None
         if need_cos:
@@ -103,9 +109,13 @@ class _MarginLogits(torch.autograd.Function):
                 for r0, r1 in _blocks(n, c):
                     g, o = grad_out[r0:r1], grad_cos[r0:r1]
                     torch.mul(g, _row(scale, r0, r1), out=o)
-                    if fctx.hard_a != 0:
-                        hard, buf = _hard_mask(cosine[r0:r1], thresh[r0:r1, None], buf)
-                        o.addcmul_(g, hard, value=fctx.hard_a)
+                    if fctx.hard_a != 0 or fctx.hard_q != 0:
+                        blk = cosine[r0:r1]
+                        hard, buf = _hard_mask(blk, thresh[r0:r1, None], buf)
+                        if fctx.hard_a != 0:
+                            o.addcmul_(g, hard, value=fctx.hard_a)
+                        if fctx.hard_q != 0:
+                            o.addcmul_(g * blk, hard, value=2.0 * fctx.hard_q)
         if need_scale:
             grad_scale = torch.empty(n, dtype=cosine.dtype, device=cosine.device)
             for r0, r1 in _blocks(n, c):
@@ -130,7 +140,7 @@ class _MarginLogits(torch.autograd.Function):
                     grad_args[i] = grads.pop(0)
         elif need_cos and pos.numel():
             grad_cos[pos, target] = 0.0
-        return (grad_cos, grad_scale, None, None, None, None, None, None, None, *grad_args)
+        return (grad_cos, grad_scale, None, None, None, None, None, None, None, None, *grad_args)
 
 
 def margin_logits(
@@ -143,6 +153,7 @@ def margin_logits(
     thresh: Optional[torch.Tensor] = None,
     hard_a: float = 0.0,
     hard_b: float = 0.0,
+    hard_q: float = 0.0,
 ) -> torch.Tensor:
     """Margin logits without full-size temporaries.
 
@@ -155,7 +166,7 @@ def margin_logits(
         scale: scalar or [N] tensor ``k`` (differentiable when a tensor).
         thresh: optional [N] tensor ``t``; non-target entries with
             ``c > t_i`` get ``a*c + b`` added. Not differentiated.
-        hard_a, hard_b: the affine bonus of hard negatives.
+        hard_a, hard_b, hard_q: the bonus ``a*c + q*c^2 + b`` of hard negatives.
 
     Returns:
         [N, C] logits, a new tensor of ``cosine``'s dtype.
@@ -163,7 +174,8 @@ def margin_logits(
     if thresh is not None:
         thresh = thresh.detach().to(cosine.dtype)
     return _MarginLogits.apply(
-        cosine, scale, thresh, float(hard_a), float(hard_b), pos, target, psi, len(psi_args), *psi_args
+        cosine, scale, thresh, float(hard_a), float(hard_q), float(hard_b), pos, target, psi, len(psi_args),
+        *psi_args
     )
 
 
@@ -252,3 +264,24 @@ def masked_rowsum(
     if col_mask is not None:
         col_mask = col_mask.detach()
     return _MaskedRowSum.apply(x, pos, target, col_mask, fn, *args)
+
+
+def evaluate_plan(plan, inp):
+    """Dense evaluation of a :class:`~.base.HeadPlan` on ``inp.cosine``.
+
+    Returns:
+        :class:`~.base.HeadResult` with the logits, the ready terms and each row
+        term summed over rows and shards, weighted and divided by N.
+    """
+    from ..distributed import global_sum
+    from .base import HeadResult
+
+    spec = plan.logits
+    logits = margin_logits(inp.cosine, inp.pos, inp.target, spec.psi, spec.psi_args, scale=spec.scale,
+                           thresh=spec.thresh, hard_a=spec.hard_a, hard_b=spec.hard_b, hard_q=spec.hard_q)
+    terms = dict(plan.terms)
+    n = max(1, inp.num_rows)
+    for name, term in plan.row_terms.items():
+        rows = masked_rowsum(inp.cosine, term.fn, (), inp.pos, inp.target, term.col_mask)
+        terms[name] = term.weight * global_sum(rows.sum(), inp.ctx) / n
+    return HeadResult(logits, terms, dict(plan.stats))

@@ -13,8 +13,7 @@ import math
 import torch
 
 from ..distributed import reduce_target
-from .base import Head, HeadInputs, check_range
-from .fused import margin_logits
+from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_choice, check_range
 from .margins import ACOS_EPS
 
 __all__ = ["HardNegativeSoftmax", "margin_fn"]
@@ -43,9 +42,7 @@ class HardNegativeSoftmax(Head):
     easy_margin: bool = False
 
     def _init_common(self, s: float, m: float, kind: str) -> None:
-        if kind not in ("none", "am", "arc"):
-            raise ValueError(f"margin_type must be 'none', 'am' or 'arc', got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice("margin_type", kind, ("none", "am", "arc"))
         self.s = check_range("s", s, 0.0, low_open=True)
         self.m = check_range("m", m, 0.0, math.pi / 2 if kind == "arc" else 1.0)
 
@@ -56,10 +53,9 @@ class HardNegativeSoftmax(Head):
             f = torch.where(keep, f, c)
         return self.s * f
 
-    def compute(self, inp: HeadInputs) -> torch.Tensor:
-        ct = inp.cosine.new_zeros(inp.num_rows)
-        ct[inp.pos] = inp.cosine[inp.pos, inp.target].detach()
+    def plan(self, inp: HeadInputs) -> HeadPlan:
+        ct = torch.zeros(inp.num_rows, dtype=inp.dtype, device=inp.device)
+        ct[inp.pos] = inp.target_cosine.detach()
         ct = reduce_target(ct, inp.ctx)
         thresh = margin_fn(self.kind, ct, self.m)
-        return margin_logits(inp.cosine, inp.pos, inp.target, self._target, (), scale=self.s,
-                             thresh=thresh, hard_a=self.hard_a, hard_b=self.hard_b)
+        return HeadPlan(LogitSpec(self._target, scale=self.s, thresh=thresh, hard_a=self.hard_a, hard_b=self.hard_b))

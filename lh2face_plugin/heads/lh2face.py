@@ -23,24 +23,25 @@ Our reconstruction (every choice is a parameter):
 - ``L_pns = mean_i sum_{j != y_i} relu(cos_ij - tau_pns)``: a hinge pushing
   samples from negative proxies closer than ``tau_pns``.
 - ``L_pp = mean_u (1/s_pp) logsumexp_{j != u} s_pp cos(w_u, w_j)`` over the
-  positive proxies u of the batch against this call's proxies (all shards):
-  a soft maximum of each positive proxy's cosine to the others. Never the
-  full C x C matrix.
+  positive proxies u of the batch: a soft maximum of each positive proxy's
+  cosine to the others. ``pp_scope="shard"`` takes j over this call's proxies
+  on every shard (column blocks, never the C x C matrix: as costly as a second
+  FC matmul); ``pp_scope="batch"`` takes j over the batch's positive proxies
+  only (a U x U product, U <= N: the cost of a margin).
 
-The extra term returned is ``lambda_pps L_pps + lambda_pns L_pns + lambda_pp L_pp``;
-``last_terms`` holds each component of the last call for logging.
+The terms come by name, weighted: ``pps``, ``pns``, ``pp``; ``mu`` is reported
+as a statistic.
 """
 from __future__ import annotations
-
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_gather_rows, global_logsumexp, global_mean_stat, global_sum
+from ..distributed import all_gather_rows, batch_total, global_sum
 from ..registry import register_head
-from .base import Head, HeadInputs, check_positive, check_range
-from .fused import margin_logits, masked_rowsum
+from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_choice, check_int, check_positive,
+                   check_range)
+from .blockwise import matmul_logsumexp
 from .vmf import log_cn
 
 __all__ = ["LH2Face"]
@@ -59,46 +60,50 @@ class LH2Face(Head):
         lambda_pps, lambda_pns, lambda_pp: weights of the proxy losses (0 = off).
         tau_pns: hinge threshold of L_pns.
         s_pp: softmax scale of L_pp.
+        pp_scope: ``"shard"`` or ``"batch"``: the proxies L_pp compares with (see above).
         check_inputs: validate labels and features on every call.
 
     Shape:
         cosine [N, C], labels [N], norms [N] (required), weights [C, D] (when
-        ``lambda_pp > 0``) -> ``(logits [N, C] float32, extra_loss [])``.
+        ``lambda_pp > 0``) -> :class:`~.base.HeadResult`: logits [N, C] float32,
+        terms ``pps``, ``pns``, ``pp``, stat ``mu``.
     """
 
     needs_norms = True
+    state_hparams = ("kappa_min", "kappa_max", "margin")
 
     def __init__(self, alpha: float = 0.35, kappa_min: float = 16.0, kappa_max: float = 64.0,
                  margin: str = "mean", momentum: float = 0.01, vmf_dim: int = 512,
                  lambda_pps: float = 0.1, lambda_pns: float = 0.1, lambda_pp: float = 0.1,
-                 tau_pns: float = 0.4, s_pp: float = 16.0, check_inputs: bool = True):
+                 tau_pns: float = 0.4, s_pp: float = 16.0, pp_scope: str = "shard", check_inputs: bool = True):
         super().__init__(check_inputs)
         self.alpha = check_range("alpha", alpha, 0.0)
         self.kappa_min = check_positive("kappa_min", kappa_min)
         self.kappa_max = check_range("kappa_max", kappa_max, self.kappa_min)
-        if margin not in ("mean", "per_sample"):
-            raise ValueError(f"margin must be 'mean' or 'per_sample', got {margin!r}")
-        self.margin = margin
+        self.margin = check_choice("margin", margin, ("mean", "per_sample"))
         self.momentum = check_range("momentum", momentum, 0.0, 1.0, low_open=True)
-        if int(vmf_dim) != vmf_dim or vmf_dim < 2:
-            raise ValueError(f"vmf_dim must be an integer >= 2, got {vmf_dim!r}")
-        self.vmf_dim = int(vmf_dim)
+        self.vmf_dim = check_int("vmf_dim", vmf_dim, 2)
         self.lambda_pps = check_range("lambda_pps", lambda_pps, 0.0)
         self.lambda_pns = check_range("lambda_pns", lambda_pns, 0.0)
         self.lambda_pp = check_range("lambda_pp", lambda_pp, 0.0)
         self.tau_pns = check_range("tau_pns", tau_pns, -1.0, 1.0)
         self.s_pp = check_positive("s_pp", s_pp)
+        self.pp_scope = check_choice("pp_scope", pp_scope, ("shard", "batch"))
         self.needs_weights = self.lambda_pp > 0
         self.register_buffer("running_mean", torch.tensor(0.0))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self.last_terms: Dict[str, torch.Tensor] = {}
         self._record(alpha=self.alpha, kappa_min=self.kappa_min, kappa_max=self.kappa_max, margin=margin,
                      momentum=self.momentum, vmf_dim=self.vmf_dim, lambda_pps=self.lambda_pps,
-                     lambda_pns=self.lambda_pns, lambda_pp=self.lambda_pp, tau_pns=self.tau_pns, s_pp=self.s_pp)
+                     lambda_pns=self.lambda_pns, lambda_pp=self.lambda_pp, tau_pns=self.tau_pns, s_pp=self.s_pp,
+                     pp_scope=self.pp_scope)
 
     @torch.no_grad()
     def _update_mean(self, kappa: torch.Tensor, ctx) -> torch.Tensor:
-        batch_mean = global_mean_stat(kappa.sum(), torch.tensor(kappa.numel(), device=kappa.device), ctx)
+        """mu: the running mean of kappa (training) or its current value; empty batches change nothing."""
+        total, count = batch_total(torch.stack([kappa.sum(), kappa.new_tensor(float(kappa.numel()))]), ctx)
+        if not bool(count):
+            return self.running_mean.clone() if int(self.num_batches_tracked) else kappa.new_tensor(self.kappa_min)
+        batch_mean = total / count
         if self.training:
             if int(self.num_batches_tracked) == 0:
                 self.running_mean.copy_(batch_mean)
@@ -109,7 +114,7 @@ class LH2Face(Head):
             return batch_mean
         return self.running_mean.clone()
 
-    def compute(self, inp: HeadInputs):
+    def plan(self, inp: HeadInputs) -> HeadPlan:
         ctx = inp.ctx
         kappa = inp.norms.clamp(self.kappa_min, self.kappa_max)
         mu = self._update_mean(kappa.detach(), ctx).to(kappa.dtype)
@@ -128,37 +133,40 @@ class LH2Face(Head):
                 return k * (c - mi)
 
             args = (kt, m_i)
-        logits = margin_logits(inp.cosine, inp.pos, inp.target, psi, args, scale=kappa)
 
-        n = inp.num_rows
-        zero = inp.cosine.new_zeros(())
-        terms = {"pps": zero, "pns": zero, "pp": zero}
+        n = max(1, inp.num_rows)
+        terms, row_terms = {}, {}
         if self.lambda_pps > 0:
-            ct = inp.cosine[inp.pos, inp.target]
-            nll = -(log_cn(kt, self.vmf_dim) + kt * ct)
-            terms["pps"] = global_sum(nll.sum(), ctx) / n
+            nll = -(log_cn(kt, self.vmf_dim) + kt * inp.target_cosine)
+            terms["pps"] = self.lambda_pps * global_sum(nll.sum(), ctx) / n
         if self.lambda_pns > 0:
             tau = self.tau_pns
-            rows = masked_rowsum(inp.cosine, lambda x: F.relu(x - tau), (), inp.pos, inp.target)
-            terms["pns"] = global_sum(rows.sum(), ctx) / n
+            row_terms["pns"] = RowTerm(lambda x: F.relu(x - tau), lambda x: (x > tau).to(x.dtype), self.lambda_pns)
         if self.lambda_pp > 0:
-            terms["pp"] = self._proxy_proxy(inp)
-        extra = self.lambda_pps * terms["pps"] + self.lambda_pns * terms["pns"] + self.lambda_pp * terms["pp"]
-        self.last_terms = {k: v.detach() for k, v in terms.items()}
-        self.last_terms["mu"] = mu.detach()
-        return logits, extra
+            terms["pp"] = self.lambda_pp * self._proxy_proxy(inp)
+        return HeadPlan(LogitSpec(psi, args, scale=kappa), terms, row_terms, {"mu": mu.detach()})
 
     def _proxy_proxy(self, inp: HeadInputs) -> torch.Tensor:
+        """L_pp: mean over the batch's positive proxies u of (1/s) logsumexp_{j != u} s cos(w_u, w_j)."""
         ctx, w = inp.ctx, inp.weights
         local_cls = torch.unique(inp.target)
         own = all_gather_rows(w[local_cls], ctx)
         sizes = all_gather_rows(torch.tensor([local_cls.numel()], device=w.device), ctx)
         start = int(sizes[: ctx.rank].sum()) if ctx.sharded else 0
-        sim = (own @ w.t()) * self.s_pp
-        keep = torch.ones_like(sim, dtype=torch.bool)
-        if local_cls.numel():
-            keep[torch.arange(start, start + local_cls.numel(), device=w.device), local_cls] = False
-        lse = global_logsumexp(sim, ctx, keep)
-        if own.shape[0] == 0:
-            return sim.sum() * 0.0
-        return lse.mean() / self.s_pp
+        if self.pp_scope == "batch":
+            # the gathered positive proxies are the same on every rank: a local, unsharded product
+            sim = (own @ own.t()) * self.s_pp
+            eye = torch.eye(own.shape[0], dtype=torch.bool, device=w.device)
+            lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=1)
+            valid = torch.isfinite(lse)
+            total = torch.where(valid, lse, torch.zeros_like(lse)).sum()
+            count = int(valid.sum())
+            # every rank holds the whole value: keep it once in the shard sum
+            total = total if not ctx.sharded else total * (1.0 if ctx.rank == 0 else 0.0)
+            return global_sum(total, ctx) / (max(1, count) * self.s_pp)
+        exclude = torch.full((own.shape[0],), -1, dtype=torch.long, device=w.device)
+        exclude[start:start + local_cls.numel()] = local_cls
+        lse = matmul_logsumexp(own, w, self.s_pp, exclude=exclude, ctx=ctx)
+        valid = torch.isfinite(lse)
+        lse = torch.where(valid, lse, torch.zeros_like(lse))
+        return lse.sum() / (max(1, int(valid.sum())) * self.s_pp)

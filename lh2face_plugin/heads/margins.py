@@ -25,8 +25,7 @@ import math
 import torch
 
 from ..registry import register_head
-from .base import Head, HeadInputs, check_range
-from .fused import margin_logits
+from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_range
 
 __all__ = ["CombinedMargin", "ArcFace", "CosFace", "arc_target", "ACOS_EPS"]
 
@@ -55,7 +54,7 @@ class CombinedMargin(Head):
         check_inputs: validate labels and features on every call.
 
     Shape:
-        cosine [N, C], labels [N] (-1 off-shard) -> logits [N, C] float32.
+        cosine [N, C], labels [N] (-1 off-shard) -> :class:`~.base.HeadResult` with logits [N, C] float32.
     """
 
     def __init__(self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
@@ -67,7 +66,7 @@ class CombinedMargin(Head):
         self.m2 = check_range("m2", m2, 0.0, math.pi / 2)
         self.m3 = check_range("m3", m3, 0.0, 1.0)
         self.filter_threshold = check_range("interclass_filtering_threshold", interclass_filtering_threshold, 0.0, 1.0)
-        self.straight_through = bool(straight_through)
+        self.straight_through = check_bool("straight_through", straight_through)
         self._record(s=self.s, m1=self.m1, m2=self.m2, m3=self.m3,
                      interclass_filtering_threshold=self.filter_threshold, straight_through=self.straight_through)
 
@@ -77,13 +76,12 @@ class CombinedMargin(Head):
             return self.s * c - self.s * self.m3 + (t - self.s * c + self.s * self.m3).detach()
         return t
 
-    def compute(self, inp: HeadInputs) -> torch.Tensor:
+    def plan(self, inp: HeadInputs) -> HeadPlan:
         thresh, hard_a = None, 0.0
         if self.filter_threshold > 0:
-            thresh = inp.cosine.new_full((inp.num_rows,), self.filter_threshold)
+            thresh = torch.full((inp.num_rows,), self.filter_threshold, dtype=inp.dtype, device=inp.device)
             hard_a = -self.s
-        return margin_logits(inp.cosine, inp.pos, inp.target, self._psi, scale=self.s,
-                             thresh=thresh, hard_a=hard_a)
+        return HeadPlan(LogitSpec(self._psi, scale=self.s, thresh=thresh, hard_a=hard_a))
 
 
 @register_head("arcface")

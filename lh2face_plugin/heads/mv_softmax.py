@@ -12,7 +12,7 @@ positive (``easy_margin``); the target's gradient is the true one.
 from __future__ import annotations
 
 from ..registry import register_head
-from .base import check_range
+from .base import check_bool, check_choice, check_range
 from .hard_negative import HardNegativeSoftmax
 
 __all__ = ["MVSoftmax"]
@@ -30,20 +30,16 @@ class MVSoftmax(HardNegativeSoftmax):
         check_inputs: validate labels and features on every call.
 
     Shape:
-        cosine [N, C], labels [N] (-1 off-shard) -> logits [N, C] float32.
+        cosine [N, C], labels [N] (-1 off-shard) -> :class:`~.base.HeadResult` with logits [N, C] float32.
     """
 
     def __init__(self, s: float = 32.0, m: float = 0.35, t: float = 0.2, margin_type: str = "am",
                  weight: str = "adaptive", easy_margin: bool = True, check_inputs: bool = True):
         super().__init__(check_inputs)
-        if margin_type not in ("am", "arc"):
-            raise ValueError(f"margin_type must be 'am' or 'arc' for MV-Softmax, got {margin_type!r}")
-        self._init_common(s, m, margin_type)
+        self._init_common(s, m, check_choice("margin_type", margin_type, ("am", "arc")))
         self.t = check_range("t", t, 0.0)
-        if weight not in ("adaptive", "fixed"):
-            raise ValueError(f"weight must be 'adaptive' or 'fixed', got {weight!r}")
-        self.weight = weight
-        self.easy_margin = bool(easy_margin)
+        self.weight = check_choice("weight", weight, ("adaptive", "fixed"))
+        self.easy_margin = check_bool("easy_margin", easy_margin)
         self.hard_a = self.s * self.t if weight == "adaptive" else 0.0
         self.hard_b = self.s * self.t
         self._record(s=self.s, m=self.m, t=self.t, margin_type=margin_type, weight=weight,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..registry import register_head
-from .base import check_range
+from .base import check_choice, check_range
 from .hard_negative import HardNegativeSoftmax
 
 __all__ = ["SVSoftmax"]
@@ -30,14 +30,13 @@ class SVSoftmax(HardNegativeSoftmax):
         check_inputs: validate labels and features on every call.
 
     Shape:
-        cosine [N, C], labels [N] (-1 off-shard) -> logits [N, C] float32.
+        cosine [N, C], labels [N] (-1 off-shard) -> :class:`~.base.HeadResult` with logits [N, C] float32.
     """
 
     def __init__(self, s: float = 32.0, t: float = 1.2, margin_type: str = "am", m: Optional[float] = None,
                  check_inputs: bool = True):
         super().__init__(check_inputs)
-        if margin_type not in _DEFAULT_M:
-            raise ValueError(f"margin_type must be one of {sorted(_DEFAULT_M)}, got {margin_type!r}")
+        check_choice("margin_type", margin_type, sorted(_DEFAULT_M))
         self._init_common(s, _DEFAULT_M[margin_type] if m is None else m, margin_type)
         self.t = check_range("t", t, 1.0)
         self.hard_a = self.hard_b = self.s * (self.t - 1.0)

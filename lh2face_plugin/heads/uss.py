@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_grad, global_logsumexp, global_mean_stat, global_sum
+from ..distributed import all_reduce_grad, global_mean_stat, global_sum
 from ..registry import HEADS, register_head
-from .base import Head, HeadInputs, check_positive, check_range
-from .fused import masked_rowsum
+from .base import Head, HeadInputs, HeadPlan, check_int, check_positive, check_range
+from .blockwise import matmul_logsumexp, matmul_rowsum
 
 __all__ = ["USS"]
 
@@ -52,10 +52,11 @@ class USS(Head):
 
     Shape:
         cosine [N, C], labels [N], embeddings [N, D] (required)
-        -> ``(logits of the base head [N, C], extra_loss [])``.
+        -> :class:`~.base.HeadResult`: the base head's logits [N, C] and terms, term ``uss``, stat ``b``.
     """
 
     needs_embeddings = True
+    state_hparams = ("gamma", "base", "embedding_size")
 
     def __init__(self, num_classes: Optional[int] = None, embedding_size: Optional[int] = None, gamma: float = 64.0,
                  m: float = 0.1, warmup_steps: int = 0, lambda_uss: float = 1.0, base: str = "cosface",
@@ -64,9 +65,7 @@ class USS(Head):
         super().__init__(check_inputs)
         self.gamma = check_positive("gamma", gamma)
         self.m = check_range("m", m, 0.0, 1.0)
-        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         self.lambda_uss = check_range("lambda_uss", lambda_uss, 0.0)
         if base == "uss":
             raise ValueError("base must be a sample-to-class head, not 'uss'")
@@ -75,14 +74,17 @@ class USS(Head):
         self.base = HEADS.build(base, **kw)
         for flag in ("needs_norms", "needs_weights"):
             setattr(self, flag, getattr(self.base, flag))
-        self.embedding_size = None if embedding_size is None else int(embedding_size)
+        self.embedding_size = None if embedding_size is None else check_int("embedding_size", embedding_size, 1)
+        if num_classes is not None:
+            num_classes = check_int("num_classes", num_classes, 1)
+        if init_b is not None:
+            init_b = check_range("init_b", init_b)
         self.register_buffer("memory", torch.zeros(0, self.embedding_size or 0))
         self.register_buffer("filled", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
         self.register_buffer("b_initialized", torch.tensor(init_b is not None))
         self.b = nn.Parameter(torch.tensor(float(init_b) if init_b is not None else 0.0))
         self._pending = None
-        self.last_terms: Dict[str, torch.Tensor] = {}
         if num_classes is not None:
             if self.embedding_size is None:
                 raise ValueError("uss: embedding_size is required when num_classes is given")
@@ -115,26 +117,22 @@ class USS(Head):
         self.flush()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def compute(self, inp: HeadInputs):
+    def plan(self, inp: HeadInputs) -> HeadPlan:
         if self.memory.shape[0] == 0:
             raise RuntimeError("USS memory is not allocated: pass num_classes= or call setup_shard(num_local, dim)")
         self.flush()
-        out = self.base.compute(inp)
-        logits, base_extra = out if isinstance(out, tuple) else (out, None)
+        plan = self.base.plan(inp)
         local_cls = inp.target if inp.class_index is None else inp.class_index[inp.target]
         if local_cls.numel() and int(local_cls.max()) >= self.memory.shape[0]:
             raise ValueError(f"class {int(local_cls.max())} beyond the USS memory ({self.memory.shape[0]} rows)")
 
-        active = int(self.steps) >= self.warmup_steps and self.lambda_uss > 0
-        extra = inp.cosine.new_zeros(())
-        if active:
-            extra = self.lambda_uss * self._uss(inp)
-        if self.training:
+        if int(self.steps) >= self.warmup_steps and self.lambda_uss > 0:
+            plan.terms["uss"] = self.lambda_uss * self._uss(inp, local_cls)
+        if self.training and inp.num_rows:
             self.steps += 1
             self._remember(local_cls, inp.embeddings[inp.pos].detach())
-        if base_extra is not None:
-            extra = extra + base_extra
-        return logits, extra
+        plan.stats["b"] = self.b.detach().clone()
+        return plan
 
     def _remember(self, cls: torch.Tensor, feats: torch.Tensor) -> None:
         if cls.numel() == 0:
@@ -144,36 +142,29 @@ class USS(Head):
         last = torch.full_like(uniq, -1).scatter_reduce(0, inverse, order, reduce="amax")
         self._pending = (uniq, feats[last])
 
-    def _uss(self, inp: HeadInputs) -> torch.Tensor:
-        ctx, n = inp.ctx, inp.num_rows
-        if inp.class_index is None:
-            mem, filled = self.memory, self.filled
-        else:
-            mem, filled = self.memory[inp.class_index], self.filled[inp.class_index]
-        g = inp.embeddings @ mem.t().to(inp.embeddings.dtype)
+    def _uss(self, inp: HeadInputs, local_cls: torch.Tensor) -> torch.Tensor:
+        ctx, n, x = inp.ctx, max(1, inp.num_rows), inp.embeddings
+        mem = self.memory.to(x.dtype)
+        filled = self.filled if inp.class_index is None else self.filled[inp.class_index]
+        exclude = torch.full((inp.num_rows,), -1, dtype=torch.long, device=x.device)
+        exclude[inp.pos] = inp.target
         gamma, m = self.gamma, self.m
         if not bool(self.b_initialized):
-            self._init_b(g, filled, inp)
+            self._init_b(x, mem, inp.class_index, exclude, filled, ctx)
         b = all_reduce_grad(self.b, ctx)
 
-        gt = g[inp.pos, inp.target]
-        pos_ok = filled[inp.target]
-        pos_term = F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * pos_ok
-        neg_rows = masked_rowsum(g, lambda x, bb: F.softplus((gamma * x - bb).clamp(-gamma, gamma)), (b,),
-                                 inp.pos, inp.target, filled)
-        loss = global_sum(pos_term.sum() + neg_rows.sum(), ctx) / n
-        self.last_terms = {"uss": loss.detach(), "b": self.b.detach().clone()}
-        return loss
+        gt = (x[inp.pos] * mem[local_cls]).sum(dim=1)
+        pos_term = F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * self.filled[local_cls]
+        neg_rows = matmul_rowsum(x, mem, lambda g, bb: F.softplus((gamma * g - bb).clamp(-gamma, gamma)), (b,),
+                                 index=inp.class_index, exclude=exclude, col_mask=filled)
+        return global_sum(pos_term.sum() + neg_rows.sum(), ctx) / n
 
     @torch.no_grad()
-    def _init_b(self, g: torch.Tensor, filled: torch.Tensor, inp: HeadInputs) -> None:
-        keep = filled[None, :].expand_as(g).clone()
-        if inp.pos.numel():
-            keep[inp.pos, inp.target] = False
-        lse = global_logsumexp(self.gamma * g, inp.ctx, keep)
+    def _init_b(self, x, mem, index, exclude, filled, ctx) -> None:
+        lse = matmul_logsumexp(x, mem, self.gamma, index=index, exclude=exclude, col_mask=filled, ctx=ctx)
         ok = torch.isfinite(lse)
         if not bool(ok.any()):
             return
-        value = global_mean_stat(lse[ok].sum(), ok.sum(), inp.ctx)
+        value = global_mean_stat(lse[ok].sum(), ok.sum(), ctx)
         self.b.fill_(float(value))
         self.b_initialized.fill_(True)

@@ -81,10 +81,10 @@ def worker(rank: int, world: int, root: str, port: int, out_dir: str) -> None:
             steps.append(dict(loss=loss.item(), grad_emb=local.grad.clone(), grad_w=pfc.weight.grad.clone(),
                               index=(pfc.weight_index + pfc.class_start).clone() if rate < 1 else None))
             pfc.weight.grad = None
-        state = {k: v.clone() for k, v in pfc.state_dict().items()}
+        state = _copy_state(pfc.state_dict())
         fresh = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16)
         fresh.load_state_dict(state)
-        restored = all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items())
+        restored = all(_same(v, fresh.state_dict()[k]) for k, v in state.items())
         results[case_id] = dict(steps=steps, state=state, class_start=pfc.class_start, num_local=pfc.num_local,
                                 restored=restored)
     pfc = PFC(lh2face_plugin.build_head("arcface"), D, C, 1.0, False)
@@ -120,10 +120,18 @@ def reference(name: str, rate: float, edit, world: int, sampled) -> list:
         cosine = (x @ w.t()).clamp(-1, 1)
         res = head(cosine, y, norms=e.norm(dim=1), embeddings=x, weights=w, class_index=class_index,
                    ctx=DistContext.single())
-        logits, extra = res if isinstance(res, tuple) else (res, None)
-        loss = F.cross_entropy(logits, y)
-        loss = loss if extra is None else loss + extra
+        loss = F.cross_entropy(res.logits, y)
+        loss = loss if res.extra is None else loss + res.extra
         loss.backward()
         out.append(dict(loss=loss.item(), grad_emb=emb.grad, grad_w=weight_all.grad))
-    out.append({"state": {k: v.clone() for k, v in head.state_dict().items()}})
+    out.append({"state": _copy_state(head.state_dict())})
     return out
+
+
+def _copy_state(state):
+    """Tensors cloned; the heads' extra state (their hyperparameters) as is."""
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
+def _same(a, b):
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b

@@ -54,6 +54,9 @@ def test_same_loss_gradients_and_state_as_one_process(ranks, case):
         assert p["restored"], "load_state_dict must restore the head's state"
         for key, want in ref_state.items():
             got = p["state"]["margin_softmax." + key]
+            if not torch.is_tensor(want):  # the head's hyperparameters
+                assert got == want, key
+                continue
             if want.dim() and want.shape[0] == H.C:
                 want = want[p["class_start"]:p["class_start"] + p["num_local"]]
             _close(got.float(), want.float(), tol)
@@ -66,5 +69,5 @@ def test_runs_inside_partial_fc_v2(ranks):
 def test_out_of_range_label_raises_on_every_rank_naming_the_row(ranks):
     for r in ranks:
         msg = r["range_error"]
-        assert msg is not None and f"label {H.C + 3}" in msg and "rank 1, row 2" in msg
+        assert msg is not None and f"(rank 1, row 2 of its batch): {H.C + 3}" in msg and "num_classes" in msg
         assert f"[0, {H.C})" in msg and "num_classes" in msg

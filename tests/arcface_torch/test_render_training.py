@@ -138,9 +138,8 @@ def _hand_head_loss(head, weight):
         x, w = F.normalize(emb.float()), F.normalize(weight)
         out = head((x @ w.t()).clamp(-1, 1), labels, norms=emb.float().norm(dim=1), embeddings=x, weights=w,
                    class_index=None, ctx=DistContext.single())
-        logits, extra = out if isinstance(out, tuple) else (out, None)
-        value = F.cross_entropy(logits, labels)
-        return value if extra is None else value + extra
+        value = F.cross_entropy(out.logits, labels)
+        return value if out.extra is None else value + out.extra
     return loss
 
 

@@ -56,6 +56,5 @@ def head_loss(head, z, w, labels, class_index=None, ctx=None):
     wn = F.normalize(w, dim=1)
     cos = (x @ wn.t()).clamp(-1, 1)
     out = head(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
-    logits, extra = out if isinstance(out, tuple) else (out, None)
-    loss = F.cross_entropy(logits, labels)
-    return (loss if extra is None else loss + extra), logits
+    loss = F.cross_entropy(out.logits, labels)
+    return (loss if out.extra is None else loss + out.extra), out.logits

@@ -64,10 +64,9 @@ def run_steps(head, z, w, labels, subset, ctx, start, end):
         res = head(cos, local_labels, norms=zs.norm(dim=1), embeddings=x, weights=wn,
                    class_index=None if len(own) == end - start and ctx.world_size == 1 and len(subset) == C
                    else local_index, ctx=ctx)
-        logits, extra = res if isinstance(res, tuple) else (res, None)
-        loss = sharded_cross_entropy(logits, local_labels, ctx)
-        if extra is not None:
-            loss = loss + extra
+        loss = sharded_cross_entropy(res.logits, local_labels, ctx)
+        if res.extra is not None:
+            loss = loss + res.extra
         loss.backward()
         out.append((loss.detach(), zs.grad, ws.grad))
     return out

@@ -1,0 +1,230 @@
+"""Memory-lean products: row statistics of ``a @ b.T`` computed over column blocks.
+
+A head term or a classification layer often needs a row statistic of a large
+product: the softmax normaliser of the logits, LH2Face's proxy-proxy soft
+maximum, UniTSFace's sum over the class memory. Written densely, each holds an
+[R, C] matrix (and its gradient) at full size. The functions here walk the
+columns in blocks of about :data:`BLOCK_ELEMENTS` entries, keep only [R]-sized
+running statistics between blocks, and recompute each block in the backward
+pass, so their memory is a few blocks plus the gradients of the inputs:
+
+- :func:`matmul_logsumexp`: ``lse_i = log sum_j exp(scale * <a_i, b_j>)`` over
+  the columns of every class shard (online max/sum, then one all-reduce pair);
+- :func:`matmul_rowsum`: ``sum_j fn(<a_i, b_j>, *args)``, this shard's part.
+
+Both take an optional column ``index`` into ``b`` (Partial FC's sampled classes,
+gathered block by block instead of copied), a per-row excluded column and a
+column mask. Their values follow :mod:`lh2face_plugin.distributed`'s rule:
+global value, this shard's part of the gradient.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..distributed import DistContext, _all_reduce
+
+__all__ = ["matmul_logsumexp", "matmul_rowsum", "column_blocks", "BLOCK_ELEMENTS"]
+
+BLOCK_ELEMENTS = 1 << 21
+
+
+def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None):
+    """``(c0, c1)`` column ranges of about ``block_elements / rows`` columns each."""
+    per = max(1, (block_elements or BLOCK_ELEMENTS) // max(1, rows))
+    for c0 in range(0, cols, per):
+        yield c0, min(cols, c0 + per)
+
+
+def _take(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
+    return b[c0:c1] if index is None else b[index[c0:c1]]
+
+
+def _num_cols(b: torch.Tensor, index: Optional[torch.Tensor]) -> int:
+    return b.shape[0] if index is None else index.shape[0]
+
+
+def _exclusion(block: torch.Tensor, exclude: Optional[torch.Tensor], col_mask: Optional[torch.Tensor],
+               c0: int, c1: int) -> Optional[torch.Tensor]:
+    """Bool [R, c1-c0], True where an entry is left out, or None when nothing is."""
+    out = None
+    if col_mask is not None:
+        out = (~col_mask[c0:c1])[None, :].expand_as(block).clone()
+    if exclude is not None:
+        rows = torch.nonzero((exclude >= c0) & (exclude < c1)).reshape(-1)
+        if rows.numel():
+            if out is None:
+                out = torch.zeros_like(block, dtype=torch.bool)
+            out[rows, exclude[rows] - c0] = True
+    return out
+
+
+class _MatmulLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(fctx, a, b, index, scale, exclude, col_mask, ctx: DistContext, block_elements):
+        r = a.shape[0]
+        run_max = a.new_full((r,), float("-inf"))
+        run_sum = a.new_zeros(r)
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements):
+            s = torch.mm(a, _take(b, index, c0, c1).t()).mul_(scale)
+            drop = _exclusion(s, exclude, col_mask, c0, c1)
+            if drop is not None:
+                s.masked_fill_(drop, float("-inf"))
+            new_max = torch.maximum(run_max, s.amax(dim=1))
+            shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(s - shift[:, None]).sum(dim=1)
+            run_max = new_max
+        lse = _combine(run_max, run_sum, ctx)
+        fctx.save_for_backward(a, b, lse, *(t for t in (index, exclude, col_mask) if t is not None))
+        fctx.flags = (index is not None, exclude is not None, col_mask is not None)
+        fctx.scale, fctx.block_elements = scale, block_elements
+        return lse
+
+    @staticmethod
+    def backward(fctx, grad):
+        a, b, lse, *rest = fctx.saved_tensors
+        index = rest.pop(0) if fctx.flags[0] else None
+        exclude = rest.pop(0) if fctx.flags[1] else None
+        col_mask = rest.pop(0) if fctx.flags[2] else None
+        need_a, need_b = fctx.needs_input_grad[0], fctx.needs_input_grad[1]
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_b = torch.zeros_like(b) if need_b else None
+        r = a.shape[0]
+        finite = torch.isfinite(lse)
+        lse0 = torch.where(finite, lse, torch.zeros_like(lse))
+        g = torch.where(finite, grad, torch.zeros_like(grad)) * fctx.scale
+        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements):
+            bb = _take(b, index, c0, c1)
+            p = torch.mm(a, bb.t()).mul_(fctx.scale).sub_(lse0[:, None]).exp_().mul_(g[:, None])
+            drop = _exclusion(p, exclude, col_mask, c0, c1)
+            if drop is not None:
+                p.masked_fill_(drop, 0.0)
+            if need_a:
+                grad_a.addmm_(p, bb)
+            if need_b:
+                gb = torch.mm(p.t(), a)
+                if index is None:
+                    grad_b[c0:c1] += gb
+                else:
+                    grad_b.index_add_(0, index[c0:c1], gb)
+        return grad_a, grad_b, None, None, None, None, None, None
+
+
+def _combine(run_max: torch.Tensor, run_sum: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """log(sum) over shards of per-shard (max, sum of exp(x - max)) pairs; -inf for empty rows."""
+    if ctx.sharded:
+        glob = _all_reduce(run_max, ctx, torch.distributed.ReduceOp.MAX)
+        shift = torch.where(torch.isfinite(glob), glob, torch.zeros_like(glob))
+        local = torch.where(torch.isfinite(run_max), run_sum * torch.exp(run_max - shift), torch.zeros_like(run_sum))
+        total = _all_reduce(local, ctx)
+    else:
+        shift = torch.where(torch.isfinite(run_max), run_max, torch.zeros_like(run_max))
+        total = run_sum
+    return torch.log(total) + shift
+
+
+def matmul_logsumexp(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, *, index: Optional[torch.Tensor] = None,
+                     exclude: Optional[torch.Tensor] = None, col_mask: Optional[torch.Tensor] = None,
+                     ctx: Optional[DistContext] = None, block_elements: Optional[int] = None) -> torch.Tensor:
+    """Row-wise ``logsumexp_j scale * <a_i, b_j>`` over all class shards, column block by block.
+
+    Args:
+        a: [R, D] rows (differentiable).
+        b: [C_b, D] this shard's columns (differentiable).
+        scale: a float multiplying the products.
+        index: optional [C] int64: column j is ``b[index[j]]``.
+        exclude: optional [R] int64: column left out of row i (-1: none).
+        col_mask: optional [C] bool: False columns are left out of every row.
+        ctx: the shards (default: a world of 1).
+        block_elements: entries per block (default :data:`BLOCK_ELEMENTS`).
+
+    Returns:
+        [R] float tensor, identical on every rank; ``-inf`` for a row with no column.
+    """
+    ctx = ctx if ctx is not None else DistContext.single()
+    if exclude is not None:
+        exclude = exclude.detach().long()
+    if col_mask is not None:
+        col_mask = col_mask.detach().bool()
+    return _MatmulLogSumExp.apply(a, b, index, float(scale), exclude, col_mask, ctx, block_elements)
+
+
+class _MatmulRowSum(torch.autograd.Function):
+    @staticmethod
+    def forward(fctx, a, b, index, exclude, col_mask, fn, block_elements, *args):
+        r = a.shape[0]
+        out = a.new_zeros(r)
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements):
+            y = fn(torch.mm(a, _take(b, index, c0, c1).t()), *args)
+            drop = _exclusion(y, exclude, col_mask, c0, c1)
+            if drop is not None:
+                y = y.masked_fill(drop, 0.0)
+            out += y.sum(dim=1)
+        fctx.save_for_backward(a, b, *(t for t in (index, exclude, col_mask) if t is not None), *args)
+        fctx.flags = (index is not None, exclude is not None, col_mask is not None)
+        fctx.fn, fctx.block_elements, fctx.n_args = fn, block_elements, len(args)
+        return out
+
+    @staticmethod
+    def backward(fctx, grad_rows):
+        a, b, *rest = fctx.saved_tensors
+        index = rest.pop(0) if fctx.flags[0] else None
+        exclude = rest.pop(0) if fctx.flags[1] else None
+        col_mask = rest.pop(0) if fctx.flags[2] else None
+        args = rest
+        need_a, need_b = fctx.needs_input_grad[0], fctx.needs_input_grad[1]
+        need_args = fctx.needs_input_grad[7:]
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_b = torch.zeros_like(b) if need_b else None
+        grad_args = [torch.zeros_like(x) if need else None for x, need in zip(args, need_args)]
+        r = a.shape[0]
+        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements):
+            bb = _take(b, index, c0, c1)
+            with torch.enable_grad():
+                g = torch.mm(a, bb.t()).requires_grad_()
+                targs = [x.detach().requires_grad_(bool(need)) for x, need in zip(args, need_args)]
+                y = fctx.fn(g, *targs)
+                drop = _exclusion(y, exclude, col_mask, c0, c1)
+                if drop is not None:
+                    y = y.masked_fill(drop, 0.0)
+                inputs = [g] + [x for x, need in zip(targs, need_args) if need]
+                grads = list(torch.autograd.grad(y, inputs, grad_rows[:, None].expand_as(y), allow_unused=True))
+            dg = grads.pop(0)
+            if dg is not None:
+                if need_a:
+                    grad_a.addmm_(dg, bb)
+                if need_b:
+                    gb = torch.mm(dg.t(), a)
+                    if index is None:
+                        grad_b[c0:c1] += gb
+                    else:
+                        grad_b.index_add_(0, index[c0:c1], gb)
+            for i, need in enumerate(need_args):
+                if need:
+                    gi = grads.pop(0)
+                    if gi is not None:
+                        grad_args[i] += gi
+        return (grad_a, grad_b, None, None, None, None, None, *grad_args)
+
+
+def matmul_rowsum(a: torch.Tensor, b: torch.Tensor, fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor] = (),
+                  *, index: Optional[torch.Tensor] = None, exclude: Optional[torch.Tensor] = None,
+                  col_mask: Optional[torch.Tensor] = None, block_elements: Optional[int] = None) -> torch.Tensor:
+    """Row sums ``sum_j fn(<a_i, b_j>, *args)`` over this shard's columns, column block by block.
+
+    Args:
+        a: [R, D]; b: [C_b, D] (both differentiable).
+        fn: elementwise differentiable function of an [R, c] block and ``args``.
+        args: tensors ``fn`` depends on (differentiable, e.g. a learned threshold).
+        index, exclude, col_mask, block_elements: as in :func:`matmul_logsumexp`.
+
+    Returns:
+        [R] this shard's row sums (sum them over shards with
+        :func:`~lh2face_plugin.distributed.global_sum`).
+    """
+    if exclude is not None:
+        exclude = exclude.detach().long()
+    if col_mask is not None:
+        col_mask = col_mask.detach().bool()
+    return _MatmulRowSum.apply(a, b, index, exclude, col_mask, fn, block_elements, *args)

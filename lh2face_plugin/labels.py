@@ -1,0 +1,49 @@
+"""The one label check: class ids in ``[0, num_classes)``, optionally ``-1`` for "not here".
+
+An out-of-range label makes a row with no positive anywhere, which arcface_torch's
+Partial FC trains on silently with a loss stuck at ``-ln(1e-30) = 69.08``; every
+caller (heads, the classifier, the Partial FC) raises this error instead.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+__all__ = ["check_labels"]
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, *, allow_ignore: bool = False,
+                 describe_row: Optional[Callable[[int], str]] = None, hint: str = "") -> torch.Tensor:
+    """Flatten ``labels`` to int64 [N] and check their range.
+
+    Args:
+        labels: integer tensor of any shape.
+        num_classes: labels must be below this.
+        allow_ignore: also accept ``-1``.
+        describe_row: names a row in the message (default ``"row R"``).
+        hint: appended to the message.
+
+    Returns:
+        The flattened int64 labels.
+
+    Raises:
+        TypeError: float or bool labels.
+        ValueError: ``label out of range at row R: V`` plus the expected range.
+    """
+    labels = labels.reshape(-1)
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    labels = labels.long()
+    low = -1 if allow_ignore else 0
+    bad = (labels < low) | (labels >= num_classes)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0])
+        where = describe_row(row) if describe_row is not None else f"row {row}"
+        expected = f"a label in [0, {num_classes})" + (" or -1" if allow_ignore else "")
+        raise ValueError(
+            f"label out of range at {where}: {int(labels[row])} (expected {expected}"
+            f"{'; ' + hint if hint else ''}). Check num_classes against your dataset: an out-of-range label "
+            "otherwise trains as a loss stuck at 69.08."
+        )
+    return labels
