@@ -56,6 +56,7 @@ from torch.nn.functional import linear, normalize
 
 from ..distributed import DistContext
 from ..heads.base import Head, HeadResult
+from ..heads.blockwise import blockwise_head_loss
 from ..labels import check_labels
 
 __all__ = ["partial_fc_class", "check_global_labels"]
@@ -113,8 +114,11 @@ def _define(host: ModuleType) -> type:
             -> scalar float32 loss, the mean over the global batch (identical on every rank).
         """
 
+        blockwise: bool = False
+        block_elements: Optional[int] = None
+
         def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                     fp16: bool = False):
+                     fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None):
             if not callable(margin_loss):
                 raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
             if not 0.0 < float(sample_rate) <= 1.0:
@@ -124,6 +128,10 @@ def _define(host: ModuleType) -> type:
             if isinstance(margin_loss, Head):
                 margin_loss.setup_shard(self.num_local, embedding_size)
             self._input_model: Optional[weakref.ref] = None
+            if blockwise is not None:
+                self.blockwise = bool(blockwise)
+            if block_elements is not None:
+                self.block_elements = int(block_elements)
             self.last_terms: Dict[str, torch.Tensor] = {}
 
         def pair_input_model(self, model: torch.nn.Module) -> None:
@@ -211,6 +219,18 @@ def _define(host: ModuleType) -> type:
             index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
             labels[~index_positive] = -1
             labels[index_positive] -= self.class_start
+            head = self.margin_softmax
+            ctx = DistContext(self.world_size, self.rank, gathered=True)
+            if self.blockwise and isinstance(head, Head) and type(head).plan is not Head.plan:
+                class_index = None
+                if self.sample_rate < 1:
+                    with torch.no_grad():
+                        self.sample(labels, index_positive)  # the host's sampling; its weight copy is not used
+                    class_index = self.weight_index
+                mm_dtype = (torch.float16 if embeddings.is_cuda else torch.bfloat16) if self.fp16 else None
+                return blockwise_head_loss(head, normalize(embeddings), self.weight, labels,
+                                           norms=embeddings.norm(dim=1), index=class_index, ctx=ctx,
+                                           block_elements=self.block_elements, matmul_dtype=mm_dtype)
             if self.sample_rate < 1:
                 weight = self.sample(labels, index_positive)
                 class_index = self.weight_index
@@ -225,11 +245,9 @@ def _define(host: ModuleType) -> type:
                 logits = linear(x, w)
             logits = logits.float().clamp(-1, 1)
 
-            head = self.margin_softmax
             if isinstance(head, Head):
                 out: HeadResult = head(logits, labels, norms=norms, embeddings=x.float(), weights=w.float(),
-                                       class_index=class_index,
-                                       ctx=DistContext(self.world_size, self.rank, gathered=True))
+                                       class_index=class_index, ctx=ctx)
             else:
                 out = HeadResult(head(logits, labels))
             ce = self.dist_cross_entropy(out.logits, labels)

@@ -25,7 +25,7 @@ import torch
 
 from ..distributed import DistContext, _all_reduce
 
-__all__ = ["matmul_logsumexp", "matmul_rowsum", "column_blocks", "BLOCK_ELEMENTS"]
+__all__ = ["matmul_logsumexp", "matmul_rowsum", "blockwise_head_loss", "column_blocks", "BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 21
 
@@ -228,3 +228,214 @@ def matmul_rowsum(a: torch.Tensor, b: torch.Tensor, fn: Callable[..., torch.Tens
     if col_mask is not None:
         col_mask = col_mask.detach().bool()
     return _MatmulRowSum.apply(a, b, index, exclude, col_mask, fn, block_elements, *args)
+
+
+# ----------------------------------------------------------------------------- the classification layer
+
+def _normalize_rows(w: torch.Tensor, eps: float = 1e-12):
+    """``w / max(|w|, eps)`` row-wise, and the denominators (as ``F.normalize``)."""
+    norm = w.norm(dim=1).clamp_min(eps)
+    return w / norm[:, None], norm
+
+
+class _BlockwiseSoftmax(torch.autograd.Function):
+    """Global ``lse_i`` of a head's logits and its row terms, over column blocks of the proxies.
+
+    Inputs: normalised rows ``x`` [N, D]; raw proxies ``weight`` (normalised block by block);
+    ``scale`` [N] or None (then ``scale_value``); ``target_logit`` [N] (rows with ``tcol >= 0``).
+    Outputs: ``lse`` [N] (global, target included) and one [N] row sum per row term (local).
+    """
+
+    @staticmethod
+    def forward(fctx, x, weight, scale, target_logit, index, tcol, thresh, spec, terms, ctx, block_elements,
+                mm_dtype):
+        n = x.shape[0]
+        k = scale[:, None] if scale is not None else spec["scale"]
+        run_max = x.new_full((n,), float("-inf"))
+        run_sum = x.new_zeros(n)
+        sums = [x.new_zeros(n) for _ in terms]
+        for c0, c1 in column_blocks(n, _num_cols(weight, index), block_elements):
+            cos = _block_cosine(x, weight, index, c0, c1, mm_dtype)[0]
+            drop = _exclusion(cos, tcol, None, c0, c1)
+            for acc, (fn, _, col_mask) in zip(sums, terms):
+                y = fn(cos)
+                gone = _exclusion(y, tcol, col_mask, c0, c1)
+                acc += (y.masked_fill(gone, 0.0) if gone is not None else y).sum(dim=1)
+            logit = _block_logits(cos, k, thresh, spec)
+            if drop is not None:
+                logit.masked_fill_(drop, float("-inf"))
+            new_max = torch.maximum(run_max, logit.amax(dim=1))
+            shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(logit - shift[:, None]).sum(dim=1)
+            run_max = new_max
+        has_t = tcol >= 0
+        tl = torch.where(has_t, target_logit, torch.full_like(target_logit, float("-inf")))
+        new_max = torch.maximum(run_max, tl)
+        shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(tl - shift)
+        lse = _combine(new_max, run_sum, ctx)
+        saved = [x, weight, lse, target_logit, tcol]
+        fctx.opt = (scale is not None, thresh is not None, index is not None)
+        saved += [t for t in (scale, thresh, index) if t is not None]
+        fctx.save_for_backward(*saved)
+        fctx.spec, fctx.terms, fctx.block_elements, fctx.mm_dtype = spec, terms, block_elements, mm_dtype
+        return (lse, *sums)
+
+    @staticmethod
+    def backward(fctx, g_lse, *g_terms):
+        x, weight, lse, target_logit, tcol, *rest = fctx.saved_tensors
+        scale = rest.pop(0) if fctx.opt[0] else None
+        thresh = rest.pop(0) if fctx.opt[1] else None
+        index = rest.pop(0) if fctx.opt[2] else None
+        spec, terms = fctx.spec, fctx.terms
+        n = x.shape[0]
+        k = scale[:, None] if scale is not None else spec["scale"]
+        finite = torch.isfinite(lse)
+        lse0 = torch.where(finite, lse, torch.zeros_like(lse))
+        g = torch.where(finite, g_lse, torch.zeros_like(g_lse))
+        g_terms = [gt if gt is not None else None for gt in g_terms]
+        grad_x = torch.zeros_like(x)
+        grad_w = torch.zeros_like(weight)
+        grad_scale = torch.zeros(n, dtype=x.dtype, device=x.device) if scale is not None else None
+        for c0, c1 in column_blocks(n, _num_cols(weight, index), fctx.block_elements):
+            cos, wn, wnorm, inside = _block_cosine(x, weight, index, c0, c1, fctx.mm_dtype, for_backward=True)
+            drop = _exclusion(cos, tcol, None, c0, c1)
+            p = _block_logits(cos, k, thresh, spec).sub_(lse0[:, None]).exp_().mul_(g[:, None])
+            if drop is not None:
+                p.masked_fill_(drop, 0.0)
+            if grad_scale is not None:
+                grad_scale += (p * cos).sum(dim=1)
+            dcos = p * _block_dlogits(cos, k, thresh, spec)
+            for gt, (_, dfn, col_mask) in zip(g_terms, terms):
+                if gt is None:
+                    continue
+                d = dfn(cos) * gt[:, None]
+                gone = _exclusion(d, tcol, col_mask, c0, c1)
+                dcos += d.masked_fill_(gone, 0.0) if gone is not None else d
+            dcos.mul_(inside)
+            if fctx.mm_dtype is not None:
+                grad_x.addmm_(dcos.to(fctx.mm_dtype), wn.to(fctx.mm_dtype))
+                gwn = torch.mm(dcos.t().to(fctx.mm_dtype), x.to(fctx.mm_dtype)).float()
+            else:
+                grad_x.addmm_(dcos, wn)
+                gwn = torch.mm(dcos.t(), x)
+            gwb = (gwn - wn * (gwn * wn).sum(dim=1, keepdim=True)) / wnorm[:, None]
+            if index is None:
+                grad_w[c0:c1] += gwb
+            else:
+                grad_w.index_add_(0, index[c0:c1], gwb)
+        has_t = tcol >= 0
+        grad_tl = torch.where(has_t & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
+        return (grad_x, grad_w, grad_scale, grad_tl, None, None, None, None, None, None, None, None)
+
+
+def _block_cosine(x, weight, index, c0, c1, mm_dtype, for_backward=False):
+    wn, wnorm = _normalize_rows(_take(weight, index, c0, c1))
+    if mm_dtype is not None:
+        raw = torch.mm(x.to(mm_dtype), wn.to(mm_dtype).t()).float()
+    else:
+        raw = torch.mm(x, wn.t())
+    if not for_backward:
+        return raw.clamp_(-1.0, 1.0), wn, wnorm
+    inside = ((raw >= -1.0) & (raw <= 1.0)).to(raw.dtype)
+    return raw.clamp_(-1.0, 1.0), wn, wnorm, inside
+
+
+def _block_logits(cos, k, thresh, spec):
+    logit = cos * k
+    if thresh is not None:
+        hard = (cos > thresh[:, None]).to(cos.dtype)
+        bonus = cos * spec["hard_a"] if spec["hard_a"] else torch.zeros_like(cos)
+        if spec["hard_q"]:
+            bonus.addcmul_(cos, cos, value=spec["hard_q"])
+        if spec["hard_b"]:
+            bonus.add_(spec["hard_b"])
+        logit.addcmul_(bonus, hard)
+    return logit
+
+
+def _block_dlogits(cos, k, thresh, spec):
+    d = torch.ones_like(cos) * k
+    if thresh is not None and (spec["hard_a"] or spec["hard_q"]):
+        hard = (cos > thresh[:, None]).to(cos.dtype)
+        extra = torch.full_like(cos, spec["hard_a"])
+        if spec["hard_q"]:
+            extra.add_(cos, alpha=2.0 * spec["hard_q"])
+        d.addcmul_(extra, hard)
+    return d
+
+
+def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                        norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
+                        ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
+                        matmul_dtype: Optional[torch.dtype] = None):
+    """A head's loss, ``mean_i (lse_i - out_iy) + sum(terms)``, without the [N, C] logits.
+
+    The cosines ``clamp(<x_i, w_j / |w_j|>, -1, 1)`` are formed block by block, turned into
+    the head's logits (its :class:`~.base.LogitSpec`), folded into an online
+    logsumexp and the row terms, and recomputed block by block in the backward pass.
+    Peak memory: the gradient of ``weight`` plus a few [N, block] blocks. The
+    result equals the dense evaluation (:func:`.fused.evaluate_plan` followed by
+    the sharded cross-entropy) to rounding.
+
+    Args:
+        head: a :class:`~.base.Head` implementing ``plan``.
+        x: [N, D] normalised embeddings (the gathered batch), differentiable.
+        weight: [C_all, D] raw class proxies of this shard (differentiable).
+        labels: [N] int64 column on this shard (into ``index`` when sampling) or -1.
+        norms: [N] raw feature norms, for heads that need them.
+        index: optional [C] int64 sampled rows of ``weight`` (Partial FC's ``weight_index``).
+        ctx: the class shards.
+        block_elements: entries per block.
+        matmul_dtype: compute the products in this dtype (fp16/bf16 training), the rest in float32.
+
+    Returns:
+        ``(loss, parts)``: the scalar loss (global value, local gradient) and its
+        detached parts by name (``ce``, the head's terms and statistics).
+    """
+    from .base import HeadResult  # noqa: F401  (documented return type of the dense twin)
+
+    ctx = ctx if ctx is not None else DistContext.single()
+    labels = labels.reshape(-1).long()
+    n = x.shape[0]
+    num_cols = _num_cols(weight, index)
+    pos_rows = torch.nonzero(labels >= 0).reshape(-1)
+    cols = labels[pos_rows]
+    rows_w = cols if index is None else index[cols]
+    wt, _ = _normalize_rows(weight[rows_w])
+    if matmul_dtype is not None:
+        tc = (x[pos_rows].to(matmul_dtype) * wt.to(matmul_dtype)).float().sum(dim=1)
+    else:
+        tc = (x[pos_rows] * wt).sum(dim=1)
+    tc = tc.clamp(-1.0, 1.0)
+    weights = None
+    if head.needs_weights:
+        weights = _normalize_rows(weight if index is None else weight[index])[0]
+    inp = head.inputs(labels, num_cols, norms=norms, embeddings=x, weights=weights, class_index=index, ctx=ctx,
+                      target_cosine=tc)
+    plan = head.plan(inp)
+    spec = plan.logits
+    target_logit = x.new_zeros(n).index_put((inp.pos,), spec.target_logits(inp.target_cosine).to(x.dtype))
+    tcol = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    tcol[inp.pos] = inp.target
+    scale = spec.scale if isinstance(spec.scale, torch.Tensor) else None
+    floats = {"scale": float(spec.scale) if scale is None else None, "hard_a": float(spec.hard_a),
+              "hard_q": float(spec.hard_q), "hard_b": float(spec.hard_b)}
+    thresh = spec.thresh.detach().to(x.dtype) if spec.thresh is not None else None
+    row_terms = list(plan.row_terms.items())
+    term_specs = [(t.fn, t.dfn, None if t.col_mask is None else t.col_mask.detach().bool()) for _, t in row_terms]
+    lse, *sums = _BlockwiseSoftmax.apply(x, weight, scale, target_logit, index, tcol, thresh, floats, term_specs,
+                                        ctx, block_elements, matmul_dtype)
+    denom = max(1, n)
+    from ..distributed import global_sum
+
+    ce = (lse.sum() - global_sum(target_logit[inp.pos].sum(), ctx)) / denom
+    terms = dict(plan.terms)
+    for (name, t), rows in zip(row_terms, sums):
+        terms[name] = t.weight * global_sum(rows.sum(), ctx) / denom
+    loss = ce
+    for v in terms.values():
+        loss = loss + v
+    parts = {**{k: v.detach() for k, v in terms.items()}, **{k: v.detach() for k, v in plan.stats.items()},
+             "ce": ce.detach()}
+    return loss, parts
