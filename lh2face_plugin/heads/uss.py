@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_grad, global_mean_stat, global_sum
+from ..distributed import all_gather_rows, all_reduce_grad, global_mean_stat, global_sum
 from ..registry import HEADS, register_head
-from .base import Head, HeadInputs, HeadPlan, check_int, check_positive, check_range
+from .base import Head, HeadInputs, HeadPlan, check_choice, check_int, check_positive, check_range
 from .blockwise import matmul_logsumexp, matmul_rowsum
+from .fused import masked_rowsum
 
 __all__ = ["USS"]
 
@@ -48,6 +49,10 @@ class USS(Head):
         base: registered name of the sample-to-class head ("cosface").
         base_kwargs: its parameters (default CosFace s=64, m=0.4).
         init_b: fixed initial b instead of the logsumexp initialisation.
+        negatives: ``"memory"`` (the paper: every filled memory row of the call's
+            classes, a second [N, C] product) or ``"batch"`` (ours, cheaper: the memory
+            rows of the batch's own classes, gathered over shards, a [P, U] product
+            with U <= N distinct classes).
         check_inputs: validate labels and features on every call.
 
     Shape:
@@ -61,7 +66,7 @@ class USS(Head):
     def __init__(self, num_classes: Optional[int] = None, embedding_size: Optional[int] = None, gamma: float = 64.0,
                  m: float = 0.1, warmup_steps: int = 0, lambda_uss: float = 1.0, base: str = "cosface",
                  base_kwargs: Optional[Dict[str, Any]] = None, init_b: Optional[float] = None,
-                 check_inputs: bool = True):
+                 negatives: str = "memory", check_inputs: bool = True):
         super().__init__(check_inputs)
         self.gamma = check_positive("gamma", gamma)
         self.m = check_range("m", m, 0.0, 1.0)
@@ -79,6 +84,7 @@ class USS(Head):
             num_classes = check_int("num_classes", num_classes, 1)
         if init_b is not None:
             init_b = check_range("init_b", init_b)
+        self.negatives = check_choice("negatives", negatives, ("memory", "batch"))
         self.register_buffer("memory", torch.zeros(0, self.embedding_size or 0))
         self.register_buffer("filled", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
@@ -91,7 +97,7 @@ class USS(Head):
             self.setup_shard(num_classes, self.embedding_size)
         self._record(num_classes=num_classes, embedding_size=self.embedding_size, gamma=self.gamma, m=self.m,
                      warmup_steps=self.warmup_steps, lambda_uss=self.lambda_uss, base=base, base_kwargs=kw,
-                     init_b=init_b)
+                     init_b=init_b, negatives=self.negatives)
 
     def setup_shard(self, num_local: int, embedding_size: int) -> None:
         """Allocate the memory for ``num_local`` classes of dimension ``embedding_size``."""
@@ -143,28 +149,67 @@ class USS(Head):
         self._pending = (uniq, feats[last])
 
     def _uss(self, inp: HeadInputs, local_cls: torch.Tensor) -> torch.Tensor:
+        """L_uss summed over the rows, divided by N. Dense inputs give dense products (the
+        floor: one extra matmul forward and one backward); blockwise inputs, column blocks."""
         ctx, n, x = inp.ctx, max(1, inp.num_rows), inp.embeddings
         mem = self.memory.to(x.dtype)
-        filled = self.filled if inp.class_index is None else self.filled[inp.class_index]
-        exclude = torch.full((inp.num_rows,), -1, dtype=torch.long, device=x.device)
-        exclude[inp.pos] = inp.target
         gamma, m = self.gamma, self.m
+        if self.negatives == "batch":
+            negatives, neg_rows_of, exclude, filled, index = self._batch_negatives(inp, local_cls, mem)
+        else:
+            negatives, neg_rows_of, index = mem, x, inp.class_index
+            filled = self.filled if index is None else self.filled[index]
+            exclude = torch.full((inp.num_rows,), -1, dtype=torch.long, device=x.device)
+            exclude[inp.pos] = inp.target
         if not bool(self.b_initialized):
-            self._init_b(x, mem, inp.class_index, exclude, filled, ctx)
+            self._init_b(neg_rows_of, negatives, index, exclude, filled, ctx, rows_split=self.negatives == "batch")
         b = all_reduce_grad(self.b, ctx)
+
+        def neg_fn(g, bb):
+            return F.softplus((gamma * g - bb).clamp(-gamma, gamma))
 
         gt = (x[inp.pos] * mem[local_cls]).sum(dim=1)
         pos_term = F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * self.filled[local_cls]
-        neg_rows = matmul_rowsum(x, mem, lambda g, bb: F.softplus((gamma * g - bb).clamp(-gamma, gamma)), (b,),
-                                 index=inp.class_index, exclude=exclude, col_mask=filled)
+        if inp.cosine is not None or self.negatives == "batch":
+            cols = negatives if index is None else negatives[index]
+            rows = torch.arange(exclude.shape[0], device=x.device)
+            keep = exclude >= 0
+            neg_rows = masked_rowsum(neg_rows_of @ cols.t(), neg_fn, (b,), rows[keep], exclude[keep], filled)
+        else:
+            neg_rows = matmul_rowsum(neg_rows_of, negatives, neg_fn, (b,), index=index, exclude=exclude,
+                                     col_mask=filled)
         return global_sum(pos_term.sum() + neg_rows.sum(), ctx) / n
 
+    def _batch_negatives(self, inp: HeadInputs, local_cls: torch.Tensor, mem: torch.Tensor):
+        """The memory rows of the batch's classes, gathered over shards in rank order, for the
+        rows whose target is on this shard: (rows [U, D], those rows' embeddings [P, D],
+        each row's own column [P], filled [U], None)."""
+        ctx = inp.ctx
+        uniq, inverse = torch.unique(local_cls, return_inverse=True)
+        rows = all_gather_rows(mem[uniq], ctx)
+        filled = all_gather_rows(self.filled[uniq].to(mem.dtype), ctx) > 0.5
+        sizes = all_gather_rows(torch.tensor([uniq.numel()], device=mem.device), ctx)
+        start = int(sizes[: ctx.rank].sum()) if ctx.sharded else 0
+        return rows, inp.embeddings[inp.pos], start + inverse, filled, None
+
     @torch.no_grad()
-    def _init_b(self, x, mem, index, exclude, filled, ctx) -> None:
-        lse = matmul_logsumexp(x, mem, self.gamma, index=index, exclude=exclude, col_mask=filled, ctx=ctx)
+    def _init_b(self, rows, cols, index, exclude, filled, ctx, rows_split: bool) -> None:
+        """b = the mean over rows of logsumexp_j gamma * g_neg_j. ``rows_split``: each shard holds
+        its own rows and every column (batch negatives), else every shard the same rows and its
+        own columns."""
+        from ..distributed import DistContext, reduce_target
+
+        lse = matmul_logsumexp(rows, cols, self.gamma, index=index, exclude=exclude, col_mask=filled,
+                               ctx=DistContext.single() if rows_split else ctx)
         ok = torch.isfinite(lse)
-        if not bool(ok.any()):
-            return
-        value = global_mean_stat(lse[ok].sum(), ok.sum(), ctx)
+        if rows_split:
+            both = reduce_target(torch.stack([lse[ok].sum(), ok.sum().to(lse.dtype)]), ctx)
+            if float(both[1]) == 0:
+                return
+            value = both[0] / both[1]
+        else:
+            if not bool(ok.any()):
+                return
+            value = global_mean_stat(lse[ok].sum(), ok.sum(), ctx)
         self.b.fill_(float(value))
         self.b_initialized.fill_(True)
