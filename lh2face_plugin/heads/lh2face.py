@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_gather_rows, batch_total, global_sum
+from ..distributed import all_gather_rows, batch_total, global_logsumexp, global_sum
 from ..registry import register_head
 from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_choice, check_int, check_positive,
                    check_range)
@@ -166,7 +166,13 @@ class LH2Face(Head):
             return global_sum(total, ctx) / (max(1, count) * self.s_pp)
         exclude = torch.full((own.shape[0],), -1, dtype=torch.long, device=w.device)
         exclude[start:start + local_cls.numel()] = local_cls
-        lse = matmul_logsumexp(own, w, self.s_pp, exclude=exclude, ctx=ctx)
+        if inp.cosine is not None:  # a dense layer: the dense product, its cost floor
+            keep = torch.ones(own.shape[0], w.shape[0], dtype=torch.bool, device=w.device)
+            rows = torch.nonzero(exclude >= 0).reshape(-1)
+            keep[rows, exclude[rows]] = False
+            lse = global_logsumexp((own @ w.t()) * self.s_pp, ctx, keep)
+        else:
+            lse = matmul_logsumexp(own, w, self.s_pp, exclude=exclude, ctx=ctx)
         valid = torch.isfinite(lse)
         lse = torch.where(valid, lse, torch.zeros_like(lse))
         return lse.sum() / (max(1, int(valid.sum())) * self.s_pp)
