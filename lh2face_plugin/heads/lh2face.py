@@ -16,7 +16,16 @@ Our reconstruction (every choice is a parameter):
   mean of the *bounded* kappa (a buffer, updated in training mode, global
   over ranks, saved in ``state_dict``). ``margin="per_sample"``:
   ``m_i = alpha * kappa_i / mu`` in cosine units, target ``kappa_i (cos_iy - m_i)``.
-  Margins carry no gradient.
+  ``margin="quality"``: ``m_i = alpha (1 + margin_spread * q_i)`` in cosine units, with
+  ``q_i = clip((|z_i| - nu) / (sigma / h), -1, 1)`` the batch-normalised norm (``nu``,
+  ``sigma``: running mean and standard deviation of the raw norms, as AdaFace
+  normalises them), so the margin grows with the sample's certainty without
+  depending on the norms' absolute size. Margins carry no gradient.
+- ``kappa_scale=s`` separates the logit scale from the raw norm:
+  ``kappa_i = s * clamp(|z_i| / nu, rel_min, rel_max)``; the mean scale is then
+  about ``s`` (matched to a baseline's), and only the certainty-dependent part
+  differs from a fixed-scale loss. ``clamp_grad=True`` passes the norm's gradient
+  through the lower bound (straight-through), so a norm below it can rise again.
 - ``L_pps = mean_i -(log C_n(kappa_i) + kappa_i cos_iy)``: the vMF negative
   log-likelihood of a sample under its own proxy; its kappa-gradient
   ``A_n(kappa) - cos_iy`` calibrates the norm as a certainty.
@@ -34,13 +43,15 @@ as a statistic.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_gather_rows, batch_total, global_logsumexp, global_sum
 from ..registry import register_head
-from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_choice, check_int, check_positive,
-                   check_range)
+from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_bool, check_choice, check_int,
+                   check_positive, check_range)
 from .blockwise import matmul_logsumexp
 from .vmf import log_cn
 
@@ -60,6 +71,10 @@ class LH2Face(Head):
         lambda_pps, lambda_pns, lambda_pp: weights of the proxy losses (0 = off).
         tau_pns: hinge threshold of L_pns.
         s_pp: softmax scale of L_pp.
+        kappa_scale: ``None`` (kappa = bounded norm) or the mean scale s (see above).
+        rel_min, rel_max: bounds of |z|/nu when ``kappa_scale`` is set.
+        clamp_grad: straight-through gradient at kappa's lower bound.
+        margin_spread, norm_h: the quality margin's spread and AdaFace's h.
         pp_scope: ``"shard"`` or ``"batch"``: the proxies L_pp compares with (see above).
         check_inputs: validate labels and features on every call.
 
@@ -70,17 +85,20 @@ class LH2Face(Head):
     """
 
     needs_norms = True
-    state_hparams = ("kappa_min", "kappa_max", "margin")
+    state_hparams = ("kappa_min", "kappa_max", "margin", "kappa_scale", "rel_min", "rel_max")
 
     def __init__(self, alpha: float = 0.35, kappa_min: float = 16.0, kappa_max: float = 64.0,
                  margin: str = "mean", momentum: float = 0.01, vmf_dim: int = 512,
                  lambda_pps: float = 0.1, lambda_pns: float = 0.1, lambda_pp: float = 0.1,
-                 tau_pns: float = 0.4, s_pp: float = 16.0, pp_scope: str = "shard", check_inputs: bool = True):
+                 tau_pns: float = 0.4, s_pp: float = 16.0, pp_scope: str = "shard",
+                 kappa_scale: Optional[float] = None, rel_min: float = 0.5, rel_max: float = 2.0,
+                 clamp_grad: bool = False, margin_spread: float = 0.5, norm_h: float = 0.333,
+                 check_inputs: bool = True):
         super().__init__(check_inputs)
         self.alpha = check_range("alpha", alpha, 0.0)
         self.kappa_min = check_positive("kappa_min", kappa_min)
         self.kappa_max = check_range("kappa_max", kappa_max, self.kappa_min)
-        self.margin = check_choice("margin", margin, ("mean", "per_sample"))
+        self.margin = check_choice("margin", margin, ("mean", "per_sample", "quality"))
         self.momentum = check_range("momentum", momentum, 0.0, 1.0, low_open=True)
         self.vmf_dim = check_int("vmf_dim", vmf_dim, 2)
         self.lambda_pps = check_range("lambda_pps", lambda_pps, 0.0)
@@ -89,13 +107,25 @@ class LH2Face(Head):
         self.tau_pns = check_range("tau_pns", tau_pns, -1.0, 1.0)
         self.s_pp = check_positive("s_pp", s_pp)
         self.pp_scope = check_choice("pp_scope", pp_scope, ("shard", "batch"))
-        self.needs_weights = self.lambda_pp > 0
+        self.kappa_scale = None if kappa_scale is None else check_positive("kappa_scale", kappa_scale)
+        self.rel_min = check_positive("rel_min", rel_min)
+        self.rel_max = check_range("rel_max", rel_max, self.rel_min)
+        self.clamp_grad = check_bool("clamp_grad", clamp_grad)
+        self.margin_spread = check_range("margin_spread", margin_spread, 0.0)
+        self.norm_h = check_positive("norm_h", norm_h)
+        self.needs_weights = self.lambda_pp > 0 and self.pp_scope == "shard"
         self.register_buffer("running_mean", torch.tensor(0.0))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.uses_norm_stats = self.kappa_scale is not None or self.margin == "quality"
+        if self.uses_norm_stats:
+            self.register_buffer("norm_mean", torch.tensor(0.0))
+            self.register_buffer("norm_std", torch.tensor(1.0))
         self._record(alpha=self.alpha, kappa_min=self.kappa_min, kappa_max=self.kappa_max, margin=margin,
                      momentum=self.momentum, vmf_dim=self.vmf_dim, lambda_pps=self.lambda_pps,
                      lambda_pns=self.lambda_pns, lambda_pp=self.lambda_pp, tau_pns=self.tau_pns, s_pp=self.s_pp,
-                     pp_scope=self.pp_scope)
+                     pp_scope=self.pp_scope, kappa_scale=self.kappa_scale, rel_min=self.rel_min,
+                     rel_max=self.rel_max, clamp_grad=self.clamp_grad, margin_spread=self.margin_spread,
+                     norm_h=self.norm_h)
 
     @torch.no_grad()
     def _update_mean(self, kappa: torch.Tensor, ctx) -> torch.Tensor:
@@ -114,12 +144,48 @@ class LH2Face(Head):
             return batch_mean
         return self.running_mean.clone()
 
+    @torch.no_grad()
+    def _update_norm_stats(self, norms: torch.Tensor, ctx):
+        """(nu, sigma): running mean and std of the raw norms, updated first in training."""
+        n = norms.new_tensor(float(norms.numel()))
+        total, sq, count = batch_total(torch.stack([norms.sum(), (norms * norms).sum(), n]), ctx)
+        if self.training and bool(count):
+            mean = total / count
+            std = ((sq / count - mean * mean).clamp_min(0.0) * count / (count - 1).clamp_min(1.0)).sqrt()
+            if int(self.num_batches_tracked) == 0:
+                self.norm_mean.copy_(mean)
+                self.norm_std.copy_(std)
+            else:
+                self.norm_mean.lerp_(mean.to(self.norm_mean.dtype), self.momentum)
+                self.norm_std.lerp_(std.to(self.norm_std.dtype), self.momentum)
+        return self.norm_mean.clone().to(norms.dtype), self.norm_std.clone().to(norms.dtype)
+
+    def _bounded(self, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        y = x.clamp(max=high)
+        if self.clamp_grad:
+            return y + (y.clamp(min=low) - y).detach()
+        return y.clamp(min=low)
+
     def plan(self, inp: HeadInputs) -> HeadPlan:
         ctx = inp.ctx
-        kappa = inp.norms.clamp(self.kappa_min, self.kappa_max)
+        if self.uses_norm_stats:
+            nu, sigma = self._update_norm_stats(inp.norms.detach(), ctx)
+            nu = nu.clamp_min(1e-6)
+        if self.kappa_scale is None:
+            kappa = self._bounded(inp.norms, self.kappa_min, self.kappa_max)
+        else:
+            kappa = self.kappa_scale * self._bounded(inp.norms / nu, self.rel_min, self.rel_max)
         mu = self._update_mean(kappa.detach(), ctx).to(kappa.dtype)
         kt = kappa[inp.pos]
-        if self.margin == "mean":
+        if self.margin == "quality":
+            q = ((inp.norms.detach()[inp.pos] - nu) / (sigma / self.norm_h + 1e-3)).clamp(-1.0, 1.0)
+            m_i = self.alpha * (1.0 + self.margin_spread * q)
+
+            def psi(c, k, mi):
+                return k * (c - mi)
+
+            args = (kt, m_i)
+        elif self.margin == "mean":
             m = self.alpha * mu
 
             def psi(c, k):
