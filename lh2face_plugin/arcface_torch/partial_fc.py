@@ -116,9 +116,11 @@ def _define(host: ModuleType) -> type:
 
         blockwise: bool = False
         block_elements: Optional[int] = None
+        cache_cosine: bool = False
 
         def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                     fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None):
+                     fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None,
+                     cache_cosine: Optional[bool] = None):
             if not callable(margin_loss):
                 raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
             if not 0.0 < float(sample_rate) <= 1.0:
@@ -132,6 +134,8 @@ def _define(host: ModuleType) -> type:
                 self.blockwise = bool(blockwise)
             if block_elements is not None:
                 self.block_elements = int(block_elements)
+            if cache_cosine is not None:
+                self.cache_cosine = bool(cache_cosine)
             self.last_terms: Dict[str, torch.Tensor] = {}
 
         def pair_input_model(self, model: torch.nn.Module) -> None:
@@ -230,7 +234,8 @@ def _define(host: ModuleType) -> type:
                 mm_dtype = (torch.float16 if embeddings.is_cuda else torch.bfloat16) if self.fp16 else None
                 return blockwise_head_loss(head, normalize(embeddings), self.weight, labels,
                                            norms=embeddings.norm(dim=1), index=class_index, ctx=ctx,
-                                           block_elements=self.block_elements, matmul_dtype=mm_dtype)
+                                           block_elements=self.block_elements, matmul_dtype=mm_dtype,
+                                           cache_cosine=self.cache_cosine)
             if self.sample_rate < 1:
                 weight = self.sample(labels, index_positive)
                 class_index = self.weight_index

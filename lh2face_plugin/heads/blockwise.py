@@ -242,41 +242,45 @@ class _BlockwiseSoftmax(torch.autograd.Function):
     """Global ``lse_i`` of a head's logits and its row terms, over column blocks of the proxies.
 
     Inputs: normalised rows ``x`` [N, D]; raw proxies ``weight`` (normalised block by block);
-    ``scale`` [N] or None (then ``scale_value``); ``target_logit`` [N] (rows with ``tcol >= 0``).
+    ``scale`` [N] or None (then ``spec["scale"]``); ``target_logit`` [N] (rows with ``tcol >= 0``).
     Outputs: ``lse`` [N] (global, target included) and one [N] row sum per row term (local).
+    With ``cache`` the raw cosines are kept ([N, C] float32) and not recomputed in the backward.
     """
 
     @staticmethod
     def forward(fctx, x, weight, scale, target_logit, index, tcol, thresh, spec, terms, ctx, block_elements,
-                mm_dtype):
+                mm_dtype, cache):
         n = x.shape[0]
         k = scale[:, None] if scale is not None else spec["scale"]
         run_max = x.new_full((n,), float("-inf"))
         run_sum = x.new_zeros(n)
         sums = [x.new_zeros(n) for _ in terms]
-        for c0, c1 in column_blocks(n, _num_cols(weight, index), block_elements):
-            cos = _block_cosine(x, weight, index, c0, c1, mm_dtype)[0]
-            drop = _exclusion(cos, tcol, None, c0, c1)
+        num_cols = _num_cols(weight, index)
+        kept = x.new_empty((n, num_cols)) if cache else None
+        for c0, c1 in column_blocks(n, num_cols, block_elements):
+            raw = _block_product(x, weight, index, c0, c1, mm_dtype)[0]
+            if kept is not None:
+                kept[:, c0:c1] = raw
+            cos = _clamped(raw)[0]
+            rows, cols = _targets_in(tcol, c0, c1)
             for acc, (fn, _, col_mask) in zip(sums, terms):
-                y = fn(cos)
-                gone = _exclusion(y, tcol, col_mask, c0, c1)
-                acc += (y.masked_fill(gone, 0.0) if gone is not None else y).sum(dim=1)
-            logit = _block_logits(cos, k, thresh, spec)
-            if drop is not None:
-                logit.masked_fill_(drop, float("-inf"))
+                y = _drop_targets(fn(cos), rows, cols, 0.0)
+                if col_mask is not None:
+                    y = y * col_mask[c0:c1]
+                acc += y.sum(dim=1)
+            logit = _drop_targets(_block_logits(cos, k, thresh, spec), rows, cols, float("-inf"))
             new_max = torch.maximum(run_max, logit.amax(dim=1))
             shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-            run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(logit - shift[:, None]).sum(dim=1)
+            run_sum = run_sum * torch.exp(run_max - shift) + logit.sub_(shift[:, None]).exp_().sum(dim=1)
             run_max = new_max
-        has_t = tcol >= 0
-        tl = torch.where(has_t, target_logit, torch.full_like(target_logit, float("-inf")))
+        tl = torch.where(tcol >= 0, target_logit, torch.full_like(target_logit, float("-inf")))
         new_max = torch.maximum(run_max, tl)
         shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
         run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(tl - shift)
         lse = _combine(new_max, run_sum, ctx)
         saved = [x, weight, lse, target_logit, tcol]
-        fctx.opt = (scale is not None, thresh is not None, index is not None)
-        saved += [t for t in (scale, thresh, index) if t is not None]
+        fctx.opt = (scale is not None, thresh is not None, index is not None, kept is not None)
+        saved += [t for t in (scale, thresh, index, kept) if t is not None]
         fctx.save_for_backward(*saved)
         fctx.spec, fctx.terms, fctx.block_elements, fctx.mm_dtype = spec, terms, block_elements, mm_dtype
         return (lse, *sums)
@@ -287,88 +291,113 @@ class _BlockwiseSoftmax(torch.autograd.Function):
         scale = rest.pop(0) if fctx.opt[0] else None
         thresh = rest.pop(0) if fctx.opt[1] else None
         index = rest.pop(0) if fctx.opt[2] else None
-        spec, terms = fctx.spec, fctx.terms
+        kept = rest.pop(0) if fctx.opt[3] else None
+        spec, terms, mm = fctx.spec, fctx.terms, fctx.mm_dtype
         n = x.shape[0]
         k = scale[:, None] if scale is not None else spec["scale"]
         finite = torch.isfinite(lse)
         lse0 = torch.where(finite, lse, torch.zeros_like(lse))
         g = torch.where(finite, g_lse, torch.zeros_like(g_lse))
-        g_terms = [gt if gt is not None else None for gt in g_terms]
+        gk = (g * scale if scale is not None else g * spec["scale"])[:, None]
+        hard_slope = thresh is not None and (spec["hard_a"] or spec["hard_q"])
         grad_x = torch.zeros_like(x)
         grad_w = torch.zeros_like(weight)
         grad_scale = torch.zeros(n, dtype=x.dtype, device=x.device) if scale is not None else None
+        xm = x.to(mm) if mm is not None else x
         for c0, c1 in column_blocks(n, _num_cols(weight, index), fctx.block_elements):
-            cos, wn, wnorm, inside = _block_cosine(x, weight, index, c0, c1, fctx.mm_dtype, for_backward=True)
-            drop = _exclusion(cos, tcol, None, c0, c1)
-            p = _block_logits(cos, k, thresh, spec).sub_(lse0[:, None]).exp_().mul_(g[:, None])
-            if drop is not None:
-                p.masked_fill_(drop, 0.0)
+            if kept is None:
+                raw, wn, wnorm = _block_product(x, weight, index, c0, c1, mm)
+            else:
+                raw = kept[:, c0:c1]
+                wn, wnorm = _normalize_rows(_take(weight, index, c0, c1))
+            cos, inside = _clamped(raw, copy=kept is not None)
+            rows, cols = _targets_in(tcol, c0, c1)
+            prob = _block_logits(cos, k, thresh, spec).sub_(lse0[:, None]).exp_()
+            _drop_targets(prob, rows, cols, 0.0)
             if grad_scale is not None:
-                grad_scale += (p * cos).sum(dim=1)
-            dcos = p * _block_dlogits(cos, k, thresh, spec)
+                grad_scale += torch.einsum("ij,ij->i", prob, cos) * g
+            if hard_slope:
+                extra = (cos > thresh[:, None]).to(cos.dtype)
+                extra.mul_(torch.addcmul(torch.full_like(cos, spec["hard_a"]), cos, torch.full_like(cos, 2.0),
+                                         value=spec["hard_q"]) if spec["hard_q"] else spec["hard_a"])
+                extra.mul_(prob).mul_(g[:, None])
+                dcos = prob.mul_(gk).add_(extra)
+            else:
+                dcos = prob.mul_(gk)
             for gt, (_, dfn, col_mask) in zip(g_terms, terms):
                 if gt is None:
                     continue
-                d = dfn(cos) * gt[:, None]
-                gone = _exclusion(d, tcol, col_mask, c0, c1)
-                dcos += d.masked_fill_(gone, 0.0) if gone is not None else d
-            dcos.mul_(inside)
-            if fctx.mm_dtype is not None:
-                grad_x.addmm_(dcos.to(fctx.mm_dtype), wn.to(fctx.mm_dtype))
-                gwn = torch.mm(dcos.t().to(fctx.mm_dtype), x.to(fctx.mm_dtype)).float()
+                d = _drop_targets(dfn(cos) * gt[:, None], rows, cols, 0.0)
+                if col_mask is not None:
+                    d = d * col_mask[c0:c1]
+                dcos += d
+            if inside is not None:
+                dcos.mul_(inside)
+            if mm is not None:
+                grad_x.addmm_(dcos.to(mm), wn.to(mm))
+                gwn = torch.mm(dcos.t().to(mm), xm).float()
             else:
                 grad_x.addmm_(dcos, wn)
                 gwn = torch.mm(dcos.t(), x)
-            gwb = (gwn - wn * (gwn * wn).sum(dim=1, keepdim=True)) / wnorm[:, None]
+            gwb = gwn.sub_(wn * (gwn * wn).sum(dim=1, keepdim=True)).div_(wnorm[:, None])
             if index is None:
                 grad_w[c0:c1] += gwb
             else:
                 grad_w.index_add_(0, index[c0:c1], gwb)
-        has_t = tcol >= 0
-        grad_tl = torch.where(has_t & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
-        return (grad_x, grad_w, grad_scale, grad_tl, None, None, None, None, None, None, None, None)
+        grad_tl = torch.where((tcol >= 0) & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
+        return (grad_x, grad_w, grad_scale, grad_tl, None, None, None, None, None, None, None, None, None)
 
 
-def _block_cosine(x, weight, index, c0, c1, mm_dtype, for_backward=False):
+def _block_product(x, weight, index, c0, c1, mm_dtype):
+    """(<x_i, w_j/|w_j|> for the block, unclamped; the normalised block; its norms)."""
     wn, wnorm = _normalize_rows(_take(weight, index, c0, c1))
     if mm_dtype is not None:
-        raw = torch.mm(x.to(mm_dtype), wn.to(mm_dtype).t()).float()
-    else:
-        raw = torch.mm(x, wn.t())
-    if not for_backward:
-        return raw.clamp_(-1.0, 1.0), wn, wnorm
+        return torch.mm(x.to(mm_dtype), wn.to(mm_dtype).t()).float(), wn, wnorm
+    return torch.mm(x, wn.t()), wn, wnorm
+
+
+def _clamped(raw, copy=False):
+    """(clamp(raw, -1, 1), the clamp's 0/1 gradient mask or None when nothing was clamped).
+
+    Rounding puts few cosines outside [-1, 1]; one min/max pass spares the clamp and its mask."""
+    low, high = torch.aminmax(raw)
+    if float(low) >= -1.0 and float(high) <= 1.0:
+        return raw, None
     inside = ((raw >= -1.0) & (raw <= 1.0)).to(raw.dtype)
-    return raw.clamp_(-1.0, 1.0), wn, wnorm, inside
+    return (raw.clamp(-1.0, 1.0) if copy else raw.clamp_(-1.0, 1.0)), inside
+
+
+def _targets_in(tcol, c0, c1):
+    """(rows, columns relative to c0) of the target entries inside the block."""
+    rows = torch.nonzero((tcol >= c0) & (tcol < c1)).reshape(-1)
+    return rows, tcol[rows] - c0
+
+
+def _drop_targets(block, rows, cols, value):
+    if rows.numel():
+        block[rows, cols] = value
+    return block
 
 
 def _block_logits(cos, k, thresh, spec):
     logit = cos * k
-    if thresh is not None:
+    if thresh is not None and (spec["hard_a"] or spec["hard_q"] or spec["hard_b"]):
         hard = (cos > thresh[:, None]).to(cos.dtype)
-        bonus = cos * spec["hard_a"] if spec["hard_a"] else torch.zeros_like(cos)
         if spec["hard_q"]:
-            bonus.addcmul_(cos, cos, value=spec["hard_q"])
-        if spec["hard_b"]:
-            bonus.add_(spec["hard_b"])
+            bonus = torch.addcmul(torch.full_like(cos, spec["hard_b"]), cos, cos, value=spec["hard_q"])
+            bonus.add_(cos, alpha=spec["hard_a"])
+        else:
+            bonus = cos * spec["hard_a"]
+            if spec["hard_b"]:
+                bonus.add_(spec["hard_b"])
         logit.addcmul_(bonus, hard)
     return logit
-
-
-def _block_dlogits(cos, k, thresh, spec):
-    d = torch.ones_like(cos) * k
-    if thresh is not None and (spec["hard_a"] or spec["hard_q"]):
-        hard = (cos > thresh[:, None]).to(cos.dtype)
-        extra = torch.full_like(cos, spec["hard_a"])
-        if spec["hard_q"]:
-            extra.add_(cos, alpha=2.0 * spec["hard_q"])
-        d.addcmul_(extra, hard)
-    return d
 
 
 def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                         norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
                         ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
-                        matmul_dtype: Optional[torch.dtype] = None):
+                        matmul_dtype: Optional[torch.dtype] = None, cache_cosine: bool = False):
     """A head's loss, ``mean_i (lse_i - out_iy) + sum(terms)``, without the [N, C] logits.
 
     The cosines ``clamp(<x_i, w_j / |w_j|>, -1, 1)`` are formed block by block, turned into
@@ -388,6 +417,8 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
         ctx: the class shards.
         block_elements: entries per block.
         matmul_dtype: compute the products in this dtype (fp16/bf16 training), the rest in float32.
+        cache_cosine: keep the [N, C] cosines (float32) for the backward instead of
+            recomputing each block: one product less, one [N, C] tensor more.
 
     Returns:
         ``(loss, parts)``: the scalar loss (global value, local gradient) and its
@@ -425,7 +456,7 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     row_terms = list(plan.row_terms.items())
     term_specs = [(t.fn, t.dfn, None if t.col_mask is None else t.col_mask.detach().bool()) for _, t in row_terms]
     lse, *sums = _BlockwiseSoftmax.apply(x, weight, scale, target_logit, index, tcol, thresh, floats, term_specs,
-                                        ctx, block_elements, matmul_dtype)
+                                        ctx, block_elements, matmul_dtype, bool(cache_cosine))
     denom = max(1, n)
     from ..distributed import global_sum
 

@@ -48,7 +48,7 @@ def dense_steps(head, z, w, labels, subset):
     return out
 
 
-def blockwise_steps(head, z, w, labels, subset, ctx, start, end):
+def blockwise_steps(head, z, w, labels, subset, ctx, start, end, cache=False):
     from lh2face_plugin.heads.blockwise import blockwise_head_loss
 
     own = subset[(subset >= start) & (subset < end)]
@@ -59,7 +59,8 @@ def blockwise_steps(head, z, w, labels, subset, ctx, start, end):
     for step in range(STEPS):
         zs, ws = _inputs(z, step), w[start:end].clone().requires_grad_()
         loss, parts = blockwise_head_loss(head, F.normalize(zs, dim=1), ws, y, norms=zs.norm(dim=1),
-                                          index=(own - start) if sampled else None, ctx=ctx, block_elements=BLOCK)
+                                          index=(own - start) if sampled else None, ctx=ctx, block_elements=BLOCK,
+                                          cache_cosine=cache)
         loss.backward()
         out.append((loss.detach(), zs.grad, ws.grad, _state(head)))
     return out
@@ -69,7 +70,7 @@ def _state(head):
     return {k: v.detach().clone() for k, v in head.state_dict().items() if torch.is_tensor(v)}
 
 
-def _worker(rank, world, init_file, cases, result_file):
+def _worker(rank, world, init_file, cases, result_file, cache=False):
     try:
         if world > 1:
             dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -84,7 +85,8 @@ def _worker(rank, world, init_file, cases, result_file):
                 ref = dense_steps(build(name, kwargs, C, D), z, w, labels, subset)
                 start, end = shard_range(rank, world)
                 torch.manual_seed(0)
-                got = blockwise_steps(build(name, kwargs, end - start, D), z, w, labels, subset, ctx, start, end)
+                got = blockwise_steps(build(name, kwargs, end - start, D), z, w, labels, subset, ctx, start, end,
+                                      cache)
                 worst = {"loss": 0.0, "grad_z": 0.0, "grad_w": 0.0, "state": 0.0, "scale": 0.0}
                 for (rl, rgz, rgw, rs), (gl, ggz, ggw, gs) in zip(ref, got):
                     ggz = ggz.clone()
@@ -117,16 +119,17 @@ def _worker(rank, world, init_file, cases, result_file):
         raise
 
 
-def run_blockwise(world, cases, tmpdir):
-    """Run ``cases`` on ``world`` ranks (in this process for 1); {case|mode: max abs differences}."""
+def run_blockwise(world, cases, tmpdir, cache=False):
+    """Run ``cases`` on ``world`` ranks (in this process for 1), recomputing the cosine blocks in the
+    backward or keeping them (``cache``); {case|mode: max abs differences}."""
     init_file = os.path.join(tmpdir, f"init{world}")
     result_file = os.path.join(tmpdir, f"result{world}.json")
     if world == 1:
-        _worker(0, 1, init_file, cases, result_file)
+        _worker(0, 1, init_file, cases, result_file, cache)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         try:
-            mp.spawn(_worker, args=(world, init_file, cases, result_file), nprocs=world, join=True)
+            mp.spawn(_worker, args=(world, init_file, cases, result_file, cache), nprocs=world, join=True)
         except Exception as exc:
             errs = [open(os.path.join(tmpdir, f)).read() for f in os.listdir(tmpdir) if ".err" in f]
             raise RuntimeError("blockwise worker failed:\n" + "\n".join(errs)) from exc

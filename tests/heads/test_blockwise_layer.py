@@ -14,9 +14,11 @@ CASES = all_cases()
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", params=[1, 2, 3], ids=["world1", "world2", "world3"])
+@pytest.fixture(scope="module", params=[(1, False), (2, False), (3, False), (1, True), (2, True)],
+                ids=["world1", "world2", "world3", "world1-cached", "world2-cached"])
 def blockwise_results(request, tmp_path_factory):
-    return request.param, run_blockwise(request.param, CASES, str(tmp_path_factory.mktemp(f"b{request.param}")))
+    world, cache = request.param
+    return world, run_blockwise(world, CASES, str(tmp_path_factory.mktemp(f"b{world}{int(cache)}")), cache)
 
 
 @pytest.mark.parametrize("mode", ["full", "sampled"])
