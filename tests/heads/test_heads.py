@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers_heads import TEST_KWARGS, all_cases, build, head_loss, make_inputs
+from _helpers_heads import NORMS_DETACHED, TEST_KWARGS, all_cases, build, builtin_heads, head_loss, make_inputs
 
 import lh2face_plugin
 from lh2face_plugin.heads.base import Head
@@ -20,6 +20,30 @@ def test_every_builtin_head_is_registered():
     assert set(TEST_KWARGS) <= set(lh2face_plugin.available_heads())
 
 
+def test_every_builtin_head_has_test_parameters():
+    missing = sorted(set(builtin_heads()) - set(TEST_KWARGS))
+    assert not missing, f"registered heads without TEST_KWARGS (tests/heads/_helpers_heads.py): {missing}"
+    assert {"adaface", "magface", "curricularface"} <= set(builtin_heads())
+
+
+def test_a_new_builtin_head_without_test_parameters_fails(monkeypatch):
+    from _helpers_heads import build as build_case
+
+    from lh2face_plugin.registry import HEADS
+
+    class Probe(Head):
+        def plan(self, inp):  # pragma: no cover - never built
+            raise AssertionError
+
+    Probe.__module__ = "lh2face_plugin.heads.probe"
+    HEADS.names()
+    monkeypatch.setattr(HEADS, "_entries", {**HEADS._entries, "probe": Probe})
+    cases = {c[0]: c for c in all_cases()}
+    assert cases["probe"] == ("probe", "probe", None)
+    with pytest.raises(pytest.fail.Exception, match="'probe' is registered but has no test parameters"):
+        build_case("probe", None, 5, 4)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradcheck_float64(case):
     _, name, kw = case
@@ -29,9 +53,10 @@ def test_gradcheck_float64(case):
         head_loss(head, z, w, labels)
     head.eval()  # then freeze state so the numerical Jacobian sees the same function
 
-    if kw.get("margin") == "per_sample":
-        # the per-sample margin alpha*kappa_i/mu is detached by design, so the numerical Jacobian
-        # w.r.t. the norms would see it: hold the norms fixed and check directions and proxies
+    if case[0] in NORMS_DETACHED:
+        # LH2Face's per-sample margin alpha*kappa_i/mu and AdaFace's norm_hat are detached by design, so
+        # the numerical Jacobian w.r.t. the norms would see them: hold the norms fixed and check
+        # directions and proxies
         norms = z.norm(dim=1, keepdim=True)
 
         def fn(v_, w_):

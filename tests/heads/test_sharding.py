@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from _helpers_heads import all_cases
+from _helpers_heads import all_cases, missing_kwargs_message
 from _helpers_sharding import run_sharded
 
 CASES = all_cases()
@@ -11,12 +11,16 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["world2", "world3"])
 def sharded_results(request, tmp_path_factory):
-    return request.param, run_sharded(request.param, CASES, str(tmp_path_factory.mktemp(f"w{request.param}")))
+    runnable = [c for c in CASES if c[2] is not None]
+    return request.param, run_sharded(request.param, runnable, str(tmp_path_factory.mktemp(f"w{request.param}")))
 
 
 @pytest.mark.parametrize("mode", ["full", "sampled"])
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES])
 def test_sharded_equals_single_process(sharded_results, case_id, mode):
+    kwargs = {c[0]: c[2] for c in CASES}[case_id]
+    if kwargs is None:
+        pytest.fail(missing_kwargs_message(case_id))
     world, results = sharded_results
     diff = results[f"{case_id}|{mode}"]
     assert diff["scale"] > 1e-3, "degenerate problem: nothing to compare"
