@@ -88,8 +88,8 @@ class MagFace(Head):
         bound = self.min_lambda_g()
         if 0 < self.lambda_g < bound:
             warnings.warn(f"magface: lambda_g={self.lambda_g:g} is below {bound:.4g} = s*k*u_a^2*l_a^2/(u_a^2-l_a^2), "
-                          "the bound under which MagFace's magnitude is no longer a unique, monotone function of "
-                          "the sample's difficulty", stacklevel=2)
+                          "the smallest value for which MagFace's theorem guarantees one optimal magnitude per "
+                          "sample, growing as the sample gets easier", stacklevel=2)
         self._record(s=self.s, l_a=self.l_a, u_a=self.u_a, l_m=self.l_m, u_m=self.u_m, lambda_g=self.lambda_g,
                      easy_margin=self.easy_margin)
 
