@@ -149,7 +149,11 @@ def test_nan_features_raise_unless_disabled(case):
         ("sv-softmax", dict(t=0.9), "t must be >= 1"),
         ("mv-softmax", dict(t=-0.1), "t must be >= 0"),
         ("mv-softmax", dict(m=-0.2), "m must be >= 0"),
-        ("arcface", dict(m=-0.5), "m2 must be >= 0"),
+        ("arcface", dict(m=-0.5), "^m must be >= 0"),
+        ("cosface", dict(m=1.5), "^m must be <= 1"),
+        ("adaface", dict(h=0), "h must be > 0"),
+        ("magface", dict(l_a=20.0, u_a=10.0), "u_a must be > 20"),
+        ("curricularface", dict(alpha=1.5), "alpha must be <= 1"),
         ("cosface", dict(s=0), "s must be > 0"),
         ("lh2face", dict(kappa_min=10, kappa_max=5), "kappa_max must be >= 10"),
         ("lh2face", dict(margin="median"), "margin must be"),
@@ -162,6 +166,12 @@ def test_nan_features_raise_unless_disabled(case):
 def test_bad_hyperparameters_fail_at_construction(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         lh2face_plugin.build_head(name, **kwargs)
+
+
+def test_integral_floats_and_numpy_scalars_are_accepted():
+    np = pytest.importorskip("numpy")
+    head = lh2face_plugin.build_head("lh2face", vmf_dim=256.0, alpha=np.float32(0.25))
+    assert head.vmf_dim == 256 and isinstance(head.vmf_dim, int) and head.alpha == 0.25
 
 
 def test_unknown_name_lists_known_heads():
