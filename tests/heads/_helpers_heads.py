@@ -42,8 +42,12 @@ def builtin_heads():
     """Names of the heads this package registers (third-party entry points left out)."""
     from lh2face_plugin.registry import HEADS
 
-    return [n for n in lh2face_plugin.available_heads()
-            if getattr(HEADS.get(n), "__module__", "").startswith("lh2face_plugin.")]
+    def builtin(factory):
+        module = getattr(factory, "__module__", "")
+        # a broken third-party entry point is a stand-in factory defined in lh2face_plugin.registry
+        return module.startswith("lh2face_plugin.") and module != "lh2face_plugin.registry"
+
+    return [n for n in lh2face_plugin.available_heads() if builtin(HEADS.get(n))]
 
 
 def all_cases():

@@ -33,7 +33,8 @@ def stack(rows):
 
 def cos_of_angle_sum(c, m):
     """cos(theta + m) from c = cos(theta) in the reference codes' form."""
-    return c * torch.cos(torch.as_tensor(m, dtype=DT)) - torch.sqrt(1.0 - c * c) * torch.sin(torch.as_tensor(m, dtype=DT))
+    m = torch.as_tensor(m, dtype=DT)
+    return c * torch.cos(m) - torch.sqrt(1.0 - c * c) * torch.sin(m)
 
 
 def grads(loss, *inputs):
