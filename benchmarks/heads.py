@@ -37,6 +37,9 @@ HEADS = [
     ("lh2face (UAMF)", "lh2face", dict(lambda_pps=0.0, lambda_pns=0.0, lambda_pp=0.0)),
     ("lh2face (UAMF + proxy)", "lh2face", {}),
     ("uss (cosface + USS)", "uss", dict(init_b=30.0)),
+    ("adaface", "adaface", {}),
+    ("magface (+ L_g)", "magface", {}),
+    ("curricularface", "curricularface", {}),
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, List, Optional
@@ -53,9 +54,19 @@ class Registry:
         self._loaded = True
         for mod in self.builtin_modules:
             importlib.import_module(mod)
+        builtins = dict(self._entries)
         for ep in entry_points(group=self.group):
             key = ep.name.lower()
-            if key in self._entries:
+            taken = next((k for k in (key, key.replace("_", "-")) if k in self._entries), None)
+            if taken is not None:
+                if ep.value.replace(" ", "") != _qualified_name(self._entries[taken]):
+                    owner = f"the built-in {self.kind}" if taken in builtins else f"the earlier entry point"
+                    warnings.warn(
+                        f"{self.kind} entry point {ep.name!r} = {ep.value!r} (group {self.group!r}) has the name of "
+                        f"{owner} {taken!r}, which wins; this entry point is ignored. Register it under another "
+                        "name to use it.",
+                        stacklevel=3,
+                    )
                 continue
             try:
                 self._entries[key] = ep.load()
@@ -103,6 +114,10 @@ def describe_parameters(factory: Callable[..., Any]) -> str:
     return ", ".join(parts)
 
 
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+
+
 def _broken_entry(kind: str, name: str, value: str, exc: Exception) -> Callable[..., Any]:
     def factory(**kwargs):
         raise ImportError(f"{kind} {name!r} from entry point {value!r} failed to load: {exc}") from exc
@@ -119,6 +134,9 @@ HEADS = Registry(
         "lh2face_plugin.heads.mv_softmax",
         "lh2face_plugin.heads.sv_softmax",
         "lh2face_plugin.heads.uss",
+        "lh2face_plugin.heads.adaface",
+        "lh2face_plugin.heads.magface",
+        "lh2face_plugin.heads.curricularface",
     ),
 )
 INPUT_MODULES = Registry(

@@ -95,6 +95,7 @@ class ArcFace(CombinedMargin):
 
     def __init__(self, s: float = 64.0, m: float = 0.5, straight_through: bool = True,
                  interclass_filtering_threshold: float = 0.0, check_inputs: bool = True):
+        m = check_range("m", m, 0.0, math.pi / 2)  # named as the user wrote it, not m2
         super().__init__(s, 1.0, m, 0.0, interclass_filtering_threshold, straight_through, check_inputs)
 
 
@@ -108,4 +109,5 @@ class CosFace(CombinedMargin):
 
     def __init__(self, s: float = 64.0, m: float = 0.4, interclass_filtering_threshold: float = 0.0,
                  check_inputs: bool = True):
+        m = check_range("m", m, 0.0, 1.0)  # named as the user wrote it, not m3
         super().__init__(s, 1.0, 0.0, m, interclass_filtering_threshold, True, check_inputs)

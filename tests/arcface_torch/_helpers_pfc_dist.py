@@ -23,6 +23,9 @@ HEAD_KWARGS = {
     "mv-softmax": dict(s=8.0, m=0.2, t=0.2),
     "sv-softmax": dict(s=8.0, m=0.2, t=1.3),
     "uss": dict(embedding_size=D, gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
+    "adaface": dict(s=8.0, m=0.4, h=0.5),
+    "magface": dict(s=8.0, l_a=2.0, u_a=20.0, l_m=0.2, u_m=0.5, lambda_g=1.0),
+    "curricularface": dict(s=8.0, m=0.5, alpha=0.5),
 }
 
 

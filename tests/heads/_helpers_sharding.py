@@ -10,6 +10,10 @@ FC's AllGather backward does) and compared with the single-process gradient;
 each rank's proxy gradient is compared with its slice of the single-process
 one. Stateful heads run several steps so running means, memories and
 thresholds are compared too.
+
+The same processes also check :func:`blockwise_checks` (matmul_logsumexp over shards) and
+:func:`data_parallel_checks` (batch statistics all-reduced over data-parallel ranks), so the
+whole file costs one process start per world size.
 """
 from __future__ import annotations
 
@@ -99,6 +103,8 @@ def _worker(rank, world, init_file, cases, result_file):
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)
                 report[f"{case_id}|{'sampled' if sampled else 'full'}"] = {
                     "loss": t[0].item(), "grad_z": t[1].item(), "grad_w": t[2].item(), "scale": worst["scale"]}
+        report.update(blockwise_checks(world, rank))
+        report.update(data_parallel_checks(world, rank))
         if rank == 0:
             with open(result_file, "w") as fh:
                 json.dump(report, fh)
@@ -107,6 +113,84 @@ def _worker(rank, world, init_file, cases, result_file):
         with open(f"{result_file}.err{rank}", "w") as fh:
             fh.write(traceback.format_exc())
         raise
+
+
+def _max_over_ranks(values):
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def blockwise_checks(world, rank):
+    """matmul_logsumexp with the columns split over the ranks, in small column blocks: the value is the
+    global one on every rank, the gradients of the rows summed over ranks and each rank's column
+    gradient equal the single-process ones. Rank 0 of the world-3 split has no unmasked column."""
+    from lh2face_plugin.heads.blockwise import matmul_logsumexp
+
+    g = torch.Generator().manual_seed(11)
+    rows, dim = 6, 4
+    a = torch.randn(rows, dim, dtype=torch.float64, generator=g)
+    b = torch.randn(C, dim, dtype=torch.float64, generator=g)
+    col_mask = torch.ones(C, dtype=torch.bool)
+    col_mask[:4] = False
+    exclude = torch.tensor([5, -1, 10, 4, 7, -1])  # global columns
+    weights = torch.randn(rows, dtype=torch.float64, generator=g)
+    start, end = shard_range(rank, world)
+    out = {}
+    for sampled in (False, True):
+        cols = torch.tensor([0, 2, 4, 5, 7, 8, 10]) if sampled else torch.arange(C)
+        position = {int(c): i for i, c in enumerate(cols.tolist())}
+        global_exclude = torch.tensor([position.get(int(e), -1) for e in exclude])
+
+        aa, bb = a.clone().requires_grad_(), b.clone().requires_grad_()
+        ref = matmul_logsumexp(aa, bb, 2.0, index=cols, exclude=global_exclude, col_mask=col_mask[cols],
+                               block_elements=7)
+        (ref * weights).sum().backward()
+
+        own = cols[(cols >= start) & (cols < end)]
+        local_position = {int(c): i for i, c in enumerate(own.tolist())}
+        local_exclude = torch.tensor([local_position.get(int(e), -1) for e in exclude])
+        la, lb = a.clone().requires_grad_(), b[start:end].clone().requires_grad_()
+        got = matmul_logsumexp(la, lb, 2.0, index=own - start, exclude=local_exclude, col_mask=col_mask[own],
+                               ctx=DistContext(world, rank), block_elements=7)
+        (got * weights).sum().backward()
+        grad_a = la.grad.clone()
+        dist.all_reduce(grad_a)
+        diffs = _max_over_ranks([(got - ref).abs().max().item(), (grad_a - aa.grad).abs().max().item(),
+                                 (lb.grad - bb.grad[start:end]).abs().max().item()])
+        out[f"matmul_logsumexp|{'sampled' if sampled else 'full'}"] = {
+            "value": diffs[0], "grad_a": diffs[1], "grad_b": diffs[2], "scale": ref.abs().max().item()}
+    return out
+
+
+def data_parallel_checks(world, rank):
+    """Batch statistics in data parallel (each rank its own rows, all the classes): AdaFace's norm
+    statistics, CurricularFace's t and MagFace's logged means equal those of one process seeing every
+    row, and so do each rank's logits."""
+    from _helpers_heads import TEST_KWARGS, build, make_inputs
+
+    out = {}
+    for name in ("adaface", "curricularface", "magface"):
+        z, w, labels = make_inputs(n=N, c=C, d=D, seed=8)
+        mine = torch.arange(N)[rank::world]
+        heads = {"ref": build(name, TEST_KWARGS[name], C, D), "dp": build(name, TEST_KWARGS[name], C, D)}
+        worst = [0.0, 0.0, 0.0]
+        for step in range(STEPS):
+            zs = z * (1 + 0.2 * step) + 0.05 * step
+            x, wn = F.normalize(zs, dim=1), F.normalize(w, dim=1)
+            cos = x @ wn.t()
+            ref = heads["ref"](cos, labels, norms=zs.norm(dim=1), ctx=DistContext.single())
+            got = heads["dp"](cos[mine], labels[mine], norms=zs.norm(dim=1)[mine],
+                              ctx=DistContext(world, rank, gathered=False))
+            state = [(u - v).abs().max().item() for u, v in zip(heads["ref"].buffers(), heads["dp"].buffers())
+                     if u.is_floating_point()]
+            stats = [abs(ref.stats[k].item() - got.stats[k].item()) for k in ref.stats]
+            worst = [max(worst[0], (ref.logits[mine] - got.logits).abs().max().item()), max([worst[1]] + state),
+                     max([worst[2]] + stats)]
+        worst = _max_over_ranks(worst)
+        out[f"data_parallel|{name}"] = {"logits": worst[0], "state": worst[1], "stats": worst[2],
+                                        "buffers": len(list(heads["ref"].buffers()))}
+    return out
 
 
 def run_sharded(world, cases, tmpdir):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers_heads import TEST_KWARGS, all_cases, build, head_loss, make_inputs
+from _helpers_heads import NORMS_DETACHED, TEST_KWARGS, all_cases, build, builtin_heads, head_loss, make_inputs
 
 import lh2face_plugin
 from lh2face_plugin.heads.base import Head
@@ -20,6 +20,30 @@ def test_every_builtin_head_is_registered():
     assert set(TEST_KWARGS) <= set(lh2face_plugin.available_heads())
 
 
+def test_every_builtin_head_has_test_parameters():
+    missing = sorted(set(builtin_heads()) - set(TEST_KWARGS))
+    assert not missing, f"registered heads without TEST_KWARGS (tests/heads/_helpers_heads.py): {missing}"
+    assert {"adaface", "magface", "curricularface"} <= set(builtin_heads())
+
+
+def test_a_new_builtin_head_without_test_parameters_fails(monkeypatch):
+    from _helpers_heads import build as build_case
+
+    from lh2face_plugin.registry import HEADS
+
+    class Probe(Head):
+        def plan(self, inp):  # pragma: no cover - never built
+            raise AssertionError
+
+    Probe.__module__ = "lh2face_plugin.heads.probe"
+    HEADS.names()
+    monkeypatch.setattr(HEADS, "_entries", {**HEADS._entries, "probe": Probe})
+    cases = {c[0]: c for c in all_cases()}
+    assert cases["probe"] == ("probe", "probe", None)
+    with pytest.raises(pytest.fail.Exception, match="'probe' is registered but has no test parameters"):
+        build_case("probe", None, 5, 4)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradcheck_float64(case):
     _, name, kw = case
@@ -29,9 +53,10 @@ def test_gradcheck_float64(case):
         head_loss(head, z, w, labels)
     head.eval()  # then freeze state so the numerical Jacobian sees the same function
 
-    if kw.get("margin") == "per_sample":
-        # the per-sample margin alpha*kappa_i/mu is detached by design, so the numerical Jacobian
-        # w.r.t. the norms would see it: hold the norms fixed and check directions and proxies
+    if case[0] in NORMS_DETACHED:
+        # LH2Face's per-sample margin alpha*kappa_i/mu and AdaFace's norm_hat are detached by design, so
+        # the numerical Jacobian w.r.t. the norms would see them: hold the norms fixed and check
+        # directions and proxies
         norms = z.norm(dim=1, keepdim=True)
 
         def fn(v_, w_):
@@ -124,7 +149,11 @@ def test_nan_features_raise_unless_disabled(case):
         ("sv-softmax", dict(t=0.9), "t must be >= 1"),
         ("mv-softmax", dict(t=-0.1), "t must be >= 0"),
         ("mv-softmax", dict(m=-0.2), "m must be >= 0"),
-        ("arcface", dict(m=-0.5), "m2 must be >= 0"),
+        ("arcface", dict(m=-0.5), "^m must be >= 0"),
+        ("cosface", dict(m=1.5), "^m must be <= 1"),
+        ("adaface", dict(h=0), "h must be > 0"),
+        ("magface", dict(l_a=20.0, u_a=10.0), "u_a must be > 20"),
+        ("curricularface", dict(alpha=1.5), "alpha must be <= 1"),
         ("cosface", dict(s=0), "s must be > 0"),
         ("lh2face", dict(kappa_min=10, kappa_max=5), "kappa_max must be >= 10"),
         ("lh2face", dict(margin="median"), "margin must be"),
@@ -137,6 +166,12 @@ def test_nan_features_raise_unless_disabled(case):
 def test_bad_hyperparameters_fail_at_construction(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         lh2face_plugin.build_head(name, **kwargs)
+
+
+def test_integral_floats_and_numpy_scalars_are_accepted():
+    np = pytest.importorskip("numpy")
+    head = lh2face_plugin.build_head("lh2face", vmf_dim=256.0, alpha=np.float32(0.25))
+    assert head.vmf_dim == 256 and isinstance(head.vmf_dim, int) and head.alpha == 0.25
 
 
 def test_unknown_name_lists_known_heads():

@@ -15,11 +15,16 @@ LEARN_KWARGS = {
     "mv-softmax": dict(s=16.0),
     "sv-softmax": dict(s=16.0),
     "uss": dict(base_kwargs=dict(s=16.0, m=0.2), warmup_steps=20),
+    "adaface": dict(s=16.0, m=0.3),
+    "magface": dict(s=16.0, l_a=2.0, u_a=30.0, l_m=0.2, u_m=0.4, lambda_g=5.0),
+    "curricularface": dict(s=16.0, m=0.3),
 }
 
 
-@pytest.mark.parametrize("name", sorted(LEARN_KWARGS))
+@pytest.mark.parametrize("name", sorted({c[1] for c in all_cases()}))
 def test_training_accuracy_goes_up(name):
+    if name not in LEARN_KWARGS:
+        pytest.fail(f"head {name!r} has no LEARN_KWARGS in tests/heads/test_learning.py")
     torch.manual_seed(0)
     classes, dim, per_class = 12, 16, 20
     centers = torch.nn.functional.normalize(torch.randn(classes, dim), dim=1) * 3
