@@ -40,7 +40,7 @@ class Registry:
         """Register ``factory`` under ``name``; usable as a decorator."""
 
         def deco(obj):
-            key = name.lower()
+            key = _canonical(name)
             if key in self._entries and self._entries[key] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[key]!r}")
             self._entries[key] = obj
@@ -56,8 +56,8 @@ class Registry:
             importlib.import_module(mod)
         builtins = dict(self._entries)
         for ep in entry_points(group=self.group):
-            key = ep.name.lower()
-            taken = next((k for k in (key, key.replace("_", "-")) if k in self._entries), None)
+            key = _canonical(ep.name)
+            taken = key if key in self._entries else None
             if taken is not None:
                 if ep.value.replace(" ", "") != _qualified_name(self._entries[taken]):
                     owner = f"the built-in {self.kind}" if taken in builtins else f"the earlier entry point"
@@ -81,10 +81,9 @@ class Registry:
         self._load()
         if not isinstance(name, str):
             raise TypeError(f"{self.kind} name must be a str, got {type(name).__name__}")
-        key = name.lower().replace("_", "-")
-        for k in (key, name.lower()):
-            if k in self._entries:
-                return self._entries[k]
+        key = _canonical(name)
+        if key in self._entries:
+            return self._entries[key]
         close = difflib.get_close_matches(key, self._entries, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(
@@ -102,6 +101,11 @@ class Registry:
                 f"Its parameters: {describe_parameters(factory)}"
             ) from None
         return factory(**kwargs)
+
+
+def _canonical(name: str) -> str:
+    """Names compare case-insensitively and with ``_`` and ``-`` alike (``MV_Softmax`` = ``mv-softmax``)."""
+    return name.lower().replace("_", "-")
 
 
 def describe_parameters(factory: Callable[..., Any]) -> str:

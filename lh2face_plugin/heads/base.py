@@ -48,6 +48,7 @@ reported.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -239,6 +240,16 @@ class HeadInputs:
     class_index: Optional[torch.Tensor]
     ctx: DistContext
     cosine: Optional[torch.Tensor] = None
+    proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def proxies(self, cols: torch.Tensor) -> torch.Tensor:
+        """The normalised proxies [len(cols), D] of some columns (differentiable), without
+        the whole [C, D] matrix where the layer can avoid it."""
+        if self.proxy_fn is not None:
+            return self.proxy_fn(cols)
+        if self.weights is None:
+            raise ValueError("this call carries no class proxies: pass weights=...")
+        return self.weights[cols]
 
     @property
     def num_rows(self) -> int:
@@ -335,11 +346,13 @@ class Head(nn.Module):
 
     def inputs(self, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
                class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,
-               target_cosine: Optional[torch.Tensor] = None) -> HeadInputs:
+               target_cosine: Optional[torch.Tensor] = None,
+               proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> HeadInputs:
         """Validate and pack the inputs of one call.
 
         Exactly one of ``cosine`` (dense [N, C]) and ``target_cosine`` ([P],
-        the cosines of the rows whose label is >= 0, in row order) is given.
+        the cosines of the rows whose label is >= 0, in row order) is given;
+        ``proxy_fn(cols)`` gives normalised proxies of some columns (see :meth:`HeadInputs.proxies`).
         """
         labels = labels.reshape(-1)
         if labels.is_floating_point() or labels.dtype == torch.bool:
@@ -367,7 +380,7 @@ class Head(nn.Module):
         elif target_cosine is None or target_cosine.shape[0] != pos.numel():
             raise ValueError("target_cosine must hold one cosine per row with a label >= 0")
         return HeadInputs(labels, pos, target, _at_least_float32(target_cosine), int(num_classes), norms, embeddings,
-                          weights, class_index, ctx if ctx is not None else DistContext.current(), cosine)
+                          weights, class_index, ctx if ctx is not None else DistContext.current(), cosine, proxy_fn)
 
     @staticmethod
     def _check_finite(cosine, target_cosine, norms, embeddings, weights) -> None:
@@ -415,7 +428,7 @@ class Head(nn.Module):
                 msg = (f"{where} was made with other hyperparameters: {critical}; its state has another meaning "
                        "in this head. Build the head with the saved values to resume, or load with strict=False "
                        "to accept the state anyway")
-                if strict:
+                if _caller_strict():
                     raise HyperparameterMismatch(msg)
                 warnings.warn(msg, stacklevel=3)
             if other:
@@ -437,6 +450,20 @@ class Head(nn.Module):
         if saved.get("head") not in (None, type(self).__name__):
             critical.insert(0, f"head: saved {saved.get('head')!r}, now {type(self).__name__!r}")
         return "; ".join(critical), "; ".join(diff[n] for n in sorted(set(diff) - keys))
+
+
+def _caller_strict() -> bool:
+    """The ``strict`` of the ``Module.load_state_dict`` call in progress (default True).
+
+    torch passes ``strict=True`` to every ``_load_from_state_dict`` whatever the caller
+    asked, so the caller's own argument is read from its frame; this covers a head loaded
+    directly and through any parent module (classifier, Partial FC, a user's wrapper)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "load_state_dict" and "strict" in frame.f_locals:
+            return bool(frame.f_locals["strict"])
+        frame = frame.f_back
+    return True
 
 
 def _plain(obj: Any) -> Any:

@@ -442,8 +442,11 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     weights = None
     if head.needs_weights:
         weights = _normalize_rows(weight if index is None else weight[index])[0]
+    def proxy_fn(c: torch.Tensor) -> torch.Tensor:
+        return _normalize_rows(weight[c if index is None else index[c]])[0]
+
     inp = head.inputs(labels, num_cols, norms=norms, embeddings=x, weights=weights, class_index=index, ctx=ctx,
-                      target_cosine=tc)
+                      target_cosine=tc, proxy_fn=proxy_fn)
     plan = head.plan(inp)
     spec = plan.logits
     target_logit = x.new_zeros(n).index_put((inp.pos,), spec.target_logits(inp.target_cosine).to(x.dtype))

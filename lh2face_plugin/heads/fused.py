@@ -165,7 +165,7 @@ def margin_logits(
         psi_args: [P]-shaped (or broadcastable) tensors ``psi`` depends on.
         scale: scalar or [N] tensor ``k`` (differentiable when a tensor).
         thresh: optional [N] tensor ``t``; non-target entries with
-            ``c > t_i`` get ``a*c + b`` added. Not differentiated.
+            ``c > t_i`` get ``a*c + q*c^2 + b`` added. Not differentiated.
         hard_a, hard_b, hard_q: the bonus ``a*c + q*c^2 + b`` of hard negatives.
 
     Returns:

@@ -214,15 +214,15 @@ class LH2Face(Head):
 
     def _proxy_proxy(self, inp: HeadInputs) -> torch.Tensor:
         """L_pp: mean over the batch's positive proxies u of (1/s) logsumexp_{j != u} s cos(w_u, w_j)."""
-        ctx, w = inp.ctx, inp.weights
+        ctx = inp.ctx
         local_cls = torch.unique(inp.target)
-        own = all_gather_rows(w[local_cls], ctx)
-        sizes = all_gather_rows(torch.tensor([local_cls.numel()], device=w.device), ctx)
+        own = all_gather_rows(inp.proxies(local_cls), ctx)
+        sizes = all_gather_rows(torch.tensor([local_cls.numel()], device=own.device), ctx)
         start = int(sizes[: ctx.rank].sum()) if ctx.sharded else 0
         if self.pp_scope == "batch":
             # the gathered positive proxies are the same on every rank: a local, unsharded product
             sim = (own @ own.t()) * self.s_pp
-            eye = torch.eye(own.shape[0], dtype=torch.bool, device=w.device)
+            eye = torch.eye(own.shape[0], dtype=torch.bool, device=own.device)
             lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=1)
             valid = torch.isfinite(lse)
             total = torch.where(valid, lse, torch.zeros_like(lse)).sum()
@@ -230,6 +230,7 @@ class LH2Face(Head):
             # every rank holds the whole value: keep it once in the shard sum
             total = total if not ctx.sharded else total * (1.0 if ctx.rank == 0 else 0.0)
             return global_sum(total, ctx) / (max(1, count) * self.s_pp)
+        w = inp.weights
         exclude = torch.full((own.shape[0],), -1, dtype=torch.long, device=w.device)
         exclude[start:start + local_cls.numel()] = local_cls
         if inp.cosine is not None:  # a dense layer: the dense product, its cost floor
