@@ -364,7 +364,11 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             lr_now = opt.param_groups[0]["lr"]
             emb = backbone(images)
-            loss = clf(emb, labels)
+            try:
+                loss = clf(emb, labels)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{label}: step {step} with lr={cfg.lr:g}: {exc} "
+                                         "Here: lower the learning rate") from exc
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{label}: non-finite loss at step {step} with lr={cfg.lr:g}; "
                                          "lower the learning rate")

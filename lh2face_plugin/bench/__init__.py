@@ -12,7 +12,7 @@ Modules: ``specs`` (head specs, :data:`DEFAULT_HEADS`), ``evalset`` (the held-ou
 ``features`` (raw embeddings), ``scores`` (pair scores and weighted metrics), ``bootstrap``
 (intervals and the win rule), ``runner`` (the job, tables, plots, ``results.json``).
 """
-from .bootstrap import compare_heads, family_weights, summarize_heads, verdict
+from .bootstrap import bootstrap_metrics, compare_heads, family_weights, percentile_ci, summarize_heads, verdict
 from .evalset import EvalSet, EvalSetConfig, build_evalset, load_evalset, pair_counts
 from .runner import BenchConfig, run_bench
 from .scores import METRICS, PairIndex, ScoreSet
@@ -20,4 +20,4 @@ from .specs import DEFAULT_HEADS, HeadSpec, parse_head_spec, parse_head_specs
 
 __all__ = ["BenchConfig", "run_bench", "DEFAULT_HEADS", "HeadSpec", "parse_head_spec", "parse_head_specs",
            "EvalSet", "EvalSetConfig", "build_evalset", "load_evalset", "pair_counts", "PairIndex", "ScoreSet",
-           "METRICS", "family_weights", "summarize_heads", "compare_heads", "verdict"]
+           "METRICS", "bootstrap_metrics", "percentile_ci", "family_weights", "summarize_heads", "compare_heads", "verdict"]

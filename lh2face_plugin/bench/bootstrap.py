@@ -22,11 +22,11 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["family_weights", "percentile_ci", "summarize_heads", "compare_heads", "verdict", "LEVEL"]
+__all__ = ["family_weights", "bootstrap_metrics", "percentile_ci", "summarize_heads", "compare_heads", "verdict", "LEVEL"]
 
 LEVEL = 0.95
 
@@ -37,6 +37,32 @@ def family_weights(num_families: int, replicates: int, seed: int = 0) -> np.ndar
         raise ValueError(f"need replicates >= 1 and families >= 1, got {replicates}, {num_families}")
     rng = np.random.default_rng([int(seed), 0x626F6F74])
     return rng.multinomial(num_families, np.full(num_families, 1.0 / num_families), size=replicates)
+
+
+def bootstrap_metrics(models: Sequence, num_families: int, replicates: int, seed: int = 0, progress: bool = False,
+                      desc: str = "bootstrap") -> Tuple[List[Dict[str, float]], List[Dict[str, np.ndarray]]]:
+    """Point values and replicate values of every model's metrics, all on the same replicates.
+
+    Args:
+        models: objects with ``metrics(w) -> {name: value}`` for family weights ``w`` (F,)
+            and ``metrics(None)`` for the whole set (e.g.
+            :class:`~lh2face_plugin.bench.scores.ScoreSet`).
+    Returns:
+        ``point`` (per model ``{metric: value}``) and ``reps`` (per model ``{metric: (B,) array}``).
+    """
+    from tqdm.auto import tqdm
+
+    weights = family_weights(num_families, replicates, seed)
+    point = [m.metrics(None) for m in models]
+    reps = [{k: np.empty(replicates) for k in p} for p in point]
+    bar = tqdm(total=replicates * len(models), desc=desc, disable=not progress, leave=False, unit="rep")
+    for b, w in enumerate(weights):
+        for k, m in enumerate(models):
+            for name, v in m.metrics(w).items():
+                reps[k][name][b] = v
+        bar.update(len(models))
+    bar.close()
+    return point, reps
 
 
 def percentile_ci(values: np.ndarray, level: float = LEVEL) -> List[float]:

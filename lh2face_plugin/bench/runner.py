@@ -168,27 +168,6 @@ def evaluate_runs(runs: Sequence[Dict[str, Any]], ev, index, *, device: str = "c
     return out
 
 
-def _bootstrap(score_sets, num_families: int, replicates: int, seed: int, progress: bool,
-               desc: str = "bootstrap") -> Tuple[List[Dict[str, float]], List[Dict[str, np.ndarray]]]:
-    """Point metrics and replicate arrays of every score set, on shared replicates."""
-    from tqdm.auto import tqdm
-
-    from .bootstrap import family_weights
-    from .scores import METRICS
-
-    weights = family_weights(num_families, replicates, seed)
-    point = [s.metrics() for s in score_sets]
-    reps = [{m: np.empty(replicates) for m in METRICS} for _ in score_sets]
-    bar = tqdm(total=replicates * len(score_sets), desc=desc, disable=not progress, leave=False, unit="rep")
-    for b, w in enumerate(weights):
-        for k, s in enumerate(score_sets):
-            for m, v in s.metrics(w).items():
-                reps[k][m][b] = v
-        bar.update(len(score_sets))
-    bar.close()
-    return point, reps
-
-
 # --------------------------------------------------------------------------- main job
 def _check_out(out: str) -> None:
     import json
@@ -223,6 +202,7 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
               echo) -> Dict[str, Any]:
     """Train every head at every swept learning rate (first training seed) and pick the best
     on the validation set (its own seed, disjoint from the evaluation set)."""
+    from .bootstrap import bootstrap_metrics
     from .evalset import EvalSetConfig, build_evalset
     from .scores import PairIndex
 
@@ -244,7 +224,7 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
                 diverged[float(lr)] = str(exc)
                 echo(f"      {spec.label} at lr={lr:g}: diverged ({exc})")
         sets = evaluate_runs(runs, val, index, device=cfg.device, progress=progress)
-        point, reps = _bootstrap(sets, val.num_families, min(cfg.bootstrap, 500), cfg.bootstrap_seed, progress,
+        point, reps = bootstrap_metrics(sets, val.num_families, min(cfg.bootstrap, 500), cfg.bootstrap_seed, progress,
                                  desc=f"bootstrap {spec.label}")
         from .bootstrap import percentile_ci
 
@@ -273,7 +253,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
     from ..data.synthetic import HIGH_QUALITY, generate_dataset
     from ..fileio import write_json
     from ..training import data_fingerprint
-    from .bootstrap import compare_heads, summarize_heads
+    from .bootstrap import bootstrap_metrics, compare_heads, summarize_heads
     from .evalset import EvalSetConfig, build_evalset, pair_counts
     from .scores import METRICS, PairIndex
 
@@ -335,7 +315,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
 
     echo(f"[4/5] evaluate {n_runs} models on the evaluation set; bootstrap over families ({cfg.bootstrap} replicates)")
     sets = evaluate_runs(runs, ev, index, device=cfg.device, progress=progress)
-    point, reps = _bootstrap(sets, ev.num_families, cfg.bootstrap, cfg.bootstrap_seed, progress)
+    point, reps = bootstrap_metrics(sets, ev.num_families, cfg.bootstrap, cfg.bootstrap_seed, progress)
     labels = [s.label for s in specs]
     by_head = {lab: [k for k, r in enumerate(runs) if r["spec"].label == lab] for lab in labels}
     heads: Dict[str, Dict[str, Any]] = {}

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .evalset import EvalSet
 
-__all__ = ["PairIndex", "ScoreSet", "METRICS", "threshold_at_far", "weighted_tar_at_far", "weighted_auc",
+__all__ = ["PairIndex", "ScoreSet", "METRICS", "threshold_at_far", "thresholds_at_far", "pair_weight_table", "weighted_tar_at_far", "weighted_auc",
            "spearman", "average_ranks"]
 
 METRICS: Dict[str, str] = {
@@ -74,29 +74,37 @@ def _tie_first(desc: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(first, np.arange(desc.size), 0))
 
 
-def threshold_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, far: float, total: Optional[float] = None,
-                     tie_first: Optional[np.ndarray] = None) -> Optional[float]:
-    """Lowest impostor score ``t`` with ``W(impostors > t) <= floor(far * total)``.
+def thresholds_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, fars: Sequence[float], total: Optional[float] = None,
+                      tie_first: Optional[np.ndarray] = None) -> List[Optional[float]]:
+    """For each FAR, the lowest impostor score ``t`` with ``W(impostors > t) <= floor(far * total)``.
 
     Args:
         imp_desc: impostor scores sorted in decreasing order (all of them, or the top of them).
-        imp_w: their weights.
+        imp_w: their weights (integers: counts or bootstrap multiplicities).
+        fars: target false accept rates.
         total: total impostor weight (default ``imp_w.sum()``, i.e. ``imp_desc`` is complete).
         tie_first: :func:`_tie_first` of ``imp_desc`` (computed when omitted).
     Returns:
-        ``t``, or None when ``imp_desc`` is a top part that ends before the threshold.
+        ``t`` per FAR; None where ``imp_desc`` is a top part that ends before the threshold,
+        NaN without impostors.
     """
     complete = total is None
     total = float(imp_w.sum()) if total is None else float(total)
     if imp_desc.size == 0 or total <= 0:
-        return math.nan
-    limit = math.floor(far * total + 1e-9)
+        return [math.nan for _ in fars]
     cum = np.cumsum(imp_w, dtype=np.float64)
     above = (cum - imp_w)[tie_first if tie_first is not None else _tie_first(imp_desc)]
-    k = int(np.searchsorted(above, limit, side="right")) - 1
-    if not complete and k == imp_desc.size - 1:
-        return None
-    return float(imp_desc[k])
+    out: List[Optional[float]] = []
+    for far in fars:
+        k = int(np.searchsorted(above, math.floor(far * total + 1e-9), side="right")) - 1
+        out.append(None if not complete and k == imp_desc.size - 1 else float(imp_desc[k]))
+    return out
+
+
+def threshold_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, far: float, total: Optional[float] = None,
+                     tie_first: Optional[np.ndarray] = None) -> Optional[float]:
+    """:func:`thresholds_at_far` for one FAR."""
+    return thresholds_at_far(imp_desc, imp_w, (far,), total, tie_first)[0]
 
 
 def weighted_tar_at_far(gen: np.ndarray, gen_w: np.ndarray, imp: np.ndarray, imp_w: np.ndarray,
@@ -176,8 +184,7 @@ class _Split:
     gen: np.ndarray          # ascending
     gen_fam: np.ndarray
     imp_desc: np.ndarray     # descending
-    imp_fa: np.ndarray
-    imp_fb: np.ndarray
+    imp_code: np.ndarray     # family-pair code fa * F + fb of each impostor (see pair_weight_table)
     imp_tie: np.ndarray
     auc_lo: Optional[np.ndarray] = None
     auc_hi: Optional[np.ndarray] = None
@@ -185,44 +192,50 @@ class _Split:
     complete: bool = True                    # imp_desc holds every impostor
     within: Optional[np.ndarray] = None      # per-family impostor counts inside a family
     per_family: Optional[np.ndarray] = None  # per-family image counts (for cross-family pairs)
-    full: Optional[Callable[[], Tuple[np.ndarray, np.ndarray, np.ndarray]]] = None  # every impostor, on demand
+    full: Optional[Callable[[], Tuple[np.ndarray, np.ndarray]]] = None  # every impostor (desc, code), on demand
 
-    def gen_weights(self, w: np.ndarray) -> np.ndarray:
-        return w[self.gen_fam]
-
-    def imp_weights(self, w: np.ndarray, fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
-        return np.where(fa == fb, w[fa], w[fa] * w[fb])
-
-    def imp_total(self, w: np.ndarray) -> float:
+    def imp_total(self, w: np.ndarray, table: np.ndarray) -> float:
         if self.complete:
-            return float(self.imp_weights(w, self.imp_fa, self.imp_fb).sum())
+            return float(table[self.imp_code].sum())
         s = w * self.per_family
         return float(w @ self.within) + 0.5 * (float(s.sum()) ** 2 - float(s @ s))
 
-    def tar(self, w: np.ndarray, far: float) -> float:
-        gw = self.gen_weights(w)
-        if gw.sum() <= 0:
-            return math.nan
-        iw = self.imp_weights(w, self.imp_fa, self.imp_fb)
-        t = threshold_at_far(self.imp_desc, iw, far, None if self.complete else self.imp_total(w), self.imp_tie)
-        if t is None:  # the kept tail is too short for this resample: use every impostor
-            desc, fa, fb = self.full()
-            t = threshold_at_far(desc, self.imp_weights(w, fa, fb), far)
-        if t != t:
-            return math.nan
-        k = int(np.searchsorted(self.gen, t, side="right"))
-        return float(gw[k:].sum() / gw.sum())
+    def tar(self, w: np.ndarray, fars: Sequence[float], table: np.ndarray) -> List[float]:
+        """Weighted TAR at each FAR."""
+        gw = w[self.gen_fam]
+        gsum = float(gw.sum())
+        if gsum <= 0:
+            return [math.nan for _ in fars]
+        ts = thresholds_at_far(self.imp_desc, table[self.imp_code], fars,
+                               None if self.complete else self.imp_total(w, table), self.imp_tie)
+        if any(t is None for t in ts):  # the kept tail is too short for this resample: use every impostor
+            desc, code = self.full()
+            ts = thresholds_at_far(desc, table[code], fars)
+        tail = np.cumsum(gw[::-1])[::-1]  # tail[k] = weight of genuine scores from position k up
+        out = []
+        for t in ts:
+            k = int(np.searchsorted(self.gen, t, side="right")) if t == t else -1
+            out.append(math.nan if k < 0 else (float(tail[k]) / gsum if k < gw.size else 0.0))
+        return out
 
-    def auc(self, w: np.ndarray) -> float:
-        gw = self.gen_weights(w)
-        iw = self.imp_weights(w, self.imp_fa, self.imp_fb)[self.auc_order]
+    def auc(self, w: np.ndarray, table: np.ndarray) -> float:
+        gw = w[self.gen_fam]
+        iw = table[self.imp_code[self.auc_order]]
         cw = np.r_[0.0, np.cumsum(iw, dtype=np.float64)]
         below = cw[self.auc_lo] + 0.5 * (cw[self.auc_hi] - cw[self.auc_lo])
-        den = float(gw.sum()) * cw[-1]
+        den = float(gw.sum()) * float(cw[-1])
         return float(gw @ below) / den if den > 0 else math.nan
 
 
-def _split(scores_gen: np.ndarray, fam_gen: np.ndarray, scores_imp: np.ndarray, fa: np.ndarray, fb: np.ndarray,
+def pair_weight_table(w: np.ndarray) -> np.ndarray:
+    """Flat (F*F,) table: entry ``fa * F + fb`` is a pair's weight, ``w_fa`` inside a family
+    (``fa == fb``), ``w_fa * w_fb`` across families."""
+    t = np.outer(w, w)
+    np.fill_diagonal(t, w)
+    return t.ravel()
+
+
+def _split(scores_gen: np.ndarray, fam_gen: np.ndarray, scores_imp: np.ndarray, code: np.ndarray,
            *, auc: bool = False, tail: Optional[int] = None, within=None, per_family=None,
            full=None) -> _Split:
     g = np.argsort(scores_gen, kind="mergesort")
@@ -233,7 +246,7 @@ def _split(scores_gen: np.ndarray, fam_gen: np.ndarray, scores_imp: np.ndarray, 
         top = np.argpartition(-scores_imp, tail)[:tail]
         order = top[np.argsort(-scores_imp[top], kind="mergesort")]
     desc = scores_imp[order]
-    sp = _Split(scores_gen[g], fam_gen[g], desc, fa[order], fb[order], _tie_first(desc), complete=complete,
+    sp = _Split(scores_gen[g], fam_gen[g], desc, code[order], _tie_first(desc), complete=complete,
                 within=within, per_family=per_family, full=None if complete else full)
     if auc:
         asc = np.argsort(desc, kind="mergesort")
@@ -242,13 +255,43 @@ def _split(scores_gen: np.ndarray, fam_gen: np.ndarray, scores_imp: np.ndarray, 
     return sp
 
 
-def _every_impostor(unit: np.ndarray, pairs: np.ndarray, fam: np.ndarray):
-    """Deferred: every impostor score of ``pairs``, decreasing, with the two families."""
+def _every_impostor(unit: np.ndarray, pairs: np.ndarray, code: np.ndarray):
+    """Deferred: every impostor score of ``pairs``, decreasing, with its family-pair code."""
     def compute():
         s = (unit @ unit.T)[pairs[:, 0], pairs[:, 1]].astype(np.float64)
         order = np.argsort(-s, kind="mergesort")
-        return s[order], fam[pairs[order, 0]], fam[pairs[order, 1]]
+        return s[order], code[order]
     return compute
+
+
+class _RankPrep:
+    """Average ranks of ``x`` under integer replication counts, without sorting again.
+
+    With counts ``c``, the tie group of value ``v`` occupies ranks ``S_<(v) + 1 .. S_<=(v)`` of
+    the replicated sample, so its members' average rank is ``S_<(v) + (S_=(v) + 1) / 2``.
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.order = np.argsort(x, kind="mergesort")
+        xs = x[self.order]
+        self.group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+        self.groups = int(self.group[-1]) + 1 if x.size else 0
+
+    def ranks(self, c: np.ndarray) -> np.ndarray:
+        gsum = np.bincount(self.group, weights=c[self.order], minlength=self.groups)
+        below = np.cumsum(gsum) - gsum
+        r = np.empty(self.order.size)
+        r[self.order] = (below + (gsum + 1.0) / 2.0)[self.group]
+        return r
+
+
+def _weighted_pearson(x: np.ndarray, y: np.ndarray, c: np.ndarray) -> float:
+    n = c.sum()
+    if n <= 0:
+        return math.nan
+    dx, dy = x - (c @ x) / n, y - (c @ y) / n
+    den = math.sqrt(float(c @ (dx * dx)) * float(c @ (dy * dy)))
+    return float(c @ (dx * dy)) / den if den > 0 else math.nan
 
 
 @dataclass
@@ -265,15 +308,17 @@ class ScoreSet:
     quality: np.ndarray
     abs_yaw: np.ndarray
     num_families: int
+    ranks: Dict[str, "_RankPrep"]
 
     @classmethod
     def from_features(cls, features: np.ndarray, ev: EvalSet, index: PairIndex,
-                      tail_fraction: float = 0.02) -> "ScoreSet":
+                      tail_fraction: float = 0.005, min_tail: int = 1000) -> "ScoreSet":
         """Cosine scores of every pair from raw ``features`` (N, D); norms before normalisation.
 
         Args:
-            tail_fraction: share of the ``all_hq``/``overall`` impostors kept for thresholds
-                (enough for FAR = 1e-3 under any plausible resample; checked per call).
+            tail_fraction, min_tail: the ``all_hq``/``overall`` impostors kept for thresholds,
+                ``max(min_tail, tail_fraction * count)`` (5x what FAR = 1e-3 needs; a resample
+                that needs more falls back to every pair).
         """
         feats = np.asarray(features, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[0] != len(ev):
@@ -281,41 +326,47 @@ class ScoreSet:
         norm = np.linalg.norm(feats.astype(np.float64), axis=1)
         unit = (feats / np.maximum(norm, 1e-12)[:, None].astype(np.float32)).astype(np.float32)
         sim = unit @ unit.T
-        fam = index.family
+        fam, f = index.family, index.num_families
 
         def score(pairs):
             return sim[pairs[:, 0], pairs[:, 1]].astype(np.float64)
 
-        def fams(pairs):
-            return fam[pairs[:, 0]], fam[pairs[:, 1]]
+        def code(pairs):
+            return (fam[pairs[:, 0]] * f + fam[pairs[:, 1]]).astype(np.int64)
 
         gen_h, imp_h = score(index.hard_gen), score(index.hard_imp)
-        gf, (ia, ib) = fam[index.hard_gen[:, 0]], fams(index.hard_imp)
+        gf, ic = fam[index.hard_gen[:, 0]], code(index.hard_imp)
         yg, yi = index.hard_gen_yawed, index.hard_imp_yawed
-        splits = {"hard_hq": _split(gen_h, gf, imp_h, ia, ib, auc=True),
-                  "yawed": _split(gen_h[yg], gf[yg], imp_h[yi], ia[yi], ib[yi])}
+        splits = {"hard_hq": _split(gen_h, gf, imp_h, ic, auc=True),
+                  "yawed": _split(gen_h[yg], gf[yg], imp_h[yi], ic[yi])}
         for name, gen_pairs, imp_pairs, within, per in (
                 ("all_hq", index.hard_gen, index.hq_imp, index.within_hq, index.per_family_hq),
                 ("overall", index.all_gen, index.all_imp, index.within_all, index.per_family_all)):
-            tail = max(1000, int(math.ceil(tail_fraction * imp_pairs.shape[0])))
-            fa, fb = fams(imp_pairs)
-            splits[name] = _split(score(gen_pairs), fam[gen_pairs[:, 0]], score(imp_pairs), fa, fb, tail=tail,
-                                  within=within, per_family=per, full=_every_impostor(unit, imp_pairs, fam))
-        return cls(splits, fam, norm, ev.quality.astype(np.float64), np.abs(ev.yaw).astype(np.float64),
-                   index.num_families)
+            tail = max(int(min_tail), int(math.ceil(tail_fraction * imp_pairs.shape[0])))
+            c = code(imp_pairs)
+            splits[name] = _split(score(gen_pairs), fam[gen_pairs[:, 0]], score(imp_pairs), c, tail=tail,
+                                  within=within, per_family=per, full=_every_impostor(unit, imp_pairs, c))
+        quality = ev.quality.astype(np.float64)
+        abs_yaw = np.abs(ev.yaw).astype(np.float64)
+        return cls(splits, fam, norm, quality, abs_yaw, f,
+                   {"norm": _RankPrep(norm), "quality": _RankPrep(quality), "abs_yaw": _RankPrep(abs_yaw)})
 
     def metrics(self, w: Optional[np.ndarray] = None) -> Dict[str, float]:
         """Every :data:`METRICS` value under family weights ``w`` (default: 1 each)."""
-        w = np.ones(self.num_families) if w is None else np.asarray(w, dtype=np.float64)
+        w = np.ones(self.num_families) if w is None else check_weights(w, self.num_families)
+        table = pair_weight_table(w)
         h, y = self.splits["hard_hq"], self.splits["yawed"]
-        reps = np.repeat(np.arange(self.family.size), w[self.family].astype(np.int64))
+        c = w[self.family]
+        rn = self.ranks["norm"].ranks(c)
+        h1, h2 = h.tar(w, (1e-1, 1e-2), table)
+        y1, y2 = y.tar(w, (1e-1, 1e-2), table)
         return {
-            "hard_hq_tar@1e-1": h.tar(w, 1e-1), "hard_hq_tar@1e-2": h.tar(w, 1e-2), "hard_hq_auc": h.auc(w),
-            "yawed_tar@1e-1": y.tar(w, 1e-1), "yawed_tar@1e-2": y.tar(w, 1e-2),
-            "all_hq_tar@1e-3": self.splits["all_hq"].tar(w, 1e-3),
-            "overall_tar@1e-3": self.splits["overall"].tar(w, 1e-3),
-            "rho_norm_quality": spearman(self.norm[reps], self.quality[reps]),
-            "rho_norm_abs_yaw": spearman(self.norm[reps], self.abs_yaw[reps]),
+            "hard_hq_tar@1e-1": h1, "hard_hq_tar@1e-2": h2, "hard_hq_auc": h.auc(w, table),
+            "yawed_tar@1e-1": y1, "yawed_tar@1e-2": y2,
+            "all_hq_tar@1e-3": self.splits["all_hq"].tar(w, (1e-3,), table)[0],
+            "overall_tar@1e-3": self.splits["overall"].tar(w, (1e-3,), table)[0],
+            "rho_norm_quality": _weighted_pearson(rn, self.ranks["quality"].ranks(c), c),
+            "rho_norm_abs_yaw": _weighted_pearson(rn, self.ranks["abs_yaw"].ranks(c), c),
         }
 
     def roc(self, split: str = "hard_hq") -> Tuple[np.ndarray, np.ndarray]:
@@ -323,6 +374,8 @@ class ScoreSet:
         from ..eval.metrics import roc_curve
 
         sp = self.splits[split]
+        if not sp.complete:
+            raise ValueError(f"split {split!r} keeps only its highest impostor scores; no full ROC")
         labels = np.r_[np.ones(sp.gen.size), np.zeros(sp.imp_desc.size)]
         fpr, tpr, _ = roc_curve(labels, np.r_[sp.gen, sp.imp_desc])
         return fpr, tpr
