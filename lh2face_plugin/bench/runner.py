@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .specs import DEFAULT_HEADS, HeadSpec, parse_head_specs
 
-__all__ = ["BenchConfig", "run_bench", "evaluate_runs"]
+__all__ = ["BenchConfig", "run_bench", "evaluate_runs", "format_report", "to_json"]
 
 RESULTS_FORMAT = "lh2face-bench"
 TABLE_METRICS: Tuple[Tuple[str, str], ...] = (
@@ -375,7 +374,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
                       f"--network {cfg.network}",
         "wall_seconds": time.perf_counter() - t0,
     }
-    write_json(os.path.join(out, "results.json"), _jsonable(summary))
+    write_json(os.path.join(out, "results.json"), to_json(summary))
     echo("")
     for line in format_report(summary):
         echo(line)
@@ -405,11 +404,12 @@ def _config_dict(cfg: BenchConfig) -> Dict[str, Any]:
     return d
 
 
-def _jsonable(obj: Any) -> Any:
+def to_json(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers, NaN/Inf as None, keys as strings, tuples as lists."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_json(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return v if math.isfinite(v) else None
