@@ -70,7 +70,7 @@ class QuickstartConfig:
     network: str = "compact-tiny"
     embedding_size: int = 512
     lr: float = 0.1
-    clip: Union[str, float] = "adaptive"
+    clip: Union[str, float] = "scaled"
     heads: Sequence[str] = DEFAULT_QUICKSTART_HEADS
     device: str = "cpu"
     seed: int = 0

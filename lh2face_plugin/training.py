@@ -12,14 +12,17 @@ Fair by construction, whatever the head:
   ``warmup`` of the steps, then polynomial decay (power 2) to 0, as arcface_torch's
   ``PolyScheduler``; the peak learning rate is a setting (``lh2face bench --lr-sweep``
   chooses it per head with one sweep).
-- **Clipping that does not favour a logit scale.** A fixed norm threshold (arcface_torch
-  clips the backbone at 5) cuts s=64 heads far more often than heads whose logits are a
-  third as large (measured: 20-100% of ArcFace's late steps, never LH2Face's). The default
-  ``clip="adaptive"`` clips the backbone's gradient at ``clip_factor`` times the median of
-  its own unclipped norms over the previous ``clip_window`` steps: multiplying a head's
-  loss by a constant scales both the norm and the threshold, so only spikes relative to
-  the run's own history are cut. ``clip="off"`` or a number (a fixed threshold) are the
-  alternatives. Every step's norm and whether it was clipped are kept in the history.
+- **Clipping that does not favour a logit scale.** A fixed norm threshold (arcface_torch clips
+  the backbone at 5) cuts s=64 heads far more often than heads whose logits are a third as
+  large (measured: 20-100% of ArcFace's late steps, never LH2Face's). At step 0 every head
+  sees the same weights and the same batch, and the softmax is near uniform, so the
+  backbone's gradient norm there, ``g0``, is proportional to the head's logit scale. The
+  default ``clip="scaled"`` clips the backbone's gradient at ``clip_factor * g0`` on every
+  step: multiplying a head's loss by a constant scales ``g0`` and every later norm alike, so
+  the clipping decisions do not change. ``clip_factor = 0.1`` gives ArcFace (s=64,
+  ``g0`` = 52 on compact-tiny with training seed 0) about arcface_torch's threshold of 5.
+  ``clip="off"`` or a number (a fixed threshold) are the alternatives. Every step's norm and
+  whether it was clipped are kept in the history.
 
 A finished run is reused when its folder holds a ``train.json`` with the same key (the
 settings, the head and its parameters, and the training data's content).
@@ -41,7 +44,7 @@ import torch
 __all__ = ["TrainConfig", "TrainResult", "train_model", "batch_plan", "lr_factor", "GradClipper",
            "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
 
-TRAINING_VERSION = 2
+TRAINING_VERSION = 3
 """Bumped when the loop changes what a run produces (invalidates reuse of older runs)."""
 PROXY_INIT_STD = 0.01
 """Class proxies start as N(0, 0.01^2), like :class:`~lh2face_plugin.classifier.NormalizedClassifier`."""
@@ -60,9 +63,8 @@ class TrainConfig:
         lr: peak SGD learning rate.
         momentum, weight_decay: SGD settings.
         warmup: fraction of the steps with a linear warm-up.
-        clip: ``"adaptive"`` (default), ``"off"``, or a number (fixed max gradient norm).
-        clip_factor: adaptive threshold = ``clip_factor`` x median of the last ``clip_window`` norms.
-        clip_window: steps in the adaptive median; no clipping before that many steps.
+        clip: ``"scaled"`` (default), ``"off"``, or a number (fixed max gradient norm).
+        clip_factor: scaled threshold = ``clip_factor`` x the gradient norm of step 0.
         seed: training seed: initialisation, batch order and flips (not the data's seed).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader worker processes (does not change the result).
@@ -76,9 +78,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup: float = 0.05
-    clip: Union[str, float] = "adaptive"
-    clip_factor: float = 3.0
-    clip_window: int = 50
+    clip: Union[str, float] = "scaled"
+    clip_factor: float = 0.1
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
@@ -86,7 +87,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         from .backbones import available_backbones
 
-        for key in ("embedding_size", "steps", "batch_size", "clip_window"):
+        for key in ("embedding_size", "steps", "batch_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -117,17 +118,17 @@ class TrainConfig:
 
 
 def parse_clip(clip: Union[str, float]) -> Union[str, float]:
-    """``"adaptive"``, ``"off"`` or a positive float from a setting or a CLI string."""
+    """``"scaled"``, ``"off"`` or a positive float from a setting or a CLI string."""
     if isinstance(clip, str):
         key = clip.strip().lower()
-        if key in ("adaptive", "off"):
+        if key in ("scaled", "off"):
             return key
         try:
             clip = float(key)
         except ValueError:
-            raise ValueError(f"clip must be 'adaptive', 'off' or a positive number, got {clip!r}") from None
+            raise ValueError(f"clip must be 'scaled', 'off' or a positive number, got {clip!r}") from None
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (math.isfinite(clip) and clip > 0):
-        raise ValueError(f"clip must be 'adaptive', 'off' or a positive number, got {clip!r}")
+        raise ValueError(f"clip must be 'scaled', 'off' or a positive number, got {clip!r}")
     return float(clip)
 
 
@@ -143,39 +144,44 @@ class GradClipper:
     """Gradient-norm clipping of ``params``; records every step's norm and whether it was cut.
 
     Args:
-        mode: ``"adaptive"``, ``"off"`` or a fixed max norm (float).
-        factor, window: adaptive threshold = ``factor * median(previous window norms)``.
+        mode: ``"scaled"`` (max norm ``factor * g0``, ``g0`` the norm of the first call),
+            ``"off"`` or a fixed max norm (float).
+        factor: see ``mode``.
     """
 
-    def __init__(self, mode: Union[str, float], factor: float = 3.0, window: int = 50) -> None:
+    def __init__(self, mode: Union[str, float], factor: float = 0.1) -> None:
         self.mode = parse_clip(mode)
-        self.factor, self.window = float(factor), int(window)
+        self.factor = float(factor)
         self.norms: List[float] = []
         self.clipped: List[bool] = []
 
-    def threshold(self) -> float:
+    def threshold(self, norm: float) -> float:
+        """Max norm for a step whose unclipped norm is ``norm``."""
         if self.mode == "off":
             return math.inf
-        if self.mode == "adaptive":
-            if len(self.norms) < self.window:
-                return math.inf
-            return self.factor * float(np.median(self.norms[-self.window:]))
+        if self.mode == "scaled":
+            return self.factor * (self.norms[0] if self.norms else norm)
         return float(self.mode)
 
     def __call__(self, params: Sequence[torch.Tensor]) -> float:
         """Clip in place; returns the norm before clipping."""
-        limit = self.threshold()
-        norm = float(torch.nn.utils.clip_grad_norm_(params, limit if math.isfinite(limit) else float("inf")))
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        limit = self.threshold(norm)
+        if math.isfinite(limit) and norm > limit:  # as clip_grad_norm_: scale by limit / (norm + 1e-6)
+            for g in grads:
+                g.mul_(limit / (norm + 1e-6))
         self.norms.append(norm)
         self.clipped.append(bool(math.isfinite(limit) and norm > limit))
         return norm
 
     def activity(self) -> Dict[str, Any]:
-        """Fraction of steps clipped, overall and over the last quarter of the steps."""
+        """Fraction of steps clipped, overall and over the last quarter of the steps; the threshold."""
         c = np.asarray(self.clipped, dtype=bool)
         last = c[-max(1, len(c) // 4):] if len(c) else c
-        return {"mode": self.mode, "factor": self.factor if self.mode == "adaptive" else None,
-                "window": self.window if self.mode == "adaptive" else None,
+        limit = self.threshold(self.norms[0]) if self.norms else math.nan
+        return {"mode": self.mode, "factor": self.factor if self.mode == "scaled" else None,
+                "threshold": limit if math.isfinite(limit) else None,
                 "fraction": float(c.mean()) if len(c) else 0.0,
                 "fraction_last_quarter": float(last.mean()) if len(last) else 0.0,
                 "median_norm": float(np.median(self.norms)) if self.norms else math.nan}
@@ -349,7 +355,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     params = list(backbone.parameters()) + list(clf.parameters())
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup))
-    clipper = GradClipper(cfg.clip, cfg.clip_factor, cfg.clip_window)
+    clipper = GradClipper(cfg.clip, cfg.clip_factor)
     indices, flips = batch_plan(len(dataset), cfg.steps, cfg.batch_size, cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=[list(r) for r in indices],
                                          num_workers=cfg.workers, persistent_workers=False)

@@ -29,7 +29,7 @@ def test_quickstart_tiny_end_to_end_and_rerun(tmp_path):
         assert set(h["ijb"]["tar_at_far"]) >= {1e-3, 1e-2, 1e-1}
         hh = h["hard_hq"]["hard_hq_tar@1e-1"]
         assert hh["ci"][0] <= hh["mean"] <= hh["ci"][1]
-        assert h["clip"]["mode"] == "adaptive" and os.path.exists(h["model"])
+        assert h["clip"]["mode"] == "scaled" and os.path.exists(h["model"])
     export = summary["export"]
     assert min(export["parity"]["cosine"].values()) >= 0.9999
     assert set(export["insightface"]["routed"].values()) == {"ArcFaceONNX"}

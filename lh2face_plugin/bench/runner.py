@@ -3,6 +3,7 @@ held-out look-alike set with paired bootstrap intervals (see :mod:`lh2face_plugi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -71,7 +72,7 @@ class BenchConfig:
     network: str = "compact-tiny"
     embedding_size: int = 512
     lr: float = 0.1
-    clip: Union[str, float] = "adaptive"
+    clip: Union[str, float] = "scaled"
     lr_sweep: Sequence[float] = ()
     sweep_metric: str = "hard_hq_tar@1e-1"
     identities: int = 200
@@ -169,8 +170,6 @@ def evaluate_runs(runs: Sequence[Dict[str, Any]], ev, index, *, device: str = "c
 
 # --------------------------------------------------------------------------- main job
 def _check_out(out: str) -> None:
-    import json
-
     path = os.path.join(out, "results.json")
     if os.path.exists(path):
         try:
@@ -201,7 +200,9 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
               echo) -> Dict[str, Any]:
     """Train every head at every swept learning rate (first training seed) and pick the best
     on the validation set (its own seed, disjoint from the evaluation set)."""
-    from .bootstrap import bootstrap_metrics
+    from ..fileio import write_json
+    from ..training import run_key
+    from .bootstrap import bootstrap_metrics, percentile_ci
     from .evalset import EvalSetConfig, build_evalset
     from .scores import PairIndex
 
@@ -216,17 +217,27 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
         runs, diverged = [], {}
         for lr in cfg.lr_sweep:
             d = os.path.join(out, "lr_sweep", spec.folder, _lr_tag(lr))
+            marker = os.path.join(d, "diverged.json")
+            key = run_key(cfg.train_config(lr, cfg.seeds[0]), spec.name, spec.kwargs, data_key)
+            try:
+                with open(marker) as fh:
+                    old = json.load(fh)
+                if old.get("key") == key:
+                    diverged[float(lr)] = old.get("error", "diverged")
+                    echo(f"      {spec.label} at lr={lr:g}: diverged in an earlier run (kept)")
+                    continue
+            except (OSError, ValueError, AttributeError):
+                pass
             try:
                 runs.append(_train(cfg, spec, cfg.seeds[0], lr, d, data_dir, data_key, progress, echo,
                                    name=f"{spec.label} {_lr_tag(lr)}"))
             except FloatingPointError as exc:
                 diverged[float(lr)] = str(exc)
+                write_json(marker, {"key": key, "error": str(exc)})
                 echo(f"      {spec.label} at lr={lr:g}: diverged ({exc})")
         sets = evaluate_runs(runs, val, index, device=cfg.device, progress=progress)
         point, reps = bootstrap_metrics(sets, val.num_families, min(cfg.bootstrap, 500), cfg.bootstrap_seed, progress,
                                  desc=f"bootstrap {spec.label}")
-        from .bootstrap import percentile_ci
-
         rows = {}
         for r, p, rp in zip(runs, point, reps):
             ci = percentile_ci(rp[cfg.sweep_metric])

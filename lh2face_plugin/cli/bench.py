@@ -71,9 +71,9 @@ A rerun with the same settings reuses the data, evaluation set, trained models a
                         "trains with its best")
     p.add_argument("--sweep-metric", default="hard_hq_tar@1e-1", help="validation metric of the sweep "
                                                                       "(default: %(default)s)")
-    p.add_argument("--clip", default="adaptive",
-                   help="gradient clipping: adaptive (3x the median of the last 50 norms), off, or a fixed max "
-                        "norm (default: %(default)s)")
+    p.add_argument("--clip", default="scaled",
+                   help="gradient clipping: scaled (0.1x the run's step-0 gradient norm, proportional to the head's "
+                        "logit scale), off, or a fixed max norm (default: %(default)s)")
     p.add_argument("--identities", type=int, default=200, help="training identities (default: %(default)s)")
     p.add_argument("--images-per-id", type=int, default=20, help="images per training identity "
                                                                  "(default: %(default)s)")

@@ -47,8 +47,9 @@ One training seed cannot rank heads: 'lh2face bench' compares them with seeds an
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     p.add_argument("--network", default="compact-tiny", help="compact-tiny, compact or compact-wide (default: %(default)s)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default: %(default)s)")
-    p.add_argument("--clip", default="adaptive",
-                   help="gradient clipping: adaptive, off or a fixed max norm (default: %(default)s)")
+    p.add_argument("--clip", default="scaled",
+                   help="gradient clipping: scaled (0.1x the run's step-0 gradient norm), off or a fixed max norm "
+                        "(default: %(default)s)")
     p.add_argument("--heads", nargs="+", metavar="SPEC",
                    help="head specs [LABEL=]NAME[:k=v,...]; the first is exported "
                         "(default: lh2face arcface cosface-s24=cosface:s=24,m=0.35)")

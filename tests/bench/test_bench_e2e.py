@@ -17,7 +17,7 @@ TINY = ["--steps", "2", "--batch-size", "8", "--identities", "6", "--images-per-
 def test_bench_tiny_end_to_end_and_rerun(tmp_path, capsys):
     out = str(tmp_path / "bench")
     args = ["bench", "--out", out, "--heads", "arcface", "cos24=cosface:s=24,m=0.35", "--reference", "cos24",
-            "--seeds", "0", "1", "--lr-sweep", "0.05", "0.1"] + TINY
+            "--seeds", "0", "1", "--lr-sweep", "0.1", "1e12"] + TINY
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "hard-HQ 90/216" in text  # 2 families: 6 identities x C(6,2) genuine, 2 x 3 x 36 impostors
@@ -42,6 +42,8 @@ def test_bench_tiny_end_to_end_and_rerun(tmp_path, capsys):
     h = res["heads"]["arcface"]["metrics"]["hard_hq_tar@1e-1"]
     assert h["mean"] == pytest.approx(np.mean(h["seed_values"])) and len(h["seed_values"]) == 2
     assert set(res["lr_sweep"]["heads"]) == {"arcface", "cos24"}
+    for sweep in res["lr_sweep"]["heads"].values():  # lr 1e12 diverges: recorded, never chosen
+        assert "non-finite" in sweep["rows"]["1e+12"]["diverged"] and sweep["chosen"] == 0.1
     for path in res["plots"].values():
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -50,6 +52,7 @@ def test_bench_tiny_end_to_end_and_rerun(tmp_path, capsys):
     assert main(args) == 0
     again = capsys.readouterr().out
     assert again.count("reused") == 4 and "trained in" not in again
+    assert again.count("diverged in an earlier run") == 2
     with open(os.path.join(out, "results.json")) as fh:
         res2 = json.load(fh)
     assert res2["differences"] == res["differences"]

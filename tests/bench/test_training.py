@@ -43,26 +43,40 @@ def _run(clipper, norms):
     return after
 
 
-def test_adaptive_clipping_cuts_spikes_relative_to_the_run_and_ignores_the_scale():
-    norms = [1.0, 1.2, 0.8, 10.0, 1.0, 2.5]
-    c = GradClipper("adaptive", factor=2.0, window=3)
+def test_scaled_clipping_follows_the_step0_norm_and_ignores_the_scale():
+    norms = [55.0, 40.0, 3.0, 10.0, 5.0]
+    c = GradClipper("scaled", factor=0.1)
     after = _run(c, norms)
-    # no clipping before 3 norms; 2 x median(1, 1.2, 0.8) = 2 cuts 10 to 2; 2 x median(1.2, 0.8, 10) = 2.4
-    # passes 1.0; 2 x median(0.8, 10, 1) = 2 cuts 2.5 to 2 (the spike does not raise the threshold)
-    assert c.clipped == [False, False, False, True, False, True]
-    assert after[3] == pytest.approx(2.0, rel=1e-5) and after[5] == pytest.approx(2.0, rel=1e-5)
-    scaled = GradClipper("adaptive", factor=2.0, window=3)
-    _run(scaled, [64 * v for v in norms])
-    assert scaled.clipped == c.clipped  # a head with 64x larger gradients is clipped exactly as often
+    # threshold 0.1 x 55 = 5.5 on every step, step 0 included
+    assert c.clipped == [True, True, False, True, False]
+    assert after == pytest.approx([5.5, 5.5, 3.0, 5.5, 5.0], rel=1e-5)
+    scaled = GradClipper("scaled", factor=0.1)
+    _run(scaled, [24 / 64 * v for v in norms])
+    assert scaled.clipped == c.clipped  # a head with 64/24 smaller gradients is clipped exactly alike
     fixed = GradClipper(5.0)
-    _run(fixed, [64 * v for v in norms])
-    assert all(fixed.clipped)  # a fixed threshold clips the large-scale head always
+    _run(fixed, [24 / 64 * v for v in norms])
+    assert fixed.clipped == [True, True, False, False, False]  # a fixed threshold spares the small-scale head
     off = GradClipper("off")
     assert _run(off, norms) == pytest.approx(norms) and not any(off.clipped)
     act = c.activity()
-    assert act["fraction"] == pytest.approx(2 / 6) and act["mode"] == "adaptive"
+    assert act["fraction"] == pytest.approx(3 / 5) and act["mode"] == "scaled"
+    assert act["threshold"] == pytest.approx(5.5) and act["fraction_last_quarter"] == 0.0
     with pytest.raises(ValueError, match="clip must be"):
         GradClipper("sometimes")
+
+
+def test_clipping_equals_torch_clip_grad_norm():
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    b = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    for pa, pb in zip(a, b):
+        pa.grad = torch.randn_like(pa)
+        pb.grad = pa.grad.clone()
+    norm = GradClipper(1.5)(a)
+    ref = torch.nn.utils.clip_grad_norm_(b, 1.5)
+    assert norm == pytest.approx(float(ref), rel=1e-6)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa.grad, pb.grad)
 
 
 def test_config_validation():
@@ -90,7 +104,7 @@ def test_heads_start_alike_and_runs_are_reused(tiny_train_data, tmp_path):
                         "arcface", str(tmp_path / "a4"), progress=False)
     assert other.history["norm"][0] != a.history["norm"][0]
     info = json.load(open(os.path.join(tmp_path / "lh", "train.json")))
-    assert info["head_state"]["running_mean"] > 0 and info["clip"]["mode"] == "adaptive"
+    assert info["head_state"]["running_mean"] > 0 and info["clip"]["mode"] == "scaled"
     assert len(info["history"]["grad_norm"]) == 2 and info["settings"]["seed"] == 3
     assert not a.reused
 
