@@ -1,40 +1,42 @@
-"""The README's main job: synthetic data -> two heads trained -> evaluated -> exported.
+"""The README's main job: synthetic data -> three heads trained -> evaluated -> exported.
 
 ``lh2face quickstart`` runs, on CPU in minutes:
 
 1. the embedded synthetic dataset (:func:`lh2face_plugin.data.synthetic.generate_dataset`);
-2. the same backbone trained with the ``lh2face`` head and with an ``arcface``
-   baseline, same seed, data order and budget, through the single-process
-   classifier (the head code Partial FC calls in multi-GPU training);
-3. both evaluated on the synthetic verification ``.bin`` (10-fold accuracy) and the
-   IJB-style template set (TAR@FAR), overall and on the hard high-quality split;
-4. the lh2face model exported to ONNX, packed for insightface's model zoo, loaded
+2. the same backbone trained with the ``lh2face`` head, an ``arcface`` baseline and a
+   scale-matched ``cosface`` (s=24, LH2Face's mean kappa; METHODS.md section 6), through
+   :mod:`lh2face_plugin.training` (same data, order, initialisation and schedule; one
+   training seed, separate from the data's);
+3. each evaluated on the synthetic verification ``.bin`` (10-fold accuracy) and the
+   IJB-style template set (TAR@FAR), and on the hard high-quality split of a held-out
+   look-alike set (:mod:`lh2face_plugin.bench.evalset`), with its pair counts and 95%
+   bootstrap intervals over families;
+4. the first head's model exported to ONNX, packed for insightface's model zoo, loaded
    back through insightface and its embedding compared with torch's;
 5. a comparison table, ``results.json`` and PNG plots.
 
+One training seed cannot rank heads; ``lh2face bench`` can (seeds, paired intervals).
 Every stage writes its outputs atomically and a rerun with the same settings reuses
-them (data, trained models, cached features, the pack).
+them (data, evaluation set, trained models, cached features, the pack).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Sequence, Union
 
 import numpy as np
-import torch
 
-__all__ = ["QuickstartConfig", "run_quickstart", "train_head", "hard_hq_metrics"]
+__all__ = ["QuickstartConfig", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
 
-DEFAULT_HEAD_KWARGS: Dict[str, Dict[str, Any]] = {"lh2face": {}, "arcface": {}}
+DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", "cosface-s24=cosface:s=24,m=0.35")
+"""LH2Face (exported), ArcFace at arcface_torch's defaults, CosFace at LH2Face's logit scale."""
 
 
 @dataclass
@@ -50,322 +52,234 @@ class QuickstartConfig:
         embedding_size: feature dimension.
         lr: peak SGD learning rate (linear warm-up over 5% of the steps, then
             polynomial decay to 0, as arcface_torch's schedule).
-        heads: the heads to compare; the first one is exported.
-        head_kwargs: parameters per head (defaults of each head otherwise).
+        clip: gradient clipping (:class:`lh2face_plugin.training.TrainConfig`).
+        heads: head specs ``[LABEL=]NAME[:k=v,...]``; the first one is exported.
         device: ``cpu`` or ``cuda``.
-        seed: one seed for data, initialisation and data order.
+        seed: the training data's seed.
+        train_seed: initialisation, batch order and flips (the same for every head).
+        eval_families, eval_seed: the held-out look-alike set of the hard-HQ numbers.
+        bootstrap: replicates of the bootstrap over families.
         workers: DataLoader worker processes.
     """
 
     out: str = "lh2face_runs/quickstart"
     identities: int = 200
     images_per_id: int = 20
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 64
     network: str = "compact-tiny"
     embedding_size: int = 512
     lr: float = 0.1
-    heads: Sequence[str] = ("lh2face", "arcface")
-    head_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_HEAD_KWARGS))
+    clip: Union[str, float] = "scaled"
+    heads: Sequence[str] = DEFAULT_QUICKSTART_HEADS
     device: str = "cpu"
     seed: int = 0
+    train_seed: int = 0
+    eval_families: int = 40
+    eval_seed: int = 1
+    bootstrap: int = 1000
     workers: int = 1
 
-    def validate(self) -> None:
-        for key in ("identities", "images_per_id", "steps", "batch_size", "embedding_size"):
+    def train_config(self):
+        from .training import TrainConfig
+
+        return TrainConfig(network=self.network, embedding_size=self.embedding_size, steps=self.steps,
+                           batch_size=self.batch_size, lr=self.lr, clip=self.clip, seed=self.train_seed,
+                           device=self.device, workers=self.workers)
+
+    def validate(self):
+        """Check every setting; returns the parsed head specs."""
+        from .bench.specs import parse_head_specs
+
+        for key in ("identities", "images_per_id", "eval_families", "bootstrap"):
             value = getattr(self, key)
-            if int(value) != value or value < 1:
+            if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
         if self.identities < 2:
             raise ValueError(f"identities must be >= 2, got {self.identities}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.eval_seed == self.seed:
+            raise ValueError(f"eval_seed must differ from the data seed (other identities), both are {self.seed}")
         if not self.heads:
             raise ValueError("heads must name at least one head")
-        from . import available_heads
-        from .backbones import available_backbones
+        self.train_config().validate()
+        try:
+            return parse_head_specs(list(self.heads))
+        except KeyError as exc:
+            from .registry import HEADS
 
-        for h in self.heads:
-            if h not in available_heads():
-                raise ValueError(f"heads: unknown head {h!r}; known: {', '.join(available_heads())}")
-        if self.network not in available_backbones():
-            raise ValueError(f"network must be one of {available_backbones()}, got {self.network!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but CUDA is not available")
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            bad = next(h for h in self.heads if _unknown(HEADS, h))
+            raise ValueError(f"heads: unknown head {bad.split('=')[-1].split(':')[0]!r}; known: "
+                             f"{', '.join(HEADS.names())}") from exc
 
 
-def _write_json(path: str, obj: Any) -> None:
-    from .fileio import write_json
-    from .eval.report import jsonable
-
-    write_json(path, jsonable(obj))
+_FLIP = {"win": "loss", "loss": "win"}  # verdicts of h - first, printed as first - h
 
 
-def _lr_lambda(steps: int) -> Callable[[int], float]:
-    warmup = max(1, int(0.05 * steps))
+def _unknown(registry, spec: str) -> bool:
+    from .bench.specs import parse_head_spec
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, 1.0 - (step - warmup) / max(1, steps - warmup)) ** 2
-
-    return factor
-
-
-def train_head(cfg: QuickstartConfig, data_dir: str, head: str, out_dir: str, progress: bool = True) -> Dict[str, Any]:
-    """Train ``cfg.network`` with ``head`` on the RecordIO set in ``data_dir``.
-
-    Reuses ``out_dir/model.pt`` when ``out_dir/train.json`` records the same settings.
-
-    Returns:
-        dict with ``model`` (the backbone, eval mode), ``model_path``, ``history``
-        (per-step loss and training accuracy), ``seconds``, ``reused``.
-    """
-    from tqdm.auto import tqdm
-
-    from .backbones import build_backbone
-    from .classifier import NormalizedClassifier
-    from .data.dataset import FaceRecordDataset
-    from .fileio import atomic_path
-
-    os.makedirs(out_dir, exist_ok=True)
-    model_path = os.path.join(out_dir, "model.pt")
-    info_path = os.path.join(out_dir, "train.json")
-    kwargs = dict(cfg.head_kwargs.get(head, {}))
-    settings = {k: getattr(cfg, k) for k in ("steps", "batch_size", "network", "embedding_size", "lr", "seed")}
-    settings.update(head=head, head_kwargs=kwargs, data=_data_fingerprint(data_dir))
-    key = _fingerprint(settings)
-    torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
-    if os.path.exists(model_path) and os.path.exists(info_path):
-        with open(info_path) as fh:
-            info = json.load(fh)
-        if info.get("key") == key:
-            backbone.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-            return {"model": backbone.eval(), "model_path": model_path, "history": info["history"],
-                    "seconds": info["seconds"], "reused": True}
-
-    device = torch.device(cfg.device)
-    dataset = FaceRecordDataset(data_dir, random_flip=True)
-    num_classes = int(dataset.num_classes) if hasattr(dataset, "num_classes") else _num_classes(data_dir)
-    clf = NormalizedClassifier(head, cfg.embedding_size, num_classes, head_kwargs=kwargs)
-    backbone.to(device).train()
-    clf.to(device).train()
-    params = list(backbone.parameters()) + list(clf.parameters())
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.steps))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=cfg.workers, generator=gen,
-                                         persistent_workers=cfg.workers > 0)
-    history: Dict[str, List[float]] = {"loss": [], "accuracy": []}
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, desc=f"train {head}", disable=not progress, unit="step")
-    step = 0
-    while step < cfg.steps:
-        for images, labels in loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            loss = clf(backbone(images), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{head}: non-finite loss at step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            history["loss"].append(loss.item())
-            history["accuracy"].append(float(clf.last["accuracy"]))
-            step += 1
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(history['loss'][-10:]):.3f}",
-                                acc=f"{np.mean(history['accuracy'][-10:]):.2f}")
-            if step >= cfg.steps:
-                break
-    bar.close()
-    seconds = time.perf_counter() - start
-    backbone.cpu().eval()
-    with atomic_path(model_path) as tmp:
-        torch.save(backbone.state_dict(), tmp)
-    _write_json(info_path, {"key": key, "settings": settings, "history": history, "seconds": seconds})
-    return {"model": backbone, "model_path": model_path, "history": history, "seconds": seconds, "reused": False}
+    try:
+        registry.get(parse_head_spec(spec).name)
+        return False
+    except KeyError:
+        return True
 
 
-def _data_fingerprint(data_dir: str) -> str:
-    with open(os.path.join(data_dir, "meta.json"), "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:16]
-
-
-def _num_classes(data_dir: str) -> int:
-    with open(os.path.join(data_dir, "property")) as fh:
-        return int(fh.read().split(",")[0])
-
-
-def hard_hq_metrics(verify: Dict[str, Any], verify_pairs: str, ijb: Dict[str, Any], ijb_splits: str) -> Dict[str, Any]:
-    """Metrics on the hard, high-quality pairs of the synthetic sets.
-
-    Verification: 10-fold accuracy of arcface_torch's procedure restricted to the
-    pairs marked hard with both images of high quality. IJB: ROC of the template
-    pairs marked hard whose two templates both have at least the median template
-    quality of the set (templates mix qualities, so an absolute threshold leaves
-    almost no pair), TAR at FAR 1e-2 and 1e-1, AUC.
-    """
-    from .eval import metrics
-    from .eval.verification import verification_metrics
-
-    with open(verify_pairs) as fh:
-        pairs = json.load(fh)["pairs"]
-    sel = np.array([i for i, p in enumerate(pairs) if p["hard"] and p["quality"] == "high"], dtype=int)
-    feats = np.asarray(verify["features"])
-    issame = np.array([bool(p["same"]) for p in pairs])
-    rows = np.stack([2 * sel, 2 * sel + 1], 1).reshape(-1)
-    folds = int(min(10, max(2, len(sel) // 4)))
-    vm = verification_metrics(feats[rows], issame[sel], folds=folds, fars=())
-
-    with open(ijb_splits) as fh:
-        splits = json.load(fh)
-    split = np.asarray(splits["pairs"])
-    quality = {int(t): v["quality"] for t, v in splits["templates"].items()}
-    median = float(np.median(list(quality.values())))
-    high = np.array([quality[int(a)] >= median and quality[int(b)] >= median for a, b in split[:, :2]])
-    mask = (split[:, 3] == 1) & high
-    scores, labels = np.asarray(ijb["scores"])[mask], np.asarray(ijb["labels"])[mask].astype(int)
-    out = {"verify_pairs": int(len(sel)), "verify_accuracy": vm["accuracy"],
-           "ijb_pairs": int(mask.sum()), "ijb_genuine": int(labels.sum()),
-           "ijb_tar_at_far": {1e-2: math.nan, 1e-1: math.nan}, "ijb_auc": math.nan,
-           "ijb_roc": {"fpr": np.zeros(0), "tpr": np.zeros(0)}}
-    if 0 < labels.sum() < len(labels):  # a ROC needs both genuine and impostor pairs
-        fpr, tpr, _ = metrics.roc_curve(labels, scores)
-        out.update(ijb_tar_at_far=metrics.tar_at_far_nearest(fpr, tpr, (1e-2, 1e-1)), ijb_auc=metrics.auc(fpr, tpr),
-                   ijb_roc={"fpr": fpr, "tpr": tpr})
-    return out
-
-
-def _plot_training(histories: Dict[str, Dict[str, List[float]]], path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    from .fileio import atomic_path
-
-    fig = Figure(figsize=(9, 3.5), dpi=110)
-    ax_l, ax_a = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, h in histories.items():
-        k = max(1, len(h["loss"]) // 50)
-        smooth = lambda v: np.convolve(v, np.ones(k) / k, mode="valid")  # noqa: E731
-        ax_l.plot(smooth(np.asarray(h["loss"])), label=name)
-        ax_a.plot(smooth(np.asarray(h["accuracy"])), label=name)
-    ax_l.set(title="training loss (head's own scale)", xlabel="step")
-    ax_a.set(title="training accuracy (argmax cosine)", xlabel="step", ylim=(0, 1))
-    ax_a.legend(loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+def _fmt_ci(value: float, ci: Sequence[float]) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.1f} [{100 * ci[0]:.1f},{100 * ci[1]:.1f}]"
 
 
 def _format_table(results: Dict[str, Dict[str, Any]]) -> str:
     heads = list(results)
+
+    def hh(metric):
+        return lambda r: _fmt_ci(r["hard_hq"]["metrics"][metric]["mean"], r["hard_hq"]["metrics"][metric]["ci"])
+
     rows = [
         ("verify.bin accuracy (10-fold)", lambda r: f"{100 * r['verify']['accuracy']:.2f}%"),
         ("IJB-SYNTH TAR@FAR=1e-3", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-3]:.2f}%"),
         ("IJB-SYNTH TAR@FAR=1e-2", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-2]:.2f}%"),
         ("IJB-SYNTH TAR@FAR=1e-1", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-1]:.2f}%"),
         ("IJB-SYNTH AUC", lambda r: f"{r['ijb']['auc']:.4f}"),
-        ("hard HQ: verify accuracy", lambda r: f"{100 * r['hard_hq']['verify_accuracy']:.2f}%"),
-        ("hard HQ: IJB TAR@FAR=1e-1", lambda r: f"{100 * r['hard_hq']['ijb_tar_at_far'][1e-1]:.2f}%"),
-        ("hard HQ: IJB AUC", lambda r: f"{r['hard_hq']['ijb_auc']:.4f}"),
-        ("train accuracy (last 20 steps)", lambda r: f"{100 * np.mean(r['train']['history']['accuracy'][-20:]):.1f}%"),
-        ("train time", lambda r: f"{r['train']['seconds']:.0f} s"),
+        ("hard HQ TAR@FAR=1e-1 [95% CI]", hh("hard_hq_tar@1e-1")),
+        ("hard HQ TAR@FAR=1e-2 [95% CI]", hh("hard_hq_tar@1e-2")),
+        ("hard HQ AUC [95% CI]", hh("hard_hq_auc")),
+        ("rho(|z|, quality)", lambda r: f"{r['hard_hq']['metrics']['rho_norm_quality']['mean']:+.3f}"),
+        ("train accuracy (last 20 steps)", lambda r: f"{100 * np.mean(r['train'].history['accuracy'][-20:]):.1f}%"),
+        ("clipped steps", lambda r: f"{100 * r['train'].info['clip']['fraction']:.0f}%"),
+        ("train time", lambda r: f"{r['train'].seconds:.0f} s"),
     ]
     width = max(len(r[0]) for r in rows) + 2
-    lines = ["".ljust(width) + "".join(h.rjust(12) for h in heads)]
+    col = max(18, max(len(h) for h in heads) + 2)
+    lines = ["".ljust(width) + "".join(h.rjust(col) for h in heads)]
     for label, fn in rows:
-        lines.append(label.ljust(width) + "".join(fn(results[h]).rjust(12) for h in heads))
+        lines.append(label.ljust(width) + "".join(fn(results[h]).rjust(col) for h in heads))
     return "\n".join(lines)
 
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run the whole job; returns the results (also written to ``cfg.out/results.json``)."""
-    from .data.synthetic import IJB_TARGET, generate_dataset
+    from .bench.bootstrap import bootstrap_metrics, compare_heads, summarize_heads
+    from .bench.evalset import EvalSetConfig, build_evalset, pair_counts
+    from .bench.runner import evaluate_runs, to_json
+    from .bench.scores import PairIndex
+    from .data.synthetic import HIGH_QUALITY, IJB_TARGET, generate_dataset
     from .eval import evaluate_ijb, evaluate_verification, torch_embedder
     from .eval.plots import plot_roc
     from .export.modelzoo import pack_model_zoo, verify_pack
-    from .export.onnx import export_onnx
+    from .export.onnx import export_onnx, sha256_file
+    from .fileio import write_json
+    from .training import data_fingerprint, plot_training, train_model
 
-    cfg.validate()
+    specs = cfg.validate()
     t0 = time.perf_counter()
     out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    echo(f"[1/4] synthetic data: {cfg.identities} identities x {cfg.images_per_id} images -> {out}/data")
+    echo(f"[1/4] synthetic data: {cfg.identities} identities x {cfg.images_per_id} images -> {out}/data; "
+         f"held-out look-alike set: {cfg.eval_families} families -> {out}/evalset")
     paths = generate_dataset(os.path.join(out, "data"), identities=cfg.identities,
                              images_per_id=cfg.images_per_id, seed=cfg.seed, progress=progress)
     data_dir = os.path.dirname(paths["rec"])
+    data_key = data_fingerprint(data_dir)
+    ev = build_evalset(os.path.join(out, "evalset"), EvalSetConfig(families=cfg.eval_families, seed=cfg.eval_seed),
+                       progress=progress)
+    index = PairIndex.build(ev)
+    counts = pair_counts(ev)["hard_hq"]
 
     results: Dict[str, Dict[str, Any]] = {}
-    for head in cfg.heads:
-        echo(f"[2/4] train {cfg.network} with the {head} head: {cfg.steps} steps x {cfg.batch_size} images")
-        tr = train_head(cfg, data_dir, head, os.path.join(out, head), progress=progress)
-        if tr["reused"]:
-            echo(f"      reused {tr['model_path']}")
-        embed = torch_embedder(tr["model"], device=cfg.device)
-        key = hashlib.sha256(open(tr["model_path"], "rb").read()).hexdigest()[:16]
-        echo(f"[3/4] evaluate {head}")
-        cache = os.path.join(out, head, "features")
+    tcfg = cfg.train_config()
+    for spec in specs:
+        echo(f"[2/4] train {cfg.network} with the {spec.label} head: {cfg.steps} steps x {cfg.batch_size} images")
+        run_dir = os.path.join(out, spec.folder)
+        tr = train_model(tcfg, data_dir, spec.name, run_dir, head_kwargs=spec.kwargs, label=spec.label,
+                         progress=progress, data_key=data_key, echo=echo)
+        if tr.reused:
+            echo(f"      reused {tr.model_path}")
+        embed = torch_embedder(tr.model, device=cfg.device)
+        key = sha256_file(tr.model_path)[:16]
+        echo(f"[3/4] evaluate {spec.label}")
+        cache = os.path.join(run_dir, "features")
         verify = evaluate_verification(embed, paths["verify_bin"], cache_dir=os.path.join(cache, "verify"),
                                        cache_key=key)
         ijb = evaluate_ijb(embed, paths["ijb"], IJB_TARGET, cache_dir=os.path.join(cache, "ijb"), cache_key=key,
                            identification=False)
-        results[head] = {"train": tr, "verify": verify, "ijb": ijb,
-                         "hard_hq": hard_hq_metrics(verify, paths["verify_pairs"], ijb, paths["ijb_pair_splits"])}
+        run = {"model": tr.model, "model_path": tr.model_path, "dir": run_dir, "name": spec.label}
+        results[spec.label] = {"spec": spec, "train": tr, "verify": verify, "ijb": ijb,
+                               "scores": evaluate_runs([run], ev, index, device=cfg.device, progress=progress)[0]}
 
-    first = cfg.heads[0]
+    labels = list(results)
+    point, reps = bootstrap_metrics([results[h]["scores"] for h in labels], ev.num_families, cfg.bootstrap,
+                                    progress=progress)
+    metric_names = list(point[0])
+    pv = {m: {h: [point[k][m]] for k, h in enumerate(labels)} for m in metric_names}
+    rv = {m: {h: [reps[k][m]] for k, h in enumerate(labels)} for m in metric_names}
+    for h in labels:
+        results[h]["hard_hq"] = {"metrics": {m: summarize_heads(pv[m], rv[m])[h] for m in metric_names}}
+    first = labels[0]
+    diffs = {m: compare_heads(pv[m], rv[m], first) for m in ("hard_hq_tar@1e-1", "hard_hq_tar@1e-2")} \
+        if len(labels) > 1 else {}
+
     echo(f"[4/4] export the {first} model to ONNX and an insightface model-zoo pack")
-    onnx_path = os.path.join(out, first, "recognition.onnx")
-    pack_dir = os.path.join(out, f"pack_{first}")
+    first_spec = results[first]["spec"]
+    onnx_path = os.path.join(out, first_spec.folder, "recognition.onnx")
+    pack_dir = os.path.join(out, f"pack_{first_spec.folder}")
+    model = results[first]["train"].model
     with _quiet_third_party():
-        report = export_onnx(results[first]["train"]["model"], onnx_path)
-        pack_model_zoo(onnx_path, pack_dir, model_id=f"{first}-quickstart")
-        zoo = verify_pack(pack_dir, reference=results[first]["train"]["model"])
+        report = export_onnx(model, onnx_path)
+        pack_model_zoo(onnx_path, pack_dir, model_id=f"{first_spec.folder}-quickstart")
+        zoo = verify_pack(pack_dir, reference=model)
 
     plots = {
         "roc": plot_roc({h: (r["ijb"]["roc"]["fpr"], r["ijb"]["roc"]["tpr"]) for h, r in results.items()},
                         os.path.join(out, "roc_ijb_synth.png"), title="IJB-SYNTH 1:1 (all pairs)"),
-        "roc_hard_hq": plot_roc({h: (r["hard_hq"]["ijb_roc"]["fpr"], r["hard_hq"]["ijb_roc"]["tpr"])
-                                 for h, r in results.items()},
-                                os.path.join(out, "roc_ijb_synth_hard_hq.png"), title="IJB-SYNTH hard high-quality pairs"),
-        "training": _plot_training({h: r["train"]["history"] for h, r in results.items()},
-                                   os.path.join(out, "training.png")),
+        "roc_hard_hq": plot_roc({h: r["scores"].roc("hard_hq") for h, r in results.items()},
+                                os.path.join(out, "roc_hard_hq.png"), fars=(1e-3, 1e-2, 1e-1),
+                                title="held-out hard high-quality pairs (look-alike impostors)"),
+        "training": plot_training({h: r["train"].history for h, r in results.items()},
+                                  os.path.join(out, "training.png")),
     }
+    hard_set = {"families": cfg.eval_families, "seed": cfg.eval_seed, "genuine_pairs": counts["genuine"],
+                "impostor_pairs": counts["impostor"], "quality_threshold": HIGH_QUALITY,
+                "bootstrap": cfg.bootstrap, "sha256": ev.sha256}
     table = _format_table(results)
     summary = {
-        "config": dataclasses.asdict(cfg),
-        "heads": {h: {"verify": {k: r["verify"][k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
+        "config": {**dataclasses.asdict(cfg), "heads": list(cfg.heads)},
+        "hard_hq_set": hard_set,
+        "heads": {h: {"head": r["spec"].name, "head_kwargs": r["spec"].kwargs,
+                      "verify": {k: r["verify"][k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
                       "ijb": {k: r["ijb"][k] for k in ("tar_at_far", "auc", "pairs", "templates")},
-                      "hard_hq": {k: v for k, v in r["hard_hq"].items() if k != "ijb_roc"},
-                      "train_seconds": r["train"]["seconds"], "model": r["train"]["model_path"]}
+                      "hard_hq": r["hard_hq"]["metrics"],
+                      "clip": r["train"].info["clip"], "train_seconds": r["train"].seconds,
+                      "model": r["train"].model_path, "network": cfg.network}
                   for h, r in results.items()},
+        "differences": diffs,
         "export": {"onnx": onnx_path, "parity": dataclasses.asdict(report) if dataclasses.is_dataclass(report)
                    else str(report), "pack": pack_dir, "insightface": zoo},
         "plots": plots, "wall_seconds": time.perf_counter() - t0,
     }
-    _write_json(os.path.join(out, "results.json"), summary)
+    write_json(os.path.join(out, "results.json"), to_json(summary))
     cos = zoo.get("cosine", {})
     echo("")
     echo(table)
+    echo("")
+    echo(f"hard HQ: held-out set of {cfg.eval_families} families x 3 look-alikes (seed {cfg.eval_seed}), "
+         f"{counts['genuine']} genuine / {counts['impostor']} look-alike impostor pairs, both images of quality >= "
+         f"{HIGH_QUALITY}; [95% CI] by bootstrap over families.")
+    echo("         One training seed: the intervals leave out seed-to-seed variation ('lh2face bench' measures it).")
+    for m, per in diffs.items():
+        for h, d in per.items():
+            diff, lo, hi = (0.0 - 100 * v + 0.0 for v in (d["diff"], d["ci"][1], d["ci"][0]))  # first - h
+            echo(f"         {first} - {h}, hard HQ TAR@FAR={m.split('@')[1]}: {diff:+.1f} points, "
+                 f"95% CI [{lo:+.1f}, {hi:+.1f}] ({_FLIP.get(d['verdict'], d['verdict'])})")
     echo("")
     echo(f"export: {onnx_path}")
     echo(f"        onnxruntime vs torch, min cosine at batch 1 and 8: {_min_cos(report):.7f}")
     echo(f"pack:   {pack_dir} (insightface loads it as {', '.join(sorted(set(zoo.get('routed', {}).values())))}; "
          f"embedding cosine to torch {min(cos.values()) if cos else float('nan'):.7f})")
-    echo(f"plots:  {plots['roc']}\n        {plots['roc_hard_hq']}\n        {plots['training']}")
+    echo("plots:  " + "\n        ".join(plots.values()))
     echo(f"results: {os.path.join(out, 'results.json')}   wall time {summary['wall_seconds']:.0f} s")
     return summary
 

@@ -6,22 +6,30 @@ import os
 
 import pytest
 
-from lh2face_plugin.quickstart import QuickstartConfig, run_quickstart
+from lh2face_plugin.quickstart import DEFAULT_QUICKSTART_HEADS, QuickstartConfig, run_quickstart
 
 
 @pytest.mark.slow
 def test_quickstart_tiny_end_to_end_and_rerun(tmp_path):
     cfg = QuickstartConfig(out=str(tmp_path / "qs"), identities=12, images_per_id=4, steps=4, batch_size=16,
-                           workers=0)
+                           eval_families=2, bootstrap=50, workers=0)
     lines = []
     summary = run_quickstart(cfg, progress=False, echo=lines.append)
     text = "\n".join(lines)
-    assert "verify.bin accuracy" in text and "lh2face" in text and "arcface" in text
-    for head in ("lh2face", "arcface"):
+    labels = ("lh2face", "arcface", "cosface-s24")
+    assert "verify.bin accuracy" in text and all(h in text for h in labels)
+    # the hard-HQ numbers name their split and its size: 2 families, 6 identities x C(6, 2) genuine pairs
+    assert "90 genuine / 216 look-alike impostor pairs" in text and "hard HQ TAR@FAR=1e-1 [95% CI]" in text
+    assert "lh2face - cosface-s24, hard HQ TAR@FAR=1e-1" in text
+    assert summary["hard_hq_set"]["genuine_pairs"] == 90 and summary["hard_hq_set"]["impostor_pairs"] == 216
+    assert summary["heads"]["cosface-s24"]["head_kwargs"] == {"s": 24, "m": 0.35}
+    for head in labels:
         h = summary["heads"][head]
         assert 0.0 <= h["verify"]["accuracy"] <= 1.0
         assert set(h["ijb"]["tar_at_far"]) >= {1e-3, 1e-2, 1e-1}
-        assert os.path.exists(h["model"])
+        hh = h["hard_hq"]["hard_hq_tar@1e-1"]
+        assert hh["ci"][0] <= hh["mean"] <= hh["ci"][1]
+        assert h["clip"]["mode"] == "scaled" and os.path.exists(h["model"])
     export = summary["export"]
     assert min(export["parity"]["cosine"].values()) >= 0.9999
     assert set(export["insightface"]["routed"].values()) == {"ArcFaceONNX"}
@@ -31,12 +39,18 @@ def test_quickstart_tiny_end_to_end_and_rerun(tmp_path):
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(cfg.out, "results.json")) as fh:
-        assert json.load(fh)["heads"]["lh2face"]["verify"]["accuracy"] == pytest.approx(
-            summary["heads"]["lh2face"]["verify"]["accuracy"])
+        saved = json.load(fh)
+    assert saved["heads"]["lh2face"]["verify"]["accuracy"] == pytest.approx(
+        summary["heads"]["lh2face"]["verify"]["accuracy"])
+    assert saved["heads"]["arcface"]["hard_hq"]["hard_hq_tar@1e-1"]["mean"] == pytest.approx(
+        summary["heads"]["arcface"]["hard_hq"]["hard_hq_tar@1e-1"]["mean"])
+    # the training runs come from the shared training module
+    with open(os.path.join(cfg.out, "arcface", "train.json")) as fh:
+        assert json.load(fh)["format"] == "lh2face-train"
 
     again = []
     run_quickstart(cfg, progress=False, echo=again.append)
-    assert sum("reused" in line for line in again) == 2  # both models reused, not retrained
+    assert sum("reused" in line for line in again) == 3  # every model reused, not retrained
 
 
 def test_quickstart_rejects_bad_settings(tmp_path):
@@ -46,3 +60,7 @@ def test_quickstart_rejects_bad_settings(tmp_path):
         QuickstartConfig(out=str(tmp_path), steps=0).validate()
     with pytest.raises(ValueError, match="network must be one of"):
         QuickstartConfig(out=str(tmp_path), network="r50").validate()
+    with pytest.raises(ValueError, match="eval_seed must differ"):
+        QuickstartConfig(out=str(tmp_path), seed=1, eval_seed=1).validate()
+    assert [s.label for s in QuickstartConfig(out=str(tmp_path)).validate()] == ["lh2face", "arcface", "cosface-s24"]
+    assert DEFAULT_QUICKSTART_HEADS[0] == "lh2face"

@@ -1,0 +1,135 @@
+"""Head specifications of the benchmark: ``[LABEL=]NAME[:key=value,key=value]``.
+
+``arcface`` / ``cosface:s=24,m=0.35`` / ``cos24=cosface:s=24,m=0.35`` /
+``lh2face:margin=per_sample``. Values are read as int, float, true/false/none, else kept as
+strings. The label names the run (its folder ``OUT/<label>/seed<k>``, the table row); it
+defaults to the spec as written.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+__all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "RESERVED_LABELS"]
+
+DEFAULT_HEADS: Tuple[str, ...] = (
+    "cosface-s24=cosface:s=24,m=0.35",
+    "arcface",
+    "adaface",
+    "lh2face",
+)
+"""The default comparison, reference first: the scale-matched CosFace (s = LH2Face's mean
+kappa, METHODS.md section 6), ArcFace at arcface_torch's defaults, AdaFace and LH2Face.
+Default entries whose head is not registered in this installation are skipped with a note."""
+
+RESERVED_LABELS = ("data", "evalset", "valset", "lr_sweep")
+"""Folder names of ``OUT`` that are not runs."""
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head of the comparison.
+
+    Attributes:
+        label: the row name and run folder name.
+        name: registered head name (``lh2face heads``).
+        kwargs: the head's parameters.
+        text: the spec as written.
+    """
+
+    label: str
+    name: str
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def folder(self) -> str:
+        """The label made safe as a folder name."""
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", self.label).strip("_") or "run"
+
+
+def _value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_head_spec(text: str) -> HeadSpec:
+    """Parse one spec; the error names the spec and what was expected.
+
+    Raises:
+        ValueError: malformed spec.
+    """
+    raw = str(text).strip()
+    label, sep, rest = raw.partition("=")
+    if sep and (":" not in label) and label and _LABEL_RE.match(label):
+        body = rest.strip()
+    else:
+        label, body = "", raw
+    name, _, params = body.partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"head spec {text!r}: no head name (expected [LABEL=]NAME[:key=value,...])")
+    kwargs: Dict[str, Any] = {}
+    if params.strip():
+        for item in params.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key.isidentifier():
+                raise ValueError(f"head spec {text!r}: parameter {item!r} is not key=value")
+            if key in kwargs:
+                raise ValueError(f"head spec {text!r}: parameter {key!r} given twice")
+            kwargs[key] = _value(value)
+    return HeadSpec(label or body, name, kwargs, raw)
+
+
+def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
+                     notes: List[str] = None) -> List[HeadSpec]:
+    """Parse and check specs: the head is registered, its parameters build, labels are unique.
+
+    Args:
+        skip_unregistered: drop specs whose head is not registered (appending a line to
+            ``notes``) instead of raising; used for :data:`DEFAULT_HEADS`.
+    """
+    from ..registry import HEADS
+
+    specs: List[HeadSpec] = []
+    for t in texts:
+        spec = parse_head_spec(t)
+        try:
+            HEADS.get(spec.name)
+        except KeyError:
+            if skip_unregistered:
+                if notes is not None:
+                    notes.append(f"head {spec.name!r} is not registered in this installation: "
+                                 f"{spec.label!r} left out of the default comparison")
+                continue
+            raise
+        try:
+            HEADS.build(spec.name, **spec.kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"head spec {spec.text!r}: {exc}") from None
+        specs.append(spec)
+    if not specs:
+        raise ValueError("no head to compare")
+    seen: Dict[str, str] = {}
+    for s in specs:
+        if s.folder in RESERVED_LABELS:
+            raise ValueError(f"head label {s.label!r} is reserved (folders {', '.join(RESERVED_LABELS)}); "
+                             f"write LABEL={s.text}")
+        if s.folder in seen:
+            raise ValueError(f"head specs {seen[s.folder]!r} and {s.text!r} have the same label/folder "
+                             f"{s.folder!r}; give one a label: LABEL={s.text}")
+        seen[s.folder] = s.text
+    return specs

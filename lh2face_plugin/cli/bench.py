@@ -1,0 +1,90 @@
+"""``lh2face bench``: heads trained alike, compared on held-out look-alike faces with paired CIs."""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from ._common import add_command
+
+
+def run(args) -> int:
+    from functools import partialmethod
+
+    from tqdm.auto import tqdm
+
+    from ..bench import DEFAULT_HEADS, BenchConfig, run_bench
+
+    if args.quiet:
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+    if args.list_defaults:
+        print("\n".join(DEFAULT_HEADS))
+        return 0
+    cfg = BenchConfig(out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
+                      reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
+                      batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
+                      lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
+                      identities=args.identities, images_per_id=args.images_per_id, data_seed=args.data_seed,
+                      families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
+                      val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device, workers=args.workers)
+    command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    try:
+        run_bench(cfg, progress=not args.quiet, command=command)
+    except FileExistsError as exc:  # one-line errors: the CLI reports ValueError/RuntimeError
+        raise ValueError(str(exc)) from exc
+    except FloatingPointError as exc:
+        raise RuntimeError(str(exc)) from exc
+    return 0
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "bench",
+                    "train several heads x training seeds alike; compare them on held-out look-alike faces "
+                    "(hard-HQ TAR@FAR, paired bootstrap CIs over families, seed spread)",
+                    """
+  lh2face bench                                     # the default comparison (CPU; see the README for its time)
+  lh2face bench --budget 0.2 --out runs/bench_smoke # a fifth of the steps
+  lh2face bench --heads arcface cos24=cosface:s=24,m=0.35 lh2face lh2face-ps=lh2face:margin=per_sample \\
+                --reference cos24 --seeds 0 1 2
+  lh2face bench --lr-sweep 0.05 0.1 0.2             # pick each head's learning rate on a validation set first
+  lh2face bench --device cuda --budget 4 --families 140
+Head specs: [LABEL=]NAME[:key=value,...] (lh2face heads lists names and parameters); the label names the row
+and the run folder OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny).
+A rerun with the same settings reuses the data, evaluation set, trained models and features.
+""", run)
+    p.add_argument("--out", default="lh2face_runs/bench", help="output folder (default: %(default)s)")
+    p.add_argument("--heads", nargs="+", metavar="SPEC",
+                   help="head specs to compare (default: --list-defaults; unregistered default heads are skipped)")
+    p.add_argument("--list-defaults", action="store_true", help="print the default head specs and exit")
+    p.add_argument("--reference", default=None, help="label of the head differences are taken against "
+                                                     "(default: the first head)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds (default: 0 1)")
+    p.add_argument("--budget", type=float, default=1.0, help="multiplies --steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=500, help="training steps per run before --budget "
+                                                          "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
+    p.add_argument("--network", default="compact-tiny", help="compact-tiny, compact or compact-wide "
+                                                             "(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of every head without --lr-sweep "
+                                                         "(default: %(default)s)")
+    p.add_argument("--lr-sweep", nargs="+", type=float, metavar="LR",
+                   help="learning rates to try for every head (first seed) on a validation set; each head then "
+                        "trains with its best")
+    p.add_argument("--sweep-metric", default="hard_hq_tar@1e-1", help="validation metric of the sweep "
+                                                                      "(default: %(default)s)")
+    p.add_argument("--clip", default="scaled",
+                   help="gradient clipping: scaled (0.1x the run's step-0 gradient norm, proportional to the head's "
+                        "logit scale), off, or a fixed max norm (default: %(default)s)")
+    p.add_argument("--identities", type=int, default=200, help="training identities (default: %(default)s)")
+    p.add_argument("--images-per-id", type=int, default=20, help="images per training identity "
+                                                                 "(default: %(default)s)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the training data (default: %(default)s)")
+    p.add_argument("--families", type=int, default=120, help="look-alike families in the evaluation set "
+                                                             "(default: %(default)s)")
+    p.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation set (default: %(default)s)")
+    p.add_argument("--val-families", type=int, default=40, help="families of the sweep's validation set "
+                                                                "(default: %(default)s)")
+    p.add_argument("--val-seed", type=int, default=2, help="seed of the validation set (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,0 +1,441 @@
+"""Training a compact backbone with one head on a RecordIO set: the loop ``lh2face quickstart``
+and ``lh2face bench`` share.
+
+Fair by construction, whatever the head:
+
+- **Same data, order and initialisation.** The batch order and the horizontal flips come
+  from a plan drawn from the *training* seed (:func:`batch_plan`; the data's own seed made
+  the images), the backbone is initialised from the training seed, the class proxies from
+  a generator of their own, so two heads trained with one seed see identical batches and
+  start from identical weights.
+- **Same schedule.** SGD (momentum 0.9, weight decay 5e-4), linear warm-up over
+  ``warmup`` of the steps, then polynomial decay (power 2) to 0, as arcface_torch's
+  ``PolyScheduler``; the peak learning rate is a setting (``lh2face bench --lr-sweep``
+  chooses it per head with one sweep).
+- **Clipping that does not favour a logit scale.** A fixed norm threshold (arcface_torch clips
+  the backbone at 5) cuts s=64 heads far more often than heads whose logits are a third as
+  large (measured: 20-100% of ArcFace's late steps, never LH2Face's). At step 0 every head
+  sees the same weights and the same batch, and the softmax is near uniform, so the
+  backbone's gradient norm there, ``g0``, is proportional to the head's logit scale. The
+  default ``clip="scaled"`` clips the backbone's gradient at ``clip_factor * g0`` on every
+  step: multiplying a head's loss by a constant scales ``g0`` and every later norm alike, so
+  the clipping decisions do not change. ``clip_factor = 0.1`` gives ArcFace (s=64,
+  ``g0`` = 52 on compact-tiny with training seed 0) about arcface_torch's threshold of 5.
+  ``clip="off"`` or a number (a fixed threshold) are the alternatives. Every step's norm and
+  whether it was clipped are kept in the history.
+
+A finished run is reused when its folder holds a ``train.json`` with the same key (the
+settings, the head and its parameters, and the training data's content).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = ["TrainConfig", "TrainResult", "train_model", "batch_plan", "lr_factor", "GradClipper",
+           "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
+
+TRAINING_VERSION = 3
+"""Bumped when the loop changes what a run produces (invalidates reuse of older runs)."""
+PROXY_INIT_STD = 0.01
+"""Class proxies start as N(0, 0.01^2), like :class:`~lh2face_plugin.classifier.NormalizedClassifier`."""
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        network: backbone name (:func:`lh2face_plugin.backbones.available_backbones`).
+        embedding_size: feature dimension D.
+        steps: optimisation steps.
+        batch_size: images per step.
+        lr: peak SGD learning rate.
+        momentum, weight_decay: SGD settings.
+        warmup: fraction of the steps with a linear warm-up.
+        clip: ``"scaled"`` (default), ``"off"``, or a number (fixed max gradient norm).
+        clip_factor: scaled threshold = ``clip_factor`` x the gradient norm of step 0.
+        seed: training seed: initialisation, batch order and flips (not the data's seed).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        workers: DataLoader worker processes (does not change the result).
+    """
+
+    network: str = "compact-tiny"
+    embedding_size: int = 512
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.05
+    clip: Union[str, float] = "scaled"
+    clip_factor: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 1
+
+    def validate(self) -> "TrainConfig":
+        from .backbones import available_backbones
+
+        for key in ("embedding_size", "steps", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if int(self.workers) != self.workers or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
+        if int(self.seed) != self.seed:
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for key in ("lr", "clip_factor"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a number > 0, got {value!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be in [0, 1), got {self.warmup!r}")
+        parse_clip(self.clip)
+        if self.network not in available_backbones():
+            raise ValueError(f"network must be one of {available_backbones()}, got {self.network!r}")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available")
+        return self
+
+    def settings(self) -> Dict[str, Any]:
+        """The settings that change what is trained (the reuse key's part; not ``workers``)."""
+        d = asdict(self)
+        d.pop("workers")
+        d["device"] = torch.device(d["device"]).type
+        d["clip"] = parse_clip(self.clip)
+        return d
+
+
+def parse_clip(clip: Union[str, float]) -> Union[str, float]:
+    """``"scaled"``, ``"off"`` or a positive float from a setting or a CLI string."""
+    if isinstance(clip, str):
+        key = clip.strip().lower()
+        if key in ("scaled", "off"):
+            return key
+        try:
+            clip = float(key)
+        except ValueError:
+            raise ValueError(f"clip must be 'scaled', 'off' or a positive number, got {clip!r}") from None
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (math.isfinite(clip) and clip > 0):
+        raise ValueError(f"clip must be 'scaled', 'off' or a positive number, got {clip!r}")
+    return float(clip)
+
+
+def lr_factor(step: int, steps: int, warmup: float = 0.05) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then ``(1 - progress)^2``."""
+    w = max(1, int(warmup * steps)) if warmup > 0 else 0
+    if step < w:
+        return (step + 1) / w
+    return max(0.0, 1.0 - (step - w) / max(1, steps - w)) ** 2
+
+
+class GradClipper:
+    """Gradient-norm clipping of ``params``; records every step's norm and whether it was cut.
+
+    Args:
+        mode: ``"scaled"`` (max norm ``factor * g0``, ``g0`` the norm of the first call),
+            ``"off"`` or a fixed max norm (float).
+        factor: see ``mode``.
+    """
+
+    def __init__(self, mode: Union[str, float], factor: float = 0.1) -> None:
+        self.mode = parse_clip(mode)
+        self.factor = float(factor)
+        self.norms: List[float] = []
+        self.clipped: List[bool] = []
+
+    def threshold(self, norm: float) -> float:
+        """Max norm for a step whose unclipped norm is ``norm``."""
+        if self.mode == "off":
+            return math.inf
+        if self.mode == "scaled":
+            return self.factor * (self.norms[0] if self.norms else norm)
+        return float(self.mode)
+
+    def __call__(self, params: Sequence[torch.Tensor]) -> float:
+        """Clip in place; returns the norm before clipping."""
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        limit = self.threshold(norm)
+        if math.isfinite(limit) and norm > limit:  # as clip_grad_norm_: scale by limit / (norm + 1e-6)
+            for g in grads:
+                g.mul_(limit / (norm + 1e-6))
+        self.norms.append(norm)
+        self.clipped.append(bool(math.isfinite(limit) and norm > limit))
+        return norm
+
+    def activity(self) -> Dict[str, Any]:
+        """Fraction of steps clipped, overall and over the last quarter of the steps; the threshold."""
+        c = np.asarray(self.clipped, dtype=bool)
+        last = c[-max(1, len(c) // 4):] if len(c) else c
+        limit = self.threshold(self.norms[0]) if self.norms else math.nan
+        return {"mode": self.mode, "factor": self.factor if self.mode == "scaled" else None,
+                "threshold": limit if math.isfinite(limit) else None,
+                "fraction": float(c.mean()) if len(c) else 0.0,
+                "fraction_last_quarter": float(last.mean()) if len(last) else 0.0,
+                "median_norm": float(np.median(self.norms)) if self.norms else math.nan}
+
+
+def batch_plan(num_images: int, steps: int, batch_size: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Image indices and flip flags of every step, from the training seed only.
+
+    Epochs are permutations of the images; the last incomplete batch of an epoch is dropped
+    (as ``DataLoader(drop_last=True)``).
+
+    Returns:
+        ``indices`` (steps, batch_size) int64 and ``flips`` (steps, batch_size) bool.
+    """
+    if batch_size > num_images:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_images} images)")
+    rng = np.random.default_rng([int(seed), 0x62617463])
+    per_epoch = num_images // batch_size
+    rows: List[np.ndarray] = []
+    while len(rows) < steps:
+        perm = rng.permutation(num_images)
+        rows += [perm[i * batch_size:(i + 1) * batch_size] for i in range(min(per_epoch, steps - len(rows)))]
+    flips = rng.random((steps, batch_size)) < 0.5
+    return np.stack(rows).astype(np.int64), flips
+
+
+def data_fingerprint(data_dir: str) -> str:
+    """Content digest of a RecordIO training set (``meta.json`` if present, ``property``,
+    ``train.idx``, ``train.rec``)."""
+    h = hashlib.sha256()
+    for name in ("meta.json", "property", "train.idx", "train.rec"):
+        path = os.path.join(data_dir, name)
+        if not os.path.exists(path):
+            if name in ("train.idx", "train.rec"):
+                raise FileNotFoundError(f"{path}: no such file (expected a RecordIO training set)")
+            continue
+        h.update(name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: str) -> str:
+    """Key of a run: the training settings, the head and its parameters, the data's digest."""
+    obj = {"version": TRAINING_VERSION, "train": cfg.settings(), "head": head, "head_kwargs": dict(head_kwargs),
+           "data": data}
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns.
+
+    Attributes:
+        model: the trained backbone (CPU, eval mode).
+        model_path: ``out_dir/model.pt`` (the backbone's state dict).
+        info: the content of ``out_dir/train.json`` (key, settings, history, clipping, seconds).
+        reused: True when an earlier identical run was loaded instead of trained.
+    """
+
+    model: torch.nn.Module
+    model_path: str
+    info: Dict[str, Any]
+    reused: bool
+
+    @property
+    def history(self) -> Dict[str, List[float]]:
+        return self.info["history"]
+
+    @property
+    def seconds(self) -> float:
+        return float(self.info["seconds"])
+
+
+def _read_info(out_dir: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(out_dir, "train.json")
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == "lh2face-train" else None
+
+
+def _load(cfg: TrainConfig, out_dir: str, info: Dict[str, Any]) -> TrainResult:
+    from .backbones import build_backbone
+
+    model_path = os.path.join(out_dir, "model.pt")
+    backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
+    backbone.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    return TrainResult(backbone.eval(), model_path, info, True)
+
+
+def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
+    """The folder's earlier run (or None); refuses a folder holding a model this code did not write."""
+    info = _read_info(out_dir)
+    if info is None and os.path.exists(os.path.join(out_dir, "model.pt")):
+        raise FileExistsError(f"{out_dir} holds a model.pt that lh2face did not train (no train.json); "
+                              "move it away or choose another output folder")
+    return info
+
+
+def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
+                head_kwargs: Optional[Mapping[str, Any]] = None, label: Optional[str] = None,
+                progress: bool = True, reuse_from: Sequence[str] = (),
+                data_key: Optional[str] = None, echo: Callable[[str], None] = print) -> TrainResult:
+    """Train ``cfg.network`` with the ``head`` on the RecordIO set ``data_dir``.
+
+    Writes ``out_dir/model.pt`` (the backbone's state dict, loadable with
+    ``lh2face eval ... --model out_dir/model.pt --network cfg.network``) and
+    ``out_dir/train.json`` (``format``, ``key``, ``settings``, ``head``, ``head_kwargs``,
+    ``history`` per step: ``loss``, ``ce``, ``extra``, ``accuracy``, ``norm`` (mean raw
+    feature norm), ``grad_norm``, ``clipped``, ``lr``; ``clip`` activity, ``head_state``
+    (the head's scalar buffers at the end), ``seconds``).
+
+    Args:
+        cfg: settings (validated here).
+        data_dir: folder with ``train.rec``/``train.idx`` (insightface layout with a header record).
+        head: registered head name; ``head_kwargs`` its parameters.
+        out_dir: run folder. An earlier run there with the same key is loaded, one with
+            another key is replaced (a ``model.pt`` without our ``train.json`` is refused).
+        label: name in the progress bar.
+        reuse_from: other run folders to copy a finished run with the same key from.
+        data_key: :func:`data_fingerprint` of ``data_dir`` when already known.
+
+    Raises:
+        FloatingPointError: the loss became NaN/Inf (lower the learning rate).
+    """
+    from tqdm.auto import tqdm
+
+    from .backbones import build_backbone
+    from .classifier import NormalizedClassifier
+    from .data.dataset import FaceRecordDataset
+    from .fileio import atomic_path, write_json
+    from .registry import HEADS
+
+    cfg.validate()
+    kwargs = dict(head_kwargs or {})
+    HEADS.get(head)
+    data_key = data_key or data_fingerprint(data_dir)
+    key = run_key(cfg, head, kwargs, data_key)
+    label = label or head
+    os.makedirs(out_dir, exist_ok=True)
+    info = _check_out_dir(out_dir)
+    if info is not None and info.get("key") == key and os.path.exists(os.path.join(out_dir, "model.pt")):
+        return _load(cfg, out_dir, info)
+    for donor in reuse_from:
+        d_info = _read_info(donor)
+        if d_info is not None and d_info.get("key") == key and os.path.exists(os.path.join(donor, "model.pt")):
+            with atomic_path(os.path.join(out_dir, "model.pt"), ".pt") as tmp:
+                shutil.copyfile(os.path.join(donor, "model.pt"), tmp)
+            write_json(os.path.join(out_dir, "train.json"), d_info)
+            return _load(cfg, out_dir, d_info)
+    if info is not None:
+        echo(f"      {out_dir}: settings changed since its last run, retraining")
+
+    device = torch.device(cfg.device)
+    dataset = FaceRecordDataset(data_dir, random_flip=False)
+    if dataset.num_classes is None:
+        raise ValueError(f"{data_dir}: the RecordIO set has no insightface header record (class count unknown)")
+    num_classes = int(dataset.num_classes)
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
+    clf = NormalizedClassifier(head, cfg.embedding_size, num_classes, head_kwargs=kwargs)
+    gen = torch.Generator().manual_seed(int(cfg.seed) + 0x70726F78)
+    with torch.no_grad():
+        clf.weight.copy_(torch.normal(0.0, PROXY_INIT_STD, tuple(clf.weight.shape), generator=gen))
+    backbone.to(device).train()
+    clf.to(device).train()
+    params = list(backbone.parameters()) + list(clf.parameters())
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup))
+    clipper = GradClipper(cfg.clip, cfg.clip_factor)
+    indices, flips = batch_plan(len(dataset), cfg.steps, cfg.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[list(r) for r in indices],
+                                         num_workers=cfg.workers, persistent_workers=False)
+    names = ("loss", "ce", "extra", "accuracy", "norm", "grad_norm", "clipped", "lr")
+    history: Dict[str, List[float]] = {k: [] for k in names}
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.steps, desc=f"train {label}", disable=not progress, unit="step", leave=False)
+    try:
+        for step, (images, labels) in enumerate(loader):
+            flip = torch.from_numpy(flips[step])
+            images[flip] = images[flip].flip(-1)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            lr_now = opt.param_groups[0]["lr"]
+            emb = backbone(images)
+            try:
+                loss = clf(emb, labels)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{label}: step {step} with lr={cfg.lr:g}: {exc} "
+                                         "Here: lower the learning rate") from exc
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{label}: non-finite loss at step {step} with lr={cfg.lr:g}; "
+                                         "lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = clipper(list(backbone.parameters()))
+            opt.step()
+            sched.step()
+            last = clf.last
+            for k, v in (("loss", loss.item()), ("ce", float(last["ce"])), ("extra", float(last["extra"])),
+                         ("accuracy", float(last["accuracy"])), ("norm", float(emb.detach().norm(dim=1).mean())),
+                         ("grad_norm", grad_norm), ("clipped", float(clipper.clipped[-1])), ("lr", lr_now)):
+                history[k].append(v)
+            bar.update(1)
+            if (step + 1) % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(history['loss'][-10:]):.3f}",
+                                acc=f"{np.mean(history['accuracy'][-10:]):.2f}",
+                                clip=f"{100 * np.mean(history['clipped']):.0f}%")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    backbone.cpu().eval()
+    head_state = {n: float(b) for n, b in clf.head.named_buffers() if b.numel() == 1}
+    info = {"format": "lh2face-train", "key": key, "label": label, "head": head, "head_kwargs": kwargs,
+            "settings": cfg.settings(), "data": {"path": os.path.abspath(data_dir), "fingerprint": data_key,
+                                                 "classes": num_classes, "images": len(dataset)},
+            "network": cfg.network, "embedding_size": cfg.embedding_size,
+            "clip": clipper.activity(), "head_state": head_state,
+            "final": {k: float(np.mean(history[k][-20:])) for k in ("loss", "accuracy", "norm")},
+            "history": history, "seconds": seconds}
+    with atomic_path(os.path.join(out_dir, "model.pt"), ".pt") as tmp:
+        torch.save(backbone.state_dict(), tmp)
+    write_json(os.path.join(out_dir, "train.json"), info)
+    return TrainResult(backbone, os.path.join(out_dir, "model.pt"), info, False)
+
+
+def plot_training(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str) -> str:
+    """Loss, training accuracy, mean feature norm and gradient norm per run (PNG, atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from .fileio import atomic_path
+
+    fig = Figure(figsize=(12, 6.5), dpi=100)
+    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    panels = (("loss", "training loss (head's own scale)"), ("accuracy", "training accuracy (argmax cosine)"),
+              ("norm", "mean raw feature norm |z|"), ("grad_norm", "backbone gradient norm (before clipping)"))
+    for ax, (key, title) in zip(axes, panels):
+        for name, h in histories.items():
+            v = np.asarray(h.get(key, ()), dtype=float)
+            if not v.size:
+                continue
+            k = max(1, v.size // 50)
+            ax.plot(np.convolve(v, np.ones(k) / k, mode="valid"), label=name, lw=1)
+        ax.set(title=title, xlabel="step")
+    axes[1].set_ylim(0, 1)
+    axes[3].set_yscale("log")
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -1,0 +1,67 @@
+"""Head specs of the benchmark: parsing, labels, defaults, helpful errors."""
+from __future__ import annotations
+
+import pytest
+
+from lh2face_plugin.bench.runner import BenchConfig
+from lh2face_plugin.bench.specs import DEFAULT_HEADS, parse_head_spec, parse_head_specs
+
+
+def test_parse_specs():
+    s = parse_head_spec("cosface:s=24,m=0.35")
+    assert (s.label, s.name, s.kwargs) == ("cosface:s=24,m=0.35", "cosface", {"s": 24, "m": 0.35})
+    assert s.folder == "cosface_s_24_m_0.35"
+    s = parse_head_spec("cos24=cosface:s=24,m=0.35")
+    assert (s.label, s.name, s.kwargs, s.folder) == ("cos24", "cosface", {"s": 24, "m": 0.35}, "cos24")
+    s = parse_head_spec("lh2face:margin=per_sample,lambda_pp=0,kappa_max=none,check_inputs=false")
+    assert s.kwargs == {"margin": "per_sample", "lambda_pp": 0, "kappa_max": None, "check_inputs": False}
+    assert parse_head_spec(" arcface ").kwargs == {}
+
+
+@pytest.mark.parametrize("text, match", [
+    ("cosface:s", "is not key=value"),
+    ("cosface:s=1,s=2", "given twice"),
+    (":s=1", "no head name"),
+])
+def test_malformed_specs(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_head_spec(text)
+
+
+def test_checked_specs():
+    specs = parse_head_specs(["arcface", "cos24=cosface:s=24,m=0.35"])
+    assert [s.label for s in specs] == ["arcface", "cos24"]
+    with pytest.raises(KeyError, match="unknown head 'arcfce'"):
+        parse_head_specs(["arcfce"])
+    with pytest.raises(ValueError, match="head spec 'arcface:q=1'"):
+        parse_head_specs(["arcface:q=1"])
+    with pytest.raises(ValueError, match="head spec 'arcface:s=-1'"):
+        parse_head_specs(["arcface:s=-1"])
+    with pytest.raises(ValueError, match="same label"):
+        parse_head_specs(["arcface", "arcface"])
+    with pytest.raises(ValueError, match="reserved"):
+        parse_head_specs(["data=arcface"])
+
+
+def test_default_heads_skip_unregistered_ones_with_a_note():
+    notes = []
+    specs = parse_head_specs(list(DEFAULT_HEADS) + ["nosuchhead"], skip_unregistered=True, notes=notes)
+    assert "nosuchhead" not in [s.name for s in specs] and any("nosuchhead" in n for n in notes)
+    cfg = BenchConfig()
+    specs, notes = cfg.head_specs()
+    assert specs[0].label == "cosface-s24" and cfg.reference_label(specs) == "cosface-s24"
+    assert {"arcface", "lh2face"} <= {s.name for s in specs}
+
+
+def test_bench_config_validation():
+    with pytest.raises(ValueError, match="seeds must differ"):
+        BenchConfig(eval_seed=0).validate()
+    with pytest.raises(ValueError, match="reference 'x' is not one of the heads"):
+        BenchConfig(heads=("arcface", "lh2face"), reference="x").validate()
+    with pytest.raises(ValueError, match="budget must be"):
+        BenchConfig(budget=0).validate()
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        BenchConfig(seeds=(1, 1)).validate()
+    with pytest.raises(ValueError, match="sweep_metric"):
+        BenchConfig(sweep_metric="accuracy").validate()
+    assert BenchConfig(steps=500, budget=0.2).total_steps == 100
