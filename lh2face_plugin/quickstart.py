@@ -32,6 +32,8 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 import torch
 
+from .fileio import sha256_file
+
 __all__ = ["QuickstartConfig", "run_quickstart", "train_head", "hard_hq_metrics"]
 
 DEFAULT_HEAD_KWARGS: Dict[str, Dict[str, Any]] = {"lh2face": {}, "arcface": {}}
@@ -142,9 +144,8 @@ def train_head(cfg: QuickstartConfig, data_dir: str, head: str, out_dir: str, pr
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
     if os.path.exists(model_path) and os.path.exists(info_path):
-        with open(info_path) as fh:
-            info = json.load(fh)
-        if info.get("key") == key:
+        info = _read_json_or_none(info_path)
+        if info and info.get("key") == key and info.get("model_sha256") == sha256_file(model_path):
             backbone.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
             return {"model": backbone.eval(), "model_path": model_path, "history": info["history"],
                     "seconds": info["seconds"], "reused": True}
@@ -191,13 +192,25 @@ def train_head(cfg: QuickstartConfig, data_dir: str, head: str, out_dir: str, pr
     backbone.cpu().eval()
     with atomic_path(model_path) as tmp:
         torch.save(backbone.state_dict(), tmp)
-    _write_json(info_path, {"key": key, "settings": settings, "history": history, "seconds": seconds})
+    _write_json(info_path, {"key": key, "settings": settings, "history": history, "seconds": seconds,
+                            "model_sha256": sha256_file(model_path)})
     return {"model": backbone, "model_path": model_path, "history": history, "seconds": seconds, "reused": False}
 
 
 def _data_fingerprint(data_dir: str) -> str:
-    with open(os.path.join(data_dir, "meta.json"), "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:16]
+    """The dataset's content: its manifest lists every file's SHA-256."""
+    from .fileio import MANIFEST
+
+    return sha256_file(os.path.join(data_dir, MANIFEST))[:16]
+
+
+def _read_json_or_none(path: str) -> Any:
+    """A JSON cache record, or ``None`` when it is unreadable (the cache is then rebuilt)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def _num_classes(data_dir: str) -> int:
@@ -286,8 +299,14 @@ def _format_table(results: Dict[str, Dict[str, Any]]) -> str:
     width = max(len(r[0]) for r in rows) + 2
     lines = ["".ljust(width) + "".join(h.rjust(12) for h in heads)]
     for label, fn in rows:
-        lines.append(label.ljust(width) + "".join(fn(results[h]).rjust(12) for h in heads))
+        lines.append(label.ljust(width) + "".join(_cell(fn, results[h]).rjust(12) for h in heads))
     return "\n".join(lines)
+
+
+def _cell(fn: Callable[[Dict[str, Any]], str], result: Dict[str, Any]) -> str:
+    """A table cell; ``n/a`` where the value cannot be computed (e.g. a split without genuine pairs)."""
+    text = fn(result)
+    return "n/a" if "nan" in text.lower() else text
 
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -316,7 +335,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
         if tr["reused"]:
             echo(f"      reused {tr['model_path']}")
         embed = torch_embedder(tr["model"], device=cfg.device)
-        key = hashlib.sha256(open(tr["model_path"], "rb").read()).hexdigest()[:16]
+        key = sha256_file(tr["model_path"])[:16]
         echo(f"[3/4] evaluate {head}")
         cache = os.path.join(out, head, "features")
         verify = evaluate_verification(embed, paths["verify_bin"], cache_dir=os.path.join(cache, "verify"),

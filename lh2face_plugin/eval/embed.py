@@ -121,11 +121,10 @@ def load_embedder(model: str, network: Optional[str] = None, onnx: bool = False,
                          f"{'a CPU build' if torch.version.cuda is None else 'no GPU visible'}); use --device cpu")
     from ..backbones import load_backbone
 
+    from ..finite import require_finite_parameters
+
     module = load_backbone(model, network, arcface_root=arcface_root, **backbone_kwargs)
-    for name, tensor in module.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise FloatingPointError(f"{model}: parameter {name!r} holds NaN or infinite values; the model cannot "
-                                     "be evaluated (a diverged training run? use an earlier checkpoint)")
+    require_finite_parameters(module, model)
     return torch_embedder(module, device=device)
 
 
