@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from ..images import decode as decode_image
 from ..fileio import cleanup_stale, cleanup_stale_in, read_manifest, verify_manifest, writing_folder
 from . import face3d
 from .face3d import EXPRESSION_NAMES, NEUTRAL_LIGHT, NUM_PARAMS, PARAM_NAMES, Light
@@ -193,7 +194,7 @@ def _degrade(img: np.ndarray, deg: Optional[Degradation], noise_seed: int,
         return np.ascontiguousarray(out), b""
     data = _encode_jpeg(out, STORE_JPEG_QUALITY if deg.jpeg is None else deg.jpeg)
     if deg.jpeg is not None:
-        out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        out = decode_image(data, "rgb", where="synthetic JPEG", backend="pillow")
     return np.ascontiguousarray(out), data
 
 

@@ -14,7 +14,6 @@ Here ``aligned`` is 1.0 for images this tool aligned from landmarks, else 0.0.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import shutil
