@@ -30,6 +30,7 @@ _OS_HINTS = {
     errno.ENOSPC: "the disk is full: free some space or choose another --out",
     errno.EDQUOT: "the disk quota is exhausted: free some space or choose another --out",
     errno.ENOENT: "check the path",
+    errno.EEXIST: "a file of that name is in the way (a folder was expected there): choose another path",
     errno.EISDIR: "a folder is in the way: give a file path",
     errno.ENOTDIR: "part of the path is a file, not a folder",
     errno.ENAMETOOLONG: "use a shorter path",

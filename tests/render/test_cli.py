@@ -109,3 +109,38 @@ def test_synthetic_pretraining_defaults_to_the_ground_truth_bootstrap(tmp_path, 
                  "--steps", "1", "--batch-size", "2", "--pool", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "reco " in printed and "supervised" not in printed
+
+
+def test_render_without_action_prints_help(capsys):
+    assert main(["render"]) == 0
+    assert "pretrain" in capsys.readouterr().out
+
+
+def test_pretrain_does_not_overwrite_a_file_it_did_not_make(tmp_path, capsys):
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"someone's trained backbone")
+    assert main(["render", "pretrain", "--steps", "1", "--batch-size", "2", "--pool", "2", "--width", "4",
+                 "--out", str(other)]) == 2
+    assert "not a render checkpoint" in capsys.readouterr().err and other.read_bytes() == b"someone's trained backbone"
+
+
+def test_show_does_not_draw_over_its_input(tmp_path, capsys):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(face)
+    before = face.read_bytes()
+    assert main(["render", "show", str(face), "--out", str(face)]) == 2
+    assert "one of the input images" in capsys.readouterr().err and face.read_bytes() == before
+
+
+def test_a_checkpoint_with_nan_is_not_evaluated(tmp_path, capsys):
+    import torch
+
+    from lh2face_plugin.render.module import RenderInputModule
+
+    module = RenderInputModule(width=4)
+    with torch.no_grad():
+        next(module.net.parameters()).fill_(float("nan"))
+    module.save_reconstruction(str(tmp_path / "nan.pt"))
+    assert main(["render", "eval", "--checkpoint", str(tmp_path / "nan.pt"), "--num", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "nan.pt: parameter" in err and "NaN" in err
