@@ -5,6 +5,9 @@ import os
 
 from ._common import add_command
 
+OVERWRITE_HELP = ("write into a non-empty folder this command did not make (replaces only the files of the same "
+                  "names, keeps the others)")
+
 
 def _build(args) -> int:
     from ..data.tools import build_dataset
@@ -45,8 +48,10 @@ def _shuffle(args) -> int:
 def _synth(args) -> int:
     from ..data.synthetic import generate_dataset
 
+    sizes = {k: getattr(args, k) for k in ("eval_identities", "verify_pairs", "render_eval")
+             if getattr(args, k) is not None}
     paths = generate_dataset(args.out, identities=args.identities, images_per_id=args.images_per_id,
-                             seed=args.seed, overwrite=args.overwrite)
+                             seed=args.seed, overwrite=args.overwrite, **sizes)
     width = max(map(len, paths), default=0) + 2
     for key, path in paths.items():
         print(f"{key:<{width}}{path}")
@@ -72,8 +77,7 @@ def register(subparsers) -> None:
 """, _build)
     b.add_argument("image_folder", help="one sub-folder per identity (class = sorted folder order)")
     b.add_argument("out", help="output folder (created; built aside and swapped in whole)")
-    b.add_argument("--overwrite", action="store_true", help="write into a non-empty folder this command did not make (replaces only the files of "
-                        "the same names, keeps the others)")
+    b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     b.add_argument("--landmarks", metavar="CSV",
                    help="CSV 'relative_path,x1,y1,...,x5,y5' (eyes, nose, mouth corners): align with "
                         "insightface's norm_crop")
@@ -102,8 +106,7 @@ def register(subparsers) -> None:
 """, _shuffle)
     s.add_argument("rec", help="a .rec file (with its .idx) or a folder holding train.rec")
     s.add_argument("out", help="output folder for train.rec / train.idx (created)")
-    s.add_argument("--overwrite", action="store_true", help="write into a non-empty folder this command did not make (replaces only the files of "
-                        "the same names, keeps the others)")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.add_argument("--seed", type=int, default=0, help="permutation seed (default 0)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -115,8 +118,12 @@ def register(subparsers) -> None:
 A rerun with the same settings checks the files (sizes, SHA-256) and reuses them when whole.
 """, _synth)
     y.add_argument("out", help="output folder")
-    y.add_argument("--overwrite", action="store_true", help="write into a non-empty folder this command did not make (replaces only the files of "
-                        "the same names, keeps the others)")
+    y.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     y.add_argument("--identities", type=int, default=100, help="number of identities (default 100)")
     y.add_argument("--images-per-id", type=int, default=10, help="training images per identity (default 10)")
     y.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    y.add_argument("--eval-identities", type=int, help="identities of verify.bin and ijb/ (default identities/4, "
+                                                       "within 20..500)")
+    y.add_argument("--verify-pairs", type=int, help="pairs in verify.bin (default identities rounded to 20, "
+                                                    "within 200..3000)")
+    y.add_argument("--render-eval", type=int, help="faces in render_eval.npz (default 128)")

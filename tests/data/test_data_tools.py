@@ -164,8 +164,8 @@ def test_cli_shuffle_for_dali(tmp_path, capsys):
 def test_cli_synth_calls_generator(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def generate_dataset(out, identities, images_per_id, seed, overwrite):
-        calls.append((out, identities, images_per_id, seed, overwrite))
+    def generate_dataset(out, identities, images_per_id, seed, overwrite, **sizes):
+        calls.append((out, identities, images_per_id, seed, overwrite, sizes))
         return {"rec": os.path.join(out, "train.rec"), "verify": os.path.join(out, "verify.bin")}
 
     fake = types.ModuleType("lh2face_plugin.data.synthetic")
@@ -175,8 +175,9 @@ def test_cli_synth_calls_generator(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data_pkg, "synthetic", fake, raising=False)
     out = str(tmp_path / "syn")
     assert main(["data", "synth", out, "--identities", "4", "--images-per-id", "3", "--seed", "9"]) == 0
-    assert main(["data", "synth", out, "--identities", "4", "--images-per-id", "3", "--overwrite"]) == 0
-    assert calls == [(out, 4, 3, 9, False), (out, 4, 3, 0, True)]
+    assert main(["data", "synth", out, "--identities", "4", "--images-per-id", "3", "--overwrite",
+                 "--verify-pairs", "8", "--render-eval", "2"]) == 0
+    assert calls == [(out, 4, 3, 9, False, {}), (out, 4, 3, 0, True, {"verify_pairs": 8, "render_eval": 2})]
     assert os.path.join(out, "verify.bin") in capsys.readouterr().out
 
 
