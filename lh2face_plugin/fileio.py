@@ -98,8 +98,8 @@ def _lock(fd: int, blocking: bool = True) -> bool:
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-            return True  # a filesystem without locks: fall back on the process check alone
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+            return True  # no locks here (NFS locks a read-only descriptor with EBADF): the process check alone
         raise
 
 
@@ -442,11 +442,18 @@ def _carry_over(out: str, stage: str, owned: Set[str]) -> None:
 
 
 def _publish_by_file(stage: str, out: str, owned: Set[str]) -> None:
-    """Fallback without an atomic swap: the manifest goes first (removed) and last (written)."""
+    """Fallback without an atomic swap: files move one by one.
+
+    First a manifest claiming the old and the new files (their checks fail until the end, so nothing
+    is reused meanwhile, and an interrupted move is still recognised as this command's folder), then
+    the files, then the new manifest.
+    """
     new = set(_walk_files(stage))
-    marker = os.path.join(out, MANIFEST)
-    if os.path.exists(marker):
-        os.remove(marker)
+    with open(os.path.join(stage, MANIFEST), encoding="utf-8") as fh:
+        doc = json.load(fh)
+    interim = dict(doc, files={**{rel: {"size": -1, "sha256": ""} for rel in owned if rel != MANIFEST},
+                               **doc["files"]})
+    write_json(os.path.join(out, MANIFEST), interim)
     for rel in sorted(owned - new - {MANIFEST}):
         p = os.path.join(out, rel)
         if os.path.lexists(p) and not os.path.isdir(p):

@@ -153,3 +153,27 @@ def test_update_json_merges_concurrent_writers(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"bad\.json: unreadable JSON"):
         update_json(str(tmp_path / "bad.json"), lambda doc: doc)
+
+
+def test_an_interrupted_publish_by_file_is_still_recognised(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "a"), "w").write("v1")
+    real = os.replace
+
+    def dying(src, dst):
+        if os.path.basename(dst) == "b":
+            raise KeyboardInterrupt  # killed half-way through the moves
+        return real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", dying)
+    with pytest.raises(KeyboardInterrupt):
+        with writing_folder(str(out), "c") as stage:
+            open(os.path.join(stage, "a"), "w").write("v2")
+            open(os.path.join(stage, "b"), "w").write("v2")
+    monkeypatch.setattr(fileio.os, "replace", real)
+    assert verify_manifest(str(out)) != []  # not whole: a rerun rebuilds it
+    with writing_folder(str(out), "c") as stage:  # still this command's folder: no --overwrite needed
+        open(os.path.join(stage, "b"), "w").write("v3")
+    assert sorted(os.listdir(out)) == [MANIFEST, "b"] and verify_manifest(str(out)) == []

@@ -92,6 +92,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     from ..render.pretrain import folder_batches, pretrain, synthetic_batches
 
+    for name in ("steps", "batch_size", "width"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     torch.manual_seed(args.seed)
     if os.path.exists(args.out) and os.path.abspath(args.out) != os.path.abspath(args.checkpoint or ""):
         from ..render.module import _read_checkpoint
@@ -125,6 +130,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             raise FloatingPointError(f"the loss became NaN or infinite at step {step + 1} "
                                      f"({', '.join(f'{k} {v}' for k, v in h.items())}); lower --lr; "
                                      f"nothing was written to {args.out}")
+    require_finite_parameters(module, f"the trained reconstruction (nothing was written to {args.out})")
     module.save_reconstruction(args.out)
     tail = history[-min(20, len(history)):]
     parts = [f"{name} {history[0][name]:.4f} -> {sum(h[name] for h in tail) / len(tail):.4f}"

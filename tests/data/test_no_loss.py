@@ -269,3 +269,16 @@ def test_inspect_reports_a_damaged_rec_instead_of_failing(tmp_path):
     open(rec, "wb").write(data[: len(data) - 50])
     s = inspect_record(str(tmp_path), progress=False)
     assert any("truncated file" in p and "the records after it were not read" in p for p in s.problems)
+
+
+def test_inspect_names_nan_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    rec, idx = str(tmp_path / "train.rec"), str(tmp_path / "train.idx")
+    from lh2face_plugin.data.recordio import pack_img
+
+    with MXIndexedRecordIO(idx, rec, "w") as w:
+        for k, label in enumerate([0.0, 1.0, float("nan"), 1.0]):
+            w.write_idx(k, pack_img(IRHeader(0, label, k, 0), face_like(rng), img_fmt=".png"))
+    s = inspect_record(str(tmp_path), progress=False)
+    assert s.problems == ["1 image record(s) have a NaN or infinite label, e.g. record #2 (counting image records)"]
+    assert s.classes == 2 and s.label_range == (0.0, 1.0)

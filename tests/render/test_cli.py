@@ -144,3 +144,16 @@ def test_a_checkpoint_with_nan_is_not_evaluated(tmp_path, capsys):
     assert main(["render", "eval", "--checkpoint", str(tmp_path / "nan.pt"), "--num", "2"]) == 2
     err = capsys.readouterr().err
     assert "nan.pt: parameter" in err and "NaN" in err
+
+
+def test_pretraining_that_diverges_writes_nothing(tmp_path, capsys, monkeypatch):
+    import lh2face_plugin.render.pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "pretrain", lambda *a, **k: [{"supervised": 0.3}, {"supervised": float("nan")}])
+    out = tmp_path / "r.pt"
+    assert main(["render", "pretrain", "--steps", "2", "--batch-size", "2", "--pool", "2", "--width", "4",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite at step 2" in err and "lower --lr" in err and not out.exists()
+    assert main(["render", "pretrain", "--lr", "inf", "--out", str(out)]) == 2
+    assert "--lr must be a finite number > 0" in capsys.readouterr().err
