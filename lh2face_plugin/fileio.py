@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - not on Windows
 __all__ = ["atomic_path", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
-           "FolderNotOwned"]
+           "FolderNotOwned", "FolderWriter"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -487,24 +487,46 @@ def publish_folder(stage: str, out: str, owned: Set[str] = frozenset()) -> None:
     _publish_by_file(stage, out, set(owned))
 
 
+class FolderWriter:
+    """A command's output folder, built in a staging folder (``path``) and published whole.
+
+    Creating one checks that ``command`` may write ``out`` (:func:`claim_folder`, raising
+    ``FolderNotOwned``) and removes what killed runs left. :meth:`publish` adds a manifest of every
+    file in the staging folder (with ``extra`` keys) and replaces ``out`` by it
+    (:func:`publish_folder`); :meth:`discard` drops it and leaves ``out`` as it was.
+    """
+
+    def __init__(self, out: str, command: str, *, overwrite: bool = False, extra: Optional[Mapping[str, Any]] = None,
+                 legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> None:
+        self.out = os.path.realpath(os.fspath(out))
+        self.command, self.extra = command, extra
+        self.owned = claim_folder(self.out, command, overwrite, legacy)
+        if os.path.isdir(self.out):
+            cleanup_stale_in(self.out, recursive=True)
+        self._staged = Staged(self.out, folder=True)
+        self.path = self._staged.path
+
+    def publish(self) -> None:
+        write_manifest(self.path, self.command, self.extra)
+        publish_folder(self.path, self.out, self.owned)
+        self._staged.done = True
+        self._staged.discard()
+
+    def discard(self) -> None:
+        self._staged.discard()
+
+
 @contextlib.contextmanager
 def writing_folder(out: str, command: str, *, overwrite: bool = False, extra: Optional[Mapping[str, Any]] = None,
                    legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> Iterator[str]:
-    """Build ``command``'s output folder in a staging folder, then publish it whole.
+    """Build ``command``'s output folder in a staging folder, then publish it whole (:class:`FolderWriter`).
 
-    Yields the staging folder. On success, a manifest of every file written there (with ``extra``
-    keys) is added and the folder replaces ``out`` (:func:`publish_folder`); on an exception
-    ``out`` is left as it was. Raises ``FolderNotOwned`` for a non-empty folder the command did
-    not make (see :func:`claim_folder`).
+    Yields the staging folder; on success it replaces ``out``, on an exception ``out`` is left as
+    it was. Raises ``FolderNotOwned`` for a non-empty folder the command did not make.
     """
-    out = os.path.realpath(os.fspath(out))
-    owned = claim_folder(out, command, overwrite, legacy)
-    cleanup_stale_in(out, recursive=True) if os.path.isdir(out) else None
-    staged = Staged(out, folder=True)
+    writer = FolderWriter(out, command, overwrite=overwrite, extra=extra, legacy=legacy)
     try:
-        yield staged.path
-        write_manifest(staged.path, command, extra)
-        publish_folder(staged.path, out, owned)
-        staged.done = True
+        yield writer.path
+        writer.publish()
     finally:
-        staged.discard()
+        writer.discard()

@@ -31,11 +31,15 @@ Differences from mxnet, all on error paths or in what a process may do:
   missing ``.idx`` raise :class:`RecordIOError` / :class:`FileNotFoundError`
   naming the file, the record and the byte offset (mxnet raises a bare
   "Invalid RecordIO File", and returns ``None`` for an offset past the end).
-* Writing is atomic: records go to a temporary file beside the target, renamed
-  over it by :meth:`MXRecordIO.close`. A writer left in a ``with`` block by an
-  exception, or garbage-collected without ``close()``, discards its output (with
-  a ``RuntimeWarning`` in the latter case), so an interrupted build leaves no
-  half-written dataset.
+* Writing is atomic: records go to a staging file beside the target
+  (:class:`lh2face_plugin.fileio.Staged`), renamed over it by :meth:`MXRecordIO.close`
+  (an indexed writer flushes both files, then renames them one right after the
+  other). A writer left in a ``with`` block by an exception, or garbage-collected
+  without ``close()``, discards its output (with a ``RuntimeWarning`` in the latter
+  case); the staging file of a killed writer is removed by the next write of the
+  same file. Writing a key twice raises ``ValueError``.
+* An index with a duplicate key (mxnet silently keeps the last) or bytes that are
+  not UTF-8 text raises :class:`RecordIOError` naming the file and the line.
 * A reader used in a forked process (DataLoader workers) reopens its own file
   mapping and keeps its position; pickling a reader (spawned workers) carries
   only paths and the index, and the copy reopens lazily.

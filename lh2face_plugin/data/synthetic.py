@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from ..fileio import FolderWriter, cleanup_stale, cleanup_stale_in, read_manifest, verify_manifest
 from ..images import decode as decode_image
-from ..fileio import cleanup_stale, cleanup_stale_in, read_manifest, verify_manifest, writing_folder
 from . import face3d
 from .face3d import EXPRESSION_NAMES, NEUTRAL_LIGHT, NUM_PARAMS, PARAM_NAMES, Light
 
@@ -801,127 +801,129 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
         render_views.randomise(k, rng, degrade=False)
         render_views.yaw[k] = rng.uniform(-50, 50)
 
+    folder = FolderWriter(out, _COMMAND, overwrite=overwrite, extra={"config": config}, legacy=_legacy_owned)
+    stage = folder.path
     total = train_views.n + verify_views.n + ijb_views.n + render_views.n
     bar = tqdm(total=total, desc="synth", unit="img", disable=not progress, dynamic_ncols=True)
     runner = _Runner(workers)
     try:
-        with writing_folder(out, _COMMAND, overwrite=overwrite, extra={"config": config},
-                            legacy=_legacy_owned) as stage:
-            paths = _paths(stage)
-            n_img, k_ids, m = train_views.n, len(train_ids), int(images_per_id)
-            writer = MXIndexedRecordIO(paths["idx"], paths["rec"], "w")
-            try:
-                writer.write_idx(0, pack(IRHeader(0, [n_img + 1, n_img + 1 + k_ids], 0, 0), b""))
-                key = 1
-                for res in runner.map(_jobs(train_ids, train_views, size, "jpeg", 128)):
-                    for data in res["jpeg"]:
-                        label = int(train_views.ident[key - 1])
-                        writer.write_idx(key, pack(IRHeader(0, [label, 0], key, 0), data))
-                        key += 1
-                    bar.update(len(res["jpeg"]))
-                for i in range(k_ids):
-                    writer.write_idx(n_img + 1 + i, pack(IRHeader(0, [1 + i * m, 1 + (i + 1) * m], n_img + 1 + i, 0), b""))
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-            with open(paths["property"], "w", encoding="utf-8") as f:
-                f.write(f"{k_ids},{size},{size}\n")
-            quality = train_views.quality()
-            with open(paths["train_images"], "w", encoding="utf-8", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["key", "label", "family", "hard", "quality", "yaw", "pitch", "roll",
-                            "blur", "scale", "noise", "jpeg"])
-                for i in range(n_img):
-                    ident = train_ids[int(train_views.ident[i])]
-                    d = train_views.degradation[i] or Degradation()
-                    w.writerow([i + 1, ident.index, ident.family, int(ident.hard), f"{quality[i]:.4f}",
-                                f"{train_views.yaw[i]:.2f}", f"{train_views.pitch[i]:.2f}", f"{train_views.roll[i]:.2f}",
-                                f"{d.blur:.3f}", f"{d.scale:.3f}", f"{d.noise:.3f}", "" if d.jpeg is None else d.jpeg])
-
-            bins: List[bytes] = []
-            for res in runner.map(_jobs(eval_ids, verify_views, size, "jpeg", 128)):
-                bins += res["jpeg"]
-                bar.update(len(res["jpeg"]))
-            with open(paths["verify_bin"], "wb") as f:
-                pickle.dump((bins, [r["same"] for r in verify_records]), f, protocol=4)
-            _write_json(paths["verify_pairs"], {
-                "quality_threshold": HIGH_QUALITY,
-                "hard": "negative: both identities from one family; positive: the identity has family look-alikes",
-                "quality": "high when both images have quality >= quality_threshold",
-                "pairs": verify_records,
-            })
-
-            ijb = paths["ijb"]
-            os.makedirs(os.path.join(ijb, "meta"))
-            os.makedirs(os.path.join(ijb, "loose_crop"))
-            names = [f"{k + 1}.jpg" for k in range(ijb_views.n)]
-            lms = []
-            k = 0
-            for res in runner.map(_jobs(eval_ids, ijb_views, size, "loose", 64)):
+        paths = _paths(stage)
+        n_img, k_ids, m = train_views.n, len(train_ids), int(images_per_id)
+        writer = MXIndexedRecordIO(paths["idx"], paths["rec"], "w")
+        try:
+            writer.write_idx(0, pack(IRHeader(0, [n_img + 1, n_img + 1 + k_ids], 0, 0), b""))
+            key = 1
+            for res in runner.map(_jobs(train_ids, train_views, size, "jpeg", 128)):
                 for data in res["jpeg"]:
-                    with open(os.path.join(ijb, "loose_crop", names[k]), "wb") as f:
-                        f.write(data)
-                    k += 1
-                lms.append(res["landmarks"])
+                    label = int(train_views.ident[key - 1])
+                    writer.write_idx(key, pack(IRHeader(0, [label, 0], key, 0), data))
+                    key += 1
                 bar.update(len(res["jpeg"]))
-            lms = np.concatenate(lms)
-            iq = ijb_views.quality()
-            prefix = os.path.join(ijb, "meta", IJB_TARGET.lower())
-            with open(prefix + "_face_tid_mid.txt", "w", encoding="utf-8") as f:
-                f.writelines(f"{n} {t} {mm}\n" for n, (_, t, mm) in zip(names, ijb_rows))
-            with open(prefix + "_name_5pts_score.txt", "w", encoding="utf-8") as f:
-                for n, lm, q in zip(names, lms, iq):
-                    f.write(n + " " + " ".join(f"{v:.3f}" for v in lm.ravel()) + f" {0.6 + 0.4 * q:.4f}\n")
-            with open(prefix + "_template_pair_label.txt", "w", encoding="utf-8") as f:
-                f.writelines(f"{p[0]} {p[1]} {p[2]}\n" for p in ijb_pairs)
-            with open(os.path.join(ijb, "images.csv"), "w", encoding="utf-8", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["name", "tid", "mid", "identity", "family", "hard", "quality", "yaw", "pitch"])
-                for i, (n, (ident, t, mm)) in enumerate(zip(names, ijb_rows)):
-                    e = eval_ids[ident]
-                    w.writerow([n, t, mm, ident, e.family, int(e.hard), f"{iq[i]:.4f}",
-                                f"{ijb_views.yaw[i]:.2f}", f"{ijb_views.pitch[i]:.2f}"])
-            _write_json(paths["ijb_pair_splits"], {
-                "target": IJB_TARGET, "quality_threshold": HIGH_QUALITY,
-                "hard": "impostor: both templates from one family; genuine: the identity has family look-alikes",
-                "high_quality": "both templates' mean image quality >= quality_threshold",
-                "columns": ["tid1", "tid2", "label", "hard", "high_quality"], "pairs": ijb_pairs,
-                "templates": {str(t): {"identity": i, "family": eval_ids[i].family,
-                                       "quality": round(template_quality[t], 4)} for t, i in template_ident.items()},
-            })
+            for i in range(k_ids):
+                writer.write_idx(n_img + 1 + i, pack(IRHeader(0, [1 + i * m, 1 + (i + 1) * m], n_img + 1 + i, 0), b""))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        with open(paths["property"], "w", encoding="utf-8") as f:
+            f.write(f"{k_ids},{size},{size}\n")
+        quality = train_views.quality()
+        with open(paths["train_images"], "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "label", "family", "hard", "quality", "yaw", "pitch", "roll",
+                        "blur", "scale", "noise", "jpeg"])
+            for i in range(n_img):
+                ident = train_ids[int(train_views.ident[i])]
+                d = train_views.degradation[i] or Degradation()
+                w.writerow([i + 1, ident.index, ident.family, int(ident.hard), f"{quality[i]:.4f}",
+                            f"{train_views.yaw[i]:.2f}", f"{train_views.pitch[i]:.2f}", f"{train_views.roll[i]:.2f}",
+                            f"{d.blur:.3f}", f"{d.scale:.3f}", f"{d.noise:.3f}", "" if d.jpeg is None else d.jpeg])
 
-            arrays: Dict[str, List[np.ndarray]] = {}
-            for res in runner.map(_jobs(eval_ids, render_views, size, "arrays", 64)):
-                for key_, src in (("", res["render"]), ("frontal_", res["frontal"])):
-                    for name in ("image", "depth", "mask", "landmarks"):
-                        arrays.setdefault(key_ + name, []).append(src[name])
-                bar.update(len(res["render"]["image"]))
-            data = {("frontal" if k_ == "frontal_image" else k_): np.concatenate(v) for k_, v in arrays.items()}
-            rv = render_views
-            np.savez_compressed(
-                paths["render_eval"], **data,
-                pose=np.stack([rv.yaw, rv.pitch, rv.roll], 1).astype(np.float32),
-                identity=rv.ident.astype(np.int64), family=np.array([eval_ids[i].family for i in rv.ident], np.int64),
-                hard=np.array([eval_ids[i].hard for i in rv.ident], bool), expression=rv.expression,
-                light_ambient=rv.ambient, light_diffuse=rv.diffuse, light_direction=rv.direction)
-            bar.close()
+        bins: List[bytes] = []
+        for res in runner.map(_jobs(eval_ids, verify_views, size, "jpeg", 128)):
+            bins += res["jpeg"]
+            bar.update(len(res["jpeg"]))
+        with open(paths["verify_bin"], "wb") as f:
+            pickle.dump((bins, [r["same"] for r in verify_records]), f, protocol=4)
+        _write_json(paths["verify_pairs"], {
+            "quality_threshold": HIGH_QUALITY,
+            "hard": "negative: both identities from one family; positive: the identity has family look-alikes",
+            "quality": "high when both images have quality >= quality_threshold",
+            "pairs": verify_records,
+        })
 
-            _write_json(paths["meta"], {
-                "format": "lh2face-synthetic", "config": config,
-                "counts": {"train_images": n_img, "train_identities": k_ids, "eval_identities": n_eval,
-                           "verify_pairs": n_pairs, "ijb_images": ijb_views.n, "ijb_templates": len(template_ident),
-                           "ijb_pairs": len(ijb_pairs), "render_eval": render_views.n},
-                "files": _FILES, "ijb_target": IJB_TARGET, "quality_threshold": HIGH_QUALITY,
-                "train_records": "record 0: [N+1, N+1+K]; 1..N: [class, 0]; N+1..N+K: [first, end)",
-                "image": "RGB, aligned to ArcFace's 112x112 5-point template at yaw 0",
-                "depth": f"image widths from the image plane of an orthographic camera {face3d.CAMERA_DISTANCE} "
-                         "widths in front of the head centre; 0 on background",
-                "pose": "degrees; yaw > 0 moves the nose right, pitch > 0 up, roll > 0 turns the image clockwise",
-                "train_families": [i.family for i in train_ids], "train_hard": [int(i.hard) for i in train_ids],
-            })
-            runner.close()
+        ijb = paths["ijb"]
+        os.makedirs(os.path.join(ijb, "meta"))
+        os.makedirs(os.path.join(ijb, "loose_crop"))
+        names = [f"{k + 1}.jpg" for k in range(ijb_views.n)]
+        lms = []
+        k = 0
+        for res in runner.map(_jobs(eval_ids, ijb_views, size, "loose", 64)):
+            for data in res["jpeg"]:
+                with open(os.path.join(ijb, "loose_crop", names[k]), "wb") as f:
+                    f.write(data)
+                k += 1
+            lms.append(res["landmarks"])
+            bar.update(len(res["jpeg"]))
+        lms = np.concatenate(lms)
+        iq = ijb_views.quality()
+        prefix = os.path.join(ijb, "meta", IJB_TARGET.lower())
+        with open(prefix + "_face_tid_mid.txt", "w", encoding="utf-8") as f:
+            f.writelines(f"{n} {t} {mm}\n" for n, (_, t, mm) in zip(names, ijb_rows))
+        with open(prefix + "_name_5pts_score.txt", "w", encoding="utf-8") as f:
+            for n, lm, q in zip(names, lms, iq):
+                f.write(n + " " + " ".join(f"{v:.3f}" for v in lm.ravel()) + f" {0.6 + 0.4 * q:.4f}\n")
+        with open(prefix + "_template_pair_label.txt", "w", encoding="utf-8") as f:
+            f.writelines(f"{p[0]} {p[1]} {p[2]}\n" for p in ijb_pairs)
+        with open(os.path.join(ijb, "images.csv"), "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "tid", "mid", "identity", "family", "hard", "quality", "yaw", "pitch"])
+            for i, (n, (ident, t, mm)) in enumerate(zip(names, ijb_rows)):
+                e = eval_ids[ident]
+                w.writerow([n, t, mm, ident, e.family, int(e.hard), f"{iq[i]:.4f}",
+                            f"{ijb_views.yaw[i]:.2f}", f"{ijb_views.pitch[i]:.2f}"])
+        _write_json(paths["ijb_pair_splits"], {
+            "target": IJB_TARGET, "quality_threshold": HIGH_QUALITY,
+            "hard": "impostor: both templates from one family; genuine: the identity has family look-alikes",
+            "high_quality": "both templates' mean image quality >= quality_threshold",
+            "columns": ["tid1", "tid2", "label", "hard", "high_quality"], "pairs": ijb_pairs,
+            "templates": {str(t): {"identity": i, "family": eval_ids[i].family,
+                                   "quality": round(template_quality[t], 4)} for t, i in template_ident.items()},
+        })
+
+        arrays: Dict[str, List[np.ndarray]] = {}
+        for res in runner.map(_jobs(eval_ids, render_views, size, "arrays", 64)):
+            for key_, src in (("", res["render"]), ("frontal_", res["frontal"])):
+                for name in ("image", "depth", "mask", "landmarks"):
+                    arrays.setdefault(key_ + name, []).append(src[name])
+            bar.update(len(res["render"]["image"]))
+        data = {("frontal" if k_ == "frontal_image" else k_): np.concatenate(v) for k_, v in arrays.items()}
+        rv = render_views
+        np.savez_compressed(
+            paths["render_eval"], **data,
+            pose=np.stack([rv.yaw, rv.pitch, rv.roll], 1).astype(np.float32),
+            identity=rv.ident.astype(np.int64), family=np.array([eval_ids[i].family for i in rv.ident], np.int64),
+            hard=np.array([eval_ids[i].hard for i in rv.ident], bool), expression=rv.expression,
+            light_ambient=rv.ambient, light_diffuse=rv.diffuse, light_direction=rv.direction)
+        bar.close()
+
+        _write_json(paths["meta"], {
+            "format": "lh2face-synthetic", "config": config,
+            "counts": {"train_images": n_img, "train_identities": k_ids, "eval_identities": n_eval,
+                       "verify_pairs": n_pairs, "ijb_images": ijb_views.n, "ijb_templates": len(template_ident),
+                       "ijb_pairs": len(ijb_pairs), "render_eval": render_views.n},
+            "files": _FILES, "ijb_target": IJB_TARGET, "quality_threshold": HIGH_QUALITY,
+            "train_records": "record 0: [N+1, N+1+K]; 1..N: [class, 0]; N+1..N+K: [first, end)",
+            "image": "RGB, aligned to ArcFace's 112x112 5-point template at yaw 0",
+            "depth": f"image widths from the image plane of an orthographic camera {face3d.CAMERA_DISTANCE} "
+                     "widths in front of the head centre; 0 on background",
+            "pose": "degrees; yaw > 0 moves the nose right, pitch > 0 up, roll > 0 turns the image clockwise",
+            "train_families": [i.family for i in train_ids], "train_hard": [int(i.hard) for i in train_ids],
+        })
+        runner.close()
+        folder.publish()
     finally:
         runner.close()
         bar.close()
+        folder.discard()
     return _paths(out)

@@ -176,36 +176,34 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
         except ImportError:
             raise ValueError("aligning with landmarks needs insightface: pip install 'lh2face-plugin[zoo]'") from None
     num_images, num_classes = sum(map(len, files)), len(names)
-    layout = {"rec": "train.rec", "idx": "train.idx", "property": "property", "classes": "classes.txt"}
+    paths = {"rec": os.path.join(out, "train.rec"), "idx": os.path.join(out, "train.idx"),
+             "property": os.path.join(out, "property"), "classes": os.path.join(out, "classes.txt")}
     bar = tqdm(total=num_images, desc="build", unit="img", disable=not progress)
-    with writing_folder(out, "data build", overwrite=overwrite, legacy=_legacy_build) as stage:
-        staged = {k: os.path.join(stage, v) for k, v in layout.items()}
-        with MXIndexedRecordIO(staged["idx"], staged["rec"], "w") as rec:
-            rec.write_idx(0, pack(IRHeader(0, [num_images + 1, num_images + 1 + num_classes], 0, 0), b""))
-            key = 1
-            for cls, (name, images) in enumerate(zip(names, files)):
-                for fname in images:
-                    rel = f"{name}/{fname}"
-                    path = os.path.join(folder, name, fname)
-                    with open(path, "rb") as f:
-                        raw = f.read()
-                    lmk = None if points is None else points[rel]
-                    body = _encode_face(path, raw, image_size, lmk, resize, quality)
-                    rec.write_idx(key, pack(IRHeader(0, [cls, 0.0 if lmk is None else 1.0], key, 0), body))
-                    key += 1
-                    bar.update()
-            first = 1
-            for cls, images in enumerate(files):
-                rec.write_idx(num_images + 1 + cls, pack(IRHeader(0, [first, first + len(images)], 0, 0), b""))
-                first += len(images)
-        bar.close()
-        with open(staged["property"], "w", encoding="utf-8", newline="\n") as f:
+    with writing_folder(out, "data build", overwrite=overwrite, legacy=_legacy_build) as stage, \
+            MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as rec:
+        with open(os.path.join(stage, "property"), "w", encoding="utf-8", newline="\n") as f:
             f.write(f"{num_classes},{image_size},{image_size}\n")
-        with open(staged["classes"], "w", encoding="utf-8", newline="\n") as f:
+        with open(os.path.join(stage, "classes.txt"), "w", encoding="utf-8", newline="\n") as f:
             f.write("".join(n + "\n" for n in names))
+        rec.write_idx(0, pack(IRHeader(0, [num_images + 1, num_images + 1 + num_classes], 0, 0), b""))
+        key = 1
+        for cls, (name, images) in enumerate(zip(names, files)):
+            for fname in images:
+                rel = f"{name}/{fname}"
+                path = os.path.join(folder, name, fname)
+                with open(path, "rb") as f:
+                    raw = f.read()
+                lmk = None if points is None else points[rel]
+                body = _encode_face(path, raw, image_size, lmk, resize, quality)
+                rec.write_idx(key, pack(IRHeader(0, [cls, 0.0 if lmk is None else 1.0], key, 0), body))
+                key += 1
+                bar.update()
+        first = 1
+        for cls, images in enumerate(files):
+            rec.write_idx(num_images + 1 + cls, pack(IRHeader(0, [first, first + len(images)], 0, 0), b""))
+            first += len(images)
     bar.close()
-    return {**{k: os.path.join(out, v) for k, v in layout.items()}, "num_images": num_images,
-            "num_classes": num_classes}
+    return {**paths, "num_images": num_images, "num_classes": num_classes}
 
 
 # -- inspect ----------------------------------------------------------------------------------
@@ -495,19 +493,19 @@ def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool =
     order = np.random.default_rng(seed).permutation(len(keys))
     count = 0
     prop = os.path.join(os.path.dirname(rec_path), "property")
-    with writing_folder(out, "data shuffle", overwrite=overwrite, legacy=_legacy_shuffle) as stage:
-        with MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as dst:
-            for i in tqdm(order, desc="shuffle", unit="img", disable=not progress):
-                key = keys[i]
-                header, body = unpack(src.read_idx(key))
-                if not body:
-                    continue
-                label = header.label if header.flag == 0 else float(header.label[0])
-                dst.write_idx(count, pack(IRHeader(0, label, header.id, header.id2), body))
-                count += 1
+    with writing_folder(out, "data shuffle", overwrite=overwrite, legacy=_legacy_shuffle) as stage, \
+            MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as dst:
         if os.path.exists(prop):
             shutil.copyfile(prop, os.path.join(stage, "property"))
             paths["property"] = os.path.join(out, "property")
+        for i in tqdm(order, desc="shuffle", unit="img", disable=not progress):
+            key = keys[i]
+            header, body = unpack(src.read_idx(key))
+            if not body:
+                continue
+            label = header.label if header.flag == 0 else float(header.label[0])
+            dst.write_idx(count, pack(IRHeader(0, label, header.id, header.id2), body))
+            count += 1
     src.close()
     paths["num_images"] = count
     return paths
