@@ -1,55 +1,261 @@
-"""Atomic file writes: a temporary file beside the target, then ``os.replace``.
+"""Writing without loss: atomic files and folders, staging a rerun cleans up, ownership manifests, hashes.
 
-An interrupted write never leaves a half-written file under the final name.
+Every writer of the package goes through this module:
+
+* :func:`atomic_path` / :class:`Staged`: a file (or folder) is built under a staging name beside
+  its target, ``.NAME.<pid>.<token>.part[suffix]``, and renamed over the target only when complete.
+  The staging entry is locked (``flock``) while its writer lives; a later write of the same target
+  removes staging entries whose process is gone (a run killed with SIGKILL), see
+  :func:`cleanup_stale`.
+* :func:`writing_folder`: a command's output folder is built in a staging folder and swapped in
+  whole (``renameat2(RENAME_EXCHANGE)`` on Linux). Files in the target that the command did not
+  make are carried over untouched; a non-empty folder the command did not make is refused unless
+  ``overwrite``. What a command made is listed, with sizes and SHA-256, in the folder's
+  :data:`MANIFEST` (see :func:`read_manifest`, :func:`verify_manifest`), which is also how a rerun
+  checks that what it reuses is whole.
+* :func:`sha256_file`: the one file hash.
+
+Guarantees hold against exceptions and killed processes; single files are also ``fsync``-ed.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import hashlib
 import json
 import os
-import tempfile
-from typing import Any, Iterator
+import re
+import secrets
+import shutil
+import stat
+import sys
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "save_npy", "save_figure"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None
+
+__all__ = ["atomic_path", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
+           "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
+           "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
+           "FolderNotOwned", "FolderWriter"]
+
+MANIFEST = ".lh2face-manifest.json"
+"""File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
+{"size", "sha256"}}, ...}``."""
+_MANIFEST_FORMAT = "lh2face-manifest/1"
+_STAGING = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.part(?P<suffix>\..*)?$")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class FolderNotOwned(FileExistsError):
+    """A command was asked to write into a non-empty folder it did not make (pass ``overwrite``)."""
+
+
+# --------------------------------------------------------------------------- hashing
+def sha256_update_file(digest: "hashlib._Hash", path: str, *, text: bool = False) -> None:
+    """Feed the bytes of ``path`` to ``digest`` (``text``: CRLF read as LF)."""
+    with open(path, "rb") as f:
+        if text:
+            digest.update(f.read().replace(b"\r\n", b"\n"))
+            return
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def sha256_file(path: str, *, text: bool = False) -> str:
+    """SHA-256 (hex) of a file's bytes; ``text=True`` reads CRLF as LF (a checkout on Windows)."""
+    digest = hashlib.sha256()
+    sha256_update_file(digest, os.fspath(path), text=text)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- staging
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _lock(fd: int, blocking: bool = True) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+            return True  # no locks here (NFS locks a read-only descriptor with EBADF): the process check alone
+        raise
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _is_stale(path: str, pid: int) -> bool:
+    """The process that made ``path`` is gone (on this host) and nobody holds its lock."""
+    if _pid_alive(pid):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        return _lock(fd, blocking=False)
+    finally:
+        os.close(fd)
+
+
+def cleanup_stale(path: str) -> List[str]:
+    """Remove the staging entries of ``path`` left by writers that no longer run; returns them."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return [p for p in _stale_entries(folder, lambda target: target == name)]
+
+
+def cleanup_stale_in(folder: str, recursive: bool = False) -> List[str]:
+    """Remove every stale staging entry directly in ``folder`` (and below, with ``recursive``)."""
+    removed = list(_stale_entries(folder, lambda target: True))
+    if recursive and os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False) and not _STAGING.match(entry.name):
+                removed += cleanup_stale_in(entry.path, recursive=True)
+    return removed
+
+
+def _stale_entries(folder: str, wanted: Callable[[str], bool]) -> Iterator[str]:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _STAGING.match(name)
+        if m and wanted(m.group("target")):
+            path = os.path.join(folder, name)
+            if _is_stale(path, int(m.group("pid"))):
+                _remove(path)
+                yield path
+
+
+class Staged:
+    """A staging file or folder beside ``target``, locked while this process writes it.
+
+    ``path`` is where to write; :meth:`commit` renames it over ``target`` (files; folders go through
+    :func:`publish_folder`), :meth:`discard` removes it. Creating one removes stale staging entries
+    of the same target first.
+    """
+
+    def __init__(self, target: str, *, folder: bool = False, suffix: str = "") -> None:
+        self.target = os.path.abspath(os.fspath(target))
+        parent, name = os.path.split(self.target)
+        os.makedirs(parent, exist_ok=True)
+        cleanup_stale(self.target)
+        self.folder = folder
+        while True:
+            self.path = os.path.join(parent, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part{suffix}")
+            try:
+                if folder:
+                    os.mkdir(self.path, 0o777)
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                else:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+        _lock(self._fd)
+        self.done = False
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def commit(self) -> None:
+        """Rename the staged file over the target (flushed to disk first)."""
+        if self.folder:
+            raise TypeError("a staged folder is published with publish_folder()")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.path, self.target)
+        self.done = True
+        self._release()
+
+    def discard(self) -> None:
+        """Remove the staged entry (nothing happens to the target)."""
+        if not self.done:
+            _remove(self.path)
+            self.done = True
+        self._release()
+
+    def __del__(self) -> None:  # pragma: no cover - safety net
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+    """Yield a staging path beside ``path``; it replaces ``path`` only if the block succeeds.
 
-    ``suffix`` is appended to the temporary name (some writers pick the format from it,
-    e.g. ``.npy`` or ``.png``). The file gets the permissions a plain ``open`` would give.
+    ``suffix`` ends the staging name (some writers pick the format from it, e.g. ``.npy``, ``.png``).
+    The file gets the permissions a plain ``open`` would give.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp" + suffix, dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    staged = Staged(path, suffix=suffix)
+    os.chmod(staged.path, 0o666 & ~_UMASK)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield staged.path
+        staged.commit()
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        staged.discard()
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+def write_text(path: str, text: str) -> None:
+    """Write UTF-8 text (``\\n`` line ends) atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+
+
+def write_json(path: str, obj: Any, *, compact: bool = False) -> None:
+    """Write ``obj`` as JSON (indented, or compact), atomically."""
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=2, sort_keys=False)
+    write_text(path, text + "\n")
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` atomically."""
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` atomically (nothing to do when they are the same file)."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        return
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
@@ -62,3 +268,265 @@ def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
 
         plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def _locked_folder(folder: str) -> Iterator[None]:
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        _lock(fd)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_json(path: str, update: Callable[[Optional[Any]], Any]) -> Any:
+    """Read-modify-write a JSON file under an exclusive lock on its folder, atomically.
+
+    ``update`` gets the current document (``None`` when the file does not exist) and returns the
+    new one; it may raise to refuse. An unreadable file raises ``ValueError`` naming it.
+    """
+    path = os.path.abspath(os.fspath(path))
+    with _locked_folder(os.path.dirname(path)):
+        old = None
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    old = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: unreadable JSON ({type(exc).__name__}: {exc}); move it away or "
+                                 "choose another output folder") from None
+        new = update(old)
+        write_json(path, new)
+    return new
+
+
+# --------------------------------------------------------------------------- manifests
+def _walk_files(folder: str) -> Iterator[str]:
+    """Relative paths (``/``-separated) of the files and symlinks under ``folder``, staging entries excluded."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _STAGING.match(d) and not os.path.islink(os.path.join(root, d)))
+        rel_root = os.path.relpath(root, folder)
+        links = [d for d in os.listdir(root) if os.path.islink(os.path.join(root, d))
+                 and os.path.isdir(os.path.join(root, d))]
+        for name in sorted(files + links):
+            if _STAGING.match(name):
+                continue
+            rel = name if rel_root == "." else os.path.join(rel_root, name)
+            yield rel.replace(os.sep, "/")
+
+
+def write_manifest(folder: str, command: str, extra: Optional[Mapping[str, Any]] = None,
+                   files: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+    """List ``files`` (default: every file under ``folder``) with sizes and SHA-256 in ``folder/MANIFEST``."""
+    names = sorted(files) if files is not None else [f for f in _walk_files(folder) if f != MANIFEST]
+    listing = {}
+    for rel in names:
+        p = os.path.join(folder, rel)
+        listing[rel] = {"size": os.path.getsize(p), "sha256": sha256_file(p)}
+    doc = {"format": _MANIFEST_FORMAT, "command": command, **(dict(extra) if extra else {}), "files": listing}
+    write_json(os.path.join(folder, MANIFEST), doc)
+    return doc
+
+
+def read_manifest(folder: str) -> Optional[Dict[str, Any]]:
+    """The manifest of ``folder``, or ``None`` when there is none or it is not one of ours."""
+    path = os.path.join(folder, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != _MANIFEST_FORMAT or not isinstance(doc.get("files"), dict):
+        return None
+    return doc
+
+
+def verify_manifest(folder: str, manifest: Optional[Mapping[str, Any]] = None, hashes: bool = True) -> List[str]:
+    """Problems of ``folder`` against its manifest: missing files, other sizes, other SHA-256 (empty: whole)."""
+    doc = read_manifest(folder) if manifest is None else manifest
+    if doc is None:
+        return [f"{os.path.join(folder, MANIFEST)}: missing or unreadable"]
+    problems = []
+    for rel, want in doc["files"].items():
+        p = os.path.join(folder, rel)
+        try:
+            size = os.path.getsize(p)
+        except OSError:
+            problems.append(f"{p}: missing")
+            continue
+        if size != want.get("size"):
+            problems.append(f"{p}: {size} bytes, the manifest says {want.get('size')}")
+        elif hashes and sha256_file(p) != want.get("sha256"):
+            problems.append(f"{p}: content differs from the manifest (SHA-256)")
+    return problems
+
+
+def _visible_entries(folder: str) -> List[str]:
+    return sorted(n for n in os.listdir(folder) if not _STAGING.match(n))
+
+
+def claim_folder(out: str, command: str, overwrite: bool = False,
+                 legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> Set[str]:
+    """Check that ``command`` may write ``out``; returns the files of ``out`` that it owns.
+
+    ``out`` may be missing, empty, or hold a manifest written by ``command`` (what it lists is
+    owned). ``legacy(out)`` may recognise a folder an older version made and return its files.
+    Otherwise ``FolderNotOwned`` is raised unless ``overwrite``; then nothing is owned, so files
+    of other names survive.
+    """
+    if not os.path.exists(out):
+        return set()
+    if not os.path.isdir(out):
+        raise FileExistsError(f"{out}: exists and is not a folder; choose another output folder")
+    doc = read_manifest(out)
+    if doc is not None and doc.get("command") == command:
+        return set(doc["files"]) | {MANIFEST}
+    owned = legacy(out) if legacy is not None else None
+    if owned is not None:
+        return set(owned)
+    entries = _visible_entries(out)
+    if not entries or overwrite:
+        return set()
+    shown = ", ".join(entries[:4]) + (" ..." if len(entries) > 4 else "")
+    maker = f" (made by 'lh2face {doc['command']}')" if doc is not None else ""
+    raise FolderNotOwned(f"{out}: the folder is not empty ({shown}) and was not made by 'lh2face {command}'"
+                         f"{maker}; choose an empty or new folder, or pass --overwrite (replaces only the files "
+                         "of the same names, keeps the others)")
+
+
+# --------------------------------------------------------------------------- publishing folders
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); ``False`` when unsupported here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP, errno.EPERM, errno.EBUSY):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
+
+
+def _carry_over(out: str, stage: str, owned: Set[str]) -> None:
+    """Hard-link (or copy) into ``stage`` every file of ``out`` that is not owned and not replaced."""
+    for rel in _walk_files(out):
+        if rel in owned or rel == MANIFEST:
+            continue
+        dst = os.path.join(stage, rel)
+        if os.path.lexists(dst):
+            continue
+        src = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+            continue
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    for root, dirs, files in os.walk(out):  # empty folders of the user
+        dirs[:] = [d for d in dirs if not _STAGING.match(d)]
+        if root != out and not dirs and not files:
+            os.makedirs(os.path.join(stage, os.path.relpath(root, out)), exist_ok=True)
+
+
+def _publish_by_file(stage: str, out: str, owned: Set[str]) -> None:
+    """Fallback without an atomic swap: files move one by one.
+
+    First a manifest claiming the old and the new files (their checks fail until the end, so nothing
+    is reused meanwhile, and an interrupted move is still recognised as this command's folder), then
+    the files, then the new manifest.
+    """
+    new = set(_walk_files(stage))
+    with open(os.path.join(stage, MANIFEST), encoding="utf-8") as fh:
+        doc = json.load(fh)
+    interim = dict(doc, files={**{rel: {"size": -1, "sha256": ""} for rel in owned if rel != MANIFEST},
+                               **doc["files"]})
+    write_json(os.path.join(out, MANIFEST), interim)
+    for rel in sorted(owned - new - {MANIFEST}):
+        p = os.path.join(out, rel)
+        if os.path.lexists(p) and not os.path.isdir(p):
+            os.remove(p)
+    for rel in sorted(new, key=lambda r: r == MANIFEST):
+        dst = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(os.path.join(stage, rel), dst)
+    _remove(stage)
+
+
+def publish_folder(stage: str, out: str, owned: Set[str] = frozenset()) -> None:
+    """Make the staged folder ``stage`` the folder ``out``, keeping the files of ``out`` not in ``owned``.
+
+    A missing ``out`` is renamed into place; an existing one is swapped with the stage atomically
+    (after its other files are linked into the stage), then the old version is removed. Where the
+    filesystem cannot swap, files move one by one and the manifest is written last.
+    """
+    out = os.path.abspath(out)
+    st = os.stat(out) if os.path.isdir(out) else None
+    os.chmod(stage, stat.S_IMODE(st.st_mode) if st else 0o777 & ~_UMASK)
+    if st is None:
+        os.rename(stage, out)
+        return
+    carried = sum(1 for rel in _walk_files(out) if rel not in owned)
+    if carried <= 10_000:
+        _carry_over(out, stage, set(owned))
+        if _exchange(stage, out):
+            _remove(stage)  # now the old version
+            return
+    _publish_by_file(stage, out, set(owned))
+
+
+class FolderWriter:
+    """A command's output folder, built in a staging folder (``path``) and published whole.
+
+    Creating one checks that ``command`` may write ``out`` (:func:`claim_folder`, raising
+    ``FolderNotOwned``) and removes what killed runs left. :meth:`publish` adds a manifest of every
+    file in the staging folder (with ``extra`` keys) and replaces ``out`` by it
+    (:func:`publish_folder`); :meth:`discard` drops it and leaves ``out`` as it was.
+    """
+
+    def __init__(self, out: str, command: str, *, overwrite: bool = False, extra: Optional[Mapping[str, Any]] = None,
+                 legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> None:
+        self.out = os.path.realpath(os.fspath(out))
+        self.command, self.extra = command, extra
+        self.owned = claim_folder(self.out, command, overwrite, legacy)
+        if os.path.isdir(self.out):
+            cleanup_stale_in(self.out, recursive=True)
+        self._staged = Staged(self.out, folder=True)
+        self.path = self._staged.path
+
+    def publish(self) -> None:
+        write_manifest(self.path, self.command, self.extra)
+        publish_folder(self.path, self.out, self.owned)
+        self._staged.done = True
+        self._staged.discard()
+
+    def discard(self) -> None:
+        self._staged.discard()
+
+
+@contextlib.contextmanager
+def writing_folder(out: str, command: str, *, overwrite: bool = False, extra: Optional[Mapping[str, Any]] = None,
+                   legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> Iterator[str]:
+    """Build ``command``'s output folder in a staging folder, then publish it whole (:class:`FolderWriter`).
+
+    Yields the staging folder; on success it replaces ``out``, on an exception ``out`` is left as
+    it was. Raises ``FolderNotOwned`` for a non-empty folder the command did not make.
+    """
+    writer = FolderWriter(out, command, overwrite=overwrite, extra=extra, legacy=legacy)
+    try:
+        yield writer.path
+        writer.publish()
+    finally:
+        writer.discard()

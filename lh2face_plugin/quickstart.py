@@ -155,8 +155,14 @@ def _format_table(results: Dict[str, Dict[str, Any]]) -> str:
     col = max(18, max(len(h) for h in heads) + 2)
     lines = ["".ljust(width) + "".join(h.rjust(col) for h in heads)]
     for label, fn in rows:
-        lines.append(label.ljust(width) + "".join(fn(results[h]).rjust(col) for h in heads))
+        lines.append(label.ljust(width) + "".join(_cell(fn, results[h]).rjust(col) for h in heads))
     return "\n".join(lines)
+
+
+def _cell(fn: Callable[[Dict[str, Any]], str], result: Dict[str, Any]) -> str:
+    """A table cell; ``n/a`` where the value cannot be computed (e.g. a split without genuine pairs)."""
+    text = fn(result)
+    return "n/a" if "nan" in text.lower() else text
 
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -169,7 +175,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     from .eval import evaluate_ijb, evaluate_verification, torch_embedder
     from .eval.plots import plot_roc
     from .export.modelzoo import pack_model_zoo, verify_pack
-    from .export.onnx import export_onnx, sha256_file
+    from .export.onnx import export_onnx
+    from .fileio import sha256_file
     from .fileio import write_json
     from .training import data_fingerprint, plot_training, train_model
 

@@ -15,7 +15,6 @@ nothing else of mxnet is provided, and touching anything else raises an
 """
 from __future__ import annotations
 
-import io
 import types
 from typing import Optional, Sequence
 
@@ -61,21 +60,18 @@ def _as_numpy(x) -> np.ndarray:
 def imdecode(buf, flag: int = 1, to_rgb: int = 1, out=None) -> NDArray:
     """Decode an encoded image. Returns [H, W, 3] uint8 (RGB unless ``to_rgb=0``)
     or [H, W, 1] for ``flag=0`` (grayscale)."""
-    from PIL import Image
+    from ..images import decode
 
     if isinstance(buf, NDArray):
         buf = buf.asnumpy()
     if isinstance(buf, np.ndarray):
         buf = buf.tobytes()
+    mode = "gray" if flag == 0 else "rgb" if to_rgb else "bgr"
     try:
-        img = Image.open(io.BytesIO(bytes(buf)))
-        img.load()
-    except Exception as exc:
-        raise ValueError(f"mx.image.imdecode (lh2face shim): cannot decode {len(buf)} bytes as an image: {exc}") from None
-    if flag == 0:
-        return NDArray(np.asarray(img.convert("L"))[:, :, None])
-    arr = np.asarray(img.convert("RGB"))
-    return NDArray(arr if to_rgb else arr[:, :, ::-1].copy())
+        img = decode(buf, mode, where="mx.image.imdecode (lh2face shim)")
+    except ValueError as exc:
+        raise ValueError(f"cannot decode {len(buf)} bytes as an image: {exc}") from None
+    return NDArray(img[:, :, None] if flag == 0 else img)
 
 
 def resize_short(src, size: int, interp: int = 2) -> NDArray:

@@ -10,11 +10,12 @@ clone with ``core.autocrlf`` is the same revision).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+from ..fileio import sha256_file
 
 __all__ = ["KNOWN_REVISIONS", "RELIED_ON", "RevisionReport", "RevisionWarning", "check_revision", "file_digest"]
 
@@ -45,8 +46,7 @@ class RevisionWarning(UserWarning):
 
 def file_digest(path: str) -> str:
     """sha256 hex digest of a text file, CRLF read as LF."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read().replace(b"\r\n", b"\n")).hexdigest()
+    return sha256_file(path, text=True)
 
 
 @dataclass

@@ -9,9 +9,10 @@ random 112x112 PNGs in arcface_torch's ImageFolder layout
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from ..fileio import atomic_path
 
 __all__ = ["random_image_folder"]
 
@@ -41,12 +42,6 @@ def random_image_folder(root: str, num_classes: int = 16, per_class: int = 1, si
             if os.path.exists(path):
                 continue
             img = np.clip(base + noise, 0, 255).astype(np.uint8)
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-            os.close(fd)
-            try:
+            with atomic_path(path, suffix=".png") as tmp:
                 Image.fromarray(img).save(tmp, format="PNG")
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
     return root

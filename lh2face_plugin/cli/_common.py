@@ -13,5 +13,5 @@ def add_command(subparsers, name: str, help: str, examples: str, func) -> argpar
         epilog="examples:\n" + examples.strip("\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, _prog=p.prog)
     return p

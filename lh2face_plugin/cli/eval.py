@@ -15,39 +15,82 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arcface-root", default=None, help="arcface_torch checkout (default: $ARCFACE_TORCH_ROOT)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
-    p.add_argument("--out", default="lh2face_runs/eval", help="results.json, roc.png and the feature cache")
+    p.add_argument("--out", default="lh2face_runs/eval",
+                   help="results.json (merged: several sets and commands may share it), roc_<NAME>.png and the "
+                        "feature cache (reused for the same model, settings and images)")
+
+
+def _model_key(args) -> str:
+    """The feature-cache key: the model file's content and every setting that changes features."""
+    from ..eval.embed import content_fingerprint
+
+    root = args.arcface_root or os.environ.get("ARCFACE_TORCH_ROOT") if args.network else None
+    return content_fingerprint(args.model, network=args.network, onnx=bool(args.onnx), image_size=112,
+                               arcface_root=os.path.abspath(root) if root else None)
+
+
+def _run(args, command: str, key: str, data: str) -> dict:
+    return {"command": command, "model": os.path.abspath(args.model), "key": key, "data": data}
 
 
 def _embedder(args):
-    from ..eval.embed import file_fingerprint, load_embedder
+    from ..eval.embed import load_embedder
 
-    fn = load_embedder(args.model, network=args.network, onnx=args.onnx, device=args.device,
-                       arcface_root=args.arcface_root)
-    return fn, file_fingerprint(args.model, network=args.network)
+    return load_embedder(args.model, network=args.network, onnx=args.onnx, device=args.device,
+                         arcface_root=args.arcface_root)
+
+
+def _roc_path(out: str, name: str) -> str:
+    return os.path.join(out, f"roc_{name}.png")
 
 
 def _verify(args) -> int:
     from ..eval import evaluate_verification
     from ..eval.plots import plot_roc
-    from ..eval.report import out_file, verification_table, write_results
+    from ..eval.report import check_results, out_file, verification_table, write_results
+    from ..fileio import sha256_file
 
-    embed, key = _embedder(args)
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"{args.model}: model file not found")
+    key = _model_key(args)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.bins]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two verification sets share a name ({', '.join(names)}): their results would collide; "
+                         "evaluate them into different --out folders")
+    missing = [p for p in args.bins if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"verification set not found: {missing[0]}")
+    runs = {n: _run(args, "eval verify", key, f"{os.path.abspath(p)} sha256:{sha256_file(p)}")
+            for n, p in zip(names, args.bins)}
+    results_path = os.path.join(args.out, "results.json")
+    check_results(results_path, runs)
+    embed = _embedder(args)
     results = {}
-    for path in args.bins:
-        name = os.path.splitext(os.path.basename(path))[0]
+    for name, path in zip(names, args.bins):
         results[name] = evaluate_verification(embed, path, batch_size=args.batch_size, folds=args.folds,
                                               cache_dir=os.path.join(args.out, "features", name), cache_key=key)
     print(verification_table(results))
-    print(f"wrote {write_results(out_file(args.out, 'results.json'), results)}")
-    curves = {n: (r["roc"]["fpr"], r["roc"]["tpr"]) for n, r in results.items()}
-    print(f"wrote {plot_roc(curves, out_file(args.out, 'roc.png'), title='Verification ROC (cosine)')}")
+    for name, res in results.items():
+        write_results(out_file(args.out, "results.json"), {name: res}, run=runs[name])
+    print(f"wrote {results_path}")
+    for name, res in results.items():
+        print(f"wrote {plot_roc({name: (res['roc']['fpr'], res['roc']['tpr'])}, _roc_path(args.out, name), title=f'{name} verification ROC (cosine)')}")
     return 0
+
+
+def _ijb_data(root: str, target: str) -> str:
+    from ..fileio import sha256_file
+
+    meta = [os.path.join(root, "meta", f"{target.lower()}_{k}.txt")
+            for k in ("face_tid_mid", "name_5pts_score", "template_pair_label")]
+    return os.path.abspath(root) + " " + " ".join(sha256_file(p)[:16] for p in meta if os.path.isfile(p))
 
 
 def _ijb(args) -> int:
     from ..eval.plots import plot_roc
-    from ..eval.report import ijb_table, out_file, write_results
+    from ..eval.report import check_results, ijb_table, out_file, write_results
 
+    results_path = os.path.join(args.out, "results.json")
     if args.reference:
         from ..eval import metrics
         from ..eval.reference import run_eval_ijbc
@@ -56,23 +99,32 @@ def _ijb(args) -> int:
         if not root or not args.network:
             raise ValueError("--reference needs an arcface_torch checkout (--arcface-root or ARCFACE_TORCH_ROOT) "
                              "and --network")
+        if not os.path.isfile(args.model):
+            raise FileNotFoundError(f"{args.model}: model file not found")
+        name = f"{args.target}-reference"
+        run = _run(args, "eval ijb --reference", _model_key(args), _ijb_data(args.root, args.target))
+        check_results(results_path, {name: run})
         ref = run_eval_ijbc(root, args.model, args.network, args.root, args.target, args.out,
                             batch_size=args.batch_size, job="reference")
         res = {"target": args.target, "procedure": "arcface_torch eval_ijbc.py", "pairs": len(ref["scores"]),
                "tar_at_far": metrics.tar_at_far_nearest(ref["fpr"], ref["tpr"]),
                "auc": metrics.auc(ref["fpr"], ref["tpr"]), "roc": {"fpr": ref["fpr"], "tpr": ref["tpr"]}}
-        name = f"{args.target}-reference"
     else:
         from ..eval import evaluate_ijb
 
-        embed, key = _embedder(args)
+        if not os.path.isfile(args.model):
+            raise FileNotFoundError(f"{args.model}: model file not found")
+        key = _model_key(args)
+        name = args.target
+        run = _run(args, "eval ijb", key, _ijb_data(args.root, args.target))
+        check_results(results_path, {name: run})
+        embed = _embedder(args)
         res = evaluate_ijb(embed, args.root, args.target, batch_size=args.batch_size,
                            cache_dir=os.path.join(args.out, "features", args.target), cache_key=key,
                            workers=args.workers, identification=not args.no_1n)
         print(ijb_table(res))
-        name = args.target
-    print(f"wrote {write_results(out_file(args.out, 'results.json'), {name: res})}")
-    png = plot_roc({name: (res["roc"]["fpr"], res["roc"]["tpr"])}, out_file(args.out, "roc.png"),
+    print(f"wrote {write_results(out_file(args.out, 'results.json'), {name: res}, run=run)}")
+    png = plot_roc({name: (res["roc"]["fpr"], res["roc"]["tpr"])}, _roc_path(args.out, name),
                    title=f"{args.target} 1:1 ROC")
     print(f"wrote {png}")
     return 0

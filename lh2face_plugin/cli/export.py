@@ -7,18 +7,15 @@ from ._common import add_command
 
 
 def run(args) -> int:
-    from ..export.modelzoo import RECOGNITION_FILE, inspect_recognition_onnx, pack_model_zoo, verify_pack
+    from ..export.modelzoo import RECOGNITION_FILE, fill_pack, inspect_recognition_onnx, verify_pack, writing_pack
     from ..export.onnx import check_onnx, export_onnx
 
-    rec_path = os.path.join(args.out, RECOGNITION_FILE)
+    out = os.path.abspath(args.out)
+    model_id = args.model_id or os.path.basename(out.rstrip(os.sep))
     module = None
-    if args.model.lower().endswith(".onnx"):
-        shape = inspect_recognition_onnx(args.model)["input_shape"]
-        _, _, dynamic = check_onnx(args.model, None, batch_sizes=(1,) if isinstance(shape[0], int) else (1, 8))
-        print(f"onnx      {args.model} (already exported; dynamic batch: {'yes' if dynamic else 'NO'})")
-        recognition = args.model
-    else:
+    if not args.model.lower().endswith(".onnx"):
         from ..backbones import load_backbone
+        from ..finite import require_finite_parameters
 
         if not args.network:
             raise ValueError("--network is required for a torch checkpoint (e.g. r50, r100, mbf, compact)")
@@ -26,23 +23,36 @@ def run(args) -> int:
         module = load_backbone(
             args.model, args.network, arcface_root=args.arcface_root, embedding_size=args.embedding_size, **extra
         )
-        report = export_onnx(module, rec_path, opset=args.opset, input_name=args.input_name)
-        print(report.summary())
-        recognition = report.path
-    pack = pack_model_zoo(
-        recognition, args.out, model_id=args.model_id, detector=args.detector, license_file=args.license
-    )
-    print(f"manifest  {os.path.join(pack.path, 'manifest.json')} (model_id {pack.manifest['model_id']!r}, "
+        require_finite_parameters(module, args.model)
+    with writing_pack(out, overwrite=args.overwrite) as stage:
+        if module is None:
+            shape = inspect_recognition_onnx(args.model)["input_shape"]
+            _, _, dynamic = check_onnx(args.model, None, batch_sizes=(1,) if isinstance(shape[0], int) else (1, 8))
+            print(f"onnx      {args.model} (already exported; dynamic batch: {'yes' if dynamic else 'NO'})")
+            recognition = args.model
+        else:
+            report = export_onnx(module, os.path.join(stage, RECOGNITION_FILE), opset=args.opset,
+                                 input_name=args.input_name)
+            recognition = report.path
+            report.path = os.path.join(out, RECOGNITION_FILE)
+            print(report.summary())
+        pack = fill_pack(recognition, stage, model_id=model_id, detector=args.detector, license_file=args.license)
+        if not args.no_verify:
+            result = verify_pack(stage, reference=module)
+            worst = min(result["cosine"].values())
+            if not worst >= 0.9999:
+                raise RuntimeError(f"insightface's embedding of the pack disagrees with the model (min cosine "
+                                   f"{worst:.6f} < 0.9999: {result['cosine']}); {out} was not written")
+    print(f"manifest  {os.path.join(out, 'manifest.json')} (model_id {pack.manifest['model_id']!r}, "
           f"tasks: {', '.join(sorted(pack.files))})")
     if args.no_verify:
         return 0
-    result = verify_pack(pack.path, reference=module)
     print(f"insightface: routed to {result['routed']['manifest']} (manifest) / {result['routed']['shape']} (shape), "
           f"mean/std {result['mean_std']['manifest']}")
     for name, value in result["cosine"].items():
         print(f"cosine {name:<22} {value:.7f}")
     print(f"FaceAnalysis: {result['face_analysis']}")
-    return 0 if min(result["cosine"].values()) >= 0.9999 else 1
+    return 0
 
 
 def register(subparsers) -> None:
@@ -59,7 +69,12 @@ def register(subparsers) -> None:
         run,
     )
     p.add_argument("model", help="arcface_torch model.pt / checkpoint_gpu_0.pt, one of ours, or an .onnx")
-    p.add_argument("--out", required=True, help="pack folder to write (recognition.onnx, manifest.json)")
+    p.add_argument("--out", required=True,
+                   help="pack folder to write (recognition.onnx, manifest.json), all or nothing; new, empty, or a "
+                        "pack this command wrote")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder this command did not make (replaces only the files of the "
+                        "same names, keeps the others)")
     p.add_argument("--network", help="network of a .pt: arcface_torch's (r18, r50, r100, mbf, vit_t, ...) or ours (compact, ...)")
     p.add_argument("--arcface-root", help="arcface_torch checkout for its networks (default: $ARCFACE_TORCH_ROOT)")
     p.add_argument("--embedding-size", type=int, help="D (default: read from the checkpoint)")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
+from ..finite import require_finite_parameters
 from ._common import add_command
 
 EXAMPLES = """
@@ -17,11 +19,29 @@ EXAMPLES = """
 """
 
 
+PRETRAIN_EXAMPLES = """
+  lh2face render pretrain --steps 1000 --pool 2048 --out render.pt    # ground truth of synthetic faces
+  lh2face render pretrain --data synthetic --supervision 0 --reco-weight 1 --albedo frontalised --out self.pt
+  lh2face render pretrain --data aligned_faces/ --steps 5000 --batch-size 64 --out render.pt
+  lh2face render pretrain --checkpoint render.pt --steps 200 --out render.pt   # continue training
+"""
+SHOW_EXAMPLES = """
+  lh2face render show face.jpg --checkpoint render.pt --albedo frontalised --out grid.png
+  lh2face render show photo.jpg --landmarks 38 51 73 51 56 71 41 92 70 92 --out grid.png
+  lh2face render show --synthetic 4 --checkpoint render.pt --out grid.png
+"""
+EVAL_EXAMPLES = """
+  lh2face render eval --checkpoint render.pt --num 64
+  lh2face render eval --num 16 --seed 7                # untrained network: the flat-depth baseline
+"""
+
+
 def register(subparsers) -> None:
-    p = add_command(subparsers, "render", "pretrain, show and evaluate the render input module", EXAMPLES, _no_action)
+    p = add_command(subparsers, "render", "pretrain, show and evaluate the render input module", EXAMPLES, None)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
     sub = p.add_subparsers(dest="render_command", metavar="ACTION")
-    pre = sub.add_parser("pretrain", help="train the reconstruction alone (ground truth of synthetic faces, "
-                                          "or self-supervised)")
+    pre = add_command(sub, "pretrain", "train the reconstruction alone (ground truth of synthetic faces, or "
+                                       "self-supervised)", PRETRAIN_EXAMPLES, _pretrain)
     pre.add_argument("--data", default="synthetic", help="'synthetic' or a folder of aligned 112x112 faces")
     pre.add_argument("--steps", type=int, default=300)
     pre.add_argument("--batch-size", type=int, default=16)
@@ -39,9 +59,9 @@ def register(subparsers) -> None:
     pre.add_argument("--width", type=int, default=16, help="channel width of the reconstruction network")
     pre.add_argument("--checkpoint", help="continue from this checkpoint")
     pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--out", required=True, help="checkpoint to write (atomically)")
-    pre.set_defaults(func=_pretrain)
-    show = sub.add_parser("show", help="draw input | canonical face | depth | re-rendered input")
+    pre.add_argument("--out", required=True,
+                     help="checkpoint to write (atomically; an existing file must be a render checkpoint)")
+    show = add_command(sub, "show", "draw input | canonical face | depth | re-rendered input", SHOW_EXAMPLES, _show)
     show.add_argument("images", nargs="*", metavar="IMAGE", help="aligned 112x112 faces, or larger portraits")
     show.add_argument("--landmarks", type=float, nargs=10, metavar="XY",
                       help="5 landmarks (x y pairs) of a single IMAGE, to align it with norm_crop")
@@ -51,23 +71,19 @@ def register(subparsers) -> None:
                       help="re-render the predicted albedo maps, or the canonical face divided by the shading "
                            "(the albedo maps of a ground-truth bootstrap are untrained)")
     show.add_argument("--out", required=True, help="PNG to write")
-    show.set_defaults(func=_show)
-    ev = sub.add_parser("eval", help="SIDE, MAD and frontalisation error on synthetic faces")
+    ev = add_command(sub, "eval", "SIDE, MAD and frontalisation error on synthetic faces", EVAL_EXAMPLES, _eval)
     ev.add_argument("--checkpoint", help="reconstruction weights (default: untrained)")
     ev.add_argument("--num", type=int, default=64, help="yawed synthetic faces")
     ev.add_argument("--seed", type=int, default=1234)
-    ev.set_defaults(func=_eval)
-
-
-def _no_action(args: argparse.Namespace) -> int:
-    raise ValueError("choose an action: pretrain, show or eval (see 'lh2face render --help')")
 
 
 def _module(checkpoint, **kwargs):
     from ..render.module import RenderInputModule
 
     if checkpoint:
-        return RenderInputModule.from_checkpoint(checkpoint, **kwargs)
+        module = RenderInputModule.from_checkpoint(checkpoint, **kwargs)
+        require_finite_parameters(module, checkpoint)
+        return module
     return RenderInputModule(**kwargs)
 
 
@@ -76,7 +92,20 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     from ..render.pretrain import folder_batches, pretrain, synthetic_batches
 
+    for name in ("steps", "batch_size", "width"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     torch.manual_seed(args.seed)
+    if os.path.exists(args.out) and os.path.abspath(args.out) != os.path.abspath(args.checkpoint or ""):
+        from ..render.module import _read_checkpoint
+
+        try:
+            _read_checkpoint(args.out)
+        except (ValueError, IsADirectoryError):
+            raise FileExistsError(f"--out {args.out}: the file exists and is not a render checkpoint; choose "
+                                  "another path (pretrain replaces only its own checkpoints)") from None
     synthetic = args.data == "synthetic"
     if args.supervision is None:
         args.supervision = 1.0 if synthetic else 0.0
@@ -96,6 +125,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     history = pretrain(module, batches, args.steps, lr=args.lr, supervision=args.supervision,
                        reco_weight=args.reco_weight)
     elapsed = time.perf_counter() - start
+    for step, h in enumerate(history):
+        if not all(math.isfinite(float(v)) for v in h.values()):
+            raise FloatingPointError(f"the loss became NaN or infinite at step {step + 1} "
+                                     f"({', '.join(f'{k} {v}' for k, v in h.items())}); lower --lr; "
+                                     f"nothing was written to {args.out}")
+    require_finite_parameters(module, f"the trained reconstruction (nothing was written to {args.out})")
     module.save_reconstruction(args.out)
     tail = history[-min(20, len(history)):]
     parts = [f"{name} {history[0][name]:.4f} -> {sum(h[name] for h in tail) / len(tail):.4f}"
@@ -112,6 +147,8 @@ def _show(args: argparse.Namespace) -> int:
 
     if not args.images and args.synthetic <= 0:
         raise ValueError("give at least one IMAGE or --synthetic K")
+    if any(os.path.exists(p) and os.path.exists(args.out) and os.path.samefile(p, args.out) for p in args.images):
+        raise ValueError(f"--out {args.out} is one of the input images; choose another file for the grid")
     if args.landmarks is not None and len(args.images) != 1:
         raise ValueError(f"--landmarks aligns a single IMAGE, got {len(args.images)} images")
     faces = [load_face(p, args.landmarks) for p in args.images]
@@ -133,5 +170,19 @@ def _eval(args: argparse.Namespace) -> int:
     from ..render.evaluate import evaluate, format_table, synthetic_eval_set
 
     module = _module(args.checkpoint)
-    print(format_table(evaluate(module, synthetic_eval_set(args.num, seed=args.seed))))
+    result = evaluate(module, synthetic_eval_set(args.num, seed=args.seed))
+    _check_finite_result(result, args.checkpoint or "the untrained network")
+    print(format_table(result))
     return 0
+
+
+def _check_finite_result(result, where: str) -> None:
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (int, float)) and not math.isfinite(value):
+            raise FloatingPointError(f"{where}: the metric {key} is {value}; its reconstruction produced NaN or "
+                                     "infinite values, so no table is printed")
+
+    walk(result, "")

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .recordio import MXIndexedRecordIO, unpack, imdecode
+from .. import images
+from . import recordio
+from .recordio import MXIndexedRecordIO, unpack
 
 __all__ = ["FaceRecordDataset", "resolve_rec"]
 
@@ -77,12 +79,15 @@ class FaceRecordDataset(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         key = self.imgidx[index].item()
-        header, payload = unpack(self.record.read_idx(key))
-        label = header.label if isinstance(header.label, numbers.Number) else header.label[0]
+        where = f"{self.rec_path}, key {key}"
         try:
-            bgr = imdecode(payload, 1)
+            header, payload = unpack(self.record.read_idx(key))
+        except recordio.RecordIOError:
+            raise
         except ValueError as exc:
-            raise ValueError(f"{self.rec_path}, key {key}: {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
+        label = header.label if isinstance(header.label, numbers.Number) else header.label[0]
+        bgr = images.decode(payload, "bgr", where=where, backend=recordio.IMAGE_BACKEND)
         if bgr.shape[:2] != self.image_size:
             raise ValueError(f"{self.rec_path}, key {key}: image is {bgr.shape[0]}x{bgr.shape[1]}, expected "
                              f"{self.image_size[0]}x{self.image_size[1]} (aligned faces)")

@@ -31,11 +31,15 @@ Differences from mxnet, all on error paths or in what a process may do:
   missing ``.idx`` raise :class:`RecordIOError` / :class:`FileNotFoundError`
   naming the file, the record and the byte offset (mxnet raises a bare
   "Invalid RecordIO File", and returns ``None`` for an offset past the end).
-* Writing is atomic: records go to a temporary file beside the target, renamed
-  over it by :meth:`MXRecordIO.close`. A writer left in a ``with`` block by an
-  exception, or garbage-collected without ``close()``, discards its output (with
-  a ``RuntimeWarning`` in the latter case), so an interrupted build leaves no
-  half-written dataset.
+* Writing is atomic: records go to a staging file beside the target
+  (:class:`lh2face_plugin.fileio.Staged`), renamed over it by :meth:`MXRecordIO.close`
+  (an indexed writer flushes both files, then renames them one right after the
+  other). A writer left in a ``with`` block by an exception, or garbage-collected
+  without ``close()``, discards its output (with a ``RuntimeWarning`` in the latter
+  case); the staging file of a killed writer is removed by the next write of the
+  same file. Writing a key twice raises ``ValueError``.
+* An index with a duplicate key (mxnet silently keeps the last) or bytes that are
+  not UTF-8 text raises :class:`RecordIOError` naming the file and the line.
 * A reader used in a forked process (DataLoader workers) reopens its own file
   mapping and keeps its position; pickling a reader (spawned workers) carries
   only paths and the index, and the copy reopens lazily.
@@ -48,7 +52,6 @@ import io
 import mmap
 import numbers
 import os
-import secrets
 import struct
 import warnings
 from collections import namedtuple
@@ -56,10 +59,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-try:
-    import cv2
-except ImportError:  # pragma: no cover - exercised by forcing IMAGE_BACKEND
-    cv2 = None
+from .. import images
+from ..fileio import Staged
 
 __all__ = [
     "MXRecordIO",
@@ -91,7 +92,7 @@ IRHeader.__doc__ = """Record header ``(flag, label, id, id2)`` (mxnet's ``IRHead
     id, id2 (int): unsigned 64-bit ids (im2rec stores the image index in ``id``).
 """
 
-IMAGE_BACKEND = "cv2" if cv2 is not None else "pillow"
+IMAGE_BACKEND = images.BACKEND
 """Codec used by :func:`pack_img` / :func:`unpack_img`: ``"cv2"`` when OpenCV is
 importable, else ``"pillow"``. Both take and return OpenCV's channel order (BGR)."""
 
@@ -121,32 +122,26 @@ class RecordIOError(ValueError):
         self.record = record
 
 
-def temp_path_for(path: str) -> str:
-    """A fresh, unused file name in ``path``'s directory for an atomic write of ``path``."""
-    head, tail = os.path.split(os.path.abspath(path))
-    return os.path.join(head, f".{tail}.{os.getpid()}.{secrets.token_hex(4)}.part")
+def _open_staged(path: str) -> Tuple[Staged, io.BufferedWriter]:
+    staged = Staged(path)
+    try:
+        return staged, open(staged.path, "wb", buffering=1 << 20)
+    except BaseException:
+        staged.discard()
+        raise
 
 
-def _create_exclusive(path: str) -> io.BufferedWriter:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    return os.fdopen(fd, "wb", buffering=1 << 20)
-
-
-def _commit(fh: io.BufferedWriter, tmp: str, final: str) -> None:
+def _flush(fh: io.BufferedWriter) -> None:
     fh.flush()
     os.fsync(fh.fileno())
     fh.close()
-    os.replace(tmp, final)
 
 
-def _discard(fh: Optional[io.BufferedWriter], tmp: Optional[str]) -> None:
+def _discard(fh: Optional[io.IOBase], staged: Optional[Staged]) -> None:
     if fh is not None and not fh.closed:
         fh.close()
-    if tmp is not None:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    if staged is not None:
+        staged.discard()
 
 
 class MXRecordIO:
@@ -173,7 +168,7 @@ class MXRecordIO:
         self.pid: Optional[int] = None
         self._fh: Optional[io.BufferedIOBase] = None
         self._map: Any = None
-        self._tmp: Optional[str] = None
+        self._staged: Optional[Staged] = None
         self._size = 0
         self._pos = 0
         self._ordinal: Optional[int] = 0
@@ -184,8 +179,7 @@ class MXRecordIO:
     def open(self) -> None:
         """Open the file (mxnet calls this from ``__init__`` and :meth:`reset`)."""
         if self.writable:
-            self._tmp = temp_path_for(self.uri)
-            self._fh = _create_exclusive(self._tmp)
+            self._staged, self._fh = _open_staged(self.uri)
         else:
             self._map_file()
         self._pos = 0
@@ -218,19 +212,23 @@ class MXRecordIO:
             return
         if self.writable:
             self._check_pid(allow_reset=False)
-            fh, tmp, self._fh, self._tmp = self._fh, self._tmp, None, None
+            fh, staged, self._fh, self._staged = self._fh, self._staged, None, None
             self.is_open = False
-            _commit(fh, tmp, self.uri)
+            _flush(fh)
+            self._commit_pair(staged)
         else:
             self.is_open = False
             self._unmap()
         self.pid = None
 
+    def _commit_pair(self, staged: Staged) -> None:
+        staged.commit()
+
     def abort(self) -> None:
         """Writer only: drop everything written since :meth:`open`; ``uri`` is left untouched."""
         if self.is_open and self.writable:
-            _discard(self._fh, self._tmp)
-            self._fh = self._tmp = None
+            _discard(self._fh, self._staged)
+            self._fh = self._staged = None
         elif self.is_open:
             self._unmap()
         self.is_open = False
@@ -268,6 +266,7 @@ class MXRecordIO:
             raise TypeError(f"cannot pickle {type(self).__name__}({self.uri!r}, 'w') while it is open")
         d = dict(self.__dict__)
         d["_fh"] = None
+        d["_staged"] = None
         d["_map"] = None
         d["pid"] = None
         return d
@@ -412,7 +411,7 @@ class MXIndexedRecordIO(MXRecordIO):
         self.keys: List[Any] = []
         self.key_type = key_type
         self.fidx: Optional[io.TextIOBase] = None
-        self._idx_tmp: Optional[str] = None
+        self._idx_staged: Optional[Staged] = None
         super().__init__(uri, flag)
 
     def open(self) -> None:
@@ -420,21 +419,28 @@ class MXIndexedRecordIO(MXRecordIO):
         super().open()
         try:
             if self.writable:
-                self._idx_tmp = temp_path_for(self.idx_path)
-                self.fidx = io.TextIOWrapper(_create_exclusive(self._idx_tmp), encoding="utf-8", newline="\n")
+                self._idx_staged, raw = _open_staged(self.idx_path)
+                self.fidx = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
             elif not os.path.exists(self.idx_path):
                 raise FileNotFoundError(f"{self.idx_path}: index file for {self.uri} not found "
                                         "(random access needs the .idx written with the .rec)")
             else:
                 self._load_index()
         except BaseException:
-            self.fidx = self._idx_tmp = None
+            self.fidx = self._idx_staged = None
             MXRecordIO.abort(self)
             raise
 
     def _load_index(self) -> None:
-        with open(self.idx_path, "r", encoding="utf-8") as f:
-            text = f.read()
+        with open(self.idx_path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise RecordIOError(self.idx_path, f"line {line}: byte 0x{raw[exc.start]:02X} at byte offset {exc.start} "
+                                "is not UTF-8 text; an index holds 'key<TAB>offset' lines (is this the .rec, or a "
+                                "damaged index? rebuild it)") from None
         lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()
@@ -454,6 +460,14 @@ class MXIndexedRecordIO(MXRecordIO):
             keys = [k.strip() for k in keys]
         self.keys = keys
         self.idx = dict(zip(keys, offsets))
+        if len(self.idx) != len(keys):
+            first: Dict[Any, int] = {}
+            for n, key in enumerate(keys, 1):
+                if key in first:
+                    raise RecordIOError(self.idx_path, f"line {n}: key {key!r} is also on line {first[key]}; "
+                                        "keys must be unique (a duplicate would silently replace the record); "
+                                        "rebuild the index")
+                first[key] = n
 
     def _raise_bad_index_line(self, lines: Sequence[str]) -> None:
         for n, line in enumerate(lines, 1):
@@ -474,22 +488,27 @@ class MXIndexedRecordIO(MXRecordIO):
         if not self.is_open:
             return
         if self.writable:
-            fidx, tmp = self.fidx, self._idx_tmp
-            self.fidx = self._idx_tmp = None
-            super().close()
-            _commit(fidx, tmp, self.idx_path)
-        else:
-            super().close()
+            _flush(self.fidx)
+        super().close()
+
+    def _commit_pair(self, staged: Staged) -> None:
+        # both files are on disk before either is renamed: the two renames follow each other
+        idx_staged, self.fidx, self._idx_staged = self._idx_staged, None, None
+        try:
+            staged.commit()
+        finally:
+            idx_staged.commit() if staged.done else idx_staged.discard()
 
     def abort(self) -> None:
         if self.is_open and self.writable:
-            _discard(self.fidx, self._idx_tmp)
-            self.fidx = self._idx_tmp = None
+            _discard(self.fidx, self._idx_staged)
+            self.fidx = self._idx_staged = None
         super().abort()
 
     def __getstate__(self) -> Dict[str, Any]:
         d = super().__getstate__()
         d["fidx"] = None
+        d["_idx_staged"] = None
         return d
 
     def seek(self, idx: Any) -> None:
@@ -517,6 +536,9 @@ class MXIndexedRecordIO(MXRecordIO):
     def write_idx(self, idx: Any, buf: Buffer) -> None:
         """Append a record and index it under ``key_type(idx)``."""
         key = self.key_type(idx)
+        if key in self.idx:
+            raise ValueError(f"{self.idx_path}: key {key!r} was already written (record at byte {self.idx[key]}); "
+                             "keys of an index must be unique")
         pos = self.tell()
         self.write(buf)
         self.fidx.write(f"{key}\t{pos}\n")
@@ -564,43 +586,15 @@ def unpack(s: Buffer) -> Tuple[IRHeader, bytes]:
 
 
 def imdecode(buf: Buffer, iscolor: int = -1) -> np.ndarray:
-    """Decode image bytes the way ``cv2.imdecode(buf, iscolor)`` does.
+    """Decode image bytes the way ``cv2.imdecode(buf, iscolor)`` does (:func:`lh2face_plugin.images.decode`).
 
     Returns:
         uint8 ndarray: ``iscolor > 0``: (H, W, 3) **BGR**; ``iscolor == 0``: (H, W)
         grey; ``iscolor < 0`` (as stored): (H, W) grey, (H, W, 3) BGR or
         (H, W, 4) BGRA (16-bit PNGs stay uint16).
     """
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    if IMAGE_BACKEND == "cv2":
-        img = cv2.imdecode(arr, iscolor) if arr.size else None
-    else:
-        img = _pil_decode(bytes(buf), iscolor)
-    if img is None:
-        head = bytes(buf[:8]).hex()
-        raise ValueError(f"could not decode {len(buf)} image bytes (starting {head!r}) with {IMAGE_BACKEND}")
-    return img
-
-
-def _pil_decode(buf: bytes, iscolor: int) -> Optional[np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        im = Image.open(io.BytesIO(buf))
-        im.load()
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
-    if iscolor > 0:
-        return np.asarray(im.convert("RGB"))[:, :, ::-1].copy()
-    if iscolor == 0:
-        return np.asarray(im.convert("L")).copy()
-    if im.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(im).astype(np.uint16)
-    if im.mode == "L":
-        return np.asarray(im).copy()
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        return np.asarray(im.convert("RGBA"))[:, :, [2, 1, 0, 3]].copy()
-    return np.asarray(im.convert("RGB"))[:, :, ::-1].copy()
+    mode = "bgr" if iscolor > 0 else "gray" if iscolor == 0 else "unchanged"
+    return images.decode(buf, mode, where="record image", backend=IMAGE_BACKEND)
 
 
 def imencode(img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg") -> bytes:
@@ -609,44 +603,7 @@ def imencode(img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg") -> bytes
     ``quality`` is the JPEG quality (0-100) for ``.jpg``/``.jpeg`` and the PNG
     compression level for ``.png`` (clamped to 0-9, as OpenCV does).
     """
-    fmt = img_fmt.upper()
-    img = np.asarray(img)
-    if IMAGE_BACKEND == "cv2":
-        params = None
-        if fmt in (".JPG", ".JPEG"):
-            params = [cv2.IMWRITE_JPEG_QUALITY, quality]
-        elif fmt == ".PNG":
-            params = [cv2.IMWRITE_PNG_COMPRESSION, quality]
-        ok, buf = cv2.imencode(img_fmt, img, params)
-        if not ok:
-            raise ValueError(f"failed to encode a {img.shape} {img.dtype} image as {img_fmt}")
-        return buf.tobytes()
-    from PIL import Image
-
-    if img.dtype != np.uint8:
-        raise ValueError(f"the Pillow codec encodes uint8 images only, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = img[:, :, ::-1]
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, [2, 1, 0, 3]]
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    elif img.ndim != 2:
-        raise ValueError(f"cannot encode an image of shape {img.shape}: expected (H,W), (H,W,3) or (H,W,4)")
-    im = Image.fromarray(np.ascontiguousarray(img))
-    out = io.BytesIO()
-    if fmt in (".JPG", ".JPEG"):
-        im.save(out, format="JPEG", quality=int(quality))
-    elif fmt == ".PNG":
-        im.save(out, format="PNG", compress_level=min(max(int(quality), 0), 9))
-    elif fmt in _PIL_FORMATS:
-        im.save(out, format=_PIL_FORMATS[fmt])
-    else:
-        raise ValueError(f"unsupported image format {img_fmt!r} for the Pillow codec")
-    return out.getvalue()
-
-
-_PIL_FORMATS = {".BMP": "BMP", ".WEBP": "WEBP", ".TIF": "TIFF", ".TIFF": "TIFF"}
+    return images.encode(img, quality, img_fmt, backend=IMAGE_BACKEND)
 
 
 def unpack_img(s: Buffer, iscolor: int = -1) -> Tuple[IRHeader, np.ndarray]:

@@ -23,8 +23,6 @@ import math
 import multiprocessing
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from ..fileio import FolderWriter, cleanup_stale, cleanup_stale_in, read_manifest, verify_manifest
+from ..images import decode as decode_image
 from . import face3d
 from .face3d import EXPRESSION_NAMES, NEUTRAL_LIGHT, NUM_PARAMS, PARAM_NAMES, Light
 
@@ -194,7 +194,7 @@ def _degrade(img: np.ndarray, deg: Optional[Degradation], noise_seed: int,
         return np.ascontiguousarray(out), b""
     data = _encode_jpeg(out, STORE_JPEG_QUALITY if deg.jpeg is None else deg.jpeg)
     if deg.jpeg is not None:
-        out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        out = decode_image(data, "rgb", where="synthetic JPEG", backend="pillow")
     return np.ascontiguousarray(out), data
 
 
@@ -566,28 +566,36 @@ def _paths(out: str) -> Dict[str, str]:
     return {k: os.path.join(out, v) for k, v in _FILES.items()}
 
 
+_COMMAND = "data synth"
+
+
 def _is_complete(out: str, config: Dict[str, Any]) -> bool:
-    paths = _paths(out)
+    """``out`` holds a whole dataset of ``config``: its manifest lists every file with its size and SHA-256."""
+    doc = read_manifest(out)
+    if doc is None or doc.get("command") != _COMMAND or doc.get("config") != config:
+        return False
+    listed = set(doc["files"])
+    if not {_FILES["meta"], _FILES["rec"], _FILES["idx"]} <= listed:
+        return False
+    return not verify_manifest(out, doc)
+
+
+def _legacy_owned(out: str) -> Optional[set]:
+    """Files of a dataset written before manifests existed (recognised by its meta.json)."""
     try:
-        with open(paths["meta"], encoding="utf-8") as f:
+        with open(os.path.join(out, _FILES["meta"]), encoding="utf-8") as f:
             meta = json.load(f)
     except (OSError, ValueError):
-        return False
-    return meta.get("config") == config and all(os.path.exists(p) for p in paths.values())
-
-
-def _publish(stage: str, out: str) -> None:
-    """Move the staged files into ``out``; ``meta.json`` (the completeness marker) goes last."""
-    os.makedirs(out, exist_ok=True)
-    meta = os.path.join(out, _FILES["meta"])
-    if os.path.exists(meta):
-        os.remove(meta)
-    names = sorted(os.listdir(stage), key=lambda n: n == _FILES["meta"])
-    for name in names:
-        dst = os.path.join(out, name)
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            shutil.rmtree(dst)
-        os.replace(os.path.join(stage, name), dst)
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != "lh2face-synthetic":
+        return None
+    owned = {v.replace(os.sep, "/") for k, v in _FILES.items() if k != "ijb"}
+    t = IJB_TARGET.lower()
+    owned |= {"ijb/images.csv"} | {f"ijb/meta/{t}_{n}.txt" for n in ("face_tid_mid", "name_5pts_score",
+                                                                        "template_pair_label")}
+    count = int(meta.get("counts", {}).get("ijb_images", 0))
+    owned |= {f"ijb/loose_crop/{k + 1}.jpg" for k in range(count)}
+    return owned
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -711,9 +719,11 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
                      progress: bool = True, overwrite: bool = False) -> Dict[str, str]:
     """Write a complete synthetic dataset (training set and evaluation sets) to ``out``.
 
-    Written files (all-or-nothing: built in a temporary folder beside ``out`` and moved in,
-    ``meta.json`` last; an ``out`` already holding a finished dataset with the same
-    configuration is kept as it is unless ``overwrite``):
+    Written all or nothing: built in a staging folder beside ``out`` and swapped in whole
+    (:func:`lh2face_plugin.fileio.writing_folder`), with a manifest of every file's size and
+    SHA-256. An ``out`` already holding this dataset, whole by its manifest, is reused as it
+    is unless ``overwrite``. ``out`` must be new, empty or a dataset this function made, unless
+    ``overwrite``; files in ``out`` that it did not make (say ``ijb/notes.txt``) are kept. Files:
 
     - ``train.rec``, ``train.idx``, ``property``: insightface layout. Record 0 has labels
       ``[N + 1, N + 1 + K]``; records 1..N are JPEG images with labels ``[class, 0]``,
@@ -745,7 +755,8 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
         size: image size (112 for ArcFace).
         workers: rendering processes (default: 1 for small sets, else ``min(2, cpu_count)``).
         progress: show a tqdm bar.
-        overwrite: regenerate even when ``out`` already holds this dataset.
+        overwrite: regenerate even when ``out`` already holds this dataset, and write into a
+            non-empty folder this function did not make (replacing only files of the same names).
 
     Returns:
         ``{name: path}`` for ``rec, idx, property, train_images, verify_bin, verify_pairs,
@@ -772,6 +783,8 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
               "seed": int(seed), "eval_identities": n_eval, "verify_pairs": n_pairs,
               "render_eval": int(render_eval), "size": int(size)}
     if not overwrite and _is_complete(out, config):
+        cleanup_stale(out)
+        cleanup_stale_in(out, recursive=True)
         return _paths(out)
 
     from .recordio import IRHeader, MXIndexedRecordIO, pack
@@ -788,9 +801,8 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
         render_views.randomise(k, rng, degrade=False)
         render_views.yaw[k] = rng.uniform(-50, 50)
 
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    folder = FolderWriter(out, _COMMAND, overwrite=overwrite, extra={"config": config}, legacy=_legacy_owned)
+    stage = folder.path
     total = train_views.n + verify_views.n + ijb_views.n + render_views.n
     bar = tqdm(total=total, desc="synth", unit="img", disable=not progress, dynamic_ncols=True)
     runner = _Runner(workers)
@@ -909,9 +921,9 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
             "train_families": [i.family for i in train_ids], "train_hard": [int(i.hard) for i in train_ids],
         })
         runner.close()
-        _publish(stage, out)
+        folder.publish()
     finally:
         runner.close()
         bar.close()
-        shutil.rmtree(stage, ignore_errors=True)
+        folder.discard()
     return _paths(out)

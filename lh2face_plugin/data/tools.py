@@ -14,9 +14,9 @@ Here ``aligned`` is 1.0 for images this tool aligned from landmarks, else 0.0.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
+import shutil
 import warnings
 from array import array
 from collections import Counter
@@ -26,30 +26,17 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..fileio import save_figure
+from ..images import decode as decode_image, sniff
+from ..fileio import save_figure, writing_folder
+from . import recordio
 from .dataset import resolve_rec
-from .recordio import (IRHeader, MXIndexedRecordIO, MXRecordIO, imdecode, imencode, pack, temp_path_for,
-                       unpack)
+from .recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, RecordIOError, imencode, pack, unpack
 
 __all__ = ["build_dataset", "load_landmarks", "inspect_record", "RecordSummary", "shuffle_record",
            "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- build ------------------------------------------------------------------------------------
@@ -101,6 +88,14 @@ def _list_identities(folder: str) -> Tuple[List[str], List[List[str]]]:
         images = sorted(f for f in os.listdir(sub)
                         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
         if images:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{os.path.join(folder, name)!r}: identity folder name is not valid UTF-8 "
+                                 f"({os.fsencode(name)!r}); classes.txt is UTF-8: rename the folder") from None
+            if "\n" in name or "\r" in name:
+                raise ValueError(f"{os.path.join(folder, name)!r}: identity folder name holds a line break; "
+                                 "classes.txt has one name per line: rename the folder")
             names.append(name)
             files.append(images)
     if not names:
@@ -111,24 +106,19 @@ def _list_identities(folder: str) -> Tuple[List[str], List[List[str]]]:
 
 def _encode_face(path: str, raw: bytes, size: int, landmarks: Optional[np.ndarray], resize: bool,
                  quality: int) -> bytes:
-    """Image bytes for the record: the file itself when already ``size`` x ``size`` JPEG/PNG."""
-    from PIL import Image
+    """Image bytes for the record: the file itself when already ``size`` x ``size`` JPEG/PNG.
 
+    Every image is decoded in full first (strictly: a truncated JPEG/PNG is refused), so the
+    dataset never holds bytes that fail to decode at training time.
+    """
+    bgr = decode_image(raw, "bgr", where=path, strict=True)
+    h, w = bgr.shape[:2]
     if landmarks is None:
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                fmt, (w, h) = im.format, im.size
-        except Exception:
-            raise ValueError(f"{path}: not a readable image") from None
-        if (w, h) == (size, size) and fmt in ("JPEG", "PNG"):
+        if (w, h) == (size, size) and sniff(raw)[0] in ("JPEG", "PNG"):
             return raw
         if (w, h) != (size, size) and not resize:
             raise ValueError(f"{path}: image is {w}x{h}, expected aligned {size}x{size} faces; pass a landmarks "
                              "file to align them, or --resize to resize as they are")
-    try:
-        bgr = imdecode(raw, 1)
-    except ValueError:
-        raise ValueError(f"{path}: not a readable image") from None
     if landmarks is not None:
         from insightface.utils.face_align import norm_crop
 
@@ -136,14 +126,23 @@ def _encode_face(path: str, raw: bytes, size: int, landmarks: Optional[np.ndarra
             warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecation inside insightface
             bgr = norm_crop(bgr, landmarks, image_size=size)
     elif bgr.shape[:2] != (size, size):
+        from PIL import Image
+
         rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).resize((size, size), Image.BICUBIC)
         bgr = np.asarray(rgb)[:, :, ::-1]
     return imencode(bgr, quality, ".jpg")
 
 
+def _legacy_build(out: str) -> Optional[set]:
+    """Files of a folder written by ``data build`` before manifests existed (it always wrote classes.txt)."""
+    names = set(os.listdir(out))
+    made = {"train.rec", "train.idx", "property", "classes.txt"}
+    return names if "classes.txt" in names and names <= made else None
+
+
 def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[PathLike] = None,
                   image_size: int = 112, resize: bool = False, quality: int = 95,
-                  progress: bool = True) -> Dict[str, Union[str, int]]:
+                  progress: bool = True, overwrite: bool = False) -> Dict[str, Union[str, int]]:
     """Pack ``image_folder/<identity>/<image>`` into an insightface RecordIO dataset in ``out``.
 
     Identities are the sorted sub-folder names (class ``c`` = the c-th name,
@@ -152,8 +151,12 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
     with ``landmarks`` (see :func:`load_landmarks`) every image is aligned with
     insightface's ``norm_crop`` onto the ArcFace 5-point template and re-encoded
     as JPEG at ``quality``; with ``resize`` other sizes are resized (bicubic).
+    Every image is decoded first: a damaged or truncated file stops the build, naming it.
 
-    The ``.rec``/``.idx`` pair appears only when complete (atomic writes).
+    All or nothing: the dataset is built in a staging folder and swapped in whole
+    (:func:`lh2face_plugin.fileio.writing_folder`); a failed or killed build leaves ``out``
+    as it was. ``out`` must be new, empty, or a folder this command made, unless
+    ``overwrite`` (then files of other names in it are kept).
 
     Returns:
         dict with ``rec``, ``idx``, ``property``, ``classes`` (paths) and
@@ -173,11 +176,15 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
         except ImportError:
             raise ValueError("aligning with landmarks needs insightface: pip install 'lh2face-plugin[zoo]'") from None
     num_images, num_classes = sum(map(len, files)), len(names)
-    os.makedirs(out, exist_ok=True)
     paths = {"rec": os.path.join(out, "train.rec"), "idx": os.path.join(out, "train.idx"),
              "property": os.path.join(out, "property"), "classes": os.path.join(out, "classes.txt")}
     bar = tqdm(total=num_images, desc="build", unit="img", disable=not progress)
-    with MXIndexedRecordIO(paths["idx"], paths["rec"], "w") as rec:
+    with writing_folder(out, "data build", overwrite=overwrite, legacy=_legacy_build) as stage, \
+            MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as rec:
+        with open(os.path.join(stage, "property"), "w", encoding="utf-8", newline="\n") as f:
+            f.write(f"{num_classes},{image_size},{image_size}\n")
+        with open(os.path.join(stage, "classes.txt"), "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(n + "\n" for n in names))
         rec.write_idx(0, pack(IRHeader(0, [num_images + 1, num_images + 1 + num_classes], 0, 0), b""))
         key = 1
         for cls, (name, images) in enumerate(zip(names, files)):
@@ -196,8 +203,6 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
             rec.write_idx(num_images + 1 + cls, pack(IRHeader(0, [first, first + len(images)], 0, 0), b""))
             first += len(images)
     bar.close()
-    _write_text_atomic(paths["property"], f"{num_classes},{image_size},{image_size}\n")
-    _write_text_atomic(paths["classes"], "".join(n + "\n" for n in names))
     return {**paths, "num_images": num_images, "num_classes": num_classes}
 
 
@@ -247,17 +252,20 @@ class RecordSummary:
 
 
 def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int = 36, seed: int = 0,
-                   progress: bool = True) -> RecordSummary:
+                   progress: bool = True, strict: bool = False) -> RecordSummary:
     """Scan a RecordIO file: counts, classes, label layout, consistency; optionally a contact sheet.
 
     Args:
         rec: a ``.rec`` file or a folder holding ``train.rec``.
         sheet: PNG path for a grid of ``samples`` images drawn uniformly at
             random (reservoir sampling with ``seed``), titled with their labels.
+        strict: decode every image (truncated JPEG/PNG count as problems), not only the sampled ones.
 
-    Every record is read once, sequentially. Problems (an insightface header
-    that disagrees with the records, labels outside the identity ranges, a
-    ``property`` file that disagrees) are listed in ``problems``, not raised.
+    Every record is read once, sequentially. Problems are listed in ``problems``, not raised: a
+    damaged record (the scan stops there); a missing, empty, unreadable or mismatched ``.idx``
+    (duplicate keys, offsets that are not record starts, another record count); an insightface
+    header that disagrees with the records; labels that are not finite integers or lie outside the
+    identity ranges; a ``property`` file that disagrees; images that do not decode.
     """
     rec_path, idx_path = resolve_rec(rec)
     indexed = os.path.exists(idx_path)
@@ -268,15 +276,29 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     first_labels = array("d")
     identity_ranges: List[Tuple[int, int]] = []
     reservoir: List[Tuple[int, float, bytes]] = []
+    offsets: List[int] = []
+    problems: List[str] = []
+    undecodable: List[str] = []
+    shapes: Counter = Counter()
     header0 = None
     records = empty = 0
+    bar = tqdm(total=total, desc="inspect", unit="rec", disable=not progress)
     with MXRecordIO(rec_path, "r") as seq:
-        for ordinal, buf in enumerate(tqdm(seq, total=total, desc="inspect", unit="rec", disable=not progress)):
-            records += 1
+        ordinal = 0
+        while True:
+            pos = seq.tell()
             try:
+                buf = seq.read()
+                if buf is None:
+                    break
                 head, body = unpack(buf)
             except ValueError as exc:
-                raise ValueError(f"{rec_path}, record #{ordinal}: {exc}") from None
+                where = "" if isinstance(exc, RecordIOError) else f"{rec_path}, record #{ordinal}: "
+                problems.append(f"{where}{exc}; the records after it were not read")
+                break
+            offsets.append(pos)
+            records += 1
+            bar.update()
             labels = [head.label] if head.flag == 0 else head.label.tolist()
             widths[len(labels)] += 1
             if not body:
@@ -285,9 +307,16 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                     header0 = (int(labels[0]), int(labels[1]))
                 elif header0 is not None and head.flag >= 2:
                     identity_ranges.append((int(labels[0]), int(labels[1])))
+                ordinal += 1
                 continue
             image_widths.add(len(labels))
             first_labels.append(labels[0])
+            if strict:
+                try:
+                    shapes[decode_image(body, "bgr", where=f"record #{ordinal}", strict=True,
+                                        backend=recordio.IMAGE_BACKEND).shape] += 1
+                except ValueError as exc:
+                    undecodable.append(str(exc))
             n = len(first_labels)
             if n <= samples:
                 reservoir.append((ordinal, labels[0], body))
@@ -295,13 +324,22 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                 j = int(rng.integers(0, n))
                 if j < samples:
                     reservoir[j] = (ordinal, labels[0], body)
+            ordinal += 1
+    bar.close()
     labels_arr = np.frombuffer(first_labels, dtype=np.float64) if first_labels else np.zeros(0)
     summary = RecordSummary(rec=rec_path, layout="", records=records, images=len(first_labels),
                             empty_records=empty, label_widths=dict(widths), header=header0, indexed=indexed)
-    if len(labels_arr):
-        classes, counts = np.unique(labels_arr, return_counts=True)
+    summary.problems += problems
+    _check_index(summary, idx_path, offsets)
+    finite = np.isfinite(labels_arr)
+    if not finite.all():
+        summary.problems.append(f"{int((~finite).sum())} image record(s) have a NaN or infinite label, e.g. record "
+                                f"#{int(np.argmin(finite))} (counting image records)")
+    labels_ok = labels_arr[finite]
+    if len(labels_ok):
+        classes, counts = np.unique(labels_ok, return_counts=True)
         summary.classes = len(classes)
-        summary.label_range = (float(labels_arr.min()), float(labels_arr.max()))
+        summary.label_range = (float(labels_ok.min()), float(labels_ok.max()))
         summary.images_per_class = (int(counts.min()), float(np.median(counts)), int(counts.max()))
         if not np.array_equal(classes, np.round(classes)):
             summary.problems.append("some labels are not integers")
@@ -314,28 +352,69 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
         summary.layout = "im2rec (scalar labels, no header record)"
     else:
         summary.layout = f"im2rec (multi-label: {sorted(image_widths)} labels per record, no header record)"
-    prop = os.path.join(os.path.dirname(rec_path), "property")
-    if os.path.exists(prop):
-        with open(prop, encoding="utf-8") as f:
-            summary.property = f.read().strip()
-        try:
-            declared = int(summary.property.split(",")[0])
-            if declared != summary.classes:
-                summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
-        except ValueError:
-            summary.problems.append(f"{prop}: expected 'num_classes,H,W', got {summary.property!r}")
     decoded = []
     for ordinal, label, body in sorted(reservoir):
         try:
-            img = imdecode(body, 1)
-        except ValueError:
-            summary.problems.append(f"record #{ordinal}: image bytes do not decode")
+            img = decode_image(body, "bgr", where=f"record #{ordinal}", backend=recordio.IMAGE_BACKEND)
+        except ValueError as exc:
+            if not strict:
+                undecodable.append(str(exc))
             continue
-        summary.image_shapes[img.shape] = summary.image_shapes.get(img.shape, 0) + 1
+        if not strict:
+            shapes[img.shape] += 1
         decoded.append((ordinal, label, img))
+    summary.image_shapes = dict(shapes)
+    if undecodable:
+        more = f" (and {len(undecodable) - 3} more)" if len(undecodable) > 3 else ""
+        summary.problems.append(f"{len(undecodable)} image(s) do not decode{'' if strict else ' among the sampled'}: "
+                                + "; ".join(undecodable[:3]) + more)
+    _check_property(summary, os.path.join(os.path.dirname(rec_path), "property"))
     if sheet is not None and decoded:
         summary.sheet = _contact_sheet(decoded, os.fspath(sheet), os.path.basename(rec_path))
     return summary
+
+
+def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> None:
+    """Compare the ``.idx`` with the records found by the sequential scan."""
+    if not os.path.exists(idx_path):
+        summary.problems.append(f"{idx_path}: missing; random access (arcface_torch's MXFaceDataset, DALI) needs "
+                                "the index written with the .rec")
+        return
+    try:
+        index = MXIndexedRecordIO(idx_path, summary.rec, "r")
+    except ValueError as exc:  # RecordIOError: garbage, not UTF-8, duplicate keys
+        summary.problems.append(str(exc))
+        return
+    keys, where = index.keys, index.idx
+    index.close()
+    if not keys:
+        summary.problems.append(f"{idx_path}: empty index, but the .rec holds {summary.records} record(s)"
+                                if summary.records else f"{idx_path}: empty index")
+        return
+    starts = set(offsets)
+    bad = [k for k in keys if where[k] not in starts]
+    if bad:
+        summary.problems.append(f"{idx_path}: {len(bad)} key(s) do not point at the start of a record, e.g. key "
+                                f"{bad[0]!r} at byte {where[bad[0]]}: index and .rec do not match")
+    if len(keys) != len(offsets):
+        summary.problems.append(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
+
+
+def _check_property(summary: RecordSummary, prop: str) -> None:
+    if not os.path.exists(prop):
+        return
+    with open(prop, encoding="utf-8", errors="replace") as f:
+        summary.property = f.read().strip()
+    try:
+        declared, h, w = (int(v) for v in summary.property.split(","))
+    except ValueError:
+        summary.problems.append(f"{prop}: expected 'num_classes,H,W', got {summary.property!r}")
+        return
+    if declared != summary.classes:
+        summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
+    other = sorted({s[:2] for s in summary.image_shapes} - {(h, w)})
+    if other:
+        summary.problems.append(f"{prop} says {h}x{w} images, found {', '.join(f'{a}x{b}' for a, b in other)}")
 
 
 def _count_lines(path: str) -> int:
@@ -380,24 +459,30 @@ def _contact_sheet(items: Sequence[Tuple[int, float, np.ndarray]], path: str, ti
 
 
 # -- shuffle ----------------------------------------------------------------------------------
-def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool = True) -> Dict[str, Union[str, int]]:
+def _legacy_shuffle(out: str) -> Optional[set]:
+    names = set(os.listdir(out))
+    return names if {"train.rec", "train.idx"} <= names <= {"train.rec", "train.idx", "property"} else None
+
+
+def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool = True,
+                   overwrite: bool = False) -> Dict[str, Union[str, int]]:
     """Copy the image records of ``rec`` in a random order to ``out/train.rec`` / ``train.idx``.
 
     For NVIDIA DALI's ``fn.readers.mxnet``: header and identity records (empty
     image) are dropped, keys become ``0..N-1`` in the new order, and each record
     keeps its image bytes and ids but only its first label, as a scalar
     (``flag 0``) - DALI's label output is then one number per image. A
-    ``property`` file beside ``rec`` is copied.
+    ``property`` file beside ``rec`` is copied. Written all or nothing, like
+    :func:`build_dataset` (same rules for an existing ``out``).
 
     Returns:
         dict with ``rec``, ``idx`` (and ``property`` when copied) paths and ``num_images``.
     """
     rec_path, idx_path = resolve_rec(rec)
     out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
     paths: Dict[str, Union[str, int]] = {"rec": os.path.join(out, "train.rec"),
                                          "idx": os.path.join(out, "train.idx")}
-    if os.path.abspath(paths["rec"]) == os.path.abspath(rec_path):
+    if os.path.realpath(out) == os.path.realpath(os.path.dirname(rec_path)):
         raise ValueError(f"{out}: the shuffled copy must go to another folder than {rec_path}")
     src = MXIndexedRecordIO(idx_path, rec_path, "r")
     head, _ = unpack(src.read_idx(src.keys[0])) if src.keys else (None, b"")
@@ -407,7 +492,12 @@ def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool =
         keys = list(src.keys)
     order = np.random.default_rng(seed).permutation(len(keys))
     count = 0
-    with MXIndexedRecordIO(paths["idx"], paths["rec"], "w") as dst:
+    prop = os.path.join(os.path.dirname(rec_path), "property")
+    with writing_folder(out, "data shuffle", overwrite=overwrite, legacy=_legacy_shuffle) as stage, \
+            MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as dst:
+        if os.path.exists(prop):
+            shutil.copyfile(prop, os.path.join(stage, "property"))
+            paths["property"] = os.path.join(out, "property")
         for i in tqdm(order, desc="shuffle", unit="img", disable=not progress):
             key = keys[i]
             header, body = unpack(src.read_idx(key))
@@ -417,11 +507,5 @@ def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool =
             dst.write_idx(count, pack(IRHeader(0, label, header.id, header.id2), body))
             count += 1
     src.close()
-    prop = os.path.join(os.path.dirname(rec_path), "property")
-    if os.path.exists(prop):
-        with open(prop, encoding="utf-8") as f:
-            text = f.read()
-        paths["property"] = os.path.join(out, "property")
-        _write_text_atomic(paths["property"], text)
     paths["num_images"] = count
     return paths

@@ -1,14 +1,15 @@
 """Result tables for the terminal and JSON files of the numbers."""
 from __future__ import annotations
 
+import json
 import os
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from ..fileio import write_json
+from ..fileio import update_json
 
-_ARRAYS = ("features", "scores", "labels", "template_features", "unique_templates", "roc")
+_ARRAYS = ("features", "scores", "labels", "template_features", "unique_templates", "roc", "run")
 
 
 def jsonable(result: Mapping) -> Dict:
@@ -24,9 +25,68 @@ def jsonable(result: Mapping) -> Dict:
     return {k: conv(v) for k, v in result.items() if k not in _ARRAYS}
 
 
-def write_results(path: str, results: Mapping) -> str:
-    """Write ``{name: jsonable(result)}`` to ``path`` atomically."""
-    write_json(path, {name: jsonable(r) for name, r in results.items()})
+def _conflict(path: str, name: str, old: Any, run: Optional[Mapping]) -> Optional[str]:
+    """Why the entry ``old`` of ``path`` must not be replaced by a run ``run`` (``None``: it may)."""
+    if not isinstance(old, Mapping):
+        return f"{path}: entry {name!r} is not an evaluation result"
+    old_run = old.get("run")
+    if run is not None and isinstance(old_run, Mapping) and all(old_run.get(k) == run.get(k)
+                                                                 for k in ("command", "key", "data")):
+        return None
+    who = (f"'lh2face {old_run.get('command')}' of {old_run.get('model')}" if isinstance(old_run, Mapping)
+           else "an earlier run")
+    return (f"{path} already holds results for {name!r} from {who}; choose another --out (or remove that entry) "
+            "rather than overwrite another run's numbers")
+
+
+def check_results(path: str, results: Mapping[str, Optional[Mapping]]) -> None:
+    """Raise ``FileExistsError`` if writing ``{name: run}`` to ``path`` would replace another run's numbers.
+
+    ``results`` maps each entry name to its run description (``{"command", "model", "key",
+    "data"}``); an entry of the same run (same command, model and settings key, data) may be replaced.
+    """
+    if not os.path.exists(path):
+        return
+    _check_document(path, _read(path), {n: run for n, run in results.items()})
+
+
+def _read(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable results file ({type(exc).__name__}: {exc}); move it away or "
+                         "choose another --out") from None
+
+
+def _check_document(path: str, doc: Any, runs: Mapping[str, Optional[Mapping]]) -> None:
+    if not isinstance(doc, dict):
+        raise FileExistsError(f"{path}: not a results file of 'lh2face eval'; choose another --out")
+    for name, run in runs.items():
+        if name in doc:
+            why = _conflict(path, name, doc[name], run)
+            if why:
+                raise FileExistsError(why)
+
+
+def write_results(path: str, results: Mapping, run: Optional[Mapping] = None) -> str:
+    """Merge ``{name: jsonable(result)}`` into the results file ``path`` (atomic, locked).
+
+    Entries of other names are kept, so several commands may share one ``--out``; an entry of the
+    same name is replaced only by the same run (``run``: ``{"command", "model", "key", "data"}``,
+    stored with each entry), otherwise ``FileExistsError`` is raised and nothing is written.
+    """
+    def merge(doc: Any) -> Dict:
+        doc = {} if doc is None else doc
+        _check_document(path, doc, {name: run for name in results})
+        for name, r in results.items():
+            entry = jsonable(r)
+            if run is not None:
+                entry["run"] = dict(run)
+            doc[name] = entry
+        return doc
+
+    update_json(path, merge)
     return path
 
 

@@ -12,6 +12,7 @@ all un-normalised image and mirror features; plus TAR at FAR (``calculate_val``)
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -20,7 +21,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import metrics
-from .embed import EmbedFn, extract_features, file_fingerprint
+from .. import images
+from .embed import EmbedFn, extract_features
 
 VERIFY_FARS: Tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 
@@ -102,40 +104,30 @@ def load_bin(path: str) -> Tuple[list, np.ndarray]:
 def decode_image(item: Union[bytes, np.ndarray], size: int = 112, where: str = "") -> np.ndarray:
     """One ``.bin`` entry -> ``(size, size, 3)`` uint8 RGB.
 
-    Encoded bytes are decoded with OpenCV when installed (the decoder mxnet uses), else
-    Pillow; 3-D uint8 arrays are taken as HWC RGB (CHW is transposed). Images of another
-    size are resized with bicubic interpolation.
+    Encoded bytes (or a 1-D uint8 array of them) are decoded by :func:`lh2face_plugin.images.decode`
+    (OpenCV when installed, the decoder mxnet uses, else Pillow); 3-D uint8 arrays are taken as HWC
+    RGB (CHW is transposed). Images of another size are resized with bicubic interpolation.
     """
     if isinstance(item, np.ndarray) and item.ndim == 3:
         img = item.transpose(1, 2, 0) if item.shape[0] == 3 and item.shape[-1] != 3 else item
         if img.dtype != np.uint8 or img.shape[-1] != 3:
             raise ValueError(f"{where}: image array must be uint8 HxWx3, got {item.dtype} {item.shape}")
+    elif isinstance(item, np.ndarray) and (item.ndim != 1 or item.dtype != np.uint8):
+        raise ValueError(f"{where}: a {item.ndim}-D {item.dtype} array of shape {item.shape}; an image must be "
+                         "encoded bytes (or a 1-D uint8 array of them) or a uint8 HxWx3 / 3xHxW array")
+    elif isinstance(item, (bytes, bytearray, np.ndarray)):
+        img = images.decode(item, "rgb", where=where)
     else:
-        buf = item.tobytes() if isinstance(item, np.ndarray) else item
-        if not isinstance(buf, (bytes, bytearray)):
-            raise ValueError(f"{where}: expected encoded image bytes or a uint8 array, got {type(item).__name__}")
-        img = _imdecode(bytes(buf), where)
+        raise ValueError(f"{where}: expected encoded image bytes or a uint8 array, got {type(item).__name__}")
     if img.shape[:2] != (size, size):
         img = _resize(img, size)
     return np.ascontiguousarray(img)
 
 
-def _imdecode(buf: bytes, where: str) -> np.ndarray:
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
-    if cv2 is not None:
-        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"{where}: could not decode image bytes")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    from PIL import Image
-
-    try:
-        return np.asarray(Image.open(io.BytesIO(buf)).convert("RGB"))
-    except Exception as exc:
-        raise ValueError(f"{where}: could not decode image bytes ({exc})") from None
+def _entry_digest(item: Union[bytes, np.ndarray]) -> bytes:
+    if isinstance(item, np.ndarray):
+        return hashlib.sha256(f"{item.dtype.str}{item.shape}".encode() + item.tobytes()).digest()
+    return hashlib.sha256(bytes(item)).digest()
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -164,6 +156,10 @@ def verification_metrics(features: np.ndarray, issame: np.ndarray, folds: int = 
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 3 or f.shape[1] != 2 or f.shape[0] != 2 * len(issame):
         raise ValueError(f"features must be (2P, 2, D) for P={len(issame)} pairs, got {f.shape}")
+    bad = ~np.isfinite(f).all(axis=(1, 2))
+    if bad.any():
+        raise FloatingPointError(f"features of {int(bad.sum())} image(s) are NaN or infinite, e.g. image "
+                                 f"{int(np.argmax(bad))}; no metric is computed from them")
     norms = np.sqrt(np.array([row @ row for row in np.concatenate([f[:, 0], f[:, 1]])]))
     xnorm = float(np.cumsum(norms)[-1] / len(norms))
     emb = metrics.l2_normalize(f[:, 0] + f[:, 1])
@@ -193,7 +189,8 @@ def evaluate_verification(embed_fn: EmbedFn, bin_path: str, batch_size: int = 12
         embed_fn: maps a ``(B, H, W, 3)`` uint8 RGB batch to ``(B, D)`` features
             (see :mod:`lh2face_plugin.eval.embed`).
         bin_path: arcface_torch verification file, e.g. ``lfw.bin``.
-        cache_dir: optional folder for resumable feature chunks.
+        cache_dir: optional folder for resumable feature chunks, reused only for the same
+            ``cache_key`` (model and settings) and unchanged images.
     Returns:
         :func:`verification_metrics` plus ``name`` and ``features`` ``(2P, 2, D)``.
 
@@ -208,9 +205,14 @@ def evaluate_verification(embed_fn: EmbedFn, bin_path: str, batch_size: int = 12
     def load(idx: np.ndarray) -> np.ndarray:
         return np.stack([decode_image(bins[i], image_size, where=f"{bin_path} image {i}") for i in idx])
 
-    key = cache_key + "|" + file_fingerprint(bin_path, size=image_size) if cache_dir else cache_key
-    feats = extract_features(embed_fn, load, len(bins), batch_size, cache_dir, key,
-                             desc=os.path.basename(bin_path))
+    def digest(lo: int, hi: int) -> str:
+        h = hashlib.sha256(f"verify|size={image_size}".encode())
+        for i in range(lo, hi):
+            h.update(_entry_digest(bins[i]))
+        return h.hexdigest()
+
+    feats = extract_features(embed_fn, load, len(bins), batch_size, cache_dir, cache_key,
+                             desc=os.path.basename(bin_path), chunk_digest=digest)
     res = verification_metrics(feats, issame, folds, fars)
     res["name"] = os.path.splitext(os.path.basename(bin_path))[0]
     res["features"] = feats

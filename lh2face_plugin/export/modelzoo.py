@@ -27,19 +27,20 @@ Loading (``FaceAnalysis`` asserts that the folder has a detection model)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from ..fileio import atomic_path
-from .onnx import eval_mode, module_device, sha256_file
+from ..fileio import copy_file, sha256_file, writing_folder
+from .onnx import eval_mode, module_device
 
-__all__ = ["PackInfo", "pack_model_zoo", "build_manifest", "verify_pack", "inspect_recognition_onnx", "torch_embedding"]
+__all__ = ["PackInfo", "pack_model_zoo", "writing_pack", "fill_pack", "build_manifest", "verify_pack",
+           "inspect_recognition_onnx", "torch_embedding"]
 
 MANIFEST = "manifest.json"
 LICENSE = "MODEL.LICENSE"
@@ -156,11 +157,71 @@ def build_manifest(
     }
 
 
-def _copy_atomic(src: str, dst: str) -> None:
-    if os.path.abspath(src) == os.path.abspath(dst):
-        return
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+COMMAND = "export"
+
+
+def _legacy_pack(out_dir: str) -> Optional[set]:
+    """Files of a pack written before ownership manifests existed (its manifest names our generator)."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not str(doc.get("generator", "")).startswith("lh2face-plugin"):
+        return None
+    files = {MANIFEST, LICENSE}
+    for task in (doc.get("tasks") or {}).values():
+        if isinstance(task, dict) and isinstance(task.get("file"), str):
+            files.add(task["file"])
+    return files
+
+
+@contextlib.contextmanager
+def writing_pack(out_dir: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Build a pack in a staging folder and publish it whole (see :func:`lh2face_plugin.fileio.writing_folder`).
+
+    ``out_dir`` must be new, empty, or a pack written by ``lh2face export``, unless ``overwrite``
+    (then files of other names are kept). A failed or killed export leaves ``out_dir`` as it was.
+    """
+    with writing_folder(out_dir, COMMAND, overwrite=overwrite, legacy=_legacy_pack) as stage:
+        yield stage
+
+
+def _check_pack_inputs(recognition: str, model_id: Optional[str], detector: Optional[str],
+                       license_file: Optional[str]) -> Dict[str, Any]:
+    info = inspect_recognition_onnx(recognition)
+    if detector is not None:
+        _check_detector(detector)
+    if license_file is not None and not os.path.isfile(license_file):
+        raise FileNotFoundError(f"license file not found: {license_file}")
+    if model_id is not None:
+        _check_model_id(model_id)
+    return info
+
+
+def fill_pack(recognition: str, folder: str, *, model_id: str, detector: Optional[str] = None,
+              license_file: Optional[str] = None, display_name: Optional[str] = None) -> PackInfo:
+    """Write the pack files into ``folder`` (a staging folder from :func:`writing_pack`)."""
+    info = _check_pack_inputs(recognition, model_id, detector, license_file)
+    rec_path = os.path.join(folder, RECOGNITION_FILE)
+    copy_file(recognition, rec_path)
+    files = {"recognition": RECOGNITION_FILE}
+    det_name = det_sha = None
+    if detector is not None:
+        det_name = os.path.basename(detector)
+        if det_name in (RECOGNITION_FILE, MANIFEST):
+            det_name = "detection.onnx"
+        copy_file(detector, os.path.join(folder, det_name))
+        det_sha = sha256_file(os.path.join(folder, det_name))
+        files["detection"] = det_name
+    if license_file is not None:
+        copy_file(license_file, os.path.join(folder, LICENSE))
+    manifest = build_manifest(model_id, RECOGNITION_FILE, sha256_file(rec_path), info["embedding_dimension"],
+                              info["input_size"], det_name, det_sha, display_name)
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    return PackInfo(path=folder, manifest=manifest, files=files)
 
 
 def pack_model_zoo(
@@ -171,14 +232,15 @@ def pack_model_zoo(
     detector: Optional[str] = None,
     license_file: Optional[str] = None,
     display_name: Optional[str] = None,
+    overwrite: bool = False,
 ) -> PackInfo:
     """Write an insightface Manifest V2 pack around an exported recognition ONNX.
 
     Args:
         recognition: the recognition ONNX (e.g. from :func:`export_onnx`); copied
-            to ``out_dir/recognition.onnx`` unless it already is that file.
-        out_dir: the pack folder (created if needed; existing files of the same
-            names are replaced).
+            to ``out_dir/recognition.onnx``.
+        out_dir: the pack folder, written all or nothing (:func:`writing_pack`): new, empty,
+            or a pack this package wrote, unless ``overwrite``.
         model_id: the manifest's ``model_id`` (default: the folder's name).
         detector: optional detector ONNX the user supplies (kept under its own
             file name); ``FaceAnalysis`` needs one.
@@ -191,46 +253,15 @@ def pack_model_zoo(
         FileNotFoundError: a missing input file.
         ValueError: an ONNX file insightface would not route to the task, or an
             invalid ``model_id``.
+        FileExistsError: ``out_dir`` holds files this package did not write (without ``overwrite``).
     """
-    info = inspect_recognition_onnx(recognition)
     out_dir = os.path.abspath(out_dir)
     model_id = model_id or os.path.basename(out_dir.rstrip(os.sep))
-    det_name = None
-    if detector is not None:
-        _check_detector(detector)
-        det_name = os.path.basename(detector)
-        if det_name in (RECOGNITION_FILE, MANIFEST):
-            det_name = "detection.onnx"
-    if license_file is not None and not os.path.isfile(license_file):
-        raise FileNotFoundError(f"license file not found: {license_file}")
-    _check_model_id(model_id)
-    os.makedirs(out_dir, exist_ok=True)
-
-    rec_path = os.path.join(out_dir, RECOGNITION_FILE)
-    _copy_atomic(recognition, rec_path)
-    files = {"recognition": RECOGNITION_FILE}
-    det_sha = None
-    if detector is not None:
-        _copy_atomic(detector, os.path.join(out_dir, det_name))
-        det_sha = sha256_file(os.path.join(out_dir, det_name))
-        files["detection"] = det_name
-    if license_file is not None:
-        _copy_atomic(license_file, os.path.join(out_dir, LICENSE))
-    manifest = build_manifest(
-        model_id,
-        RECOGNITION_FILE,
-        sha256_file(rec_path),
-        info["embedding_dimension"],
-        info["input_size"],
-        det_name,
-        det_sha,
-        display_name,
-    )
-    with atomic_path(os.path.join(out_dir, MANIFEST)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-    return PackInfo(path=out_dir, manifest=manifest, files=files)
+    _check_pack_inputs(recognition, model_id, detector, license_file)
+    with writing_pack(out_dir, overwrite=overwrite) as stage:
+        pack = fill_pack(recognition, stage, model_id=model_id, detector=detector, license_file=license_file,
+                         display_name=display_name)
+    return PackInfo(path=out_dir, manifest=pack.manifest, files=pack.files)
 
 
 def torch_embedding(module, bgr: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ dimension; without it the exporter bakes the example batch into a Reshape.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, sha256_file
 
 __all__ = ["ExportReport", "export_onnx", "check_onnx", "insightface_preprocessing_guess", "sha256_file"]
 
@@ -96,15 +95,6 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def sha256_file(path: str) -> str:
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def insightface_preprocessing_guess(model_proto) -> Tuple[float, float]:
     """The (mean, std) insightface's ``ArcFaceONNX`` picks for a graph without manifest.
 
@@ -142,12 +132,16 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def _validate_model_io(module: nn.Module, device: torch.device) -> int:
-    probe = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    gen = torch.Generator().manual_seed(0)
+    probe = (torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen) * 2 - 1).to(device)
     with torch.no_grad():
         out = module(probe)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the model must map [B, 3, 112, 112] to one [B, D] tensor; for B=2 it returned {got}")
+    if not bool(torch.isfinite(out).all()):
+        raise FloatingPointError("the model returns NaN or infinite embeddings for a random input batch (NaN "
+                                 "weights?); nothing was exported")
     return int(out.shape[1])
 
 
@@ -197,6 +191,8 @@ def check_onnx(
                 f"{path}: onnxruntime failed at batch {b} (graph input shape {inputs[0].shape}): {exc}"
             ) from exc
         dynamic = dynamic and got.shape[0] == b
+        if not np.isfinite(got).all():
+            raise FloatingPointError(f"{path}: onnxruntime returned NaN or infinite embeddings at batch {b}")
         if module is not None:
             with torch.no_grad(), eval_mode(module):
                 ref = module(x.to(device)).float().cpu().numpy()

@@ -17,7 +17,6 @@ training mode ``model(images)`` keeps it as a pending item (:class:`RenderAugmen
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -245,19 +244,12 @@ class RenderInputModule(nn.Module):
         return RenderAugmentedModel(self, adapt_backbone(backbone, fusion or self.fusion))
 
     def save_reconstruction(self, path: str) -> None:
-        """Write the reconstruction network's weights atomically."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".pt")
-        os.close(fd)
-        try:
-            config = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
+        """Write the reconstruction network's weights atomically (:func:`lh2face_plugin.fileio.atomic_path`)."""
+        from ..fileio import atomic_path
+
+        config = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
+        with atomic_path(os.fspath(path), suffix=".pt") as tmp:
             torch.save({"format": "lh2face-render/1", "config": config, "state_dict": self.net.state_dict()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs) -> "RenderInputModule":

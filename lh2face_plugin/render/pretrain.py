@@ -101,9 +101,9 @@ def folder_batches(root: str, batch_size: int, *, seed: int = 0) -> Iterator[Ten
 
 
 def _read_aligned(path: str) -> np.ndarray:
-    from PIL import Image
+    from ..images import read
 
-    img = np.asarray(Image.open(path).convert("RGB"))
+    img = read(path, "rgb")
     if img.shape[:2] != (112, 112):
         raise ValueError(f"{path!r} is {img.shape[1]}x{img.shape[0]}, expected an aligned 112x112 face")
     return img

@@ -29,12 +29,11 @@ def load_face(path: str, landmarks: Optional[Sequence[float]] = None, size: int 
     """
     from PIL import Image
 
+    from ..images import read
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r} does not exist")
-    try:
-        img = np.asarray(Image.open(path).convert("RGB"))
-    except Exception as exc:
-        raise ValueError(f"cannot read image {path!r}: {exc}") from None
+    img = read(path, "rgb")
     if landmarks is not None:
         pts = np.asarray(landmarks, dtype=np.float32)
         if pts.size != 10:

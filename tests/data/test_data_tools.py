@@ -58,7 +58,7 @@ def test_cli_build_insightface_layout(image_folder, tmp_path, capsys):
     assert (out / "classes.txt").read_text().split() == ["alice", "bob", "carol"]
     ds = FaceRecordDataset(str(out), random_flip=False)
     assert len(ds) == 6 and ds.num_classes == 3 and ds[5][1].item() == 2
-    assert sorted(os.listdir(out)) == ["classes.txt", "property", "train.idx", "train.rec"]
+    assert sorted(os.listdir(out)) == [".lh2face-manifest.json", "classes.txt", "property", "train.idx", "train.rec"]
 
 
 def _scene_with_dots(angle_deg=12.0, scale=1.6, shift=(30.0, 20.0), size=(220, 200)):
@@ -105,11 +105,11 @@ def test_build_errors_and_atomicity(image_folder, tmp_path):
     Image.fromarray(np.zeros((90, 80, 3), np.uint8)).save(root / "carol" / "zz.png")
     with pytest.raises(ValueError, match=r"carol/zz\.png: image is 80x90, expected aligned 112x112"):
         build_dataset(root, out, progress=False)
-    assert os.listdir(out) == []  # the interrupted build left nothing behind
+    assert not os.path.exists(out)  # the interrupted build left nothing behind
     res = build_dataset(root, out, resize=True, progress=False)
     assert res["num_images"] == 7 and imdecode(_records(out)[7][1], 1).shape == (112, 112, 3)
     (root / "carol" / "zz.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"zz\.png: not a readable image"):
+    with pytest.raises(ValueError, match=r"zz\.png: could not decode 12 image bytes"):
         build_dataset(root, out, progress=False)
     assert _records(out)[0][0].label.tolist() == [8, 11]  # the earlier dataset is intact
 
@@ -164,8 +164,8 @@ def test_cli_shuffle_for_dali(tmp_path, capsys):
 def test_cli_synth_calls_generator(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def generate_dataset(out, identities, images_per_id, seed):
-        calls.append((out, identities, images_per_id, seed))
+    def generate_dataset(out, identities, images_per_id, seed, overwrite, **sizes):
+        calls.append((out, identities, images_per_id, seed, overwrite, sizes))
         return {"rec": os.path.join(out, "train.rec"), "verify": os.path.join(out, "verify.bin")}
 
     fake = types.ModuleType("lh2face_plugin.data.synthetic")
@@ -175,7 +175,9 @@ def test_cli_synth_calls_generator(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data_pkg, "synthetic", fake, raising=False)
     out = str(tmp_path / "syn")
     assert main(["data", "synth", out, "--identities", "4", "--images-per-id", "3", "--seed", "9"]) == 0
-    assert calls == [(out, 4, 3, 9)]
+    assert main(["data", "synth", out, "--identities", "4", "--images-per-id", "3", "--overwrite",
+                 "--verify-pairs", "8", "--render-eval", "2"]) == 0
+    assert calls == [(out, 4, 3, 9, False, {}), (out, 4, 3, 0, True, {"verify_pairs": 8, "render_eval": 2})]
     assert os.path.join(out, "verify.bin") in capsys.readouterr().out
 
 

@@ -23,7 +23,7 @@ def test_verify_cli(onnx_model, tmp_path, capsys):
     assert "accuracy" in text and "XNorm" in text
     res = json.loads((out / "results.json").read_text())["tiny"]
     assert 0 <= res["accuracy"] <= 1 and res["pairs"] == 20 and "1e-3" not in res["tar_at_far"]
-    assert (out / "roc.png").stat().st_size > 1000
+    assert (out / "roc_tiny.png").stat().st_size > 1000
     assert (out / "features" / "tiny" / "state.json").exists()
 
 
@@ -38,7 +38,7 @@ def test_ijb_cli(onnx_model, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())["SYNTH"]
     assert res["pairs"] == info["pairs"] and set(res["tar_at_far"]) == {str(f) for f in
                                                                           (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)}
-    assert "identification" in res and (out / "roc.png").exists()
+    assert "identification" in res and (out / "roc_SYNTH.png").exists()
 
 
 def test_cli_errors(onnx_model, tmp_path, capsys, monkeypatch):

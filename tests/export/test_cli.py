@@ -50,3 +50,52 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, monkeypatch):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_export_refuses_a_folder_it_did_not_make_and_keeps_other_files(tmp_path, capsys):
+    ckpt = tmp_path / "model.pt"
+    torch.save(tiny_backbone(seed=1, embedding_size=128).state_dict(), ckpt)
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"theirs": true}')
+    (out / "notes.txt").write_text("keep me")
+    argv = ["export", str(ckpt), "--network", "compact-tiny", "--out", str(out), "--no-verify"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and (out / "manifest.json").read_text() == '{"theirs": true}'
+    assert main(argv + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "keep me" and json.loads((out / "manifest.json").read_text())["model_id"]
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []
+
+
+def test_a_failed_export_leaves_the_previous_pack(tmp_path, monkeypatch, exported):
+    from lh2face_plugin.export import modelzoo
+
+    out = tmp_path / "pack"
+    modelzoo.pack_model_zoo(exported[1].path, str(out), model_id="first")
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("insightface round trip failed")
+
+    import lh2face_plugin.export.modelzoo as mz
+
+    monkeypatch.setattr(mz, "verify_pack", broken)
+    assert main(["export", exported[1].path, "--out", str(out), "--model-id", "second"]) == 2
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+    assert [p for p in os.listdir(tmp_path) if p != "pack"] == []
+
+
+def test_a_model_with_nan_weights_is_not_exported(tmp_path, capsys):
+    model = tiny_backbone(seed=3, embedding_size=64)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() == 4)[0, 0, 0, 0] = float("nan")
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt"), "--network", "compact-tiny", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "holds NaN or infinite values" in err and "parity" not in err and not (tmp_path / "p").exists()
+    from lh2face_plugin.export.onnx import export_onnx
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite embeddings"):
+        export_onnx(model, str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

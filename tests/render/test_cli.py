@@ -31,7 +31,7 @@ def test_show_draws_a_png(tmp_path):
     assert main(["render", "show", str(face), str(wide), "--out", str(out)]) == 0
     img = Image.open(out)
     assert img.format == "PNG" and img.size[0] > img.size[1]
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
+    assert sorted(os.listdir(tmp_path)) == ["face.png", "grid.png", "wide.jpg"]  # no staging file left
 
 
 def test_show_real_photo_from_insightface(tmp_path):
@@ -63,7 +63,6 @@ def test_pretrain_on_a_folder_then_show_with_the_checkpoint(tmp_path):
         (["render", "show", "--out", "x.png"], "IMAGE"),
         (["render", "pretrain", "--data", "no_such_dir", "--steps", "1", "--out", "x.pt"], "no_such_dir"),
         (["render", "eval", "--checkpoint", "missing.pt"], "missing.pt"),
-        (["render"], "action"),
     ],
 )
 def test_bad_input_gives_a_clear_error(argv, message, capsys, tmp_path, monkeypatch):
@@ -110,3 +109,51 @@ def test_synthetic_pretraining_defaults_to_the_ground_truth_bootstrap(tmp_path, 
                  "--steps", "1", "--batch-size", "2", "--pool", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "reco " in printed and "supervised" not in printed
+
+
+def test_render_without_action_prints_help(capsys):
+    assert main(["render"]) == 0
+    assert "pretrain" in capsys.readouterr().out
+
+
+def test_pretrain_does_not_overwrite_a_file_it_did_not_make(tmp_path, capsys):
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"someone's trained backbone")
+    assert main(["render", "pretrain", "--steps", "1", "--batch-size", "2", "--pool", "2", "--width", "4",
+                 "--out", str(other)]) == 2
+    assert "not a render checkpoint" in capsys.readouterr().err and other.read_bytes() == b"someone's trained backbone"
+
+
+def test_show_does_not_draw_over_its_input(tmp_path, capsys):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(face)
+    before = face.read_bytes()
+    assert main(["render", "show", str(face), "--out", str(face)]) == 2
+    assert "one of the input images" in capsys.readouterr().err and face.read_bytes() == before
+
+
+def test_a_checkpoint_with_nan_is_not_evaluated(tmp_path, capsys):
+    import torch
+
+    from lh2face_plugin.render.module import RenderInputModule
+
+    module = RenderInputModule(width=4)
+    with torch.no_grad():
+        next(module.net.parameters()).fill_(float("nan"))
+    module.save_reconstruction(str(tmp_path / "nan.pt"))
+    assert main(["render", "eval", "--checkpoint", str(tmp_path / "nan.pt"), "--num", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "nan.pt: parameter" in err and "NaN" in err
+
+
+def test_pretraining_that_diverges_writes_nothing(tmp_path, capsys, monkeypatch):
+    import lh2face_plugin.render.pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "pretrain", lambda *a, **k: [{"supervised": 0.3}, {"supervised": float("nan")}])
+    out = tmp_path / "r.pt"
+    assert main(["render", "pretrain", "--steps", "2", "--batch-size", "2", "--pool", "2", "--width", "4",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite at step 2" in err and "lower --lr" in err and not out.exists()
+    assert main(["render", "pretrain", "--lr", "inf", "--out", str(out)]) == 2
+    assert "--lr must be a finite number > 0" in capsys.readouterr().err

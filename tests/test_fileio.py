@@ -1,0 +1,179 @@
+"""fileio: staged writes, cleanup of what killed writers left, folder publishing, manifests, locked JSON updates."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lh2face_plugin import fileio
+from lh2face_plugin.fileio import (MANIFEST, FolderNotOwned, Staged, atomic_path, cleanup_stale, read_manifest,
+                                   sha256_file, update_json, verify_manifest, writing_folder)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_atomic_path_commits_only_on_success(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+    with atomic_path(str(target), suffix=".npy") as tmp:
+        assert os.path.basename(tmp).startswith(".a.txt.") and tmp.endswith(".part.npy")
+        open(tmp, "w").write("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def _stale_entries(folder, pid):
+    (folder / f".train.rec.{pid}.0123abcd.part").write_bytes(b"half a record")
+    (folder / f".train.rec.{pid}.deadbeef.part.npy").write_bytes(b"x")
+    stale_dir = folder / f".train.rec.{pid}.89abcdef.part"
+    stale_dir.mkdir()
+    (stale_dir / "inner").write_text("x")
+
+
+def test_staging_of_dead_writers_is_removed_live_ones_kept(tmp_path):
+    pid = dead_pid()
+    _stale_entries(tmp_path, pid)
+    other_target = tmp_path / f".other.{pid}.0123abcd.part"
+    other_target.write_text("another target's staging")
+    user = tmp_path / ".train.rec.notes"
+    user.write_text("a user's file that only looks similar")
+    live = Staged(str(tmp_path / "train.rec"))  # a new write of the target cleans first
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(live.path), other_target.name, user.name])
+    _stale_entries(tmp_path, pid)
+    assert len(cleanup_stale(str(tmp_path / "train.rec"))) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(live.path), other_target.name, user.name])
+    live.discard()
+    assert sorted(os.listdir(tmp_path)) == sorted([other_target.name, user.name])
+
+
+def test_a_locked_staging_entry_survives_even_with_a_dead_pid(tmp_path):
+    """A writer on another host: its pid means nothing here, its lock does."""
+    path = tmp_path / f".x.{dead_pid()}.0123abcd.part"
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cleanup_stale(str(tmp_path / "x")) == [] and path.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cleanup_stale(str(tmp_path / "x")) == [str(path)]
+
+
+def test_writing_folder_refuses_foreign_folders_and_keeps_other_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    with pytest.raises(FolderNotOwned, match=r"not empty \(mine\.txt\).*--overwrite"):
+        with writing_folder(str(out), "data build"):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging left either
+    with writing_folder(str(out), "data build", overwrite=True) as stage:
+        os.makedirs(os.path.join(stage, "sub"))
+        open(os.path.join(stage, "sub", "a.bin"), "wb").write(b"1")
+        open(os.path.join(stage, "mine.txt"), "w").write("replaced: same name")
+    assert (out / "mine.txt").read_text() == "replaced: same name"
+    (out / "sub" / "user.txt").write_text("added by the user")
+    (out / "empty_user_dir").mkdir()
+    doc = read_manifest(str(out))
+    assert doc["command"] == "data build" and set(doc["files"]) == {"sub/a.bin", "mine.txt"}
+    with writing_folder(str(out), "data build") as stage:  # ours now: no --overwrite needed
+        open(os.path.join(stage, "b.bin"), "wb").write(b"2")
+    assert sorted(os.listdir(out)) == [MANIFEST, "b.bin", "empty_user_dir", "sub"]
+    assert os.listdir(out / "sub") == ["user.txt"]  # ours removed, the user's kept
+    with pytest.raises(FolderNotOwned, match="made by 'lh2face data build'"):
+        with writing_folder(str(out), "export"):
+            pass
+
+
+def test_writing_folder_failure_leaves_the_old_version(tmp_path):
+    out = tmp_path / "out"
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "f"), "w").write("v1")
+    with pytest.raises(ValueError):
+        with writing_folder(str(out), "c") as stage:
+            open(os.path.join(stage, "f"), "w").write("v2")
+            raise ValueError("bad input")
+    assert (out / "f").read_text() == "v1" and sorted(os.listdir(tmp_path)) == ["out"]
+    assert verify_manifest(str(out)) == []
+    (out / "f").write_text("v9")  # same size, other bytes
+    assert verify_manifest(str(out)) == [f"{out / 'f'}: content differs from the manifest (SHA-256)"]
+
+
+def test_publish_without_an_atomic_swap_keeps_user_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "old_only"), "w").write("1")
+        open(os.path.join(stage, "f"), "w").write("v1")
+    (out / "user").write_text("u")
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "f"), "w").write("v2")
+    assert sorted(os.listdir(out)) == [MANIFEST, "f", "user"] and (out / "f").read_text() == "v2"
+    assert verify_manifest(str(out)) == []
+
+
+def test_sha256_file_and_text_mode(tmp_path):
+    p = tmp_path / "t"
+    p.write_bytes(b"a\r\nb\n")
+    assert sha256_file(str(p)) == hashlib.sha256(b"a\r\nb\n").hexdigest()
+    q = tmp_path / "u"
+    q.write_bytes(b"a\nb\n")
+    assert sha256_file(str(p), text=True) == sha256_file(str(q)) != sha256_file(str(p))
+
+
+ADD = """
+import sys
+from lh2face_plugin.fileio import update_json
+path, prefix = sys.argv[1], sys.argv[2]
+for i in range(15):
+    update_json(path, lambda doc, k=f"{prefix}{i}": {**(doc or {}), k: i})
+"""
+
+
+def test_update_json_merges_concurrent_writers(tmp_path):
+    path = str(tmp_path / "results.json")
+    procs = [subprocess.Popen([sys.executable, "-c", ADD, path, p]) for p in ("a", "b")]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    assert len(json.load(open(path))) == 30
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: unreadable JSON"):
+        update_json(str(tmp_path / "bad.json"), lambda doc: doc)
+
+
+def test_an_interrupted_publish_by_file_is_still_recognised(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "a"), "w").write("v1")
+    real = os.replace
+
+    def dying(src, dst):
+        if os.path.basename(dst) == "b":
+            raise KeyboardInterrupt  # killed half-way through the moves
+        return real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", dying)
+    with pytest.raises(KeyboardInterrupt):
+        with writing_folder(str(out), "c") as stage:
+            open(os.path.join(stage, "a"), "w").write("v2")
+            open(os.path.join(stage, "b"), "w").write("v2")
+    monkeypatch.setattr(fileio.os, "replace", real)
+    assert verify_manifest(str(out)) != []  # not whole: a rerun rebuilds it
+    with writing_folder(str(out), "c") as stage:  # still this command's folder: no --overwrite needed
+        open(os.path.join(stage, "b"), "w").write("v3")
+    assert sorted(os.listdir(out)) == [MANIFEST, "b"] and verify_manifest(str(out)) == []

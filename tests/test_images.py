@@ -1,0 +1,106 @@
+"""images: the one decoder (bombs, truncation, both codecs), and one helper per guarantee in the package source."""
+from __future__ import annotations
+
+import ast
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import lh2face_plugin
+from lh2face_plugin import images
+from lh2face_plugin.images import ImageError, decode, sniff
+
+
+def png_header_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def jpeg_bytes(seed: int = 0, size: int = 32) -> bytes:
+    rng = np.random.default_rng(seed)
+    return images.encode(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), 90, ".jpg")
+
+
+@pytest.mark.parametrize("backend", ["cv2", "pillow"])
+def test_decompression_bombs_are_refused_from_the_header(backend):
+    with pytest.raises(ImageError, match=r"bomb: the PNG header declares 20000x20000 pixels, 400 megapixels"):
+        decode(png_header_bomb(), where="bomb", backend=backend)
+    assert sniff(png_header_bomb(30, 20)) == ("PNG", (30, 20))
+
+
+@pytest.mark.parametrize("backend", ["cv2", "pillow"])
+def test_strict_decoding_refuses_truncated_files(backend):
+    data = jpeg_bytes()
+    assert decode(data, "rgb", strict=True, backend=backend).shape == (32, 32, 3)
+    cut = data[: len(data) * 2 // 3]
+    with pytest.raises(ImageError, match=r"x\.jpg: a truncated JPEG \(no end-of-image marker\)"):
+        decode(cut, strict=True, where="x.jpg", backend=backend)
+    png = images.encode(np.zeros((8, 8, 3), np.uint8), 3, ".png")
+    with pytest.raises(ImageError, match="truncated PNG"):
+        decode(png[:-12], strict=True, backend=backend)
+
+
+def test_codecs_agree_and_errors_name_the_image():
+    png = images.encode(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), 3, ".png")
+    a, b = decode(png, "rgb", backend="cv2"), decode(png, "rgb", backend="pillow")
+    assert np.array_equal(a, b) and np.array_equal(a[..., ::-1], decode(png, "bgr"))
+    assert decode(np.frombuffer(png, np.uint8), "gray").shape == (4, 4)
+    with pytest.raises(ImageError, match="k7: empty image data"):
+        decode(b"", where="k7")
+    with pytest.raises(ImageError, match="k8: could not decode 5 image bytes"):
+        decode(b"nope!", where="k8")
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                yield f"{f.value.id}.{f.attr}"
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute) and \
+                    isinstance(f.value.value, ast.Name):
+                yield f"{f.value.value.id}.{f.value.attr}.{f.attr}"
+
+
+GUARANTEES = {
+    # call -> the only module allowed to make it
+    "os.replace": "fileio.py", "os.rename": "fileio.py", "tempfile.mkstemp": "fileio.py",
+    "tempfile.mkdtemp": "fileio.py", "tempfile.NamedTemporaryFile": "fileio.py",
+    "cv2.imdecode": "images.py", "cv2.imread": "images.py", "Image.open": "images.py",
+    "hashlib.md5": None, "hashlib.sha1": None,
+}
+
+
+def _hashes_what_it_reads(fn: ast.AST) -> bool:
+    names = set(_calls(fn))
+    reads = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "read"
+                for n in ast.walk(fn))
+    return reads and any(c.startswith("hashlib.") for c in names)
+
+
+def test_one_helper_per_guarantee():
+    """Atomic writes only in fileio.py, image decoding only in images.py, file hashes only through fileio."""
+    root = os.path.dirname(lh2face_plugin.__file__)
+    offenders = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            tree = ast.parse(open(path, encoding="utf-8").read())
+            for call in _calls(tree):
+                if call in GUARANTEES and GUARANTEES[call] != rel:
+                    offenders.append(f"{rel}: {call}")
+            for fn in ast.walk(tree):
+                if rel != "fileio.py" and isinstance(fn, (ast.FunctionDef, ast.Lambda)) and \
+                        _hashes_what_it_reads(fn):
+                    offenders.append(f"{rel}: {getattr(fn, 'name', 'lambda')} hashes file bytes itself")
+    assert offenders == []
