@@ -25,7 +25,8 @@ Fair by construction, whatever the head:
   whether it was clipped are kept in the history.
 
 A finished run is reused when its folder holds a ``train.json`` with the same key (the
-settings, the head and its parameters, and the training data's content).
+settings, the head and its parameters, and the training data's content) and a ``model.pt``
+whose SHA-256 is the one recorded there.
 """
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ TRAINING_VERSION = 3
 """Bumped when the loop changes what a run produces (invalidates reuse of older runs)."""
 PROXY_INIT_STD = 0.01
 """Class proxies start as N(0, 0.01^2), like :class:`~lh2face_plugin.classifier.NormalizedClassifier`."""
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,8 @@ def batch_plan(num_images: int, steps: int, batch_size: int, seed: int) -> Tuple
 def data_fingerprint(data_dir: str) -> str:
     """Content digest of a RecordIO training set (``meta.json`` if present, ``property``,
     ``train.idx``, ``train.rec``)."""
+    from .fileio import sha256_update_file
+
     h = hashlib.sha256()
     for name in ("meta.json", "property", "train.idx", "train.rec"):
         path = os.path.join(data_dir, name)
@@ -219,9 +221,7 @@ def data_fingerprint(data_dir: str) -> str:
                 raise FileNotFoundError(f"{path}: no such file (expected a RecordIO training set)")
             continue
         h.update(name.encode() + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(_HASH_CHUNK), b""):
-                h.update(block)
+        sha256_update_file(h, path)
     return h.hexdigest()[:16]
 
 
@@ -276,6 +276,15 @@ def _load(cfg: TrainConfig, out_dir: str, info: Dict[str, Any]) -> TrainResult:
     return TrainResult(backbone.eval(), model_path, info, True)
 
 
+def _whole(out_dir: str, info: Optional[Dict[str, Any]], key: str) -> bool:
+    """A finished run with this key whose model file is the one it recorded (not cut short)."""
+    from .fileio import sha256_file
+
+    path = os.path.join(out_dir, "model.pt")
+    return (info is not None and info.get("key") == key and os.path.exists(path)
+            and info.get("model_sha256") == sha256_file(path))
+
+
 def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
     """The folder's earlier run (or None); refuses a folder holding a model this code did not write."""
     info = _read_info(out_dir)
@@ -316,7 +325,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     from .backbones import build_backbone
     from .classifier import NormalizedClassifier
     from .data.dataset import FaceRecordDataset
-    from .fileio import atomic_path, write_json
+    from .fileio import atomic_path, sha256_file, write_json
     from .registry import HEADS
 
     cfg.validate()
@@ -327,11 +336,11 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     label = label or head
     os.makedirs(out_dir, exist_ok=True)
     info = _check_out_dir(out_dir)
-    if info is not None and info.get("key") == key and os.path.exists(os.path.join(out_dir, "model.pt")):
+    if _whole(out_dir, info, key):
         return _load(cfg, out_dir, info)
     for donor in reuse_from:
         d_info = _read_info(donor)
-        if d_info is not None and d_info.get("key") == key and os.path.exists(os.path.join(donor, "model.pt")):
+        if _whole(donor, d_info, key):
             with atomic_path(os.path.join(out_dir, "model.pt"), ".pt") as tmp:
                 shutil.copyfile(os.path.join(donor, "model.pt"), tmp)
             write_json(os.path.join(out_dir, "train.json"), d_info)
@@ -407,6 +416,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             "history": history, "seconds": seconds}
     with atomic_path(os.path.join(out_dir, "model.pt"), ".pt") as tmp:
         torch.save(backbone.state_dict(), tmp)
+    info["model_sha256"] = sha256_file(os.path.join(out_dir, "model.pt"))
     write_json(os.path.join(out_dir, "train.json"), info)
     return TrainResult(backbone, os.path.join(out_dir, "model.pt"), info, False)
 

@@ -1,4 +1,4 @@
-"""The quickstart reuses a trained model only when its file is whole and the data are the same bytes."""
+"""A trained model is reused only when its file is whole and the data are the same bytes."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lh2face_plugin.data.synthetic import generate_dataset
-from lh2face_plugin.quickstart import QuickstartConfig, train_head
+from lh2face_plugin.training import TrainConfig, data_fingerprint, train_model
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +18,35 @@ def data_dir(tmp_path_factory):
     return os.path.dirname(paths["rec"])
 
 
+def _train(data_dir, out):
+    cfg = TrainConfig(steps=2, batch_size=4, workers=0, embedding_size=32)
+    return train_model(cfg, data_dir, "arcface", out, progress=False, echo=lambda *_: None)
+
+
 def test_a_damaged_model_is_trained_again_not_loaded(data_dir, tmp_path):
-    cfg = QuickstartConfig(out=str(tmp_path), identities=4, images_per_id=4, steps=2, batch_size=4, workers=0,
-                           embedding_size=32)
-    first = train_head(cfg, data_dir, "arcface", str(tmp_path / "arcface"), progress=False)
-    assert not first["reused"]
-    assert train_head(cfg, data_dir, "arcface", str(tmp_path / "arcface"), progress=False)["reused"]
-    model = first["model_path"]
+    out = str(tmp_path / "arcface")
+    first = _train(data_dir, out)
+    assert not first.reused
+    assert _train(data_dir, out).reused
+    model = first.model_path
     data = open(model, "rb").read()
     open(model, "wb").write(data[: len(data) // 2])  # an interrupted copy, say
-    again = train_head(cfg, data_dir, "arcface", str(tmp_path / "arcface"), progress=False)
-    assert not again["reused"]
+    again = _train(data_dir, out)
+    assert not again.reused
     reloaded = torch.load(model, weights_only=True)
-    assert all(torch.equal(v, first["model"].state_dict()[k]) for k, v in reloaded.items())
-    open(os.path.join(tmp_path, "arcface", "train.json"), "w").write("{ broken")
-    assert not train_head(cfg, data_dir, "arcface", str(tmp_path / "arcface"), progress=False)["reused"]
+    assert all(torch.equal(v, first.model.state_dict()[k]) for k, v in reloaded.items())
+    open(os.path.join(out, "train.json"), "w").write("{ broken")
+    with pytest.raises(FileExistsError):  # a model.pt without a readable record is not ours to replace
+        _train(data_dir, out)
+
+
+def test_the_data_key_follows_the_bytes(data_dir, tmp_path):
+    key = data_fingerprint(data_dir)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("train.rec", "train.idx", "property"):
+        data = open(os.path.join(data_dir, name), "rb").read()
+        if name == "train.rec":
+            data = data[:-8] + bytes(8)  # same size, other bytes
+        (copy / name).write_bytes(data)
+    assert data_fingerprint(str(copy)) != key

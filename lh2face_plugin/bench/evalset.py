@@ -28,7 +28,6 @@ Splits (all pairs ``i < j`` of the set):
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -124,12 +123,12 @@ class EvalSet:
 
     def images(self, index: np.ndarray) -> np.ndarray:
         """Decoded images ``(len(index), S, S, 3)`` uint8 RGB."""
-        from PIL import Image
+        from ..images import decode
 
         out = []
         for i in np.asarray(index, dtype=np.int64).reshape(-1):
             data = self._jpeg[self._offsets[i]:self._offsets[i + 1]].tobytes()
-            out.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            out.append(decode(data, "rgb", where=f"evaluation image {i}"))
         return np.stack(out)
 
 
