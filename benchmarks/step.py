@@ -77,6 +77,7 @@ import torch.nn.functional as F
 import lh2face_plugin
 from lh2face_plugin.arcface_torch.compat import cpu_only
 from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
+from lh2face_plugin.fileio import write_json
 
 MiB = 2 ** 20
 
@@ -207,6 +208,7 @@ class Variant:
     layer: torch.nn.Module
     times: List[float] = field(default_factory=list)
     peak: Optional[int] = None
+    failed: str = ""
 
 
 def host_modules(root: str):
@@ -225,40 +227,85 @@ def make_head(name: str, kwargs: dict, dim: int):
     return lh2face_plugin.build_head(name, **kw)
 
 
+@contextlib.contextmanager
+def _no_weight_draw() -> Iterator[None]:
+    """``PartialFC_V2.__init__`` draws ``torch.normal(0, 0.01, (C_local, D))`` on the CPU (seconds at
+    millions of classes); every variant's weight is replaced by the shared one, so draw nothing."""
+    original = torch.normal
+
+    def empty_normal(*args, **kwargs):
+        if len(args) == 3 and isinstance(args[2], (tuple, list, torch.Size)) and not kwargs:
+            return torch.empty(args[2])
+        return original(*args, **kwargs)
+
+    torch.normal = empty_normal
+    try:
+        yield
+    finally:
+        torch.normal = original
+
+
 def build_variants(host, losses, layers: List[str], dim: int, classes: int, rate: float, fp16: bool,
                    device: torch.device, weight: torch.nn.Parameter) -> List[Variant]:
-    out = [Variant(BASELINE, "arcface_torch", "arcface_torch",
-                   LAYERS["arcface_torch"](host, losses.CombinedMarginLoss(64, 1.0, 0.5, 0.0), dim, classes, rate,
-                                           fp16))]
-    for layer_name in layers:
-        for label, name, kw in HEADS:
-            head = make_head(name, kw, dim)
-            out.append(Variant(f"{layer_name} {label}", layer_name, label,
-                               LAYERS[layer_name](host, head, dim, classes, rate, fp16)))
+    with _no_weight_draw():
+        out = [Variant(BASELINE, "arcface_torch", "arcface_torch",
+                       LAYERS["arcface_torch"](host, losses.CombinedMarginLoss(64, 1.0, 0.5, 0.0), dim, classes,
+                                               rate, fp16))]
+        for layer_name in layers:
+            for label, name, kw in HEADS:
+                head = make_head(name, kw, dim)
+                out.append(Variant(f"{layer_name} {label}", layer_name, label,
+                                   LAYERS[layer_name](host, head, dim, classes, rate, fp16)))
     for v in out:
         v.layer.weight = weight          # one weight for all: memory for one, same values for all
         v.layer.to(device)
         head = getattr(v.layer, "margin_softmax", None)
         if hasattr(head, "memory") and hasattr(head, "filled") and head.memory.numel():
             with torch.no_grad():        # a filled USS memory, as after its warm-up
-                head.memory.copy_(F.normalize(torch.randn(head.memory.shape, generator=torch.Generator()
-                                                          .manual_seed(1)).to(device), dim=1))
+                gen = torch.Generator(device).manual_seed(1)
+                head.memory.copy_(torch.randn(head.memory.shape, generator=gen, device=device))
+                head.memory.div_(head.memory.norm(dim=1, keepdim=True))
                 head.filled.fill_(True)
     return out
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc) \
+        or "out of memory" in str(exc)
+
+
 def run_variants(variants: List[Variant], step_fn: Callable[[Variant], Callable[[], None]], device: torch.device,
                  repeats: int) -> None:
+    """Warm-up (and the CPU memory profile) of each variant, then ``repeats`` interleaved timed steps.
+
+    A variant that runs out of memory is marked ``OOM`` and skipped from then on.
+    """
+    def attempt(v: Variant, fn: Callable[[], None]) -> bool:
+        if v.failed:
+            return False
+        try:
+            fn()
+            return True
+        except (RuntimeError, MemoryError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            v.failed = "OOM"
+            v.layer.weight.grad = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return False
+
     for v in variants:                                  # warm-up (lazy state, first-call allocations)
-        step_fn(v)()
-        if device.type == "cpu":
-            v.peak = measure_step(step_fn(v), device, memory=True)[1]
+        if attempt(v, step_fn(v)) and device.type == "cpu":
+            attempt(v, lambda: setattr(v, "peak", measure_step(step_fn(v), device, memory=True)[1]))
     for _ in range(repeats):
         for v in variants:
-            t, peak = measure_step(step_fn(v), device, memory=False)
-            v.times.append(t)
-            if peak is not None:
-                v.peak = max(v.peak or 0, peak)
+            result = []
+            if attempt(v, lambda: result.append(measure_step(step_fn(v), device, memory=False))):
+                t, peak = result[0]
+                v.times.append(t)
+                if peak is not None:
+                    v.peak = max(v.peak or 0, peak)
 
 
 def layer_step(v: Variant, emb: torch.Tensor, labels: torch.Tensor, amp: Optional[torch.dtype],
@@ -289,25 +336,37 @@ def whole_step(v: Variant, backbone: torch.nn.Module, images: torch.Tensor, labe
 
 # ---------------------------------------------------------------------------------------- tables
 
-def print_table(variants: List[Variant], grad_bytes: int, goals: bool) -> None:
+def print_table(variants: List[Variant], grad_bytes: int, section: str, records: list) -> None:
     base = variants[0]
+    if base.failed or not base.times:
+        print(f"{base.label}: {base.failed or 'no result'}; no ratios")
+        return
     base_t, base_m = statistics.median(base.times), base.peak
-    arc = {v.layer_name: statistics.median(v.times) for v in variants if v.head_name == "arcface"}
+    arc = {v.layer_name: statistics.median(v.times) for v in variants
+           if v.head_name == "arcface" and v.times and not v.failed}
     print(f"{'variant':<62}{'ms':>10}{'time/PFC_V2':>13}{'peak MiB':>10}{'mem/PFC_V2':>12}{'excl. grad':>12}"
-          + (f"{'time/ArcFace':>14}{'goal':>8}" if goals else ""))
+          f"{'time/ArcFace':>14}{'goal':>8}")
     for v in variants:
+        if v.failed or not v.times:
+            print(f"{v.label:<62}{v.failed or 'no result':>10}")
+            records.append(dict(section=section, variant=v.label, failed=v.failed or "no result"))
+            continue
         t = statistics.median(v.times)
+        rec = dict(section=section, variant=v.label, ms=t * 1e3, time_ratio=t / base_t)
         row = f"{v.label:<62}{t * 1e3:>10.1f}{t / base_t:>13.2f}"
         if v.peak is not None and base_m:
             excl = (v.peak - grad_bytes) / (base_m - grad_bytes) if base_m > grad_bytes else float("nan")
             row += f"{v.peak / MiB:>10.0f}{v.peak / base_m:>12.2f}{excl:>12.2f}"
+            rec.update(peak_mib=v.peak / MiB, mem_ratio=v.peak / base_m, mem_ratio_excl_grad=excl)
         else:
             row += f"{'-':>10}{'-':>12}{'-':>12}"
-        if goals and v.layer_name in arc:
+        if v.layer_name in arc:
             goal = GOALS.get(v.head_name)
             ratio = t / arc[v.layer_name]
-            row += f"{ratio:>14.2f}" + (f"{'<=' + format(goal, 'g'):>8}" if goal else f"{'':>8}")
+            row += f"{ratio:>14.2f}" + (f"{'<=' + format(goal, 'g'):>8}" if goal else "")
+            rec.update(time_vs_arcface=ratio, goal=goal)
         print(row)
+        records.append(rec)
 
 
 def backbone_for(name: str, dim: int, fp16: bool, root: str, device: torch.device) -> torch.nn.Module:
@@ -342,6 +401,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--arcface-root", default=os.environ.get("ARCFACE_TORCH_ROOT", ""))
     p.add_argument("--check-meter", action="store_true", help="print the memory meter check and exit")
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -371,40 +431,44 @@ def main(argv=None) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend, init_method=f"file://{os.path.join(tmp, 'pg')}", rank=0, world_size=1)
+        records: list = []
         try:
             host, losses = host_modules(args.arcface_root)
             print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} N={args.rows} "
                   f"D={args.dim} sample_rate={args.sample_rate} dtype={args.dtype} median of {args.repeats} "
                   f"(1 warm-up); checkout {args.arcface_root}")
             for c in classes:
-                run_size(args, host, losses, c, device, amp, fp16, backbone, b_rows)
+                run_size(args, host, losses, c, device, amp, fp16, backbone, b_rows, records)
         finally:
             dist.destroy_process_group()
+    if args.json:
+        write_json(args.json, dict(benchmark="step", device=str(device), dtype=args.dtype, rows=args.rows,
+                                   dim=args.dim, sample_rate=args.sample_rate, records=records))
 
 
 def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: bool, backbone: str,
-             b_rows: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    weight = torch.nn.Parameter(torch.normal(0, 0.01, (classes, args.dim), generator=gen).to(device))
+             b_rows: int, records: list) -> None:
+    gen = torch.Generator(device).manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn((classes, args.dim), generator=gen, device=device).mul_(0.01))
     variants = build_variants(host, losses, args.layers, args.dim, classes, args.sample_rate, fp16, device, weight)
-    emb = (torch.randn(args.rows, args.dim, generator=gen) * 8).to(device).requires_grad_()
-    labels = torch.randint(0, classes, (args.rows,), generator=gen).to(device)
+    emb = torch.randn((args.rows, args.dim), generator=gen, device=device).mul_(8).requires_grad_()
+    labels = torch.randint(0, classes, (args.rows,), generator=gen, device=device)
     grad_bytes = classes * args.dim * 4
     print(f"\nclassification layer, C_local = {classes:,}: one N x C float32 matrix = "
           f"{args.rows * classes * 4 / MiB:,.0f} MiB, weight gradient = {grad_bytes / MiB:,.0f} MiB")
     run_variants(variants, lambda v: layer_step(v, emb, labels, amp, device), device, args.repeats)
-    print_table(variants, grad_bytes, goals=True)
+    print_table(variants, grad_bytes, f"layer C={classes}", records)
     del emb
     if backbone != "none":
         net = backbone_for(backbone, args.dim, amp is not None, args.arcface_root, device)
         for v in variants:
-            v.times, v.peak = [], None
+            v.times, v.peak, v.failed = [], None, ""
             v.layer.last_batch_size = 0          # Partial FC's constant-batch check: a new batch size
-        images = (torch.rand(b_rows, 3, 112, 112, generator=gen) * 2 - 1).to(device)
-        blabels = torch.randint(0, classes, (b_rows,), generator=gen).to(device)
+        images = torch.rand((b_rows, 3, 112, 112), generator=gen, device=device).mul_(2).sub_(1)
+        blabels = torch.randint(0, classes, (b_rows,), generator=gen, device=device)
         print(f"\nwhole step, {backbone} backbone, batch {b_rows}, C_local = {classes:,}")
         run_variants(variants, lambda v: whole_step(v, net, images, blabels, amp, device), device, args.repeats)
-        print_table(variants, grad_bytes, goals=True)
+        print_table(variants, grad_bytes, f"whole {backbone} batch={b_rows} C={classes}", records)
     for v in variants:
         v.layer.weight = None
     del variants, weight
