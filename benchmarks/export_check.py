@@ -7,7 +7,7 @@ onnxruntime at batch 1 and 8 against torch and refuses a minimum cosine below 0.
 On CUDA this compares cuDNN's kernels (TF32 convolutions where torch allows them) with
 onnxruntime's float32 CPU kernels. Prints the cosines and the largest relative difference.
 
-    python benchmarks/export_check.py --device cuda --network r50 --model work_dirs/bench_train_throughput/lh2face/model.pt
+    python benchmarks/export_check.py --device cuda --network r50 --model /tmp/lh2face_bench_train/lh2face/model.pt
     python benchmarks/export_check.py --device cpu --network compact-tiny          # a CPU check of the script
 """
 from __future__ import annotations

@@ -9,7 +9,10 @@
 # Each piece has a time limit (the limits add up to 8 minutes) and leaves NAME.log, NAME.rc and
 # NAME.json in the output folder; benchmarks/gpu_report.py turns the JSON files into the table.
 #
-#   ARCFACE_TORCH_ROOT=~/insightface/recognition/arcface_torch bash benchmarks/gpu.sh [OUTPUT_FOLDER]
+#   ARCFACE_TORCH_ROOT=~/insightface/recognition/arcface_torch bash benchmarks/gpu.sh [RESULTS_FOLDER]
+#
+# RESULTS_FOLDER (default $TMPDIR/lh2face_gpu_bench) gets the logs and JSON files; images, training
+# outputs and the ONNX file go to $GPU_BENCH_WORK (default $TMPDIR/lh2face_gpu_bench_work).
 #
 # Needs: torch with CUDA, this package installed (pip install -e ".[all]"), arcface_torch's checkout
 # and its requirements (easydict, torchvision, tensorboard, scikit-learn). PYTHON picks the interpreter.
@@ -18,7 +21,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-RESULTS=${1:-work_dirs/gpu_bench}
+RESULTS=${1:-${TMPDIR:-/tmp}/lh2face_gpu_bench}         # logs, JSON (small)
+WORK=${GPU_BENCH_WORK:-${TMPDIR:-/tmp}/lh2face_gpu_bench_work}   # images, training runs, ONNX (large)
 
 reason=""
 if [ "${SMOKE:-0}" != 1 ]; then
@@ -39,7 +43,7 @@ if [ -z "${ARCFACE_TORCH_ROOT:-}" ] || [ ! -f "$ARCFACE_TORCH_ROOT/partial_fc_v2
   exit 1
 fi
 export ARCFACE_TORCH_ROOT
-mkdir -p "$RESULTS"
+mkdir -p "$RESULTS" "$WORK"
 rm -f "$RESULTS"/*.json "$RESULTS"/*.rc
 "$PY" -c "import torch; print('gpu.sh:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', 'torch', torch.__version__, 'checkout', '$ARCFACE_TORCH_ROOT')"
 
@@ -77,9 +81,9 @@ run step_bf16 $((100 * SCALE)) "$PY" benchmarks/step.py --device $DEV --dtype bf
 run autocast $((40 * SCALE)) "$PY" benchmarks/autocast_check.py --device $DEV "${AUTOCAST[@]}" \
   --json "$RESULTS/autocast.json"
 run train $((160 * SCALE)) "$PY" benchmarks/train_throughput.py --device $DEV "${TRAIN[@]}" \
-  --data "$RESULTS/images" --out "$RESULTS/train" --json "$RESULTS/train.json"
+  --data "$WORK/images" --out "$WORK/train" --json "$RESULTS/train.json"
 run export $((80 * SCALE)) "$PY" benchmarks/export_check.py --device $DEV "${EXPORT[@]}" \
-  --model "$RESULTS/train/lh2face/model.pt" --json "$RESULTS/export.json"
+  --model "$WORK/train/lh2face/model.pt" --json "$RESULTS/export.json"
 
 echo
 "$PY" benchmarks/gpu_report.py "$RESULTS"

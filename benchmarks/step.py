@@ -72,7 +72,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import lh2face_plugin
 from lh2face_plugin.arcface_torch.compat import cpu_only
@@ -458,7 +457,6 @@ def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: 
           f"{args.rows * classes * 4 / MiB:,.0f} MiB, weight gradient = {grad_bytes / MiB:,.0f} MiB")
     run_variants(variants, lambda v: layer_step(v, emb, labels, amp, device), device, args.repeats)
     print_table(variants, grad_bytes, f"layer C={classes}", records)
-    del emb
     if backbone != "none":
         net = backbone_for(backbone, args.dim, amp is not None, args.arcface_root, device)
         for v in variants:

@@ -24,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -101,8 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-fp16", action="store_true")
     p.add_argument("--frequent", type=int, default=10)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--data", default=os.path.join("work_dirs", "bench_synthetic_images"))
-    p.add_argument("--out", default=os.path.join("work_dirs", "bench_train_throughput"))
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lh2face_bench_images"))
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "lh2face_bench_train"))
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per training run")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
