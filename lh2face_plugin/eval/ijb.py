@@ -214,8 +214,9 @@ def pair_scores(features: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, chunk:
     Args:
         features: ``(T, D)`` float64 unit template features.
         idx1, idx2: ``(P,)`` row indices.
-        chunk, workers: pairs per task and threads of the reference path (default
-            workers: the CPU count, at most 8). The BLAS path uses BLAS's threads.
+        chunk: pairs per task of the reference path.
+        workers: threads for the passes over the pairs (default: the CPU count, at
+            most 8); the matrix products use BLAS's own threads.
         method: ``"blas"`` or ``"reference"``.
     Returns:
         ``(P,)`` float64.
@@ -228,8 +229,9 @@ def pair_scores(features: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, chunk:
         raise ValueError(f"idx1 {idx1.shape} and idx2 {idx2.shape} must be 1-D of equal length")
     if method == "reference" or f.dtype != np.float64 or len(idx1) == 0 or not np.isfinite(f).all():
         return _pair_scores_reference(f, idx1, idx2, chunk, workers, progress)
-    scores = _pair_scores_blocks(f, idx1, idx2, progress)
-    _certify_order(scores, f, idx1, idx2, _score_error_bound(f))
+    workers = workers or min(8, os.cpu_count() or 1)
+    scores = _pair_scores_blocks(f, idx1, idx2, progress, workers)
+    _certify_order(scores, f, idx1, idx2, _score_error_bound(f), workers)
     return scores
 
 
@@ -267,6 +269,17 @@ def _pair_scores_reference(f: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, ch
 
 _BLOCK_ROWS = 128
 _BLOCK_COLS = 32768
+_DENSE_BYTES = 1 << 30
+_CHUNK = 1 << 18
+
+
+def _in_chunks(fn, n: int, workers: int) -> list:
+    """``[fn(slice) for slice in chunks of range(n)]``, spread over ``workers`` threads (numpy releases the GIL)."""
+    parts = [slice(lo, min(n, lo + _CHUNK)) for lo in range(0, n, _CHUNK)]
+    if workers > 1 and len(parts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, parts))
+    return [fn(part) for part in parts]
 
 
 def _score_error_bound(f: np.ndarray) -> float:
@@ -278,42 +291,71 @@ def _score_error_bound(f: np.ndarray) -> float:
     return 2 * gamma * norm2 * 1.01 + 4 * n * 2.0 ** -1074
 
 
-def _pair_scores_blocks(f: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, progress: bool) -> np.ndarray:
+def _pair_scores_blocks(f: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, progress: bool,
+                        workers: int = 1) -> np.ndarray:
     """Scores from float64 products of template blocks, any summation order.
 
     Templates are ranked by how many pairs they are in (most first) and each pair is
     oriented from its lower to its higher rank, so every pair lies above the diagonal
-    of the ranked grid and a gallery x probe protocol fills one rectangle. Pairs are
-    grouped by row block (a one-pass radix sort); each block multiplies its rows with
-    the range of columns its pairs use (columns gathered when that range is mostly
-    unused) and picks its pairs' entries; a very sparse block sums its pairs directly.
+    of the ranked grid and a gallery x probe protocol fills one rectangle. When that
+    rectangle's product takes at most 1 GiB (IJB-C: 3,531 x 19,593, 553 MB) and the
+    pairs are not too sparse in it, one matrix product and one gather give every score.
+    Otherwise pairs are grouped by row block (a one-pass radix sort); each block
+    multiplies its rows with the range of columns its pairs use (columns gathered when
+    that range is mostly unused) and picks its pairs' entries; a very sparse block sums
+    its pairs directly. Passes over the pairs run in cache-sized chunks on ``workers``
+    threads.
     """
-    t = len(f)
+    t, n = len(f), len(idx1)
     deg = np.bincount(idx1, minlength=t) + np.bincount(idx2, minlength=t)
     by_rank = np.lexsort((np.arange(t), -deg))
     rank = np.empty(t, dtype=np.int32 if t < 2 ** 31 else np.int64)
     rank[by_rank] = np.arange(t)
     fr = f[by_rank]
-    r1, r2 = rank[idx1], rank[idx2]
-    a, b = np.minimum(r1, r2), np.maximum(r1, r2)
-    del r1, r2
-    n_blocks = -(-t // _BLOCK_ROWS)
-    key = (a // _BLOCK_ROWS).astype(np.uint8 if n_blocks <= 256 else np.uint16 if n_blocks <= 65536 else np.int64)
-    order = np.argsort(key, kind="stable")
-    edges = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=n_blocks))])
-    del key
-    a, b = a[order], b[order]
-    scores = np.empty(len(idx1), dtype=np.float64)
-    with tqdm(total=len(idx1), desc="pairs", unit="pair", unit_scale=True, leave=False,
-              **({} if progress else {"disable": True})) as bar:
+    a, b = np.empty(n, dtype=rank.dtype), np.empty(n, dtype=rank.dtype)
+
+    def orient(part: slice):
+        r1, r2 = rank[idx1[part]], rank[idx2[part]]
+        np.minimum(r1, r2, out=a[part])
+        np.maximum(r1, r2, out=b[part])
+        return int(a[part].max()), int(b[part].min()), int(b[part].max())
+
+    ext = np.array(_in_chunks(orient, n, workers))
+    rows, c0, c1 = int(ext[:, 0].max()) + 1, int(ext[:, 1].min()), int(ext[:, 2].max()) + 1
+    bar = tqdm(total=n, desc="pairs", unit="pair", unit_scale=True, leave=False,
+               **({} if progress else {"disable": True}))
+    out = np.empty(n, dtype=np.float64)
+    with bar:
+        if rows * (c1 - c0) * 8 <= _DENSE_BYTES and rows * (c1 - c0) <= 64 * n:
+            g = (fr[:rows] @ fr[c0:c1].T).ravel()
+            width = c1 - c0
+
+            def pick(part: slice) -> int:
+                lin = a[part].astype(np.int64)
+                lin *= width
+                lin += b[part]
+                lin -= c0
+                np.take(g, lin, out=out[part])
+                return part.stop - part.start
+
+            for k in _in_chunks(pick, n, workers):
+                bar.update(k)
+            return out
+        n_blocks = -(-t // _BLOCK_ROWS)
+        key = (a // _BLOCK_ROWS).astype(np.uint8 if n_blocks <= 256 else np.uint16 if n_blocks <= 65536
+                                         else np.int64)
+        order = np.argsort(key, kind="stable")
+        edges = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=n_blocks))])
+        del key
+        a, b = a[order], b[order]
+        scores = np.empty(n, dtype=np.float64)
         for blk in range(n_blocks):
             part = slice(edges[blk], edges[blk + 1])
             if edges[blk + 1] > edges[blk]:
                 r0 = blk * _BLOCK_ROWS
                 scores[part] = _score_block(fr[r0:r0 + _BLOCK_ROWS], fr, a[part] - r0, b[part])
                 bar.update(edges[blk + 1] - edges[blk])
-    out = np.empty(len(idx1), dtype=np.float64)
-    out[order] = scores
+        out[order] = scores
     return out
 
 
@@ -347,7 +389,19 @@ def _score_block(rows: np.ndarray, fr: np.ndarray, ra: np.ndarray, cb: np.ndarra
     return out
 
 
-def _certify_order(scores: np.ndarray, f: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, delta: float) -> int:
+def _sorted_halves(x: np.ndarray, workers: int) -> list:
+    """``x`` split at a sampled median and each part sorted (in parallel): their concatenation is ``sort(x)``."""
+    if workers < 2 or len(x) < 2 * _CHUNK:
+        return [np.sort(x)]
+    pivot = float(np.median(x[:: max(1, len(x) // 4096)]))
+    low = x < pivot
+    parts = [x[low], x[~low]]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(np.sort, parts))
+
+
+def _certify_order(scores: np.ndarray, f: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, delta: float,
+                   workers: int = 1) -> int:
     """Give ``scores`` (each within ``delta`` of the reference's) the reference's order and ties, in place.
 
     Scores are sorted; runs whose consecutive gaps are at most ``2 * delta`` are the
@@ -359,14 +413,21 @@ def _certify_order(scores: np.ndarray, f: np.ndarray, idx1: np.ndarray, idx2: np
     Returns:
         The number of scores recomputed.
     """
-    v = np.sort(scores)
-    close = np.flatnonzero(np.diff(v) <= 2 * delta)
+    halves = [h for h in _sorted_halves(scores, workers) if len(h)]
+    close = []
+    for k, v in enumerate(halves):
+        pos = np.flatnonzero(np.diff(v) <= 2 * delta)
+        close.append(np.stack([v[pos], v[pos + 1]], 1))
+        if k + 1 < len(halves) and halves[k + 1][0] - v[-1] <= 2 * delta:
+            close.append(np.array([[v[-1], halves[k + 1][0]]]))
+    close = np.concatenate(close) if close else np.zeros((0, 2))
     if not len(close):
         return 0
-    first = np.r_[True, np.diff(close) > 1]
-    last = np.r_[first[1:], True]
-    lo, hi = v[close[first]], v[close[last] + 1]
-    members = _in_intervals(scores, lo, hi, 4 * delta)
+    close = close[np.argsort(close[:, 0], kind="stable")]
+    new = np.r_[True, close[1:, 0] > close[:-1, 1]]       # a gap pair not chained to the previous one
+    lo = close[new, 0]
+    hi = np.maximum.reduceat(close[:, 1], np.flatnonzero(new))
+    members = _in_intervals(scores, lo, hi, 4 * delta, workers)
     run = np.searchsorted(lo, scores[members], side="right") - 1
     p, q = np.minimum(idx1[members], idx2[members]), np.maximum(idx1[members], idx2[members])
     by_run = np.argsort(run, kind="stable")
@@ -381,7 +442,7 @@ def _certify_order(scores: np.ndarray, f: np.ndarray, idx1: np.ndarray, idx2: np
     return int(len(redo))
 
 
-def _in_intervals(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float) -> np.ndarray:
+def _in_intervals(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float, workers: int = 1) -> np.ndarray:
     """Indices ``i`` with ``lo[k] <= x[i] <= hi[k]`` for some k (sorted, disjoint intervals)."""
     cell_w = 2.0 ** np.ceil(np.log2(max(width, np.finfo(np.float64).tiny)))
     c_lo, c_hi = np.floor(lo / cell_w).astype(np.int64), np.floor(hi / cell_w).astype(np.int64)
@@ -392,7 +453,13 @@ def _in_intervals(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float) -
     else:
         table = np.zeros(mask + 1, dtype=bool)
         table[(np.repeat(c_lo, span) + np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)) & mask] = True
-        cand = np.flatnonzero(table[np.floor(x / cell_w).astype(np.int64) & mask])
+
+        def hits(part: slice) -> np.ndarray:
+            cell = np.floor(x[part] / cell_w).astype(np.int64)
+            cell &= mask
+            return np.flatnonzero(table[cell]) + part.start
+
+        cand = np.concatenate(_in_chunks(hits, len(x), workers))
     k = np.searchsorted(lo, x[cand], side="right") - 1
     ok = k >= 0
     ok[ok] = x[cand[ok]] <= hi[k[ok]]
