@@ -47,7 +47,11 @@ and, inside this process only, make every enabled autocast use that dtype on
 does nothing on the CPU; the plugin's ``fp16`` means float16 on CUDA, bfloat16 on CPU).
 
 Threads: ``torch.set_num_threads(--threads)``, default ``OMP_NUM_THREADS`` or 2 (the
-project's CPU machine has 2 cores). Peak memory needs no quiet machine; time does.
+project's CPU machine has 2 cores). Peak memory needs no quiet machine; time does. Cost
+on that machine (shared): one step at C_local = 20k takes 2-6 s, at 200k about ten times
+that, so the default CPU run (2 sizes x 8 variants x (warm-up + memory profile + 3
+repeats), then the compact whole step) takes 20-30 minutes; ``--repeats 1 --backbone none``
+or ``--heads`` for a quicker look.
 
     ARCFACE_TORCH_ROOT=... OMP_NUM_THREADS=2 python benchmarks/step.py                  # CPU: 20k, 200k
     ARCFACE_TORCH_ROOT=... python benchmarks/step.py --device cuda --classes 1000000 4000000 --dtype fp16
