@@ -457,8 +457,11 @@ def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: 
     emb = torch.randn((args.rows, args.dim), generator=gen, device=device).mul_(8).requires_grad_()
     labels = torch.randint(0, classes, (args.rows,), generator=gen, device=device)
     grad_bytes = classes * args.dim * 4
-    print(f"\nclassification layer, C_local = {classes:,}: one N x C float32 matrix = "
-          f"{args.rows * classes * 4 / MiB:,.0f} MiB, weight gradient = {grad_bytes / MiB:,.0f} MiB")
+    c_step = int(args.sample_rate * classes)
+    print(f"\nclassification layer, C_local = {classes:,}"
+          + (f" ({c_step:,} sampled per step)" if args.sample_rate < 1 else "")
+          + f": one N x C float32 matrix = {args.rows * c_step * 4 / MiB:,.0f} MiB, weight gradient = "
+          f"{grad_bytes / MiB:,.0f} MiB")
     run_variants(variants, lambda v: layer_step(v, emb, labels, amp, device), device, args.repeats)
     print_table(variants, grad_bytes, f"layer C={classes}", records)
     if backbone != "none":
