@@ -53,7 +53,8 @@ def test_template_pooling_and_scores_bitwise():
     assert np.array_equal(ours, ref)
     rng = np.random.default_rng(1)
     p1, p2 = rng.choice(uniq, 5000), rng.choice(uniq, 5000)
-    s = pair_scores(ours, np.searchsorted(uniq, p1), np.searchsorted(uniq, p2), chunk=512, progress=False)
+    s = pair_scores(ours, np.searchsorted(uniq, p1), np.searchsorted(uniq, p2), chunk=512, progress=False,
+                    method="reference")
     assert np.array_equal(s, loop_scores(ref, ref_uniq, p1, p2))
 
 
@@ -67,7 +68,7 @@ def test_verification_1to1_table():
     x = (flip[:, 0] + flip[:, 1]) * scores[:, None]
     ref_f, ref_u = loop_templates(x, templates, medias)
     ref_s = loop_scores(ref_f, ref_u, pairs[:, 0], pairs[:, 1])
-    assert np.array_equal(res["scores"], ref_s)
+    assert np.allclose(res["scores"], ref_s, rtol=0, atol=1e-12)
     fpr, tpr, _ = metrics.roc_curve(pairs[:, 2], ref_s)
     f, t = np.flipud(fpr), np.flipud(tpr)
     for far in metrics.IJB_FARS:
@@ -214,3 +215,112 @@ def test_model_network_mismatch(tmp_path):
     torch.save({"weird": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="missing keys: conv.weight"):
         load_weights(TinyNet(), path, "tiny")
+
+
+# ---- pair_scores: the BLAS path against the reference path -----------------------------------
+
+def dense_ranks(x):
+    """Rank of each score among the distinct values: equal arrays <=> same order and same ties."""
+    return np.unique(x, return_inverse=True)[1].ravel()
+
+
+def ijb_like_pairs(seed=0, gallery=60, probes=700, dim=48, density=0.25):
+    """Gallery x probe pairs (IJB's 1:1 protocol) with repeats, reversed repeats, self pairs,
+    some gallery x gallery and probe x probe pairs, duplicated template features, and
+    features one ulp apart (near-ties)."""
+    rng = np.random.default_rng(seed)
+    t = gallery + probes
+    f = rng.normal(size=(t, dim))
+    f[5] = f[9]                                    # two templates with identical features
+    f[11] = np.nextafter(f[12], np.inf)            # and two one ulp apart in every component
+    f = metrics.l2_normalize(f)
+    perm = rng.permutation(t)
+    gal, prb = perm[:gallery], perm[gallery:]
+    r, c = np.nonzero(rng.random((probes, gallery)) < density)
+    i1, i2 = gal[c], prb[r]
+    n = len(i1)
+    rep = rng.integers(0, n, n // 20)
+    flip = rng.integers(0, n, n // 20)
+    extra1 = np.concatenate([i1[rep], i2[flip], rng.choice(t, 50), rng.choice(gal, 300), rng.choice(prb, 300),
+                             np.full(40, 5), np.full(40, 11)])
+    extra2 = np.concatenate([i2[rep], i1[flip], rng.choice(t, 50), rng.choice(gal, 300), rng.choice(prb, 300),
+                             np.full(40, 0), np.full(40, 0)])
+    extra2[-80:] = rng.choice(prb, 80)
+    extra1[n // 20 * 2:n // 20 * 2 + 50] = extra2[n // 20 * 2:n // 20 * 2 + 50]        # self pairs
+    j1, j2 = np.concatenate([i1, extra1]), np.concatenate([i2, extra2])
+    # pairs (5, x) and (9, x) tie exactly in the reference; (11, x) and (12, x) nearly
+    j1 = np.concatenate([j1, np.full(40, 9), np.full(40, 12)])
+    j2 = np.concatenate([j2, extra2[-80:-40], extra2[-40:]])
+    order = rng.permutation(len(j1))
+    labels = (rng.random(len(j1)) < 0.02).astype(np.int64)
+    return f, j1[order], j2[order], labels
+
+
+@pytest.mark.parametrize("rows,cols", [(128, 32768), (16, 64), (2, 40)])
+def test_pair_scores_blas_equals_reference(monkeypatch, rows, cols):
+    from lh2face_plugin.eval import ijb
+
+    monkeypatch.setattr(ijb, "_BLOCK_ROWS", rows)   # small blocks: many blocks, uint16 block keys,
+    monkeypatch.setattr(ijb, "_BLOCK_COLS", cols)   # column chunks within a block
+    f, i1, i2, labels = ijb_like_pairs()
+    ref = pair_scores(f, i1, i2, method="reference", progress=False)
+    fast = pair_scores(f, i1, i2, progress=False)
+    raw = ijb._pair_scores_blocks(f, i1, i2, progress=False)
+    assert ijb._certify_order(raw, f, i1, i2, ijb._score_error_bound(f)) > 0   # the exact ties were redone
+    assert np.abs(fast - ref).max() <= min(1e-6, ijb._score_error_bound(f))
+    assert np.array_equal(dense_ranks(fast), dense_ranks(ref))
+    fr, tr, _ = metrics.roc_curve(labels, ref)
+    ff, tf, _ = metrics.roc_curve(labels, fast)
+    assert np.array_equal(fr, ff) and np.array_equal(tr, tf)
+    assert metrics.tar_at_far_nearest(ff, tf) == metrics.tar_at_far_nearest(fr, tr)
+    assert metrics.auc(ff, tf) == metrics.auc(fr, tr)
+
+
+def test_pair_scores_sparse_blocks():
+    """Few pairs over many templates: blocks take the per-pair sum and the gathered-column product."""
+    rng = np.random.default_rng(3)
+    f = metrics.l2_normalize(rng.normal(size=(5000, 32)))
+    i1 = rng.integers(0, 5000, 3000)
+    i2 = np.where(rng.random(3000) < 0.5, rng.integers(0, 5000, 3000), rng.integers(0, 40, 3000) * 100)
+    ref = pair_scores(f, i1, i2, method="reference", progress=False)
+    fast = pair_scores(f, i1, i2, progress=False)
+    assert np.abs(fast - ref).max() < 1e-13
+    assert np.array_equal(dense_ranks(fast), dense_ranks(ref))
+
+
+def test_certify_order_repairs_scores_within_the_bound():
+    """Scores off by up to delta (here an artificial 1e-4) get the reference's order and ties back."""
+    from lh2face_plugin.eval.ijb import _certify_order
+
+    rng = np.random.default_rng(5)
+    f = metrics.l2_normalize(np.round(rng.normal(size=(300, 8)), 1))   # coarse features: many exact ties
+    i1, i2 = rng.integers(0, 300, 20000), rng.integers(0, 300, 20000)
+    ref = pair_scores(f, i1, i2, method="reference", progress=False)
+    delta = 1e-4
+    key = np.minimum(i1, i2) * 300 + np.maximum(i1, i2)     # repeats of one unordered pair share a value,
+    uniq, inv = np.unique(key, return_inverse=True)           # as they do on the BLAS path
+    noisy = (ref + rng.uniform(-delta, delta, len(ref)))[np.unique(key, return_index=True)[1]][inv.ravel()]
+    assert not np.array_equal(dense_ranks(noisy), dense_ranks(ref))
+    fixed = noisy.copy()
+    n = _certify_order(fixed, f, i1, i2, delta)
+    assert 0 < n < len(ref)
+    assert np.array_equal(dense_ranks(fixed), dense_ranks(ref))
+    assert np.abs(fixed - ref).max() <= delta
+
+
+def test_pair_scores_inputs():
+    rng = np.random.default_rng(0)
+    f = metrics.l2_normalize(rng.normal(size=(20, 8)))
+    i1, i2 = rng.integers(0, 20, 100), rng.integers(0, 20, 100)
+    with pytest.raises(ValueError, match="method must be"):
+        pair_scores(f, i1, i2, method="fast")
+    with pytest.raises(ValueError, match="equal length"):
+        pair_scores(f, i1, i2[:-1])
+    f32 = f.astype(np.float32)                                  # the reference path, bitwise
+    assert np.array_equal(pair_scores(f32, i1, i2, progress=False),
+                          pair_scores(f32, i1, i2, method="reference", progress=False))
+    bad = f.copy()
+    bad[3, 2] = np.nan
+    s = pair_scores(bad, i1, i2, progress=False)
+    assert np.array_equal(np.isnan(s), (i1 == 3) | (i2 == 3))
+    assert pair_scores(f, i1[:0], i2[:0]).shape == (0,)

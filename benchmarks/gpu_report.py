@@ -1,0 +1,97 @@
+"""One markdown table from the JSON files ``benchmarks/gpu.sh`` leaves in its output folder.
+
+    python benchmarks/gpu_report.py work_dirs/gpu_bench
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import List
+
+
+def _fmt(x, spec=".2f", none="-"):
+    return none if x is None else format(x, spec)
+
+
+def step_rows(data: dict) -> List[List[str]]:
+    rows = []
+    for r in data["records"]:
+        kind, _, rest = r["section"].partition(" ")
+        size = rest.replace("C=", "C_local=") + (f" N={data['rows']}" if kind == "layer" else "")
+        setting = f"{data['dtype']} {size}: {r['variant']}"
+        check = "classification layer step" if kind == "layer" else "whole training step"
+        if r.get("failed"):
+            rows.append([check, setting, r["failed"], "", ""])
+            continue
+        value = f"{r['ms']:.1f} ms" + (f", {r['peak_mib']:,.0f} MiB" if r.get("peak_mib") is not None else "")
+        ratio = f"time {_fmt(r['time_ratio'])}x, mem {_fmt(r.get('mem_ratio'))}x PFC_V2"
+        verdict = ""
+        if r.get("time_vs_arcface") is not None:
+            ratio += f"; {_fmt(r['time_vs_arcface'])}x ArcFace"
+            if r.get("goal"):
+                verdict = f"goal <= {r['goal']:g}: {'met' if r['time_vs_arcface'] <= r['goal'] else 'not met'}"
+        rows.append([check, setting, value, ratio, verdict])
+    return rows
+
+
+def autocast_rows(data: dict) -> List[List[str]]:
+    rows = []
+    for dtype in sorted({r["dtype"] for r in data["rows"]}):
+        sel = [r for r in data["rows"] if r["dtype"] == dtype]
+        ok = sum(r["ok"] for r in sel)
+        worst = max(sel, key=lambda r: r["e2e_grad"])
+        bad = [r["head"] for r in sel if not r["ok"]]
+        rows.append(["heads under autocast", f"{dtype}, every head vs float32", f"{ok}/{len(sel)} ok",
+                     f"worst end-to-end gradient difference {worst['e2e_grad']:.1e} ({worst['head']}); "
+                     f"head-only loss difference <= {max(r['head_loss'] for r in sel):.1e}",
+                     "failed: " + ", ".join(bad) if bad else "ok"])
+    return rows
+
+
+def train_rows(data: dict) -> List[List[str]]:
+    rows = []
+    for r in data["rows"]:
+        sps = r.get("samples_per_s")
+        rows.append(["training throughput", f"{data['network']}, batch {data['batch_size']}, {r['steps']} steps: "
+                                           f"{r['loss']}",
+                     f"{sps:,.0f} samples/s" if sps else r["status"],
+                     f"{_fmt(r.get('ratio_to_arcface'))}x ArcFace" if r.get("ratio_to_arcface") else "",
+                     r["status"]])
+    return rows
+
+
+def export_rows(data: dict) -> List[List[str]]:
+    return [["export parity", f"{data['network']} ({data['weights']}), torch on {data['device']} vs onnxruntime",
+             f"min cosine {data['min_cosine']:.7f}", f"max relative difference {_fmt(data.get('max_rel_diff'), '.1e')}",
+             data["status"][:60]]]
+
+
+def main(argv=None) -> int:
+    folder = (argv or sys.argv[1:] or ["work_dirs/gpu_bench"])[0]
+    rows: List[List[str]] = []
+    makers = {"step": step_rows, "autocast": autocast_rows, "train": train_rows, "export": export_rows}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path) as f:
+            data = json.load(f)
+        rows += makers.get(data.get("benchmark"), lambda d: [])(data)
+    for rc in sorted(glob.glob(os.path.join(folder, "*.rc"))):
+        code = open(rc).read().strip()
+        if code not in ("0", ""):
+            name = os.path.basename(rc)[:-3]
+            rows.append([name, "", f"exit status {code}", f"see {os.path.join(folder, name + '.log')}",
+                         "timeout" if code == "124" else "failed"])
+    if not rows:
+        print(f"gpu_report: no results in {folder}")
+        return 1
+    head = ["check", "setting", "value", "ratio", "verdict"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
