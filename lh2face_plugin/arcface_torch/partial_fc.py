@@ -77,6 +77,16 @@ def check_global_labels(labels: torch.Tensor, num_classes: int, batch_size: int)
         )
 
 
+def _last_terms(total: torch.Tensor, ce: torch.Tensor, head) -> Dict[str, torch.Tensor]:
+    """``loss``, ``ce``, each of the head's terms weighted by its ``lambda_<name>`` (statistics
+    such as ``mu`` and ``b`` as they are), all detached 0-d tensors."""
+    terms = {"loss": total.detach(), "ce": ce.detach()}
+    for name, value in (getattr(head, "last_terms", None) or {}).items():
+        weight = getattr(head, f"lambda_{name}", None)
+        terms[name] = (value if weight is None else value * weight).detach()
+    return terms
+
+
 def partial_fc_class(host: Optional[ModuleType] = None) -> type:
     """The plugin's ``PartialFC`` class, built on ``host.PartialFC_V2``.
 
@@ -124,6 +134,7 @@ def _define(host: ModuleType) -> type:
             if isinstance(margin_loss, Head):
                 margin_loss.setup_shard(self.num_local, embedding_size)
             self._input_model: Optional[weakref.ref] = None
+            self.last_terms: Dict[str, torch.Tensor] = {}
 
         def pair_input_model(self, model: torch.nn.Module) -> None:
             """Add the pending input-module terms of ``model`` to this loss (see the module docstring).
@@ -228,7 +239,10 @@ def _define(host: ModuleType) -> type:
             if isinstance(out, tuple):
                 out, extra = out
             loss = self.dist_cross_entropy(out, labels)
-            return loss if extra is None else loss + extra
+            total = loss if extra is None else loss + extra
+            if getattr(head, "training", True):
+                self.last_terms = _last_terms(total, loss, head)
+            return total
 
     PartialFC.__module__ = __name__
     PartialFC.__qualname__ = "PartialFC"

@@ -85,18 +85,22 @@ def test_missing_job_keys_are_listed(tmp_path):
         check_job_keys(cfg)
 
 
+def _load_and_check(path):
+    cfg = load_recipe(os.path.abspath(path), base={})
+    check_job_keys(cfg)
+    return cfg, plugin_spec(cfg)
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_shipped_recipes_load_and_validate(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:
-        cfg = load_recipe(os.path.abspath(path), base={})
+        cfg, spec = _load_and_check(path)
     except FileNotFoundError as exc:
         missing = re.search(r"render checkpoint '([^']+)' does not exist", str(exc))
         assert missing and "config.input_module_kwargs for 'render'" in str(exc), exc
         RenderInputModule().save_reconstruction(missing.group(1))
-        cfg = load_recipe(os.path.abspath(path), base={})
-    check_job_keys(cfg)
-    spec = plugin_spec(cfg)
+        cfg, spec = _load_and_check(path)
     assert spec.loss, "every shipped recipe names its head"
     doc = open(path).read().split('"""')[1]
     assert "Dataset:" in doc and "Expected run:" in doc and "lh2face" in doc
