@@ -3,7 +3,6 @@ done by activation, and (with a checkout) the plugin's PartialFC adding them to 
 import copy
 import importlib
 import pickle
-import socket
 
 import pytest
 import torch
@@ -115,13 +114,11 @@ def test_no_input_module_pairs_nothing(fake_trainer):
 # -- the real PartialFC_V2 (one gloo process on the CPU) --------------------------------------------------
 
 @pytest.fixture
-def real_pfc_class(arcface_root, monkeypatch):
+def real_pfc_class(arcface_root, monkeypatch, tmp_path):
     import torch.distributed as dist
+    from _helpers_dist import file_rendezvous, init_group
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    init_group(file_rendezvous(tmp_path), 0, 1)
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)   # arcface_torch's hard-coded .cuda()
     forget_host_modules()
     monkeypatch.syspath_prepend(arcface_root)
