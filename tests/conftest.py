@@ -27,9 +27,9 @@ def host_problem(train: bool = False):
     if not root:
         return f"set {ENV_VAR} to an insightface recognition/arcface_torch checkout"
     try:
-        locate_checkout(root)
+        locate_checkout(environ={ENV_VAR: root})
     except FileNotFoundError as exc:
-        return " ".join(str(exc).splitlines()[:2])
+        return " ".join(line.strip() for line in str(exc).splitlines()[:2])
     if train:
         missing = [m for m in TRAIN_REQUIREMENTS if importlib.util.find_spec(m) is None]
         if missing:
@@ -37,6 +37,7 @@ def host_problem(train: bool = False):
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """A test that takes the ``arcface_root`` fixture is an ``arcface_torch`` test."""
     for item in items:
