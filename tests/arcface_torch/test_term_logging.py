@@ -1,13 +1,10 @@
 """The head's loss components: Partial FC's ``last_terms`` and their lines in arcface_torch's log."""
-import importlib
 import logging
 
 import pytest
 import torch
 
 import lh2face_plugin
-from _helpers_arcface_torch import forget_host_modules
-from _helpers_dist import file_rendezvous, init_group
 from lh2face_plugin.arcface_torch.term_logging import TermLogging, format_terms
 
 
@@ -61,21 +58,6 @@ def test_other_ranks_log_nothing(caplog):
         for step in (1, 2, 3):
             logger(step, None, 0, False, 0.1, None)
     assert not [r for r in caplog.records if "lh2face terms" in r.getMessage()]
-
-
-@pytest.fixture
-def real_pfc_class(arcface_root, monkeypatch, tmp_path):
-    import torch.distributed as dist
-
-    init_group(file_rendezvous(tmp_path), 0, 1)
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)   # arcface_torch's hard-coded .cuda()
-    forget_host_modules()
-    monkeypatch.syspath_prepend(arcface_root)
-    from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
-
-    yield partial_fc_class(importlib.import_module("partial_fc_v2"))
-    forget_host_modules()
-    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("name, kwargs, extra", [
