@@ -34,3 +34,18 @@ def real_pfc_class(arcface_root, monkeypatch, tmp_path):
     yield partial_fc_class(importlib.import_module("partial_fc_v2"))
     forget_host_modules()
     dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """``lh2face data synth`` output (4 identities x 4 images, seed 0), made once per session:
+    ``(folder, {record key: label})``."""
+    import csv
+
+    from lh2face_plugin.cli import main
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    assert main(["data", "synth", str(out), "--identities", "4", "--images-per-id", "4", "--seed", "0"]) == 0
+    with open(out / "train_images.csv") as f:
+        labels = {int(r["key"]): int(r["label"]) for r in csv.DictReader(f)}
+    return str(out), labels

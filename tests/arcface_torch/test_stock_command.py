@@ -1,7 +1,8 @@
 """The stock command itself: ``torchrun --nproc_per_node=2 train_v2.py configs/<bare recipe>`` on the CPU.
 
 A temporary copy of the real checkout gets a recipe that only sets ``config.loss`` /
-``config.loss_kwargs`` (no plugin import); the data is made by ``lh2face data synth``. Two gloo
+``config.loss_kwargs`` (no plugin import); the data is made by ``lh2face data synth``
+(the session's ``synth_data``). Two gloo
 ranks train 2 steps, then resume for 2 more; the same command with ``LH2FACE_AUTOLOAD=0`` must
 stop instead of training ArcFace. (``--standalone``: torchrun's own rendezvous on a port it
 holds, so parallel test runs cannot collide.)
@@ -59,19 +60,14 @@ def _torchrun(checkout, recipe, **env_extra):
 
 
 @pytest.fixture(scope="module")
-def runs(arcface_root, tmp_path_factory):
+def runs(arcface_root, synth_data, tmp_path_factory):
     from lh2face_plugin.arcface_torch import autoload
 
     assert autoload.installed_files(), "the start-up hook is not installed here: pip install -e . (or the wheel)"
     work = tmp_path_factory.mktemp("stock")
     checkout = work / "arcface_torch"
     shutil.copytree(arcface_root, checkout, ignore=shutil.ignore_patterns("docs", "*.md", "__pycache__"))
-    data = work / "synth"
-    lh2face = os.path.join(os.path.dirname(sys.executable), "lh2face")
-    synth = subprocess.run([lh2face, "data", "synth", str(data), "--identities", "4", "--images-per-id", "4",
-                            "--seed", "0"], capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert synth.returncode == 0, synth.stderr[-3000:]
+    data, _ = synth_data                    # lh2face data synth, 4 identities x 4 images
     out = {}
     for name, resume, epochs, output in (("bare", False, 1, "run"), ("bare_resume", True, 2, "run"),
                                          ("bare_off", False, 1, "off")):
