@@ -193,16 +193,15 @@ def _infer_embedding_size(state: Mapping[str, Tensor]) -> Optional[int]:
 
 def _host_get_model(arcface_root: Optional[str]):
     """``backbones.get_model`` from the user's arcface_torch checkout."""
-    root = arcface_root or os.environ.get("ARCFACE_TORCH_ROOT")
-    if not root:
+    from .arcface_torch.locate import ENV_VAR, locate_checkout
+
+    if not (arcface_root or os.environ.get(ENV_VAR)):
         raise ValueError(
             "this network is not one of ours "
             f"({', '.join(available_backbones())}); give the arcface_torch checkout with "
-            "--arcface-root / arcface_root= or ARCFACE_TORCH_ROOT to build its networks"
+            f"--arcface-root / arcface_root= or {ENV_VAR} to build its networks"
         )
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isfile(os.path.join(root, "backbones", "__init__.py")):
-        raise FileNotFoundError(f"{root} is not an arcface_torch checkout: backbones/__init__.py is missing")
+    root = locate_checkout(arcface_root).root        # the one place that finds and checks a checkout
     loaded = sys.modules.get("backbones")
     if loaded is not None:
         where = os.path.dirname(os.path.dirname(os.path.abspath(getattr(loaded, "__file__", "") or "")))

@@ -92,14 +92,30 @@ class Registry:
         )
 
     def build(self, name: str, **kwargs: Any) -> Any:
+        """Call the factory of ``name`` with ``kwargs``.
+
+        Raises:
+            TypeError: naming exactly the parameters the factory does not take (with the closest
+                valid name for each), or what else keeps the call from binding.
+        """
         factory = self.get(name)
+        params = inspect.signature(factory).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        named = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+        unknown = [] if takes_any else [k for k in kwargs if k not in named]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, named, n=1)
+                hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+            raise TypeError(
+                f"{self.kind} {name!r} has no parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+                f"Its parameters: {describe_parameters(factory)}"
+            )
         try:
             inspect.signature(factory).bind(**kwargs)
         except TypeError as exc:
-            raise TypeError(
-                f"{self.kind} {name!r} got invalid arguments {sorted(kwargs)}: {exc}. "
-                f"Its parameters: {describe_parameters(factory)}"
-            ) from None
+            raise TypeError(f"{self.kind} {name!r}: {exc}. Its parameters: {describe_parameters(factory)}") from None
         return factory(**kwargs)
 
 

@@ -1,37 +1,44 @@
 """Activation: point a running ``train_v2`` at the plugin, without editing the checkout.
 
-``train_v2.main`` builds its parts through names bound at module level. Activation
-rebinds them in the ``train_v2`` namespace (the module ``train_v2`` or, for
-``python train_v2.py``, ``__main__``):
+One :class:`Activation` holds the plugin's part of the recipe, checked once
+(:class:`~.config.PluginSpec`), and the parts built from it once (the head, the
+input module). :meth:`Activation.attach` stores it on the ``train_v2`` namespace
+(the module ``train_v2`` or, for ``python train_v2.py``, ``__main__``) as
+``lh2face_activation`` and rebinds the names ``train_v2.main`` builds its parts with:
 
 ==================  ==========================================================
 ``PartialFC_V2``    the plugin's subclass (:mod:`.partial_fc`) when ``config.loss``
                     or ``config.input_module`` is set, else the checkout's own class
-``CombinedMarginLoss``  builds ``config.loss`` with ``config.loss_kwargs``, else
-                    the checkout's own class
+``CombinedMarginLoss``  the head ``config.loss`` names, else the checkout's own class
 ``get_model``       wraps the backbone with ``config.input_module`` if set
 ``get_dataloader``  caps an epoch at ``config.steps_per_epoch`` if set
 ``get_config``      also accepts recipes outside ``configs/`` (``lh2face train``)
+``CallBackLogging`` also logs the head's loss components (:mod:`.term_logging`)
 ==================  ==========================================================
 
-and applies :func:`.compat.fix_lr_scheduler` and :func:`.compat.fix_verification`. Main reads these names when it
-runs, so rebinding them any time before (even during ``get_config``) takes effect.
+The rebound factories read the activation attached to their trainer when they are
+called; :meth:`Activation.detach` restores the names and removes it. It also applies
+:func:`.compat.fix_lr_scheduler` and :func:`.compat.fix_verification`.
 
 The input module's own loss terms (the ``"render"`` module's ``L_reco``, ``L_FR^canon``,
-``L_view``) reach the loss through pairing: ``get_model`` records the wrapped model, and
-the ``PartialFC_V2`` built after it (as ``train_v2`` does) is paired with it
-(:meth:`.partial_fc.PartialFC.pair_input_model`), so its loss adds the terms of each
-training step, the backbone staying wrapped in DDP.
+``L_view``) reach the loss through pairing: the wrapped model ``get_model`` returns and
+the Partial FC ``PartialFC_V2`` returns are paired
+(:meth:`.partial_fc.PartialFC.pair_input_model`) as soon as both exist, whichever is
+built first, so the loss adds the terms of each training step.
 
-Two ways in:
+Three ways in:
 
-1. ``lh2face train RECIPE`` / ``python -m lh2face_plugin.train RECIPE``
-   (:mod:`.train`) imports ``train_v2``, activates, then calls ``main``.
-2. The stock command ``torchrun train_v2.py configs/NAME`` with a recipe that
-   imports this module: importing it activates the running trainer, and the
-   recipe names its loss with :func:`set_loss`. :func:`set_loss` raises when no
-   trainer was activated (another training script, a fork that renamed things),
-   so a recipe meant for the plugin never trains ArcFace silently.
+1. ``lh2face train RECIPE`` / ``python -m lh2face_plugin.train RECIPE`` (:mod:`.train`)
+   imports ``train_v2``, attaches an activation, then calls ``main``.
+2. The stock command ``torchrun train_v2.py configs/NAME`` with a recipe that only sets
+   ``config.loss`` (and friends): the start-up hook (:mod:`.autoload`) attaches one when
+   ``get_config`` returns the merged config.
+3. The same command with a recipe that calls :func:`set_loss` / :func:`set_input_module`
+   (the explicit route, also without the hook). They raise :class:`PluginNotActive` when
+   no ``train_v2`` runs in the process, so a recipe meant for the plugin never trains
+   ArcFace silently.
+
+Importing this module changes nothing.
 """
 from __future__ import annotations
 
@@ -40,32 +47,20 @@ import os
 import sys
 import weakref
 from types import ModuleType
-from typing import Any, Mapping, MutableMapping, Optional
+from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional
 
 from .compat import fix_lr_scheduler, fix_verification
-from .config import AttrDict, is_loading_recipe, load_recipe, plugin_spec
-from .partial_fc import partial_fc_class
+from .config import AttrDict, PluginSpec, is_loading_recipe, load_recipe, plugin_spec
 
-__all__ = ["activate", "find_trainer", "is_active", "set_loss", "set_input_module", "new_config", "PluginNotActive"]
+__all__ = ["Activation", "activate", "activation_of", "deactivate", "find_trainer", "is_active", "set_loss",
+           "set_input_module", "new_config", "PluginNotActive", "ATTRIBUTE"]
 
-_ORIGINALS = "_lh2face_originals"
+ATTRIBUTE = "lh2face_activation"
+_FACTORIES = ("PartialFC_V2", "CombinedMarginLoss", "get_model", "get_dataloader", "get_config", "CallBackLogging")
 
 
 class PluginNotActive(RuntimeError):
     """A recipe asks for a plugin feature in a process where the plugin is not active."""
-
-
-class _State:
-    config: Optional[Mapping[str, Any]] = None   # where the factories read the plugin keys
-    recipe_module: Optional[str] = None          # configs.<name> that imported this module (way 2)
-    input_model: Optional[weakref.ref] = None    # the last model get_model wrapped that keeps loss terms
-
-
-def _recipe_config() -> Mapping[str, Any]:
-    if _State.config is not None:
-        return _State.config
-    module = sys.modules.get(_State.recipe_module or "")
-    return getattr(module, "config", None) or {}
 
 
 def _is_train_v2(mod: Optional[ModuleType]) -> bool:
@@ -81,90 +76,198 @@ def find_trainer() -> Optional[ModuleType]:
     return None
 
 
+def activation_of(trainer: Optional[ModuleType]) -> Optional["Activation"]:
+    """The activation attached to ``trainer``, if any."""
+    return None if trainer is None else trainer.__dict__.get(ATTRIBUTE)
+
+
 def is_active(trainer: Optional[ModuleType] = None) -> bool:
-    trainer = trainer if trainer is not None else find_trainer()
-    return trainer is not None and hasattr(trainer, _ORIGINALS)
+    return activation_of(trainer if trainer is not None else find_trainer()) is not None
 
 
-def activate(trainer: ModuleType, config: Optional[Mapping[str, Any]] = None) -> None:
-    """Rebind ``trainer``'s names to the plugin's versions (idempotent).
+class Activation:
+    """The plugin inside one ``train_v2``: the checked recipe keys and the parts built from them.
+
+    Args:
+        config: the recipe (merged config, or a recipe's own ``config``) the factories read.
+        spec: ``config``'s plugin keys, already checked (default: checked here, once).
+        source: how the plugin was activated, for messages (``"lh2face train"``,
+            ``"start-up hook"``, ``"set_loss"``).
+
+    Attributes:
+        config, spec, source: as given. trainer: the namespace it is attached to, or ``None``.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, spec: Optional[PluginSpec] = None, source: str = "activate"):
+        self.source = source
+        self.trainer: Optional[ModuleType] = None
+        self._originals: Dict[str, Any] = {}
+        self._pfc: Optional[weakref.ref] = None
+        self._model: Optional[weakref.ref] = None
+        self.configure(config, spec)
+
+    def configure(self, config: Mapping[str, Any], spec: Optional[PluginSpec] = None) -> "Activation":
+        """Read ``config`` from now on (checked once here unless ``spec`` is given); parts built
+        for an earlier config are dropped."""
+        self.spec = spec if spec is not None else plugin_spec(config, build=False)
+        self.config = config
+        self._head = self._input_module = None
+        return self
+
+    @property
+    def head(self):
+        """The head ``config.loss`` names, built on first use (``None`` without ``config.loss``)."""
+        if self._head is None and self.spec.loss is not None:
+            self._head = self.spec.build_head()
+        return self._head
+
+    @property
+    def input_module(self):
+        """The input module ``config.input_module`` names, built on first use."""
+        if self._input_module is None and self.spec.input_module is not None:
+            self._input_module = self.spec.build_input_module()
+        return self._input_module
+
+    def build(self) -> "Activation":
+        """Build the parts now, so invalid parameters are reported before training starts."""
+        self.head, self.input_module  # noqa: B018
+        return self
+
+    def describe(self) -> str:
+        """What the plugin does in this run, in one line."""
+        parts = []
+        if self.spec.loss:
+            parts.append(f"loss {self.spec.describe_loss(self.head)}")
+        if self.spec.input_module:
+            parts.append(f"input module {self.spec.input_module} {self.spec.input_module_kwargs}")
+        if self.spec.steps_per_epoch:
+            parts.append(f"{self.spec.steps_per_epoch} steps per epoch")
+        return ", ".join(parts) or "nothing (no plugin key set)"
+
+    # -- the trainer ------------------------------------------------------------------------------
+
+    def attach(self, trainer: ModuleType) -> "Activation":
+        """Rebind ``trainer``'s factories to read this activation and store it on ``trainer``."""
+        current = activation_of(trainer)
+        if current is self:
+            return self
+        if current is not None:
+            raise RuntimeError(f"{trainer.__name__} already has an lh2face_plugin activation "
+                               f"({current.source}); detach it first")
+        from .partial_fc import partial_fc_class
+        from .term_logging import term_logging
+
+        self._originals = {n: getattr(trainer, n) for n in _FACTORIES if hasattr(trainer, n)}
+        rebind: Dict[str, Callable[[ModuleType, Any], Any]] = {
+            "PartialFC_V2": lambda t, o: _partial_fc(t, o, partial_fc_class(sys.modules.get(o.__module__))),
+            "CombinedMarginLoss": _margin_loss, "get_model": _get_model, "get_dataloader": _get_dataloader,
+            "get_config": _get_config, "CallBackLogging": term_logging}
+        for name, original in self._originals.items():
+            setattr(trainer, name, rebind[name](trainer, original))
+        lr_module = sys.modules.get("lr_scheduler")
+        if lr_module is not None and hasattr(lr_module, "PolynomialLRWarmup"):
+            fix_lr_scheduler(lr_module)
+        fix_verification(sys.modules.get("eval.verification"))
+        setattr(trainer, ATTRIBUTE, self)
+        self.trainer = trainer
+        return self
+
+    def detach(self) -> None:
+        """Restore the trainer's own names and remove this activation from it."""
+        if self.trainer is None:
+            return
+        for name, value in self._originals.items():
+            setattr(self.trainer, name, value)
+        self.trainer.__dict__.pop(ATTRIBUTE, None)
+        self.trainer, self._originals = None, {}
+
+    # -- pairing the wrapped model with the Partial FC -------------------------------------------
+
+    def adopt_model(self, model) -> None:
+        if callable(getattr(model, "pop_pending", None)):
+            self._model = weakref.ref(model)
+            self._pair()
+
+    def adopt_partial_fc(self, pfc) -> None:
+        self._pfc = weakref.ref(pfc)
+        self._pair()
+
+    @property
+    def partial_fc(self):
+        """The last Partial FC the trainer built, if still alive."""
+        return self._pfc() if self._pfc is not None else None
+
+    def _pair(self) -> None:
+        model = self._model() if self._model is not None else None
+        pfc = self.partial_fc
+        if model is not None and pfc is not None:
+            pfc.pair_input_model(model)
+
+
+def activate(trainer: ModuleType, config: Optional[Mapping[str, Any]] = None, *, source: str = "activate",
+             ) -> Activation:
+    """Attach an activation reading ``config`` to ``trainer`` (idempotent).
 
     Args:
         trainer: the ``train_v2`` module namespace.
-        config: the recipe (merged config) the factories read; ``None`` keeps
-            the one recorded before.
+        config: the recipe (merged config) the factories read; ``None`` keeps the
+            one the trainer's activation has (an empty one for a new activation).
+
+    Returns:
+        The trainer's activation.
     """
-    if config is not None:
-        _State.config = config
-    if is_active(trainer):
-        return
-    originals = {n: getattr(trainer, n) for n in ("PartialFC_V2", "CombinedMarginLoss", "get_model",
-                                                   "get_dataloader", "get_config")}
-    trainer.PartialFC_V2 = _partial_fc(originals["PartialFC_V2"])
-    trainer.CombinedMarginLoss = _margin_loss(originals["CombinedMarginLoss"])
-    trainer.get_model = _get_model(originals["get_model"])
-    trainer.get_dataloader = _get_dataloader(originals["get_dataloader"])
-    trainer.get_config = _get_config(originals["get_config"])
-    lr_module = sys.modules.get("lr_scheduler")
-    if lr_module is not None and hasattr(lr_module, "PolynomialLRWarmup"):
-        fix_lr_scheduler(lr_module)
-    fix_verification(sys.modules.get("eval.verification"))
-    setattr(trainer, _ORIGINALS, originals)
+    current = activation_of(trainer)
+    if current is None:
+        return Activation(config if config is not None else {}, source=source).attach(trainer)
+    if config is not None and config is not current.config:
+        current.configure(config)
+    return current
 
 
 def deactivate(trainer: ModuleType) -> None:
     """Undo :func:`activate` (used by tests)."""
-    originals = trainer.__dict__.pop(_ORIGINALS, None)
-    for name, value in (originals or {}).items():
-        setattr(trainer, name, value)
-    _State.config = None
-    _State.recipe_module = None
-    _State.input_model = None
+    current = activation_of(trainer)
+    if current is not None:
+        current.detach()
 
 
-def _partial_fc(original):
-    plugin_class = partial_fc_class(sys.modules.get(original.__module__))
-
+def _partial_fc(trainer: ModuleType, original, plugin_class: type):
     @functools.wraps(original)
     def PartialFC_V2(margin_loss, embedding_size, num_classes, sample_rate=1.0, fp16=False):
-        spec = plugin_spec(_recipe_config(), build=False)
-        if spec.loss is None and spec.input_module is None:
+        act = activation_of(trainer)
+        if act is None or (act.spec.loss is None and act.spec.input_module is None):
             return original(margin_loss, embedding_size, num_classes, sample_rate, fp16)
         pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16)
-        model = _State.input_model() if _State.input_model is not None else None
-        if model is not None:
-            pfc.pair_input_model(model)
+        act.adopt_partial_fc(pfc)
         return pfc
 
     PartialFC_V2.plugin_class = plugin_class
     return PartialFC_V2
 
 
-def _margin_loss(original):
+def _margin_loss(trainer: ModuleType, original):
     @functools.wraps(original)
     def CombinedMarginLoss(s, m1, m2, m3, interclass_filtering_threshold=0):
-        spec = plugin_spec(_recipe_config(), build=False)
-        if spec.loss is None:
+        act = activation_of(trainer)
+        if act is None or act.spec.loss is None:
             return original(s, m1, m2, m3, interclass_filtering_threshold)
-        return spec.build_head()
+        return act.head
 
     return CombinedMarginLoss
 
 
-def _get_model(original):
+def _get_model(trainer: ModuleType, original):
     @functools.wraps(original)
     def get_model(name, **kwargs):
         backbone = original(name, **kwargs)
-        spec = plugin_spec(_recipe_config(), build=False)
-        _State.input_model = None
-        if spec.input_module is None:
+        act = activation_of(trainer)
+        if act is None or act.spec.input_module is None:
             return backbone
-        module = spec.build_input_module()
+        module = act.input_module
         if not hasattr(module, "wrap"):
-            raise TypeError(f"input module {spec.input_module!r} has no wrap(backbone) method")
+            raise TypeError(f"input module {act.spec.input_module!r} has no wrap(backbone) method")
         model = module.wrap(backbone)
-        if callable(getattr(model, "pop_pending", None)):
-            _State.input_model = weakref.ref(model)
+        act.adopt_model(model)
         return model
 
     return get_model
@@ -193,26 +296,29 @@ class _StepCap:
         return getattr(self.loader, name)
 
 
-def _get_dataloader(original):
+def _get_dataloader(trainer: ModuleType, original):
     @functools.wraps(original)
     def get_dataloader(*args, **kwargs):
         loader = original(*args, **kwargs)
-        steps = plugin_spec(_recipe_config(), build=False).steps_per_epoch
+        act = activation_of(trainer)
+        steps = act.spec.steps_per_epoch if act is not None else None
         return loader if steps is None else _StepCap(loader, steps)
 
     return get_dataloader
 
 
-def _get_config(original):
+def _get_config(trainer: ModuleType, original):
     @functools.wraps(original)
     def get_config(config_file: str):
-        cfg = _State.config
-        if cfg is not None and os.path.abspath(cfg.get("recipe_path", "")) == os.path.abspath(config_file):
+        act = activation_of(trainer)
+        cfg = act.config if act is not None else None
+        if cfg and os.path.abspath(cfg.get("recipe_path", "")) == os.path.abspath(config_file):
             return cfg
         if config_file.startswith("configs/") and not os.path.isabs(config_file):
             return original(config_file)
         cfg = load_recipe(config_file, os.getcwd())
-        _State.config = cfg
+        if act is not None:
+            act.configure(cfg)
         return cfg
 
     return get_config
@@ -225,7 +331,7 @@ def new_config() -> AttrDict:
 
 def _require_active(config: MutableMapping[str, Any], key: str) -> None:
     if is_loading_recipe():
-        return  # read by the plugin's own loader (lh2face train / doctor), which activates itself
+        return  # the loader reading this recipe (lh2face train / doctor / the start-up hook) checks and activates
     trainer = find_trainer()
     if trainer is None:
         raise PluginNotActive(
@@ -234,7 +340,11 @@ def _require_active(config: MutableMapping[str, Any], key: str) -> None:
             "`lh2face train RECIPE` (or `torchrun ... -m lh2face_plugin.train RECIPE`), or with "
             "`torchrun ... train_v2.py configs/NAME` from the arcface_torch folder."
         )
-    activate(trainer, config)
+    current = activation_of(trainer)
+    if current is None:
+        Activation(config, source="set_loss").build().attach(trainer)
+    else:
+        current.configure(config).build()
 
 
 def set_loss(config: MutableMapping[str, Any], name: str, **kwargs: Any) -> None:
@@ -244,30 +354,14 @@ def set_loss(config: MutableMapping[str, Any], name: str, **kwargs: Any) -> None
     active in this process (see the module docstring).
 
     Raises:
-        PluginNotActive: no ``train_v2`` runs here and the plugin's loader is not reading the recipe.
+        PluginNotActive: no ``train_v2`` runs here and no loader of the plugin reads the recipe.
         KeyError / TypeError / ValueError: unknown head or invalid parameters.
     """
     config["loss"], config["loss_kwargs"] = name, dict(kwargs)
-    plugin_spec(config)
     _require_active(config, "loss")
 
 
 def set_input_module(config: MutableMapping[str, Any], name: str, **kwargs: Any) -> None:
     """In a recipe: wrap the backbone with the registered input module ``name``."""
     config["input_module"], config["input_module_kwargs"] = name, dict(kwargs)
-    plugin_spec(config)
     _require_active(config, "input_module")
-
-
-def _activate_running_trainer() -> None:
-    """Import-time hook for way 2: activate the trainer and note the importing recipe."""
-    trainer = find_trainer()
-    if trainer is None or is_loading_recipe():
-        return
-    recipes = [n for n in sys.modules if n.startswith("configs.") and n != "configs.base"]
-    if recipes:
-        _State.recipe_module = recipes[-1]
-    activate(trainer)
-
-
-_activate_running_trainer()

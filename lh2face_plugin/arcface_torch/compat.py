@@ -15,24 +15,31 @@ imported into the running interpreter:
   ``interpolate.interp1d(far, thresholds, kind="slinear")`` on FAR values that
   repeat, which scipy >= 1.9 refuses; the verification callback of training
   then fails. Its ``interpolate`` is replaced by :func:`tolerant_interp1d`.
-- :func:`cpu_only`: neutralises the hard-coded CUDA calls of the training flow
-  (``.cuda()``, streams, ``set_device``, DDP ``device_ids``) for CPU smoke runs.
+- :func:`ensure_torchvision`: the same for torchvision, missing or failing to import
+  next to a CPU-only torch (:mod:`.torchvision_shim`).
+- :func:`map_nccl_to_gloo`: ``train_v2`` asks for NCCL when imported; without CUDA,
+  ``init_process_group`` then uses gloo.
+- :func:`use_cpu` / :func:`cpu_only`: neutralise the hard-coded CUDA calls of the
+  training flow (``.cuda()``, streams, ``set_device``, DDP ``device_ids``) for CPU
+  smoke runs, for the rest of the process or within a block.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import sys
 from types import ModuleType
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import _LRScheduler
 
-__all__ = ["fix_lr_scheduler", "fix_verification", "tolerant_interp1d", "ensure_mxnet", "tolerate_second_init",
-           "cpu_only", "mxnet_status"]
+__all__ = ["fix_lr_scheduler", "fix_verification", "tolerant_interp1d", "ensure_mxnet", "ensure_torchvision",
+           "tolerate_second_init", "map_nccl_to_gloo", "use_cpu", "cpu_only", "mxnet_status", "torchvision_status",
+           "import_problem"]
 
 
 class _DropVerbose(_LRScheduler):
@@ -92,27 +99,57 @@ def fix_verification(module: Optional[ModuleType]) -> bool:
     return True
 
 
+def import_problem(name: str) -> Optional[str]:
+    """Import ``name``; on failure undo the partial import and return ``"Type: message"``.
+
+    A missing package gives ``"ModuleNotFoundError: ..."``; an installed one that fails to
+    import (mxnet on numpy >= 1.24: AttributeError; a torchvision built for another torch:
+    RuntimeError) gives its own error.
+    """
+    try:
+        importlib.import_module(name)
+        return None
+    except Exception as exc:
+        for mod in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+            del sys.modules[mod]
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _status(name: str, shim_version: str) -> Optional[str]:
+    mod = sys.modules.get(name)
+    if mod is None:
+        return None
+    version = getattr(mod, "__version__", "?")
+    return "lh2face stand-in" if version == shim_version else f"{name} {version}"
+
+
 def mxnet_status() -> str:
     """``"mxnet 1.9.1"``, ``"lh2face stand-in"`` or ``"not importable (reason)"``; installs nothing."""
-    mod = sys.modules.get("mxnet")
-    if mod is not None:
-        from .mxnet_shim import SHIM_VERSION
+    from .mxnet_shim import SHIM_VERSION
 
-        version = getattr(mod, "__version__", "?")
-        return "lh2face stand-in" if version == SHIM_VERSION else f"mxnet {version}"
-    reason = _try_import_mxnet()
+    status = _status("mxnet", SHIM_VERSION)
+    if status is not None:
+        return status
+    reason = import_problem("mxnet")
     return f"mxnet {sys.modules['mxnet'].__version__}" if reason is None else f"not importable ({reason})"
 
 
-def _try_import_mxnet() -> Optional[str]:
-    """Import the real mxnet; on failure undo partial imports and return the reason."""
-    try:
-        importlib.import_module("mxnet")
-        return None
-    except Exception as exc:  # mxnet on numpy>=1.24 fails with AttributeError, not ImportError
-        for name in [n for n in sys.modules if n == "mxnet" or n.startswith("mxnet.")]:
-            del sys.modules[name]
-        return f"{type(exc).__name__}: {exc}"
+def torchvision_status() -> Optional[str]:
+    """What ``torchvision`` is in this process, or ``None`` if nothing imported it yet."""
+    from .torchvision_shim import SHIM_VERSION
+
+    return _status("torchvision", SHIM_VERSION)
+
+
+def _ensure(name: str, shim_version: str, build_shim: Callable[[], dict]) -> str:
+    current = _status(name, shim_version)
+    if current is not None:
+        return current
+    reason = import_problem(name)
+    if reason is None:
+        return f"{name} {sys.modules[name].__version__}"
+    sys.modules.update(build_shim())
+    return f"lh2face stand-in ({name} not importable: {reason})"
 
 
 def ensure_mxnet() -> str:
@@ -124,15 +161,42 @@ def ensure_mxnet() -> str:
     """
     from .mxnet_shim import SHIM_VERSION, build_mxnet_shim
 
-    current = sys.modules.get("mxnet")
-    if current is not None:
-        return "lh2face stand-in" if getattr(current, "__version__", "") == SHIM_VERSION else \
-            f"mxnet {current.__version__}"
-    reason = _try_import_mxnet()
-    if reason is None:
-        return f"mxnet {sys.modules['mxnet'].__version__}"
-    sys.modules.update(build_mxnet_shim())
-    return f"lh2face stand-in (mxnet not importable: {reason})"
+    return _ensure("mxnet", SHIM_VERSION, build_mxnet_shim)
+
+
+def ensure_torchvision() -> str:
+    """Make ``from torchvision import transforms`` work: the real one if importable, else the stand-in.
+
+    Returns:
+        ``"torchvision 0.x"`` or ``"lh2face stand-in (torchvision not importable: ...)"``.
+    """
+    from .torchvision_shim import SHIM_VERSION, build_torchvision_shim
+
+    return _ensure("torchvision", SHIM_VERSION, build_torchvision_shim)
+
+
+def map_nccl_to_gloo() -> bool:
+    """Without CUDA, make ``init_process_group("nccl", ...)`` use gloo (idempotent).
+
+    Returns:
+        True when the mapping is in place (no CUDA), False when CUDA is there and
+        nothing was changed.
+    """
+    if torch.cuda.is_available():
+        return False
+    original = dist.init_process_group
+    if getattr(original, "lh2face_gloo", False):
+        return True
+
+    @functools.wraps(original)
+    def init_process_group(backend=None, *args, **kwargs):
+        if isinstance(backend, str) and backend.lower() == "nccl":
+            backend = "gloo"
+        return original(backend, *args, **kwargs)
+
+    init_process_group.lh2face_gloo = True
+    dist.init_process_group = init_process_group
+    return True
 
 
 @contextlib.contextmanager
@@ -174,16 +238,18 @@ def _is_cuda_device(device) -> bool:
     return isinstance(device, torch.device) and device.type == "cuda"
 
 
-@contextlib.contextmanager
-def cpu_only(sampler_module: Optional[ModuleType] = None) -> Iterator[None]:
-    """Run CUDA-only host code on the CPU (for smoke runs and tests).
+def use_cpu(sampler_module: Optional[ModuleType] = None) -> Callable[[], None]:
+    """Run CUDA-only host code on the CPU from now on (for smoke runs and tests).
 
-    Patches, and restores on exit: ``Tensor.cuda`` and ``Module.cuda`` (identity),
-    ``Tensor.to`` (CUDA/int devices go to the CPU), ``torch.cuda.set_device``,
+    Patches ``Tensor.cuda`` / ``Module.cuda`` (identity), ``Tensor.to`` (CUDA
+    devices become the CPU), ``torch.cuda.set_device``,
     ``Stream``/``stream``/``current_stream`` (no-ops), and
     ``torch.nn.parallel.DistributedDataParallel`` (``device_ids`` dropped). With
     ``sampler_module`` (the host's ``utils.utils_distributed_sampler``) its seed
     broadcast uses the CPU.
+
+    Returns:
+        A function that undoes every patch.
     """
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
@@ -218,10 +284,21 @@ def cpu_only(sampler_module: Optional[ModuleType] = None) -> Iterator[None]:
         setattr(obj, name, value)
     if sync is not None:
         sync.__defaults__ = (None, "cpu")
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for obj, name, value in saved:
             setattr(obj, name, value)
         if sync is not None:
             sync.__defaults__ = saved_defaults
+
+    return restore
+
+
+@contextlib.contextmanager
+def cpu_only(sampler_module: Optional[ModuleType] = None) -> Iterator[None]:
+    """:func:`use_cpu` within the block."""
+    restore = use_cpu(sampler_module)
+    try:
+        yield
+    finally:
+        restore()

@@ -14,22 +14,30 @@ merges it over the checkout's ``configs/base.py`` (as ``get_config`` does) and
 ``input_module_kwargs``  dict of its parameters.
 ``steps_per_epoch``      cap on steps per epoch (smoke runs); unset: the loader.
 =======================  ====================================================
+
+A key spelled close to one of these (``loss_kwarg``, ``losses``) is an error with
+"did you mean", since arcface_torch would ignore it silently; keys that ``config.loss``
+makes unused (``margin_list``, ``interclass_filtering_threshold``) are listed in
+:attr:`PluginSpec.unused` for a one-time report.
 """
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import inspect
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 __all__ = ["AttrDict", "PluginSpec", "load_recipe", "resolve_recipe", "plugin_spec", "loading_recipe",
-           "check_job_keys", "PLUGIN_KEYS", "REQUIRED_JOB_KEYS"]
+           "check_job_keys", "sets_plugin_key", "PLUGIN_KEYS", "REQUIRED_JOB_KEYS"]
 
 PLUGIN_KEYS = ("loss", "loss_kwargs", "input_module", "input_module_kwargs", "steps_per_epoch")
 REQUIRED_JOB_KEYS = ("rec", "num_classes", "num_image", "num_epoch", "warmup_epoch", "val_targets")
+# arcface_torch's CombinedMarginLoss arguments: unused once config.loss names a head
+MARGIN_KEYS = ("margin_list", "interclass_filtering_threshold")
 
 _LOADING = threading.local()
 
@@ -113,7 +121,8 @@ def load_recipe(recipe: str, checkout_root: Optional[str] = None, base: Optional
 
     Returns:
         The merged config; ``output`` defaults to ``work_dirs/<recipe name>``
-        and ``recipe_path`` records the file.
+        and ``recipe_path`` records the file. Its attribute (not key)
+        ``recipe_keys`` holds the keys the recipe itself set.
 
     Raises:
         FileNotFoundError, ValueError: naming the file and what is wrong.
@@ -123,11 +132,33 @@ def load_recipe(recipe: str, checkout_root: Optional[str] = None, base: Optional
     if base is None and checkout_root:
         base = _exec_config_file(os.path.join(checkout_root, "configs", "base.py"), "lh2face_recipe_base")
     cfg = AttrDict(base or {})
-    cfg.update(_exec_config_file(path, f"lh2face_recipe_{stem}"))
+    own = _exec_config_file(path, f"lh2face_recipe_{stem}")
+    cfg.update(own)
     if cfg.get("output") is None:
         cfg.output = os.path.join("work_dirs", stem)
     cfg.recipe_path = path
+    object.__setattr__(cfg, "recipe_keys", frozenset(own))
     return cfg
+
+
+def sets_plugin_key(cfg: Mapping[str, Any]) -> bool:
+    """Whether ``cfg`` sets any of :data:`PLUGIN_KEYS` (to something other than ``None``)."""
+    return any(cfg.get(k) is not None for k in PLUGIN_KEYS)
+
+
+def check_key_spelling(cfg: Mapping[str, Any], where: str = "recipe") -> None:
+    """Raise ``ValueError`` for a key spelled close to a plugin key (``loss_kwarg``, ``Loss``).
+
+    arcface_torch ignores keys it does not read, so such a typo would silently train with
+    defaults (or train ArcFace). No key of arcface_torch's own configs comes close.
+    """
+    for key in cfg:
+        if not isinstance(key, str) or key in PLUGIN_KEYS:
+            continue
+        close = difflib.get_close_matches(key.lower(), PLUGIN_KEYS, n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"{where}: config.{key} is read by neither arcface_torch nor lh2face_plugin; "
+                             f"did you mean config.{close[0]}?")
 
 
 @dataclass
@@ -140,6 +171,9 @@ class PluginSpec:
         input_module: input-module name or ``None``.
         input_module_kwargs: its parameters.
         steps_per_epoch: step cap per epoch or ``None``.
+        embedding_size: ``config.embedding_size`` if set.
+        where: the recipe file, for messages.
+        unused: one message per recipe key that ``config.loss`` makes unused.
     """
 
     loss: Optional[str] = None
@@ -148,6 +182,8 @@ class PluginSpec:
     input_module_kwargs: Dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: Optional[int] = None
     embedding_size: Optional[int] = None
+    where: str = "recipe"
+    unused: List[str] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -164,14 +200,33 @@ class PluginSpec:
         return kwargs
 
     def build_head(self):
+        """The head ``config.loss`` names; errors name the config key that holds the fault."""
         from .. import build_head
 
-        return build_head(self.loss, **self.head_kwargs())
+        with self._naming("loss"):
+            return build_head(self.loss, **self.head_kwargs())
 
     def build_input_module(self):
         from .. import build_input_module
 
-        return build_input_module(self.input_module, **self.input_module_kwargs)
+        with self._naming("input_module"):
+            return build_input_module(self.input_module, **self.input_module_kwargs)
+
+    def describe_loss(self, head=None) -> str:
+        """``lh2face LH2Face(alpha=0.35, ...)`` (``head``: the built head, else built now)."""
+        head = head if head is not None else self.build_head()
+        extra = getattr(head, "extra_repr", lambda: "")()
+        return f"{self.loss} {type(head).__name__}({extra})"
+
+    @contextlib.contextmanager
+    def _naming(self, key: str) -> Iterator[None]:
+        name = getattr(self, key)
+        try:
+            yield
+        except KeyError as exc:
+            raise KeyError(f"{self.where}: config.{key}: {exc.args[0] if exc.args else exc}") from None
+        except (TypeError, ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"{self.where}: config.{key}_kwargs for {name!r}: {exc}") from None
 
 
 def _kwargs(cfg: Mapping[str, Any], key: str, owner: str, where: str) -> Dict[str, Any]:
@@ -186,19 +241,24 @@ def _kwargs(cfg: Mapping[str, Any], key: str, owner: str, where: str) -> Dict[st
     return dict(value)
 
 
-def plugin_spec(cfg: Mapping[str, Any], build: bool = True) -> PluginSpec:
+def plugin_spec(cfg: Mapping[str, Any], build: bool = True, recipe_keys: Optional[Iterable[str]] = None,
+                where: Optional[str] = None) -> PluginSpec:
     """Validate the plugin keys of ``cfg``.
 
     Args:
         cfg: a merged config (or a recipe's own ``config``).
         build: also build the head and input module once, so invalid
             parameters are reported now with the key that holds them.
+        recipe_keys: the keys the recipe itself set (default: ``cfg.recipe_keys`` when
+            :func:`load_recipe` made ``cfg``, else every key), for :attr:`PluginSpec.unused`.
+        where: the recipe file named in messages (default: ``cfg.recipe_path``).
 
     Raises:
         ValueError / KeyError / TypeError: the message names the config key.
     """
-    where = cfg.get("recipe_path", "recipe")
-    spec = PluginSpec()
+    where = where or cfg.get("recipe_path", "recipe")
+    check_key_spelling(cfg, where)
+    spec = PluginSpec(where=where)
     for key in ("loss", "input_module"):
         value = cfg.get(key)
         if value is not None and (not isinstance(value, str) or not value):
@@ -227,17 +287,16 @@ def plugin_spec(cfg: Mapping[str, Any], build: bool = True) -> PluginSpec:
     rate = cfg.get("sample_rate", 1.0)
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 < rate <= 1.0:
         raise ValueError(f"{where}: config.sample_rate must be in (0, 1], got {rate!r}")
+    if spec.loss:
+        own = set(recipe_keys if recipe_keys is not None else getattr(cfg, "recipe_keys", cfg))
+        spec.unused = [f"config.{k} = {cfg[k]!r} is not used: config.loss = {spec.loss!r} replaces arcface_torch's "
+                       "CombinedMarginLoss (the head's parameters go in config.loss_kwargs)"
+                       for k in MARGIN_KEYS if k in own and k in cfg]
     if build:
-        for key, name, builder in (("loss", spec.loss, spec.build_head),
-                                   ("input_module", spec.input_module, spec.build_input_module)):
-            if name is None:
-                continue
-            try:
-                builder()
-            except KeyError as exc:
-                raise KeyError(f"{where}: config.{key}: {exc.args[0] if exc.args else exc}") from None
-            except (TypeError, ValueError, FileNotFoundError) as exc:
-                raise type(exc)(f"{where}: config.{key}_kwargs for {name!r}: {exc}") from None
+        if spec.loss is not None:
+            spec.build_head()
+        if spec.input_module is not None:
+            spec.build_input_module()
     return spec
 
 

@@ -49,7 +49,7 @@ __all__ = [
     "generate_dataset",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: scalar image labels (flag 0), readable by arcface_torch
 HIGH_QUALITY = 0.5
 """Quality threshold: an image (or template) with ``quality >= HIGH_QUALITY`` counts as high quality."""
 STORE_JPEG_QUALITY = 95
@@ -726,8 +726,9 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
     ``overwrite``; files in ``out`` that it did not make (say ``ijb/notes.txt``) are kept. Files:
 
     - ``train.rec``, ``train.idx``, ``property``: insightface layout. Record 0 has labels
-      ``[N + 1, N + 1 + K]``; records 1..N are JPEG images with labels ``[class, 0]``,
-      grouped by class; records N+1..N+K are identity records ``[first, end)``.
+      ``[N + 1, N + 1 + K]``; records 1..N are JPEG images with the scalar label ``class``
+      (flag 0, as arcface_torch's ``MXFaceDataset`` reads them), grouped by class; records
+      N+1..N+K are identity records ``[first, end)``.
     - ``train_images.csv``: per training image its key, label, family, hard flag, quality,
       pose and degradation.
     - ``verify.bin``: arcface_torch's verification format, a pickle of ``(list of JPEG
@@ -816,7 +817,7 @@ def generate_dataset(out: Union[str, "os.PathLike[str]"], identities: int = 200,
             for res in runner.map(_jobs(train_ids, train_views, size, "jpeg", 128)):
                 for data in res["jpeg"]:
                     label = int(train_views.ident[key - 1])
-                    writer.write_idx(key, pack(IRHeader(0, [label, 0], key, 0), data))
+                    writer.write_idx(key, pack(IRHeader(0, float(label), key, 0), data))
                     key += 1
                 bar.update(len(res["jpeg"]))
             for i in range(k_ids):

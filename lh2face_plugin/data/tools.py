@@ -4,12 +4,15 @@ insightface training-set layout, as written by :func:`build_dataset`::
 
     OUT/train.rec, OUT/train.idx
         key 0          header record: flag 2, labels [N + 1, N + 1 + K], empty image
-        keys 1..N      images: labels [class, aligned], JPEG/PNG bytes (BGR on decode)
+        keys 1..N      images: flag 0, scalar label class, JPEG/PNG bytes (BGR on decode)
         keys N+1..N+K  identity records: labels [first_key, end_key), empty image
     OUT/property       "K,H,W"
     OUT/classes.txt    line c = the sub-folder name of class c (not read by arcface_torch)
 
-Here ``aligned`` is 1.0 for images this tool aligned from landmarks, else 0.0.
+Image records carry a scalar label because arcface_torch's ``MXFaceDataset`` turns it
+into a tensor with ``torch.tensor(label, dtype=torch.long)``, which refuses the
+``numpy.float32`` first element of a label array. :func:`inspect` and the plugin's
+reader take both.
 """
 from __future__ import annotations
 
@@ -195,7 +198,7 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
                     raw = f.read()
                 lmk = None if points is None else points[rel]
                 body = _encode_face(path, raw, image_size, lmk, resize, quality)
-                rec.write_idx(key, pack(IRHeader(0, [cls, 0.0 if lmk is None else 1.0], key, 0), body))
+                rec.write_idx(key, pack(IRHeader(0, float(cls), key, 0), body))
                 key += 1
                 bar.update()
         first = 1
@@ -344,7 +347,8 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
         if not np.array_equal(classes, np.round(classes)):
             summary.problems.append("some labels are not integers")
     if header0 is not None:
-        summary.layout = "insightface (header record, [class, aligned] image labels, identity records)"
+        summary.layout = (f"insightface (header record, {'scalar' if image_widths == {1} else 'multi-value'} image "
+                          "labels, identity records)")
         _check_insightface(summary, header0, identity_ranges, labels_arr)
     elif not image_widths:
         summary.layout = "no image records"

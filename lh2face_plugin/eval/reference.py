@@ -41,10 +41,9 @@ def _menpo_stub() -> Dict[str, types.ModuleType]:
 
 
 def _check_root(root: str) -> str:
-    root = os.path.abspath(root)
-    if not os.path.isfile(os.path.join(root, "backbones", "__init__.py")):
-        raise FileNotFoundError(f"{root} is not an arcface_torch checkout (no backbones/__init__.py)")
-    return root
+    from ..arcface_torch.locate import locate_checkout
+
+    return locate_checkout(root).root        # the one place that finds and checks a checkout
 
 
 @contextmanager

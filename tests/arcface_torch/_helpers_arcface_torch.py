@@ -100,3 +100,67 @@ def write_recipe(path: str, body: str) -> str:
     with open(path, "w") as f:
         f.write(textwrap.dedent(body))
     return path
+
+
+# A host whose train_v2.py runs as a script, as under torchrun: get_config imports configs.<name> like
+# arcface_torch's, dataset.py imports mxnet and torchvision at the top, and the trainer asks for NCCL.
+STOCK_SOURCES = dict(FAKE_SOURCES, **{
+    "dataset.py": """
+        import mxnet as mx
+        from torchvision import transforms
+        from torchvision.datasets import ImageFolder
+
+        def get_dataloader(root_dir, local_rank, batch_size, *args):
+            return [(i, i) for i in range(10)]
+    """,
+    "utils/utils_config.py": """
+        import importlib
+        import os.path as osp
+
+        def get_config(config_file):
+            assert config_file.startswith("configs/")
+            cfg = dict(importlib.import_module("configs.base").config)
+            cfg.update(importlib.import_module("configs." + osp.splitext(osp.basename(config_file))[0]).config)
+            return cfg
+    """,
+    "train_v2.py": """
+        import json
+        import os
+        import sys
+        import tempfile
+
+        import torch
+        from backbones import get_model
+        from dataset import get_dataloader
+        from losses import CombinedMarginLoss
+        from lr_scheduler import PolynomialLRWarmup
+        from partial_fc_v2 import PartialFC_V2
+        from torch import distributed
+        from utils.utils_config import get_config
+
+        distributed.init_process_group("nccl", init_method="file://" + os.path.join(tempfile.mkdtemp(), "s"),
+                                       rank=0, world_size=1)
+
+        def main(config_file):
+            cfg = get_config(config_file)
+            margin = CombinedMarginLoss(64, *cfg["margin_list"], 0)
+            import mxnet, torchvision
+            act = sys.modules[__name__].__dict__.get("lh2face_activation")
+            print(json.dumps({"head": type(margin).__name__, "backend": distributed.get_backend(),
+                              "mxnet": mxnet.__version__, "torchvision": torchvision.__version__,
+                              "torchvision_origin": getattr(torchvision.__spec__, "origin", None),
+                              "active": act is not None, "source": getattr(act, "source", None)}))
+
+        if __name__ == "__main__":
+            main(sys.argv[1])
+    """,
+})
+
+
+def write_stock_checkout(root: str) -> str:
+    """A fake checkout whose ``train_v2.py`` runs as a script (see ``STOCK_SOURCES``); returns ``root``."""
+    write_fake_checkout(root)
+    for rel, text in STOCK_SOURCES.items():
+        with open(os.path.join(root, rel), "w") as f:
+            f.write(textwrap.dedent(text))
+    return root

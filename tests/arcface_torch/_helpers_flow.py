@@ -5,8 +5,9 @@ usage: python _helpers_flow.py CHECKOUT WORKDIR
 1. ``lh2face train`` way: recipe outside configs/, 1 epoch, save_all_states.
 2. the same, resumed for a 2nd epoch (config.resume = True).
    Then the render input module from a reconstruction checkpoint, frozen and joint.
-3. stock way: deactivate, then ``train_v2.main`` on ``configs/lh2face_smoke`` (a recipe inside the
-   checkout that calls set_loss), which must activate the plugin through the recipe import.
+3. explicit stock way: deactivated, then ``train_v2.main`` on ``configs/lh2face_smoke`` (a recipe inside
+   the checkout that calls set_loss), which must activate the plugin through the recipe import.
+   (The start-up hook's route, a bare ``config.loss`` under torchrun, is test_stock_command.py.)
 Writes WORKDIR/result.json.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
+import tempfile
 import textwrap
 
 import torch
@@ -120,10 +121,8 @@ def main() -> None:
     write(os.path.join(a.checkout, "configs", "lh2face_smoke.py"), resume=False, output=out3, rate=0.5, rec=images,
           epochs=1)
     os.chdir(a.checkout)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    init_method = "file://" + os.path.join(tempfile.mkdtemp(dir=a.workdir), "store")
+    torch.distributed.init_process_group("gloo", init_method=init_method, rank=0, world_size=1)
     with cpu_only(sys.modules.get("utils.utils_distributed_sampler")):
         trainer.main(argparse.Namespace(config="configs/lh2face_smoke"))
     torch.distributed.destroy_process_group()

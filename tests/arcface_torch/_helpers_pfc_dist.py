@@ -58,10 +58,12 @@ def initial_weight() -> torch.Tensor:
     return torch.randn(C, D, generator=torch.Generator().manual_seed(7)) * 0.5
 
 
-def worker(rank: int, world: int, root: str, port: int, out_dir: str) -> None:
+def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> None:
+    from _helpers_dist import init_group
+
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    init_group(init_method, rank, world)
     torch.Tensor.cuda = lambda self, *a, **k: self          # arcface_torch's hard-coded .cuda()
     sys.path.insert(0, root)
     import partial_fc_v2

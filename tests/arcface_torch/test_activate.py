@@ -2,6 +2,7 @@ import importlib
 import inspect
 import os
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -97,7 +98,6 @@ def test_input_module_wraps_the_backbone(fake_trainer, monkeypatch):
     model = fake_trainer.get_model("r50", num_features=8)
     assert isinstance(model, torch.nn.Sequential) and model[0].gain == 2.0
     activate(fake_trainer, {})
-    act._State.config = {}
     assert isinstance(fake_trainer.get_model("r50", num_features=8), torch.nn.Linear)
 
 
@@ -109,9 +109,68 @@ def test_steps_per_epoch_caps_the_loader(fake_trainer):
 
 def test_get_config_takes_recipes_outside_configs(fake_trainer, tmp_path, monkeypatch):
     activate(fake_trainer, None)
-    act._State.config = None
     monkeypatch.chdir(os.path.dirname(fake_trainer.__file__))
     path = write_recipe(str(tmp_path / "outside.py"), "config = dict(network='r18', num_classes=3)\n")
     cfg = fake_trainer.get_config(path)
     assert cfg.network == "r18" and cfg.embedding_size == 512      # merged over configs/base
     assert fake_trainer.get_config("configs/anything") == {"stock": "configs/anything"}
+
+
+def test_one_activation_object_on_the_trainer_holds_spec_and_parts(fake_trainer, monkeypatch):
+    checks = []
+    real_spec = act.plugin_spec
+    monkeypatch.setattr(act, "plugin_spec", lambda *a, **k: checks.append(1) or real_spec(*a, **k))
+    activation = activate(fake_trainer, {"loss": "lh2face", "loss_kwargs": {"alpha": 0.3}, "embedding_size": 8})
+    assert act.activation_of(fake_trainer) is activation is getattr(fake_trainer, act.ATTRIBUTE)
+    assert activation.spec.loss == "lh2face" and activation.trainer is fake_trainer
+    head = fake_trainer.CombinedMarginLoss(64, 1.0, 0.5, 0.0, 0)
+    assert head is activation.head and head.alpha == 0.3, "the head is built once and handed to Partial FC"
+    pfc = fake_trainer.PartialFC_V2(head, 8, 10, 1.0, False)
+    assert pfc.head is head and activation.partial_fc is pfc
+    assert len(checks) == 1, "the config is checked once"
+    act.deactivate(fake_trainer)
+    assert act.activation_of(fake_trainer) is None and not hasattr(fake_trainer, act.ATTRIBUTE)
+    assert activation.trainer is None
+
+
+class _Pending(torch.nn.Module):
+    """An input module whose wrapped model keeps loss terms (like the render module)."""
+
+    def wrap(self, backbone):
+        model = torch.nn.Sequential(backbone)
+        model.pop_pending = lambda: None
+        model.pending_losses = lambda *a, **k: {"total": torch.zeros(())}
+        return model
+
+
+@pytest.mark.parametrize("model_first", [True, False])
+def test_pairing_does_not_depend_on_the_build_order(fake_trainer, monkeypatch, model_first):
+    monkeypatch.setitem(INPUT_MODULES._entries, "test-pending", _Pending)
+    activate(fake_trainer, {"input_module": "test-pending"})
+    import lh2face_plugin
+
+    if model_first:
+        model = fake_trainer.get_model("r50", num_features=8)
+        pfc = fake_trainer.PartialFC_V2(lh2face_plugin.build_head("arcface"), 8, 10, 1.0, False)
+    else:
+        pfc = fake_trainer.PartialFC_V2(lh2face_plugin.build_head("arcface"), 8, 10, 1.0, False)
+        model = fake_trainer.get_model("r50", num_features=8)
+    assert pfc._input_model() is model
+
+
+def test_importing_activate_changes_nothing(tmp_path):
+    """A train_v2 running as __main__ that imports the module stays untouched until a recipe asks."""
+    from _helpers_arcface_torch import write_fake_checkout
+
+    root = write_fake_checkout(str(tmp_path / "co"))
+    with open(os.path.join(root, "train_v2.py"), "a") as f:
+        f.write("\nif __name__ == '__main__':\n"
+                "    import sys\n"
+                "    import lh2face_plugin.arcface_torch.activate as a\n"
+                "    print('active' if a.is_active(sys.modules['__main__']) else 'untouched',\n"
+                "          PartialFC_V2.__module__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "LH2FACE_AUTOLOAD"}
+    out = subprocess.run([sys.executable, "train_v2.py"], cwd=root, capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["untouched", "partial_fc_v2"]

@@ -31,7 +31,7 @@ def _png(arr):
 def test_ensure_mxnet_installs_the_stand_in_when_mxnet_fails(monkeypatch):
     for name in [n for n in sys.modules if n == "mxnet" or n.startswith("mxnet.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(compat, "_try_import_mxnet", lambda: "AttributeError: module 'numpy' has no attribute 'bool'")
+    monkeypatch.setattr(compat, "import_problem", lambda name: "AttributeError: module 'numpy' has no attribute 'bool'")
     status = compat.ensure_mxnet()
     try:
         assert status.startswith("lh2face stand-in") and "numpy" in status

@@ -7,7 +7,8 @@ import pytest
 
 from _helpers_arcface_torch import write_fake_checkout, write_recipe
 from lh2face_plugin.arcface_torch.activate import PluginNotActive
-from lh2face_plugin.arcface_torch.config import check_job_keys, load_recipe, plugin_spec, resolve_recipe
+from lh2face_plugin.arcface_torch.config import (REQUIRED_JOB_KEYS, check_job_keys, check_key_spelling, load_recipe,
+                                                 plugin_spec, resolve_recipe)
 from lh2face_plugin.render.module import RenderInputModule
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "*.py")))
@@ -68,6 +69,52 @@ def test_invalid_plugin_keys_name_the_key(tmp_path, extra, error, words):
     assert "job.py" in str(err.value)
 
 
+@pytest.mark.parametrize("extra, key, meant", [
+    (", loss='lh2face', loss_kwarg=dict(alpha=0.3)", "loss_kwarg", "loss_kwargs"),
+    (", Loss='lh2face'", "Loss", "loss"),
+    (", losses='lh2face'", "losses", "loss"),          # no plugin key at all: arcface_torch would train ArcFace
+    (", input_modul='render'", "input_modul", "input_module"),
+    (", loss='cosface', step_per_epoch=3", "step_per_epoch", "steps_per_epoch"),
+])
+def test_key_spelled_close_to_a_plugin_key_is_an_error(tmp_path, extra, key, meant):
+    with pytest.raises(ValueError) as err:
+        plugin_spec(load_recipe(_recipe(tmp_path, extra)), build=False)
+    assert f"config.{key} is read by neither" in str(err.value) and f"did you mean config.{meant}?" in str(err.value)
+    assert "job.py" in str(err.value)
+
+
+def test_arcface_torch_keys_are_never_taken_for_typos():
+    """Every key of arcface_torch's configs/base.py, its job configs and what train_v2 adds passes."""
+    host_keys = {"margin_list", "network", "resume", "save_all_states", "output", "embedding_size", "sample_rate",
+                  "interclass_filtering_threshold", "fp16", "batch_size", "optimizer", "lr", "momentum",
+                  "weight_decay", "verbose", "frequent", "dali", "dali_aug", "gradient_acc", "seed", "num_workers",
+                  "wandb_key", "suffix_run_name", "using_wandb", "wandb_entity", "wandb_project", "wandb_log_all",
+                  "save_artifacts", "wandb_resume", "notes", "total_batch_size", "warmup_step", "total_step"}
+    check_key_spelling({k: 1 for k in host_keys | set(REQUIRED_JOB_KEYS)})
+
+
+def test_keys_made_unused_by_config_loss_are_reported(tmp_path):
+    spec = plugin_spec(load_recipe(_recipe(tmp_path, ", loss='cosface', margin_list=(1.0, 0.0, 0.4), "
+                                                     "interclass_filtering_threshold=0.3")))
+    assert [u.split(" is not used")[0] for u in spec.unused] == [
+        "config.margin_list = (1.0, 0.0, 0.4)", "config.interclass_filtering_threshold = 0.3"]
+    assert "config.loss = 'cosface' replaces arcface_torch's CombinedMarginLoss" in spec.unused[0]
+    assert plugin_spec(load_recipe(_recipe(tmp_path, ", margin_list=(1.0, 0.0, 0.4)"))).unused == []
+    merged = load_recipe(_recipe(tmp_path, ", loss='cosface'"), base={"margin_list": (1.0, 0.5, 0.0)})
+    assert merged.margin_list == (1.0, 0.5, 0.0) and plugin_spec(merged).unused == [], "from the base: not the user's"
+
+
+def test_bad_loss_kwargs_name_exactly_the_invalid_keys(tmp_path):
+    cfg = load_recipe(_recipe(tmp_path, ", loss='lh2face', loss_kwargs=dict(alpah=0.35, kappa_min=16.0, "
+                                        "lambda_ps=0.1, vmf_dim=64)"))
+    with pytest.raises(TypeError) as err:
+        plugin_spec(cfg)
+    named = str(err.value).split("Its parameters")[0]
+    assert "config.loss_kwargs for 'lh2face'" in named
+    assert "'alpah' (did you mean 'alpha'?)" in named and "'lambda_ps' (did you mean 'lambda_pps'?)" in named
+    assert "kappa_min" not in named and "vmf_dim" not in named
+
+
 def test_loss_unset_means_stock_behaviour(tmp_path):
     spec = plugin_spec(load_recipe(_recipe(tmp_path)))
     assert spec.loss is None and not spec.active
@@ -85,18 +132,22 @@ def test_missing_job_keys_are_listed(tmp_path):
         check_job_keys(cfg)
 
 
+def _load_and_check(path):
+    cfg = load_recipe(os.path.abspath(path), base={})
+    check_job_keys(cfg)
+    return cfg, plugin_spec(cfg)
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_shipped_recipes_load_and_validate(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:
-        cfg = load_recipe(os.path.abspath(path), base={})
+        cfg, spec = _load_and_check(path)
     except FileNotFoundError as exc:
         missing = re.search(r"render checkpoint '([^']+)' does not exist", str(exc))
         assert missing and "config.input_module_kwargs for 'render'" in str(exc), exc
         RenderInputModule().save_reconstruction(missing.group(1))
-        cfg = load_recipe(os.path.abspath(path), base={})
-    check_job_keys(cfg)
-    spec = plugin_spec(cfg)
+        cfg, spec = _load_and_check(path)
     assert spec.loss, "every shipped recipe names its head"
     doc = open(path).read().split('"""')[1]
     assert "Dataset:" in doc and "Expected run:" in doc and "lh2face" in doc

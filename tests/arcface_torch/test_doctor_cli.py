@@ -81,3 +81,53 @@ def test_module_entry_point_reports_bad_recipe_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lh2face_plugin.train", str(bad), "--arcface-root", root],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "config.loss_kwargs" in proc.stderr and "must be <=" in proc.stderr
+
+
+def test_missing_and_broken_packages_are_told_apart(tmp_path, monkeypatch):
+    from lh2face_plugin.arcface_torch import doctor
+
+    for name, body in (("lh2face_broken_pkg", "raise RuntimeError('operator torchvision::nms does not exist')\n"),
+                       ("torchvision", "raise RuntimeError('operator torchvision::nms does not exist')\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(doctor, "HOST_REQUIREMENTS", (("lh2face_missing_pkg", "lh2face-missing-pkg"),
+                                                      ("lh2face_broken_pkg", "lh2face-broken-pkg")))
+    findings = diagnose()
+    missing, broken = _find(findings, "lh2face-missing-pkg"), _find(findings, "lh2face-broken-pkg")
+    assert missing.status == "fail" and missing.detail.startswith("missing") and "[arcface]" in missing.fix
+    assert broken.status == "fail" and "fails to import: RuntimeError: operator torchvision::nms" in broken.detail
+    assert "missing" not in broken.detail and "--force-reinstall" in broken.fix
+    tv = _find(findings, "torchvision")
+    assert tv.status == "warn" and "fails to import: RuntimeError" in tv.detail and "stand-in" in tv.detail
+    assert tv.fix.startswith("nothing needed to train") and torch.__version__ in tv.fix
+    assert "torchvision" not in sys.modules, "a failed import leaves nothing behind"
+
+
+def test_start_up_hook_is_reported(monkeypatch):
+    from lh2face_plugin.arcface_torch import autoload
+
+    assert _find(diagnose(environ={}), "start-up hook").status == "ok"
+    off = _find(diagnose(environ={"LH2FACE_AUTOLOAD": "0"}), "start-up hook")
+    assert off.status == "warn" and "LH2FACE_AUTOLOAD=0" in off.detail
+    monkeypatch.setattr(autoload, "installed_files", lambda: [])
+    gone = _find(diagnose(environ={}), "start-up hook")
+    assert gone.status == "fail" and "ignores config.loss" in gone.detail and "pip install" in gone.fix
+
+
+def test_recipe_says_what_the_stock_command_would_do(tmp_path):
+    root = write_fake_checkout(str(tmp_path / "co"))
+    job = ("config = dict(rec='synthetic', num_classes=2, num_image=2, num_epoch=1, warmup_epoch=0, val_targets=[], "
+           "embedding_size=8{})\n")
+    bare, plain = tmp_path / "bare.py", tmp_path / "plain.py"
+    bare.write_text(job.format(", loss='cosface', margin_list=(1.0, 0.0, 0.4)"))
+    plain.write_text(job.format(""))
+    found = diagnose(str(bare), root, environ={})
+    assert "activates the plugin" in _find(found, "stock command").detail
+    assert _find(found, "unused key").status == "warn" and "config.margin_list" in _find(found, "unused key").detail
+    assert _find(found, "data").status == "ok"
+    off = _find(diagnose(str(bare), root, environ={"LH2FACE_AUTOLOAD": "0"}), "stock command")
+    assert off.status == "warn" and "stops" in off.detail
+    assert "own loss" in _find(diagnose(str(plain), root, environ={}), "stock command").detail

@@ -1,29 +1,20 @@
 """The plugin's PartialFC inside arcface_torch's real PartialFC_V2 machinery, 2 gloo processes on CPU,
 against the single-process head (every registered head, sample_rate 1.0 and 0.5)."""
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import _helpers_pfc_dist as H
+from _helpers_dist import file_rendezvous
 
 WORLD = 2
 pytestmark = pytest.mark.arcface_torch
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    import os
-
-    root = os.environ.get("ARCFACE_TORCH_ROOT")
-    if not root:
-        pytest.skip("set ARCFACE_TORCH_ROOT to an insightface recognition/arcface_torch checkout")
+def ranks(arcface_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("pfc")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(H.worker, args=(WORLD, root, port, str(out)), nprocs=WORLD, join=True)
+    mp.spawn(H.worker, args=(WORLD, arcface_root, file_rendezvous(out), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -1,16 +1,13 @@
 """The render input module's loss terms in arcface_torch training: the wrapper's pending item, the pairing
 done by activation, and (with a checkout) the plugin's PartialFC adding them to the head loss."""
 import copy
-import importlib
 import pickle
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lh2face_plugin
-from _helpers_arcface_torch import forget_host_modules
 from _helpers_render import TinyBackbone, posed_render_module, random_faces
 from lh2face_plugin.arcface_torch import activate as act
 from lh2face_plugin.distributed import DistContext
@@ -113,24 +110,6 @@ def test_no_input_module_pairs_nothing(fake_trainer):
 
 
 # -- the real PartialFC_V2 (one gloo process on the CPU) --------------------------------------------------
-
-@pytest.fixture
-def real_pfc_class(arcface_root, monkeypatch):
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)   # arcface_torch's hard-coded .cuda()
-    forget_host_modules()
-    monkeypatch.syspath_prepend(arcface_root)
-    from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
-
-    yield partial_fc_class(importlib.import_module("partial_fc_v2"))
-    forget_host_modules()
-    dist.destroy_process_group()
-
 
 def _hand_head_loss(head, weight):
     """arcface_torch's loss on one process, written out: cross-entropy of the head's logits."""

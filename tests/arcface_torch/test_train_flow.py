@@ -8,20 +8,14 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.arcface_torch, pytest.mark.slow]
-HOST_REQUIREMENTS = ("easydict", "torchvision", "torch.utils.tensorboard", "sklearn")
+pytestmark = [pytest.mark.arcface_torch(train=True), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
-    root = os.environ.get("ARCFACE_TORCH_ROOT")
-    if not root:
-        pytest.skip("set ARCFACE_TORCH_ROOT to an insightface recognition/arcface_torch checkout")
-    for mod in HOST_REQUIREMENTS:
-        pytest.importorskip(mod, reason=f"arcface_torch's train_v2 imports {mod}")
+def flow(arcface_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("flow")
     checkout = work / "arcface_torch"          # a copy: way 2 adds a recipe to its configs/
-    shutil.copytree(root, checkout, ignore=shutil.ignore_patterns("docs", "*.md", "__pycache__"))
+    shutil.copytree(arcface_root, checkout, ignore=shutil.ignore_patterns("docs", "*.md", "__pycache__"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)
     script = os.path.join(os.path.dirname(__file__), "_helpers_flow.py")

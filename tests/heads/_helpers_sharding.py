@@ -76,9 +76,11 @@ def run_steps(head, z, w, labels, subset, ctx, start, end):
     return out
 
 
-def _worker(rank, world, init_file, cases, result_file):
+def _worker(rank, world, init_method, cases, result_file):
     try:
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        from _helpers_dist import init_group
+
+        init_group(init_method, rank, world)
         from _helpers_heads import build
 
         report = {}
@@ -195,11 +197,12 @@ def data_parallel_checks(world, rank):
 
 def run_sharded(world, cases, tmpdir):
     """Spawn ``world`` gloo processes over ``cases``; returns {case|mode: max abs differences}."""
-    init_file = os.path.join(tmpdir, f"init{world}")
+    from _helpers_dist import file_rendezvous
+
     result_file = os.path.join(tmpdir, f"result{world}.json")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        mp.spawn(_worker, args=(world, init_file, cases, result_file), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, file_rendezvous(tmpdir), cases, result_file), nprocs=world, join=True)
     except Exception as exc:
         errs = [open(os.path.join(tmpdir, f)).read() for f in os.listdir(tmpdir) if ".err" in f]
         raise RuntimeError("sharded worker failed:\n" + "\n".join(errs)) from exc
