@@ -237,7 +237,7 @@ def _partial_fc(trainer: ModuleType, original, plugin_class: type):
         act = activation_of(trainer)
         if act is None or (act.spec.loss is None and act.spec.input_module is None):
             return original(margin_loss, embedding_size, num_classes, sample_rate, fp16)
-        pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+        pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16, **act.spec.partial_fc_kwargs)
         act.adopt_partial_fc(pfc)
         return pfc
 

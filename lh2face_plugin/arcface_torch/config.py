@@ -13,6 +13,9 @@ merges it over the checkout's ``configs/base.py`` (as ``get_config`` does) and
                          the backbone; unset: the backbone alone.
 ``input_module_kwargs``  dict of its parameters.
 ``steps_per_epoch``      cap on steps per epoch (smoke runs); unset: the loader.
+``partial_fc_kwargs``    dict of the plugin's Partial FC options: ``blockwise``
+                         (bool, the memory-lean layer), ``block_elements``
+                         (int, entries per block), ``cache_cosine`` (bool).
 =======================  ====================================================
 
 A key spelled close to one of these (``loss_kwarg``, ``losses``) is an error with
@@ -34,7 +37,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 __all__ = ["AttrDict", "PluginSpec", "load_recipe", "resolve_recipe", "plugin_spec", "loading_recipe",
            "check_job_keys", "sets_plugin_key", "PLUGIN_KEYS", "REQUIRED_JOB_KEYS"]
 
-PLUGIN_KEYS = ("loss", "loss_kwargs", "input_module", "input_module_kwargs", "steps_per_epoch")
+PLUGIN_KEYS = ("loss", "loss_kwargs", "input_module", "input_module_kwargs", "steps_per_epoch", "partial_fc_kwargs")
 REQUIRED_JOB_KEYS = ("rec", "num_classes", "num_image", "num_epoch", "warmup_epoch", "val_targets")
 # arcface_torch's CombinedMarginLoss arguments: unused once config.loss names a head
 MARGIN_KEYS = ("margin_list", "interclass_filtering_threshold")
@@ -172,6 +175,7 @@ class PluginSpec:
         input_module_kwargs: its parameters.
         steps_per_epoch: step cap per epoch or ``None``.
         embedding_size: ``config.embedding_size`` if set.
+        partial_fc_kwargs: options of the plugin's Partial FC (see the module docstring).
         where: the recipe file, for messages.
         unused: one message per recipe key that ``config.loss`` makes unused.
     """
@@ -182,6 +186,7 @@ class PluginSpec:
     input_module_kwargs: Dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: Optional[int] = None
     embedding_size: Optional[int] = None
+    partial_fc_kwargs: Dict[str, Any] = field(default_factory=dict)
     where: str = "recipe"
     unused: List[str] = field(default_factory=list)
 
@@ -241,6 +246,26 @@ def _kwargs(cfg: Mapping[str, Any], key: str, owner: str, where: str) -> Dict[st
     return dict(value)
 
 
+_PFC_OPTIONS = {"blockwise": bool, "block_elements": int, "cache_cosine": bool}
+
+
+def _partial_fc_kwargs(cfg: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    """``config.partial_fc_kwargs``, checked: known names, a bool or a positive int each."""
+    options = _kwargs(cfg, "partial_fc_kwargs", "Partial FC", where)
+    for name, value in options.items():
+        kind = _PFC_OPTIONS.get(name)
+        if kind is None:
+            close = difflib.get_close_matches(name, _PFC_OPTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: config.partial_fc_kwargs has no option {name!r}{hint}; "
+                             f"options: {', '.join(_PFC_OPTIONS)}")
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{where}: config.partial_fc_kwargs[{name!r}] must be True or False, got {value!r}")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{where}: config.partial_fc_kwargs[{name!r}] must be a positive int, got {value!r}")
+    return options
+
+
 def plugin_spec(cfg: Mapping[str, Any], build: bool = True, recipe_keys: Optional[Iterable[str]] = None,
                 where: Optional[str] = None) -> PluginSpec:
     """Validate the plugin keys of ``cfg``.
@@ -284,6 +309,10 @@ def plugin_spec(cfg: Mapping[str, Any], build: bool = True, recipe_keys: Optiona
             raise ValueError(f"{where}: config.loss_kwargs['embedding_size'] = {given!r} differs from "
                              f"config.embedding_size = {dim}")
         spec.embedding_size = dim
+    spec.partial_fc_kwargs = _partial_fc_kwargs(cfg, where)
+    if spec.partial_fc_kwargs and not spec.loss:
+        raise ValueError(f"{where}: config.partial_fc_kwargs is set but config.loss is not; the plugin's Partial FC "
+                         "runs plugin heads (config.loss = 'arcface' is arcface_torch's ArcFace)")
     rate = cfg.get("sample_rate", 1.0)
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 < rate <= 1.0:
         raise ValueError(f"{where}: config.sample_rate must be in (0, 1], got {rate!r}")

@@ -334,8 +334,9 @@ class _BlockwiseSoftmax(torch.autograd.Function):
             if inside is not None:
                 dcos.mul_(inside)
             if mm is not None:
-                grad_x.addmm_(dcos.to(mm), wn.to(mm))
-                gwn = torch.mm(dcos.t().to(mm), xm).float()
+                dm = dcos.to(mm)
+                grad_x += torch.mm(dm, wn.to(mm)).float()
+                gwn = torch.mm(dm.t(), xm).float()
             else:
                 grad_x.addmm_(dcos, wn)
                 gwn = torch.mm(dcos.t(), x)

@@ -33,14 +33,21 @@ def head_kwargs(name: str) -> dict:
     return dict(HEAD_KWARGS.get(name, {}))
 
 
+BLOCKWISE = dict(blockwise=True, block_elements=2 * B * 2)  # a few columns per block: many blocks per call
+
+
 def cases():
-    """(case id, head, sample_rate, fp16, label edit) for every registered head."""
+    """(case id, head, sample_rate, fp16, label edit, Partial FC options) for every registered head,
+    through the dense and the blockwise layer."""
     out = []
     for name in lh2face_plugin.available_heads():
         for rate in (1.0, 0.5):
-            out.append((f"{name}@{rate}", name, rate, False, None))
-    out.append(("arcface@ignore", "arcface", 1.0, False, "ignore"))
-    out.append(("cosface@fp16", "cosface", 1.0, True, None))
+            out.append((f"{name}@{rate}", name, rate, False, None, {}))
+            out.append((f"{name}@{rate}/blockwise", name, rate, False, None, BLOCKWISE))
+    out.append(("arcface@ignore", "arcface", 1.0, False, "ignore", {}))
+    out.append(("arcface@ignore/blockwise", "arcface", 1.0, False, "ignore", BLOCKWISE))
+    out.append(("cosface@fp16", "cosface", 1.0, True, None, {}))
+    out.append(("cosface@fp16/blockwise", "cosface", 1.0, True, None, BLOCKWISE))
     return out
 
 
@@ -72,8 +79,8 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
 
     PFC = partial_fc_class(partial_fc_v2)
     results = {"is_subclass": issubclass(PFC, partial_fc_v2.PartialFC_V2)}
-    for case_id, name, rate, fp16, edit in cases():
-        pfc = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16)
+    for case_id, name, rate, fp16, edit, options in cases():
+        pfc = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16, **options)
         with torch.no_grad():
             pfc.weight.copy_(initial_weight()[pfc.class_start:pfc.class_start + pfc.num_local])
         torch.manual_seed(100 + rank)
@@ -87,7 +94,7 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
                               index=(pfc.weight_index + pfc.class_start).clone() if rate < 1 else None))
             pfc.weight.grad = None
         state = _copy_state(pfc.state_dict())
-        fresh = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16)
+        fresh = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16, **options)
         fresh.load_state_dict(state)
         restored = all(_same(v, fresh.state_dict()[k]) for k, v in state.items())
         results[case_id] = dict(steps=steps, state=state, class_start=pfc.class_start, num_local=pfc.num_local,

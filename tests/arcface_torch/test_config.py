@@ -166,3 +166,16 @@ def test_shipped_recipe_run_outside_the_plugin_fails_loudly():
     path = [p for p in RECIPES if p.endswith("ms1mv3_r50_lh2face.py")][0]
     with pytest.raises(PluginNotActive, match="train ArcFace"):
         runpy.run_path(path)
+
+
+def test_partial_fc_options_are_checked_by_name_and_type():
+    from lh2face_plugin.arcface_torch.config import plugin_spec
+
+    spec = plugin_spec({"loss": "arcface", "partial_fc_kwargs": {"blockwise": True, "block_elements": 1 << 20}})
+    assert spec.partial_fc_kwargs == {"blockwise": True, "block_elements": 1 << 20}
+    with pytest.raises(ValueError, match=r"no option 'blockwis' \(did you mean 'blockwise'\?\)"):
+        plugin_spec({"loss": "arcface", "partial_fc_kwargs": {"blockwis": True}})
+    with pytest.raises(ValueError, match=r"partial_fc_kwargs\['cache_cosine'\] must be True or False"):
+        plugin_spec({"loss": "arcface", "partial_fc_kwargs": {"cache_cosine": "yes"}})
+    with pytest.raises(ValueError, match="config.loss is not"):
+        plugin_spec({"partial_fc_kwargs": {"blockwise": True}})

@@ -1,5 +1,5 @@
 """The plugin's PartialFC inside arcface_torch's real PartialFC_V2 machinery, 2 gloo processes on CPU,
-against the single-process head (every registered head, sample_rate 1.0 and 0.5)."""
+against the single-process head (every registered head, sample_rate 1.0 and 0.5, dense and blockwise)."""
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -24,7 +24,7 @@ def _close(a, b, tol):
 
 @pytest.mark.parametrize("case", [c[0] for c in H.cases()])
 def test_same_loss_gradients_and_state_as_one_process(ranks, case):
-    _, name, rate, fp16, edit = next(c for c in H.cases() if c[0] == case)
+    _, name, rate, fp16, edit, _ = next(c for c in H.cases() if c[0] == case)
     per_rank = [r[case] for r in ranks]
     sampled = None
     if rate < 1:
