@@ -57,8 +57,9 @@ or ``--heads`` for a quicker look.
     ARCFACE_TORCH_ROOT=... python benchmarks/step.py --device cuda --classes 1000000 4000000 --dtype fp16
     python benchmarks/step.py --classes 2000 --rows 64 --dim 64 --repeats 1 --backbone none   # seconds
 
-Adding a variant (e.g. a blockwise Partial FC): one entry in :data:`LAYERS`, then
-``--layers plugin blockwise`` runs every head through both.
+Layers (``--layers``): ``plugin`` (dense), ``blockwise`` (column blocks, recomputed in the
+backward), ``blockwise-cached`` (keeps the cosines for the backward); a new variant is one
+entry in :data:`LAYERS`.
 """
 from __future__ import annotations
 
@@ -88,8 +89,9 @@ MiB = 2 ** 20
 LAYERS: Dict[str, Callable] = {
     "arcface_torch": lambda host, head, d, c, rate, fp16: host.PartialFC_V2(head, d, c, rate, fp16),
     "plugin": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(head, d, c, rate, fp16),
-    # TODO(issue 12): the blockwise Partial FC, e.g.
-    # "blockwise": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(head, d, c, rate, fp16, blockwise=True),
+    "blockwise": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(head, d, c, rate, fp16, blockwise=True),
+    "blockwise-cached": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(
+        head, d, c, rate, fp16, blockwise=True, cache_cosine=True),
 }
 
 # (label, registered head, kwargs): every head at its defaults, plus LH2Face without its proxy losses
@@ -98,9 +100,11 @@ HEADS: List[Tuple[str, str, dict]] = [
     ("cosface", "cosface", {}),
     ("lh2face", "lh2face", {}),
     ("lh2face UAMF only", "lh2face", dict(lambda_pps=0.0, lambda_pns=0.0, lambda_pp=0.0)),
+    ("lh2face pp_scope=batch", "lh2face", dict(pp_scope="batch")),
     ("mv-softmax", "mv-softmax", {}),
     ("sv-softmax", "sv-softmax", {}),
     ("uss", "uss", {}),
+    ("uss negatives=batch", "uss", dict(negatives="batch")),
 ] + [(n, n, {}) for n in ("adaface", "magface", "curricularface") if n in lh2face_plugin.available_heads()]
 
 # issue 12's goals for the step time relative to the plugin's ArcFace step
