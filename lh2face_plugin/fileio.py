@@ -30,6 +30,7 @@ import secrets
 import shutil
 import stat
 import sys
+import tempfile
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set
 
 import numpy as np
@@ -39,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None
 
-__all__ = ["atomic_path", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
+__all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
            "FolderNotOwned", "FolderWriter"]
@@ -229,6 +230,11 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         staged.commit()
     finally:
         staged.discard()
+
+
+def scratch_folder(prefix: str) -> str:
+    """A new private folder for transient files (a rendezvous file, say); the caller removes it."""
+    return tempfile.mkdtemp(prefix=prefix)
 
 
 def write_text(path: str, text: str) -> None:

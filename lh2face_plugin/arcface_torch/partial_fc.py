@@ -181,8 +181,7 @@ def _define(host: ModuleType) -> type:
                 loss = loss + terms["total"]
                 parts.update({f"render_{k}": v.detach() for k, v in terms.items()
                               if k != "total" and isinstance(v, torch.Tensor) and v.dim() == 0})
-            parts["loss"] = loss.detach()
-            self.last_terms = parts
+            self.last_terms = {"loss": loss.detach(), "ce": parts.pop("ce"), **parts}
             return loss
 
         def _canonical_loss(self, local_labels: torch.Tensor):

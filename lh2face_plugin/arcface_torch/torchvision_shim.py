@@ -128,9 +128,10 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         from PIL import Image
 
+        from ..images import read
+
         path, target = self.samples[index]
-        with Image.open(path) as img:
-            sample = img.convert("RGB")
+        sample = Image.fromarray(read(path, "rgb"))
         if self.transform is not None:
             sample = self.transform(sample)
         if self.target_transform is not None:

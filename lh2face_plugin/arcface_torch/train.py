@@ -15,13 +15,13 @@ import importlib
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
+from ..fileio import scratch_folder
 from .activate import Activation, deactivate
 from .compat import cpu_only, ensure_mxnet, ensure_torchvision, tolerate_second_init
 from .config import check_job_keys, load_recipe
@@ -86,7 +86,7 @@ def _init_distributed(backend: str) -> Tuple[bool, Optional[str]]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group(backend)
         return True, None
-    folder = tempfile.mkdtemp(prefix="lh2face_rendezvous_")
+    folder = scratch_folder("lh2face_rendezvous_")
     dist.init_process_group(backend, init_method=f"file://{os.path.join(folder, 'store')}", rank=0, world_size=1)
     return True, folder
 

@@ -115,7 +115,8 @@ def test_bare_recipe_trains_the_lh2face_head(runs):
 
 def test_loss_components_reach_the_log_and_tensorboard(runs):
     (terms,) = _term_lines(runs["first_log"])
-    assert tuple(terms) == TERMS and all(math.isfinite(v) for v in terms.values())
+    assert tuple(terms)[:2] == TERMS[:2] and set(terms) == set(TERMS)
+    assert all(math.isfinite(v) for v in terms.values())
     logged = [float(m) for m in re.findall(r"Loss (-?\d+\.\d+)", runs["first_log"])]
     assert logged and terms["loss"] == pytest.approx(logged[-1], abs=1e-3), "the host's loss is our 'loss' term"
     assert terms["loss"] == pytest.approx(terms["ce"] + terms["pps"] + terms["pns"] + terms["pp"], abs=1e-3)

@@ -66,15 +66,22 @@ def test_other_ranks_log_nothing(caplog):
     ("uss", dict(gamma=8.0, lambda_uss=0.7, base_kwargs=dict(s=8.0, m=0.2)), ("uss",)),
 ])
 def test_partial_fc_last_terms_add_up_to_the_loss(real_pfc_class, name, kwargs, extra):
-    head = lh2face_plugin.build_head(name, **kwargs)
-    pfc = real_pfc_class(head, 16, 6, 1.0, False)
-    torch.manual_seed(0)
-    for _ in range(2):                       # USS fills its memory on the first step
-        loss = pfc(torch.randn(8, 16) * 3, torch.arange(8) % 6)
-    terms = pfc.last_terms
+    def run(**change):
+        pfc = real_pfc_class(lh2face_plugin.build_head(name, **dict(kwargs, **change)), 16, 6, 1.0, False)
+        with torch.no_grad():
+            pfc.weight.normal_(0, 1, generator=torch.Generator().manual_seed(3))
+        torch.manual_seed(0)
+        for _ in range(2):                   # USS fills its memory on the first step
+            loss = pfc(torch.randn(8, 16) * 3, torch.arange(8) % 6)
+        return loss, pfc.last_terms
+
+    loss, terms = run()
     assert set(terms) == {"loss", "ce", *extra, "mu" if name == "lh2face" else "b"}
     assert all(t.dim() == 0 and not t.requires_grad for t in terms.values())
     assert float(terms["loss"]) == pytest.approx(float(loss.detach()))
     assert float(terms["loss"]) == pytest.approx(float(terms["ce"]) + sum(float(terms[k]) for k in extra), abs=1e-5)
-    for k in extra:                          # weighted by the head's own lambda
-        assert float(terms[k]) == pytest.approx(getattr(head, f"lambda_{k}") * float(head.last_terms[k]))
+    assert tuple(terms)[:2] == ("loss", "ce")
+    for k in extra:                          # weighted by the head's own lambda: doubling it doubles the term
+        doubled = run(**{f"lambda_{k}": 2 * kwargs[f"lambda_{k}"]})[1]
+        assert float(doubled[k]) == pytest.approx(2 * float(terms[k]), rel=1e-5)
+        assert all(float(doubled[j]) == pytest.approx(float(terms[j]), rel=1e-5) for j in extra if j != k)
