@@ -27,12 +27,16 @@ from ..distributed import DistContext, _all_reduce
 
 __all__ = ["matmul_logsumexp", "matmul_rowsum", "blockwise_head_loss", "column_blocks", "BLOCK_ELEMENTS"]
 
-BLOCK_ELEMENTS = 1 << 21
+BLOCK_ELEMENTS = 1 << 19
+"""Entries per block on the CPU (2 MiB of float32: blocks stay in cache)."""
+CUDA_BLOCK_ELEMENTS = 1 << 24
+"""Entries per block on CUDA (64 MiB of float32: few, large kernels)."""
 
 
-def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None):
-    """``(c0, c1)`` column ranges of about ``block_elements / rows`` columns each."""
-    per = max(1, (block_elements or BLOCK_ELEMENTS) // max(1, rows))
+def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None, cuda: bool = False):
+    """``(c0, c1)`` column ranges of about ``block_elements / rows`` columns each (default:
+    :data:`BLOCK_ELEMENTS`, or :data:`CUDA_BLOCK_ELEMENTS` with ``cuda``)."""
+    per = max(1, (block_elements or (CUDA_BLOCK_ELEMENTS if cuda else BLOCK_ELEMENTS)) // max(1, rows))
     for c0 in range(0, cols, per):
         yield c0, min(cols, c0 + per)
 
@@ -66,7 +70,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         r = a.shape[0]
         run_max = a.new_full((r,), float("-inf"))
         run_sum = a.new_zeros(r)
-        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements, a.is_cuda):
             s = torch.mm(a, _take(b, index, c0, c1).t()).mul_(scale)
             drop = _exclusion(s, exclude, col_mask, c0, c1)
             if drop is not None:
@@ -94,7 +98,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         finite = torch.isfinite(lse)
         lse0 = torch.where(finite, lse, torch.zeros_like(lse))
         g = torch.where(finite, grad, torch.zeros_like(grad)) * fctx.scale
-        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements, a.is_cuda):
             bb = _take(b, index, c0, c1)
             p = torch.mm(a, bb.t()).mul_(fctx.scale).sub_(lse0[:, None]).exp_().mul_(g[:, None])
             drop = _exclusion(p, exclude, col_mask, c0, c1)
@@ -155,7 +159,7 @@ class _MatmulRowSum(torch.autograd.Function):
     def forward(fctx, a, b, index, exclude, col_mask, fn, block_elements, *args):
         r = a.shape[0]
         out = a.new_zeros(r)
-        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements, a.is_cuda):
             y = fn(torch.mm(a, _take(b, index, c0, c1).t()), *args)
             drop = _exclusion(y, exclude, col_mask, c0, c1)
             if drop is not None:
@@ -179,7 +183,7 @@ class _MatmulRowSum(torch.autograd.Function):
         grad_b = torch.zeros_like(b) if need_b else None
         grad_args = [torch.zeros_like(x) if need else None for x, need in zip(args, need_args)]
         r = a.shape[0]
-        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements, a.is_cuda):
             bb = _take(b, index, c0, c1)
             with torch.enable_grad():
                 g = torch.mm(a, bb.t()).requires_grad_()
@@ -249,7 +253,7 @@ class _BlockwiseSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(fctx, x, weight, scale, target_logit, index, tcol, thresh, spec, terms, ctx, block_elements,
-                mm_dtype, cache):
+                mm_dtype, cache, holder):
         n = x.shape[0]
         k = scale[:, None] if scale is not None else spec["scale"]
         run_max = x.new_full((n,), float("-inf"))
@@ -257,7 +261,7 @@ class _BlockwiseSoftmax(torch.autograd.Function):
         sums = [x.new_zeros(n) for _ in terms]
         num_cols = _num_cols(weight, index)
         kept = x.new_empty((n, num_cols)) if cache else None
-        for c0, c1 in column_blocks(n, num_cols, block_elements):
+        for c0, c1 in column_blocks(n, num_cols, block_elements, x.is_cuda):
             raw = _block_product(x, weight, index, c0, c1, mm_dtype)[0]
             if kept is not None:
                 kept[:, c0:c1] = raw
@@ -283,6 +287,7 @@ class _BlockwiseSoftmax(torch.autograd.Function):
         saved += [t for t in (scale, thresh, index, kept) if t is not None]
         fctx.save_for_backward(*saved)
         fctx.spec, fctx.terms, fctx.block_elements, fctx.mm_dtype = spec, terms, block_elements, mm_dtype
+        fctx.holder = holder
         return (lse, *sums)
 
     @staticmethod
@@ -304,7 +309,7 @@ class _BlockwiseSoftmax(torch.autograd.Function):
         grad_w = torch.zeros_like(weight)
         grad_scale = torch.zeros(n, dtype=x.dtype, device=x.device) if scale is not None else None
         xm = x.to(mm) if mm is not None else x
-        for c0, c1 in column_blocks(n, _num_cols(weight, index), fctx.block_elements):
+        for c0, c1 in column_blocks(n, _num_cols(weight, index), fctx.block_elements, x.is_cuda):
             if kept is None:
                 raw, wn, wnorm = _block_product(x, weight, index, c0, c1, mm)
             else:
@@ -346,7 +351,10 @@ class _BlockwiseSoftmax(torch.autograd.Function):
             else:
                 grad_w.index_add_(0, index[c0:c1], gwb)
         grad_tl = torch.where((tcol >= 0) & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
-        return (grad_x, grad_w, grad_scale, grad_tl, None, None, None, None, None, None, None, None, None)
+        if fctx.holder is not None:  # handed to _GradientCollector, which adds the sparse row gradients in place
+            fctx.holder["grad"] = grad_w
+            grad_w = _empty_sparse_like(weight)
+        return (grad_x, grad_w, grad_scale, grad_tl, None, None, None, None, None, None, None, None, None, None)
 
 
 def _block_product(x, weight, index, c0, c1, mm_dtype):
@@ -395,6 +403,40 @@ def _block_logits(cos, k, thresh, spec):
     return logit
 
 
+def _empty_sparse_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.sparse_coo_tensor(torch.zeros((2, 0), dtype=torch.long, device=t.device),
+                                   torch.zeros((0,) + tuple(t.shape[2:]), dtype=t.dtype, device=t.device),
+                                   t.shape, check_invariants=False)
+
+
+class _GradientCollector(torch.autograd.Function):
+    """Identity on the proxies whose backward returns one dense [C, D] gradient.
+
+    The blockwise layer and the row gathers (target proxies, L_pp's proxies) all read the
+    proxies through this node. The layer leaves its dense gradient in ``holder`` and returns an
+    empty sparse one; the gathers return sparse row gradients; here their sum is added to the
+    layer's buffer in place. A plain gather would add a second [C, D] buffer to the peak."""
+
+    @staticmethod
+    def forward(fctx, weight, holder):
+        fctx.holder = holder
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(fctx, grad):
+        dense = fctx.holder.pop("grad", None)
+        if dense is None:
+            return (grad.to_dense() if grad.is_sparse else grad), None
+        return dense.add_(grad), None
+
+
+def _rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``weight[rows]`` with a sparse gradient (see :class:`_GradientCollector`)."""
+    if weight.requires_grad and torch.is_grad_enabled():
+        return torch.nn.functional.embedding(rows, weight, sparse=True)
+    return weight[rows]
+
+
 def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                         norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
                         ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
@@ -430,11 +472,15 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     ctx = ctx if ctx is not None else DistContext.single()
     labels = labels.reshape(-1).long()
     n = x.shape[0]
+    holder = None
+    if weight.requires_grad and torch.is_grad_enabled():
+        holder = {}
+        weight = _GradientCollector.apply(weight, holder)
     num_cols = _num_cols(weight, index)
     pos_rows = torch.nonzero(labels >= 0).reshape(-1)
     cols = labels[pos_rows]
     rows_w = cols if index is None else index[cols]
-    wt, _ = _normalize_rows(weight[rows_w])
+    wt, _ = _normalize_rows(_rows(weight, rows_w))
     if matmul_dtype is not None:
         tc = (x[pos_rows].to(matmul_dtype) * wt.to(matmul_dtype)).float().sum(dim=1)
     else:
@@ -444,7 +490,7 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     if head.needs_weights:
         weights = _normalize_rows(weight if index is None else weight[index])[0]
     def proxy_fn(c: torch.Tensor) -> torch.Tensor:
-        return _normalize_rows(weight[c if index is None else index[c]])[0]
+        return _normalize_rows(_rows(weight, c if index is None else index[c]))[0]
 
     inp = head.inputs(labels, num_cols, norms=norms, embeddings=x, weights=weights, class_index=index, ctx=ctx,
                       target_cosine=tc, proxy_fn=proxy_fn)
@@ -460,7 +506,7 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     row_terms = list(plan.row_terms.items())
     term_specs = [(t.fn, t.dfn, None if t.col_mask is None else t.col_mask.detach().bool()) for _, t in row_terms]
     lse, *sums = _BlockwiseSoftmax.apply(x, weight, scale, target_logit, index, tcol, thresh, floats, term_specs,
-                                        ctx, block_elements, matmul_dtype, bool(cache_cosine))
+                                        ctx, block_elements, matmul_dtype, bool(cache_cosine), holder)
     denom = max(1, n)
     from ..distributed import global_sum
 

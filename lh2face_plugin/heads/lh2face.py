@@ -75,7 +75,7 @@ class LH2Face(Head):
         rel_min, rel_max: bounds of |z|/nu when ``kappa_scale`` is set.
         clamp_grad: straight-through gradient at kappa's lower bound.
         margin_spread, norm_h: the quality margin's spread and AdaFace's h.
-        pp_scope: ``"shard"`` or ``"batch"``: the proxies L_pp compares with (see above).
+        pp_scope: ``"batch"`` (default) or ``"shard"``: the proxies L_pp compares with (see above).
         check_inputs: validate labels and features on every call.
 
     Shape:
@@ -90,7 +90,7 @@ class LH2Face(Head):
     def __init__(self, alpha: float = 0.35, kappa_min: float = 16.0, kappa_max: float = 64.0,
                  margin: str = "mean", momentum: float = 0.01, vmf_dim: int = 512,
                  lambda_pps: float = 0.1, lambda_pns: float = 0.1, lambda_pp: float = 0.1,
-                 tau_pns: float = 0.4, s_pp: float = 16.0, pp_scope: str = "shard",
+                 tau_pns: float = 0.4, s_pp: float = 16.0, pp_scope: str = "batch",
                  kappa_scale: Optional[float] = None, rel_min: float = 0.5, rel_max: float = 2.0,
                  clamp_grad: bool = False, margin_spread: float = 0.5, norm_h: float = 0.333,
                  check_inputs: bool = True):

@@ -32,7 +32,7 @@ VARIANTS = {
     "sv-arc": ("sv-softmax", dict(s=8.0, t=1.2, margin_type="arc", m=0.3)),
     "sv-plain": ("sv-softmax", dict(s=8.0, t=1.2, margin_type="none")),
     "magface-threshold": ("magface", dict(TEST_KWARGS["magface"], easy_margin=False)),
-    "lh2face-pp-batch": ("lh2face", dict(TEST_KWARGS["lh2face"], pp_scope="batch")),
+    "lh2face-pp-shard": ("lh2face", dict(TEST_KWARGS["lh2face"], pp_scope="shard")),
     "lh2face-quality": ("lh2face", dict(TEST_KWARGS["lh2face"], margin="quality")),
     "lh2face-scaled": ("lh2face", dict(TEST_KWARGS["lh2face"], kappa_scale=8.0, rel_min=0.6, rel_max=1.6)),
     "uss-batch": ("uss", dict(TEST_KWARGS["uss"], negatives="batch")),

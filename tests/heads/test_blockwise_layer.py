@@ -79,3 +79,46 @@ def test_gradcheck_through_the_blocks():
                                    block_elements=4)[0]
 
     assert torch.autograd.gradcheck(fn, (z.clone().requires_grad_(), w.clone().requires_grad_()), atol=1e-6)
+
+
+def _peak_bytes(fn):
+    """Peak bytes allocated by ``fn`` above the start (torch.profiler's CPU memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    level = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        level += event.nbytes()
+        peak = max(peak, level)
+    return peak
+
+
+def test_the_backward_holds_one_proxy_gradient_and_no_full_logits():
+    n, c, d, block = 64, 6000, 32, 64 * 100
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(c, d) * 0.01)
+    emb = torch.randn(n, d, requires_grad=True)
+    labels = torch.randint(0, c, (n,))
+    head = build("lh2face", dict(pp_scope="batch"), c, d)
+
+    def blockwise():
+        loss, _ = blockwise_head_loss(head, F.normalize(emb, dim=1), weight, labels, norms=emb.norm(dim=1),
+                                      block_elements=block)
+        loss.backward()
+        weight.grad = emb.grad = None
+
+    def dense():
+        x, w = F.normalize(emb, dim=1), F.normalize(weight, dim=1)
+        res = head((x @ w.t()).clamp(-1, 1), labels, norms=emb.norm(dim=1), embeddings=x, weights=w)
+        (sharded_cross_entropy(res.logits, labels, DistContext.single()) + res.extra).backward()
+        weight.grad = emb.grad = None
+
+    grad_bytes, logits_bytes, block_bytes = c * d * 4, n * c * 4, block * 4
+    blockwise()
+    got, ref = _peak_bytes(blockwise), _peak_bytes(dense)
+    assert got < 1.5 * grad_bytes + 8 * block_bytes, (got, grad_bytes)                 # one [C, D] buffer
+    assert got < grad_bytes + logits_bytes / 2                                         # never [N, C]
+    assert ref > grad_bytes + 2 * logits_bytes                                         # the dense twin does
