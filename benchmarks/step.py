@@ -82,6 +82,7 @@ import lh2face_plugin
 from lh2face_plugin.arcface_torch.compat import cpu_only
 from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
 from lh2face_plugin.fileio import write_json
+from lh2face_plugin.memory import peak_bytes
 
 MiB = 2 ** 20
 
@@ -115,50 +116,13 @@ BASELINE = "arcface_torch PartialFC_V2 + CombinedMarginLoss (ArcFace)"
 
 # ---------------------------------------------------------------------------------------- memory meter
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence the profiler's start/stop lines (written by C++ to file descriptor 2)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _profiled_peak(fn: Callable[[], None]) -> int:
-    """Peak of the running sum of the CPU allocations and frees recorded while ``fn`` runs."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with warnings.catch_warnings(), _quiet_stderr():
-        warnings.simplefilter("ignore")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    total = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        total += e.nbytes()
-        peak = max(peak, total)
-    return peak
-
-
 def measure_step(fn: Callable[[], None], device: torch.device, memory: bool) -> Tuple[float, Optional[int]]:
     """(seconds, peak bytes above the start or None) of one call of ``fn``; CPU memory needs ``memory``."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    if device.type == "cuda" or memory:
         t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize(device)
-        return time.perf_counter() - t0, torch.cuda.max_memory_allocated(device) - base
-    if memory:
-        t0 = time.perf_counter()
-        peak = _profiled_peak(fn)
+        peak = peak_bytes(fn, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return time.perf_counter() - t0, peak
     t0 = time.perf_counter()
     fn()

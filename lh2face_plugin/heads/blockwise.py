@@ -45,6 +45,14 @@ def _take(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> t
     return b[c0:c1] if index is None else b[index[c0:c1]]
 
 
+def _add_block(grad: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int, block: torch.Tensor) -> None:
+    """Add a block's gradient to the rows it came from (through ``index`` when sampled)."""
+    if index is None:
+        grad[c0:c1] += block
+    else:
+        grad.index_add_(0, index[c0:c1], block)
+
+
 def _num_cols(b: torch.Tensor, index: Optional[torch.Tensor]) -> int:
     return b.shape[0] if index is None else index.shape[0]
 
@@ -107,11 +115,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
             if need_a:
                 grad_a.addmm_(p, bb)
             if need_b:
-                gb = torch.mm(p.t(), a)
-                if index is None:
-                    grad_b[c0:c1] += gb
-                else:
-                    grad_b.index_add_(0, index[c0:c1], gb)
+                _add_block(grad_b, index, c0, c1, torch.mm(p.t(), a))
         return grad_a, grad_b, None, None, None, None, None, None
 
 
@@ -199,11 +203,7 @@ class _MatmulRowSum(torch.autograd.Function):
                 if need_a:
                     grad_a.addmm_(dg, bb)
                 if need_b:
-                    gb = torch.mm(dg.t(), a)
-                    if index is None:
-                        grad_b[c0:c1] += gb
-                    else:
-                        grad_b.index_add_(0, index[c0:c1], gb)
+                    _add_block(grad_b, index, c0, c1, torch.mm(dg.t(), a))
             for i, need in enumerate(need_args):
                 if need:
                     gi = grads.pop(0)
@@ -345,11 +345,7 @@ class _BlockwiseSoftmax(torch.autograd.Function):
             else:
                 grad_x.addmm_(dcos, wn)
                 gwn = torch.mm(dcos.t(), x)
-            gwb = gwn.sub_(wn * (gwn * wn).sum(dim=1, keepdim=True)).div_(wnorm[:, None])
-            if index is None:
-                grad_w[c0:c1] += gwb
-            else:
-                grad_w.index_add_(0, index[c0:c1], gwb)
+            _add_block(grad_w, index, c0, c1, gwn.sub_(wn * (gwn * wn).sum(dim=1, keepdim=True)).div_(wnorm[:, None]))
         grad_tl = torch.where((tcol >= 0) & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
         if fctx.holder is not None:  # handed to _GradientCollector, which adds the sparse row gradients in place
             fctx.holder["grad"] = grad_w

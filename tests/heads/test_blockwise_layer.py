@@ -9,6 +9,7 @@ from _helpers_heads import all_cases, build, make_inputs
 
 from lh2face_plugin.distributed import DistContext, sharded_cross_entropy
 from lh2face_plugin.heads.blockwise import blockwise_head_loss
+from lh2face_plugin.memory import peak_bytes
 
 CASES = all_cases()
 TOL = 1e-5
@@ -81,21 +82,6 @@ def test_gradcheck_through_the_blocks():
     assert torch.autograd.gradcheck(fn, (z.clone().requires_grad_(), w.clone().requires_grad_()), atol=1e-6)
 
 
-def _peak_bytes(fn):
-    """Peak bytes allocated by ``fn`` above the start (torch.profiler's CPU memory events)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    level = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        level += event.nbytes()
-        peak = max(peak, level)
-    return peak
-
-
 def test_the_backward_holds_one_proxy_gradient_and_no_full_logits():
     n, c, d, block = 64, 6000, 32, 64 * 100
     torch.manual_seed(0)
@@ -118,7 +104,7 @@ def test_the_backward_holds_one_proxy_gradient_and_no_full_logits():
 
     grad_bytes, logits_bytes, block_bytes = c * d * 4, n * c * 4, block * 4
     blockwise()
-    got, ref = _peak_bytes(blockwise), _peak_bytes(dense)
+    got, ref = peak_bytes(blockwise), peak_bytes(dense)
     assert got < 1.5 * grad_bytes + 8 * block_bytes, (got, grad_bytes)                 # one [C, D] buffer
     assert got < grad_bytes + logits_bytes / 2                                         # never [N, C]
     assert ref > grad_bytes + 2 * logits_bytes                                         # the dense twin does
