@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["TrainConfig", "TrainResult", "train_model", "batch_plan", "lr_factor", "GradClipper",
+__all__ = ["TrainConfig", "TrainResult", "train_model", "build_model", "batch_plan", "lr_factor", "GradClipper",
            "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
 
 TRAINING_VERSION = 3
@@ -225,11 +225,35 @@ def data_fingerprint(data_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: str) -> str:
-    """Key of a run: the training settings, the head and its parameters, the data's digest."""
+def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: str,
+            input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> str:
+    """Key of a run: the training settings, the head and its parameters, the data's digest, and
+    the input module with its parameters (a ``checkpoint`` parameter by its file's content)."""
     obj = {"version": TRAINING_VERSION, "train": cfg.settings(), "head": head, "head_kwargs": dict(head_kwargs),
            "data": data}
+    if input_module is not None:
+        from .fileio import sha256_file
+
+        kw = dict(input_kwargs or {})
+        if isinstance(kw.get("checkpoint"), str) and os.path.isfile(kw["checkpoint"]):
+            kw["checkpoint"] = sha256_file(kw["checkpoint"])
+        obj["input_module"] = {"name": input_module, "kwargs": kw}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_model(network: str, embedding_size: int, input_module: Optional[str] = None,
+                input_kwargs: Optional[Mapping[str, Any]] = None) -> Tuple[torch.nn.Module, Optional[torch.nn.Module]]:
+    """``(model, input module)``: the backbone, or the backbone wrapped by a registered input
+    module (``model(images) -> embeddings`` either way); the module is ``None`` without one."""
+    from .backbones import build_backbone
+
+    backbone = build_backbone(network, embedding_size=embedding_size)
+    if input_module is None:
+        return backbone, None
+    from .registry import INPUT_MODULES
+
+    module = INPUT_MODULES.build(input_module, **dict(input_kwargs or {}))
+    return module.wrap(backbone), module
 
 
 @dataclass
@@ -268,10 +292,9 @@ def _read_info(out_dir: str) -> Optional[Dict[str, Any]]:
 
 
 def _load(cfg: TrainConfig, out_dir: str, info: Dict[str, Any]) -> TrainResult:
-    from .backbones import build_backbone
-
     model_path = os.path.join(out_dir, "model.pt")
-    backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
+    module = info.get("input_module") or {}
+    backbone, _ = build_model(cfg.network, cfg.embedding_size, module.get("name"), module.get("kwargs"))
     backbone.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
     return TrainResult(backbone.eval(), model_path, info, True)
 
@@ -297,7 +320,8 @@ def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
 def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
                 head_kwargs: Optional[Mapping[str, Any]] = None, label: Optional[str] = None,
                 progress: bool = True, reuse_from: Sequence[str] = (),
-                data_key: Optional[str] = None, echo: Callable[[str], None] = print) -> TrainResult:
+                data_key: Optional[str] = None, echo: Callable[[str], None] = print,
+                input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> TrainResult:
     """Train ``cfg.network`` with the ``head`` on the RecordIO set ``data_dir``.
 
     Writes ``out_dir/model.pt`` (the backbone's state dict, loadable with
@@ -316,13 +340,17 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
         label: name in the progress bar.
         reuse_from: other run folders to copy a finished run with the same key from.
         data_key: :func:`data_fingerprint` of ``data_dir`` when already known.
+        input_module, input_kwargs: a registered input module (``"render"``) the backbone
+            trains behind (:func:`build_model`); its loss terms (``terms["total"]`` of
+            :meth:`~lh2face_plugin.render.module.RenderInputModule.losses`, the head's loss on
+            the canonical rows included) are added to the head's loss, and ``model.pt`` holds
+            the wrapped model's state (``render.*`` and ``backbone.*``).
 
     Raises:
         FloatingPointError: the loss became NaN/Inf (lower the learning rate).
     """
     from tqdm.auto import tqdm
 
-    from .backbones import build_backbone
     from .classifier import NormalizedClassifier
     from .data.dataset import FaceRecordDataset
     from .fileio import atomic_path, sha256_file, write_json
@@ -332,7 +360,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     kwargs = dict(head_kwargs or {})
     HEADS.get(head)
     data_key = data_key or data_fingerprint(data_dir)
-    key = run_key(cfg, head, kwargs, data_key)
+    key = run_key(cfg, head, kwargs, data_key, input_module, input_kwargs)
     label = label or head
     os.makedirs(out_dir, exist_ok=True)
     info = _check_out_dir(out_dir)
@@ -354,7 +382,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
         raise ValueError(f"{data_dir}: the RecordIO set has no insightface header record (class count unknown)")
     num_classes = int(dataset.num_classes)
     torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.network, embedding_size=cfg.embedding_size)
+    backbone, module = build_model(cfg.network, cfg.embedding_size, input_module, input_kwargs)
     clf = NormalizedClassifier(head, cfg.embedding_size, num_classes, head_kwargs=kwargs)
     gen = torch.Generator().manual_seed(int(cfg.seed) + 0x70726F78)
     with torch.no_grad():
@@ -378,9 +406,17 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             images[flip] = images[flip].flip(-1)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             lr_now = opt.param_groups[0]["lr"]
-            emb = backbone(images)
             try:
-                loss = clf(emb, labels)
+                if module is None:
+                    emb = backbone(images)
+                    loss = clf(emb, labels)
+                    last = clf.last
+                else:
+                    emb, out = backbone.forward_train(images)
+                    loss = clf(emb, labels)
+                    last = clf.last
+                    loss = loss + module.losses(out, embed_fn=backbone.backbone, input_embedding=emb,
+                                                canon_loss_fn=lambda e: clf(e, labels[:e.shape[0]]))["total"]
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{label}: step {step} with lr={cfg.lr:g}: {exc} "
                                          "Here: lower the learning rate") from exc
@@ -392,7 +428,6 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             grad_norm = clipper(list(backbone.parameters()))
             opt.step()
             sched.step()
-            last = clf.last
             for k, v in (("loss", loss.item()), ("ce", float(last["ce"])), ("extra", float(last["extra"])),
                          ("accuracy", float(last["accuracy"])), ("norm", float(emb.detach().norm(dim=1).mean())),
                          ("grad_norm", grad_norm), ("clipped", float(clipper.clipped[-1])), ("lr", lr_now)):
@@ -411,6 +446,8 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             "settings": cfg.settings(), "data": {"path": os.path.abspath(data_dir), "fingerprint": data_key,
                                                  "classes": num_classes, "images": len(dataset)},
             "network": cfg.network, "embedding_size": cfg.embedding_size,
+            "input_module": None if input_module is None else {"name": input_module,
+                                                                "kwargs": dict(input_kwargs or {})},
             "clip": clipper.activity(), "head_state": head_state,
             "final": {k: float(np.mean(history[k][-20:])) for k in ("loss", "accuracy", "norm")},
             "history": history, "seconds": seconds}

@@ -191,7 +191,8 @@ def _train(cfg: BenchConfig, spec: HeadSpec, seed: int, lr: float, out_dir: str,
 
     name = name or f"{spec.label} seed{seed}"
     tr = train_model(cfg.train_config(lr, seed), data_dir, spec.name, out_dir, head_kwargs=spec.kwargs, label=name,
-                     progress=progress, reuse_from=reuse_from, data_key=data_key, echo=echo)
+                     progress=progress, reuse_from=reuse_from, data_key=data_key, echo=echo,
+                     input_module=spec.input_module, input_kwargs=spec.input_kwargs)
     return {"spec": spec, "seed": int(seed), "lr": float(lr), "dir": out_dir, "model": tr.model,
             "model_path": tr.model_path, "info": tr.info, "reused": tr.reused, "name": name}
 
@@ -218,7 +219,8 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
         for lr in cfg.lr_sweep:
             d = os.path.join(out, "lr_sweep", spec.folder, _lr_tag(lr))
             marker = os.path.join(d, "diverged.json")
-            key = run_key(cfg.train_config(lr, cfg.seeds[0]), spec.name, spec.kwargs, data_key)
+            key = run_key(cfg.train_config(lr, cfg.seeds[0]), spec.name, spec.kwargs, data_key, spec.input_module,
+                          spec.input_kwargs)
             try:
                 with open(marker) as fh:
                     old = json.load(fh)
@@ -346,7 +348,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
     for spec in specs:
         ks = by_head[spec.label]
         h = heads[spec.label]
-        h.update(head=spec.name, kwargs=spec.kwargs, spec=spec.text, lr=lrs[spec.label], seeds=[runs[k]["seed"] for k in ks],
+        h.update(head=spec.name, kwargs=spec.kwargs, spec=spec.text, input_module=spec.input_module,
+                 input_kwargs=spec.input_kwargs, lr=lrs[spec.label], seeds=[runs[k]["seed"] for k in ks],
                  clip_fraction=float(np.mean([runs[k]["info"]["clip"]["fraction"] for k in ks])),
                  clip_fraction_last_quarter=float(np.mean([runs[k]["info"]["clip"]["fraction_last_quarter"]
                                                            for k in ks])),
@@ -359,7 +362,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
     for r, p, s in zip(runs, point, sets):
         info = r["info"]
         run_rows.append({
-            "label": r["spec"].label, "head": r["spec"].name, "head_kwargs": r["spec"].kwargs, "seed": r["seed"],
+            "label": r["spec"].label, "head": r["spec"].name, "head_kwargs": r["spec"].kwargs,
+            "input_module": r["info"].get("input_module"), "seed": r["seed"],
             "lr": r["lr"], "model": os.path.relpath(r["model_path"], out), "network": cfg.network,
             "embedding_size": cfg.embedding_size, "reused": r["reused"], "train_seconds": info["seconds"],
             "clip": info["clip"], "head_state": info["head_state"], "final": info["final"],

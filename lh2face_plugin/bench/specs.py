@@ -1,15 +1,16 @@
-"""Head specifications of the benchmark: ``[LABEL=]NAME[:key=value,key=value]``.
+"""Head specifications of the benchmark: ``[LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]]``.
 
 ``arcface`` / ``cosface:s=24,m=0.35`` / ``cos24=cosface:s=24,m=0.35`` /
-``lh2face:margin=per_sample``. Values are read as int, float, true/false/none, else kept as
-strings. The label names the run (its folder ``OUT/<label>/seed<k>``, the table row); it
-defaults to the spec as written.
+``lh2face:margin=per_sample`` / ``lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen``.
+Values are read as int, float, true/false/none, else kept as strings. ``@MODULE`` trains the
+backbone behind a registered input module (``render``) with its parameters. The label names
+the run (its folder ``OUT/<label>/seed<k>``, the table row); it defaults to the spec as written.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "RESERVED_LABELS"]
 
@@ -38,12 +39,16 @@ class HeadSpec:
         name: registered head name (``lh2face heads``).
         kwargs: the head's parameters.
         text: the spec as written.
+        input_module: registered input module the backbone trains behind, or ``None``.
+        input_kwargs: the input module's parameters.
     """
 
     label: str
     name: str
     kwargs: Dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    input_module: Optional[str] = None
+    input_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -77,10 +82,19 @@ def parse_head_spec(text: str) -> HeadSpec:
         body = rest.strip()
     else:
         label, body = "", raw
+    body, at, module_text = body.partition("@")
+    name, kwargs = _name_params(text, body, "head name", "[LABEL=]NAME[:key=value,...]")
+    module, module_kwargs = None, {}
+    if at:
+        module, module_kwargs = _name_params(text, module_text, "input module after '@'", "@MODULE[:key=value,...]")
+    return HeadSpec(label or raw, name, kwargs, raw, module, module_kwargs)
+
+
+def _name_params(text: str, body: str, what: str, form: str) -> Tuple[str, Dict[str, Any]]:
     name, _, params = body.partition(":")
     name = name.strip()
     if not name:
-        raise ValueError(f"head spec {text!r}: no head name (expected [LABEL=]NAME[:key=value,...])")
+        raise ValueError(f"head spec {text!r}: no {what} (expected {form})")
     kwargs: Dict[str, Any] = {}
     if params.strip():
         for item in params.split(","):
@@ -91,7 +105,7 @@ def parse_head_spec(text: str) -> HeadSpec:
             if key in kwargs:
                 raise ValueError(f"head spec {text!r}: parameter {key!r} given twice")
             kwargs[key] = _value(value)
-    return HeadSpec(label or body, name, kwargs, raw)
+    return name, kwargs
 
 
 def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
@@ -120,6 +134,15 @@ def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
             HEADS.build(spec.name, **spec.kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"head spec {spec.text!r}: {exc}") from None
+        if spec.input_module is not None:
+            from ..registry import INPUT_MODULES
+
+            try:
+                INPUT_MODULES.build(spec.input_module, **spec.input_kwargs)
+            except KeyError as exc:
+                raise ValueError(f"head spec {spec.text!r}: {exc.args[0] if exc.args else exc}") from None
+            except (TypeError, ValueError, FileNotFoundError) as exc:
+                raise ValueError(f"head spec {spec.text!r}: input module {spec.input_module!r}: {exc}") from None
         specs.append(spec)
     if not specs:
         raise ValueError("no head to compare")

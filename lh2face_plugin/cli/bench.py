@@ -47,8 +47,12 @@ def register(subparsers) -> None:
                 --reference cos24 --seeds 0 1 2
   lh2face bench --lr-sweep 0.05 0.1 0.2             # pick each head's learning rate on a validation set first
   lh2face bench --device cuda --budget 4 --families 140
-Head specs: [LABEL=]NAME[:key=value,...] (lh2face heads lists names and parameters); the label names the row
-and the run folder OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny).
+  lh2face render pretrain --steps 1000 --pool 2048 --out render.pt   # then: lh2face with the render input
+  lh2face bench --heads lh2face lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen,canon_fraction=0.125
+Head specs: [LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]] (lh2face heads lists names and parameters;
+@render trains the backbone behind the render input module); the label names the row and the run folder
+OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny; a @render run's
+model.pt holds the wrapped model, render.* and backbone.*).
 A rerun with the same settings reuses the data, evaluation set, trained models and features.
 """, run)
     p.add_argument("--out", default="lh2face_runs/bench", help="output folder (default: %(default)s)")

@@ -16,6 +16,20 @@ def test_parse_specs():
     s = parse_head_spec("lh2face:margin=per_sample,lambda_pp=0,kappa_max=none,check_inputs=false")
     assert s.kwargs == {"margin": "per_sample", "lambda_pp": 0, "kappa_max": None, "check_inputs": False}
     assert parse_head_spec(" arcface ").kwargs == {}
+    assert parse_head_spec("arcface").input_module is None
+
+
+def test_parse_input_module_specs():
+    s = parse_head_spec("lh2face-r=lh2face:alpha=0.3@render:checkpoint=a/r.pt,mode=frozen,canon_fraction=0.125")
+    assert (s.label, s.name, s.kwargs) == ("lh2face-r", "lh2face", {"alpha": 0.3})
+    assert s.input_module == "render"
+    assert s.input_kwargs == {"checkpoint": "a/r.pt", "mode": "frozen", "canon_fraction": 0.125}
+    s = parse_head_spec("arcface@render")
+    assert (s.name, s.kwargs, s.input_module, s.input_kwargs) == ("arcface", {}, "render", {})
+    with pytest.raises(ValueError, match="no input module after '@'"):
+        parse_head_spec("arcface@:mode=frozen")
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_head_spec("arcface@render:mode")
 
 
 @pytest.mark.parametrize("text, match", [
@@ -41,6 +55,12 @@ def test_checked_specs():
         parse_head_specs(["arcface", "arcface"])
     with pytest.raises(ValueError, match="reserved"):
         parse_head_specs(["data=arcface"])
+    with pytest.raises(ValueError, match="unknown input module 'rendr'"):
+        parse_head_specs(["arcface@rendr"])
+    with pytest.raises(ValueError, match="input module 'render': mode must be one of"):
+        parse_head_specs(["arcface@render:mode=warm"])
+    with pytest.raises(ValueError, match="render checkpoint 'nowhere.pt' does not exist"):
+        parse_head_specs(["arcface@render:checkpoint=nowhere.pt"])
 
 
 def test_default_heads_skip_unregistered_ones_with_a_note():

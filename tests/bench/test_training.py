@@ -132,3 +132,38 @@ def test_a_diverging_run_raises(tiny_train_data, tmp_path):
     cfg = TrainConfig(steps=3, batch_size=8, embedding_size=32, lr=1e12, clip="off", workers=0)
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train_model(cfg, tiny_train_data, "arcface", str(tmp_path / "x"), progress=False)
+
+
+@pytest.mark.slow
+def test_a_render_input_module_trains_behind_the_same_backbone(tiny_train_data, tmp_path):
+    from lh2face_plugin import build_input_module
+
+    ckpt = str(tmp_path / "render.pt")
+    build_input_module("render", width=4).save_reconstruction(ckpt)
+    cfg = TrainConfig(steps=2, batch_size=8, embedding_size=32, seed=3, workers=0)
+    kw = {"checkpoint": ckpt, "width": 4, "mode": "frozen", "lambda_canon": 0.5, "lambda_view": 0.1,
+          "canon_fraction": 0.25}
+    plain = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "plain"), progress=False)
+    r = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False, input_module="render",
+                    input_kwargs=kw)
+    state = torch.load(r.model_path, weights_only=True)
+    assert any(k.startswith("render.net.") for k in state) and any(k.startswith("backbone.") for k in state)
+    blob = torch.load(ckpt, weights_only=True)["state_dict"]
+    for k, v in blob.items():  # frozen: the reconstruction is the checkpoint's
+        assert torch.equal(state["render.net." + k], v)
+    # the widened stem starts at zero on the extra channels: the first forward equals the plain backbone's
+    assert r.history["norm"][0] == pytest.approx(plain.history["norm"][0], rel=1e-5)
+    # the canonical rows' head loss and the view term are added to the head's loss (LH2Face's is negative)
+    assert abs(r.history["loss"][0] - plain.history["loss"][0]) > 1e-3
+    assert r.info["input_module"] == {"name": "render", "kwargs": kw}
+    again = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False,
+                        input_module="render", input_kwargs=kw)
+    assert again.reused and type(again.model).__name__ == "RenderAugmentedModel"
+    with torch.no_grad():
+        x = torch.zeros(2, 3, 112, 112)
+        assert torch.equal(again.model(x), r.model(x))
+    # another reconstruction (same path, new content) is another run
+    build_input_module("render", width=4).save_reconstruction(ckpt)
+    changed = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False,
+                          input_module="render", input_kwargs=kw, echo=lambda line: None)
+    assert not changed.reused
