@@ -25,7 +25,7 @@ def install():
     script = sys.argv[0] if getattr(sys, "argv", None) else ""
     if os.path.basename(script) != "train_v2.py" or any(type(f).__name__ == "_Finder" for f in sys.meta_path):
         return
-    root = os.path.dirname(os.path.abspath(script))
+    root = os.path.dirname(os.path.realpath(script))
     if os.path.isfile(os.path.join(root, "partial_fc_v2.py")):
         sys.meta_path.insert(0, _Finder(root))
 
@@ -34,7 +34,7 @@ class _Finder:
     """Meta-path finder for the three imports named in the module docstring."""
 
     def __init__(self, root):
-        self.root = root
+        self.root = os.path.realpath(root)
         self.busy = set()
 
     def find_spec(self, name, path=None, target=None):
@@ -46,7 +46,8 @@ class _Finder:
             return ModuleSpec(name, _ServeLoader(self, name))
         spec = self._next_spec(name, path, target)
         expected = os.path.join(self.root, "utils", "utils_config.py")
-        if spec is None or spec.loader is None or os.path.abspath(spec.origin or "") != expected:
+        # Python resolves symbolic links in sys.path[0]; compare resolved paths on both sides
+        if spec is None or spec.loader is None or os.path.realpath(spec.origin or "") != expected:
             return spec
         spec.loader = _ConfigLoader(spec.loader)
         return spec

@@ -74,6 +74,16 @@ def test_bare_config_loss_activates_with_one_line_on_rank_0(checkout, tmp_path):
     assert proc.returncode == 0 and report["head"] == "LH2Face" and notices == [], "other ranks stay quiet"
 
 
+def test_a_checkout_reached_through_a_symbolic_link_activates(checkout, tmp_path):
+    """Python resolves links in sys.path[0]: the config loader's origin is the real path, the script's is not."""
+    link = tmp_path / "linked_checkout"
+    link.symlink_to(checkout, target_is_directory=True)
+    proc, report, notices = _run(checkout, BARE, pythonpath=_packages(tmp_path / "ok", "9.9.9", "1.9.1-fake"),
+                                 script=str(link / "train_v2.py"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["head"] == "LH2Face" and report["active"] and notices[0].startswith("lh2face_plugin: loss lh2face")
+
+
 def test_working_packages_are_served_as_they_are(checkout, tmp_path):
     working = _packages(tmp_path / "ok", torchvision="9.9.9", mxnet="1.9.1-fake")
     proc, report, _ = _run(checkout, BARE, pythonpath=working)
