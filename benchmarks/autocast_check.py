@@ -62,11 +62,10 @@ def build(name: str, kwargs: dict, classes: int, dim: int, device: torch.device)
 
 def loss_of(head, cos, labels, norms, x, w) -> torch.Tensor:
     out = head(cos, labels, norms=norms, embeddings=x, weights=w)
-    logits, extra = out if isinstance(out, tuple) else (out, None)
-    if logits.dtype != torch.float32:
-        raise TypeError(f"logits in {logits.dtype}, expected float32")
-    loss = F.cross_entropy(logits, labels)
-    return loss if extra is None else loss + extra
+    if out.logits.dtype != torch.float32:
+        raise TypeError(f"logits in {out.logits.dtype}, expected float32")
+    loss = F.cross_entropy(out.logits, labels)
+    return loss if out.extra is None else loss + out.extra
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

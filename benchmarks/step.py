@@ -101,7 +101,7 @@ HEADS: List[Tuple[str, str, dict]] = [
     ("cosface", "cosface", {}),
     ("lh2face", "lh2face", {}),
     ("lh2face UAMF only", "lh2face", dict(lambda_pps=0.0, lambda_pns=0.0, lambda_pp=0.0)),
-    ("lh2face pp_scope=batch", "lh2face", dict(pp_scope="batch")),
+    ("lh2face pp_scope=shard", "lh2face", dict(pp_scope="shard")),
     ("mv-softmax", "mv-softmax", {}),
     ("sv-softmax", "sv-softmax", {}),
     ("uss", "uss", {}),

@@ -1,0 +1,44 @@
+"""The benchmark scripts run end to end at tiny sizes (they print tables nobody reads in CI:
+a script broken by an API change must fail here, not on the GPU machine)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+
+def _run(args, **env):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", **env})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_autocast_check_runs_every_head(tmp_path):
+    out = tmp_path / "autocast.json"
+    text = _run(["benchmarks/autocast_check.py", "--device", "cpu", "--dtypes", "bf16", "--rows", "8",
+                 "--classes", "50", "--dim", "16", "--json", str(out)])
+    import lh2face_plugin
+
+    rows = json.load(open(out))["rows"]
+    assert {r["head"] for r in rows} >= set(lh2face_plugin.available_heads())
+    assert all(r["ok"] and r["finite"] for r in rows)
+    assert text.strip().splitlines()[-1] == f"{len(rows)}/{len(rows)} ok"
+
+
+def test_step_benchmark_prints_every_layer_and_head(arcface_root, tmp_path):
+    out = tmp_path / "step.json"
+    text = _run(["benchmarks/step.py", "--classes", "300", "--rows", "8", "--dim", "16", "--repeats", "1",
+                 "--backbone", "none", "--layers", "plugin", "blockwise", "--heads", "arcface", "lh2face", "uss",
+                 "--json", str(out)], ARCFACE_TORCH_ROOT=arcface_root)
+    assert "arcface_torch PartialFC_V2" in text
+    for row in ("plugin lh2face", "blockwise lh2face", "blockwise uss"):
+        assert row in text
+    variants = {r["variant"] for r in json.load(open(out))["records"]}
+    assert {"plugin arcface", "plugin lh2face", "blockwise uss"} <= variants
