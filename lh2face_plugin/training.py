@@ -312,7 +312,9 @@ def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
     """The folder's earlier run (or None); refuses a folder holding a model this code did not write."""
     info = _read_info(out_dir)
     if info is None and os.path.exists(os.path.join(out_dir, "model.pt")):
-        raise FileExistsError(f"{out_dir} holds a model.pt that lh2face did not train (no train.json); "
+        record = os.path.join(out_dir, "train.json")
+        why = "its train.json is damaged or not lh2face's" if os.path.exists(record) else "no train.json"
+        raise FileExistsError(f"{out_dir} holds a model.pt that lh2face did not train ({why}); "
                               "move it away or choose another output folder")
     return info
 

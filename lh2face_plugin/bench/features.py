@@ -27,6 +27,11 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
         cache: path of an ``.npy`` file; reused when its ``.json`` sidecar records the same
             ``model_key`` and evaluation-set digest, (re)written otherwise.
         model_key: identifies the model's weights (e.g. the SHA-256 of ``model.pt``).
+
+    A cache whose file is damaged, truncated, of another shape or not finite is computed again.
+
+    Raises:
+        FloatingPointError: the model's output is NaN/Inf for some image (the message names it).
     """
     from tqdm.auto import tqdm
 
@@ -37,10 +42,13 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
     if cache and model_key and os.path.exists(cache) and os.path.exists(cache + ".json"):
         try:
             with open(cache + ".json") as fh:
-                if json.load(fh) == key:
-                    return np.load(cache)
-        except (OSError, ValueError):
-            pass
+                same = json.load(fh) == key
+            feats = np.load(cache) if same else None
+        except (OSError, ValueError):  # damaged or truncated: computed again and rewritten
+            feats = None
+        if (feats is not None and feats.ndim == 2 and feats.shape[0] == len(ev) and feats.dtype == np.float32
+                and np.isfinite(feats).all()):
+            return feats
     embed = torch_embedder(model, device=device)
     parts = []
     bar = tqdm(total=len(ev), desc=desc, unit="img", disable=not progress, leave=False)
@@ -50,6 +58,10 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
         bar.update(idx.size)
     bar.close()
     feats = np.concatenate(parts)
+    bad = np.nonzero(~np.isfinite(feats).all(axis=1))[0]
+    if bad.size:
+        raise FloatingPointError(f"{desc}: the model's embedding of evaluation image {int(bad[0])} is NaN/Inf "
+                                 f"({bad.size} of {len(ev)} images); no metric is computed from it")
     if cache and model_key:
         save_npy(cache, feats)
         write_json(cache + ".json", key)

@@ -166,6 +166,10 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
         ``num_images``, ``num_classes``.
     """
     folder, out = os.fspath(image_folder), os.fspath(out)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be a JPEG quality, an integer in [1, 100], got {quality!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}")
     names, files = _list_identities(folder)
     points = None
     if landmarks is not None:
@@ -372,7 +376,9 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
         more = f" (and {len(undecodable) - 3} more)" if len(undecodable) > 3 else ""
         summary.problems.append(f"{len(undecodable)} image(s) do not decode{'' if strict else ' among the sampled'}: "
                                 + "; ".join(undecodable[:3]) + more)
-    _check_property(summary, os.path.join(os.path.dirname(rec_path), "property"))
+    integral = labels_arr[finite]
+    _check_property(summary, os.path.join(os.path.dirname(rec_path), "property"),
+                    integral[integral == np.round(integral)])
     if sheet is not None and decoded:
         summary.sheet = _contact_sheet(decoded, os.fspath(sheet), os.path.basename(rec_path))
     return summary
@@ -404,7 +410,8 @@ def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> N
         summary.problems.append(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
 
 
-def _check_property(summary: RecordSummary, prop: str) -> None:
+def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarray] = None) -> None:
+    """``property`` against the records: class count, image size, and every integer label in ``[0, K)``."""
     if not os.path.exists(prop):
         return
     with open(prop, encoding="utf-8", errors="replace") as f:
@@ -416,6 +423,16 @@ def _check_property(summary: RecordSummary, prop: str) -> None:
         return
     if declared != summary.classes:
         summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
+    if labels is not None and len(labels):
+        import torch
+
+        from ..labels import check_labels
+
+        try:  # what arcface_torch's num_classes (from this file) will meet in training
+            check_labels(torch.from_numpy(labels.astype(np.int64)), declared,
+                         describe_row=lambda r: f"image record #{r}", hint=f"{prop} declares {declared} classes")
+        except ValueError as exc:
+            summary.problems.append(str(exc).split(". Check num_classes")[0])
     other = sorted({s[:2] for s in summary.image_shapes} - {(h, w)})
     if other:
         summary.problems.append(f"{prop} says {h}x{w} images, found {', '.join(f'{a}x{b}' for a, b in other)}")

@@ -388,8 +388,14 @@ class Head(nn.Module):
                         ("target cosines", target_cosine)):
             if t is None or bool(torch.isfinite(t).all()):
                 continue
-            bad_rows = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(1)
-            row = int(torch.nonzero(bad_rows)[0])
+            bad = ~torch.isfinite(t.reshape(t.shape[0], -1))
+            if t is cosine and (embeddings is None or bool(torch.isfinite(embeddings).all())):
+                whole = torch.nonzero(bad.all(0)).reshape(-1)
+                if whole.numel():  # a column bad on every row: its class proxy, not a sample
+                    raise FloatingPointError(
+                        f"non-finite cosines in column {int(whole[0])} on every row (NaN/Inf in that class proxy "
+                        "of the FC weight). Disable this check with check_inputs=False.")
+            row = int(torch.nonzero(bad.any(1))[0])
             raise FloatingPointError(
                 f"non-finite {what} at row {row} (NaN/Inf in the backbone output or the class proxies). "
                 "Typical causes: fp16 overflow without a GradScaler, a learning rate too high. "

@@ -365,6 +365,8 @@ def _clamped(raw, copy=False):
     """(clamp(raw, -1, 1), the clamp's 0/1 gradient mask or None when nothing was clamped).
 
     Rounding puts few cosines outside [-1, 1]; one min/max pass spares the clamp and its mask."""
+    if raw.numel() == 0:
+        return raw, None
     low, high = torch.aminmax(raw)
     if float(low) >= -1.0 and float(high) <= 1.0:
         return raw, None
@@ -431,6 +433,22 @@ def _rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     if weight.requires_grad and torch.is_grad_enabled():
         return torch.nn.functional.embedding(rows, weight, sparse=True)
     return weight[rows]
+
+
+def _require_finite_lse(lse: torch.Tensor, weight: torch.Tensor, index: Optional[torch.Tensor]) -> None:
+    """NaN/+Inf in the logsumexp (the embeddings, norms and target cosines were checked before):
+    name the class proxy of this shard that caused it, or say it is on another shard."""
+    bad = torch.isnan(lse) | (lse == float("inf"))
+    if not bool(bad.any()):
+        return
+    with torch.no_grad():
+        w = weight if index is None else weight[index]
+        cols = torch.nonzero((~torch.isfinite(w)).any(1)).reshape(-1)
+    if cols.numel():
+        raise FloatingPointError(f"non-finite class proxy at column {int(cols[0])} (NaN/Inf in the FC weight). "
+                                 "Disable this check with check_inputs=False.")
+    raise FloatingPointError(f"non-finite logits at row {int(torch.nonzero(bad)[0])}: a class proxy on another shard "
+                             "holds NaN/Inf (that rank names its column). Disable this check with check_inputs=False.")
 
 
 def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
@@ -503,6 +521,8 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     term_specs = [(t.fn, t.dfn, None if t.col_mask is None else t.col_mask.detach().bool()) for _, t in row_terms]
     lse, *sums = _BlockwiseSoftmax.apply(x, weight, scale, target_logit, index, tcol, thresh, floats, term_specs,
                                         ctx, block_elements, matmul_dtype, bool(cache_cosine), holder)
+    if head.check_inputs:
+        _require_finite_lse(lse, weight, index)
     denom = max(1, n)
     from ..distributed import global_sum
 

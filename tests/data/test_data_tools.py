@@ -97,6 +97,11 @@ def test_build_errors_and_atomicity(image_folder, tmp_path):
     root, _ = image_folder
     out = tmp_path / "ds"
     bad_csv = tmp_path / "bad.csv"
+    for q in (-5, 0, 500, 95.5, True):
+        with pytest.raises(ValueError, match="quality must be a JPEG quality, an integer in \\[1, 100\\]"):
+            build_dataset(root, out, quality=q, progress=False)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 16"):
+        build_dataset(root, out, image_size=0, progress=False)
     bad_csv.write_text("alice/00.jpg,1,2,3\n")
     with pytest.raises(ValueError, match=r"bad\.csv, line 1: expected 'relative_path,x1,y1"):
         load_landmarks(bad_csv)

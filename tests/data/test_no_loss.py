@@ -282,3 +282,21 @@ def test_inspect_names_nan_labels(tmp_path):
     s = inspect_record(str(tmp_path), progress=False)
     assert s.problems == ["1 image record(s) have a NaN or infinite label, e.g. record #2 (counting image records)"]
     assert s.classes == 2 and s.label_range == (0.0, 1.0)
+
+
+def test_inspect_reports_labels_outside_the_declared_classes(tmp_path, capsys):
+    """An im2rec set labelled 1..3 with ``property`` 3: arcface_torch's num_classes = 3 meets label 3."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(face_like(np.random.default_rng(0))).save(buf, format="JPEG", quality=90)
+    with MXIndexedRecordIO(str(tmp_path / "train.idx"), str(tmp_path / "train.rec"), "w") as w:
+        for k in range(6):
+            w.write_idx(k, pack(IRHeader(0, float(1 + k % 3), k, 0), buf.getvalue()))
+    open(tmp_path / "property", "w").write("3,112,112\n")
+    assert main(["data", "inspect", str(tmp_path), "--no-sheet", "--quiet", "--strict"]) == 1
+    text = capsys.readouterr().out
+    assert "label out of range at image record #2: 3 (expected a label in [0, 3)" in text
+    open(tmp_path / "property", "w").write("4,112,112\n")
+    main(["data", "inspect", str(tmp_path), "--no-sheet", "--quiet", "--strict"])
+    assert "label out of range" not in capsys.readouterr().out

@@ -222,3 +222,65 @@ def test_classifier_label_error_names_the_row():
     clf = NormalizedClassifier("adaface", 8, 5)
     with pytest.raises(ValueError, match=r"label out of range at row 2: 5 \(expected a label in \[0, 5\)"):
         clf(torch.randn(3, 8), torch.tensor([0, 1, 5]))
+
+
+# ----------------------------------------------------------------------------------- non-finite inputs, both layers
+def _nan_cases():
+    from _helpers_heads import all_cases
+
+    return [pytest.param(n, kw, id=case) for case, n, kw in all_cases()]
+
+
+def _blockwise(head, z, w, labels):
+    from lh2face_plugin.heads.blockwise import blockwise_head_loss
+
+    return blockwise_head_loss(head, torch.nn.functional.normalize(z, dim=1), w, labels, norms=z.norm(dim=1),
+                               block_elements=8)
+
+
+@pytest.mark.parametrize("name, kwargs", _nan_cases())
+def test_a_nan_class_proxy_is_named_by_its_column_on_both_layers(name, kwargs):
+    """A NaN FC row that is no batch target reaches only the negatives' logits: with norms and
+    embeddings given (finite), both layers name the column; nothing returns a NaN loss."""
+    from _helpers_heads import build, head_loss, make_inputs
+
+    z, w, labels = make_inputs(n=6, c=7, d=4, dtype=torch.float32)
+    col = next(c for c in range(7) if c not in set(labels.tolist()))
+    w = w.clone()
+    w[col] = float("nan")
+    with pytest.raises(FloatingPointError, match=f"column {col}"):
+        head_loss(build(name, kwargs, 7, 4), z, w, labels)
+    with pytest.raises(FloatingPointError, match=f"class proxy at column {col}"):
+        _blockwise(build(name, kwargs, 7, 4), z, w, labels)
+
+
+@pytest.mark.parametrize("name, kwargs", _nan_cases())
+def test_nan_embeddings_with_finite_norms_are_refused_on_both_layers(name, kwargs):
+    from _helpers_heads import build, make_inputs
+
+    z, w, labels = make_inputs(n=6, c=7, d=4, dtype=torch.float32)
+    x = torch.nn.functional.normalize(z, dim=1)
+    x[3, 1] = float("nan")
+    wn = torch.nn.functional.normalize(w, dim=1)
+    head = build(name, kwargs, 7, 4)
+    with pytest.raises(FloatingPointError, match="row 3"):
+        head((x @ wn.t()), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
+    from lh2face_plugin.heads.blockwise import blockwise_head_loss
+
+    with pytest.raises(FloatingPointError, match="row 3"):
+        blockwise_head_loss(build(name, kwargs, 7, 4), x, w, labels, norms=z.norm(dim=1), block_elements=8)
+
+
+@pytest.mark.parametrize("name, kwargs", _nan_cases())
+def test_blockwise_layer_takes_an_empty_batch(name, kwargs):
+    from _helpers_heads import build
+
+    head = build(name, kwargs, 7, 4)
+    before = {k: v.clone() for k, v in head.state_dict().items() if isinstance(v, torch.Tensor)}
+    w = torch.randn(7, 4, requires_grad=True)
+    loss, _ = _blockwise(head, torch.zeros(0, 4), w, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss.detach()) == 0.0
+    for k, v in head.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, before[k]), k
