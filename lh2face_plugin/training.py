@@ -319,6 +319,17 @@ def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
     return info
 
 
+def _canonical_loss(clf, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``L_FR^canon``: the head's loss on K canonical embeddings with the first K labels, the head in
+    eval mode (its state moves on the real faces only, as in the plugin's Partial FC)."""
+    was = clf.head.training
+    clf.head.eval()
+    try:
+        return clf(embeddings, labels[:embeddings.shape[0]])
+    finally:
+        clf.head.train(was)
+
+
 def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
                 head_kwargs: Optional[Mapping[str, Any]] = None, label: Optional[str] = None,
                 progress: bool = True, reuse_from: Sequence[str] = (),
@@ -418,7 +429,7 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
                     loss = clf(emb, labels)
                     last = clf.last
                     loss = loss + module.losses(out, embed_fn=backbone.backbone, input_embedding=emb,
-                                                canon_loss_fn=lambda e: clf(e, labels[:e.shape[0]]))["total"]
+                                                canon_loss_fn=lambda e: _canonical_loss(clf, e, labels))["total"]
             except FloatingPointError as exc:
                 raise FloatingPointError(f"{label}: step {step} with lr={cfg.lr:g}: {exc} "
                                          "Here: lower the learning rate") from exc

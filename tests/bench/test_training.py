@@ -156,6 +156,7 @@ def test_a_render_input_module_trains_behind_the_same_backbone(tiny_train_data, 
     # the canonical rows' head loss and the view term are added to the head's loss (LH2Face's is negative)
     assert abs(r.history["loss"][0] - plain.history["loss"][0]) > 1e-3
     assert r.info["input_module"] == {"name": "render", "kwargs": kw}
+    assert r.info["head_state"]["num_batches_tracked"] == 2, "the canonical rows leave the head's state alone"
     again = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False,
                         input_module="render", input_kwargs=kw)
     assert again.reused and type(again.model).__name__ == "RenderAugmentedModel"
