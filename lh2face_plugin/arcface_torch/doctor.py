@@ -242,13 +242,19 @@ def _recipe_findings(recipe: str, arcface_root: Optional[str], environ: Optional
         out.append(Finding("loss", "ok", "arcface_torch CombinedMarginLoss, margin_list="
                                          f"{tuple(cfg.get('margin_list', ()))} (config.loss unset)"))
     out += [Finding("unused key", "warn", line, "remove it from the recipe") for line in spec.unused]
+    hook = bool(autoload.installed_files())
     if not spec.active:
         stock = "no plugin key: the stock command trains arcface_torch's own loss"
+    elif not hook:
+        stock = ("the start-up hook is not installed in this environment: the stock command cannot read "
+                 "config.loss (the plugin stops it unless the recipe calls set_loss); pip install lh2face-plugin "
+                 "into the environment that runs torchrun")
     elif autoload.enabled(environ):
         stock = "torchrun train_v2.py configs/NAME activates the plugin for this recipe (start-up hook)"
     else:
         stock = (f"{autoload.ENV_VAR}=0: the stock command stops on this recipe unless it calls set_loss")
-    out.append(Finding("stock command", "ok" if not spec.active or autoload.enabled(environ) else "warn", stock))
+    fine = not spec.active or (hook and autoload.enabled(environ))
+    out.append(Finding("stock command", "ok" if fine else "warn", stock))
     rate = cfg.get("sample_rate", 1.0)
     out.append(Finding("Partial FC", "ok", f"sample_rate {rate}, {cfg['num_classes']} classes, "
                                            f"embedding {cfg.get('embedding_size', '?')}"))

@@ -131,3 +131,15 @@ def test_recipe_says_what_the_stock_command_would_do(tmp_path):
     off = _find(diagnose(str(bare), root, environ={"LH2FACE_AUTOLOAD": "0"}), "stock command")
     assert off.status == "warn" and "stops" in off.detail
     assert "own loss" in _find(diagnose(str(plain), root, environ={}), "stock command").detail
+
+
+def test_recipe_check_says_when_the_hook_is_missing(tmp_path, monkeypatch):
+    from lh2face_plugin.arcface_torch import autoload
+
+    root = write_fake_checkout(str(tmp_path / "co"))
+    bare = tmp_path / "bare.py"
+    bare.write_text("config = dict(rec='synthetic', num_classes=2, num_image=2, num_epoch=1, warmup_epoch=0, "
+                    "val_targets=[], embedding_size=8, loss='cosface')\n")
+    monkeypatch.setattr(autoload, "installed_files", lambda: [])
+    found = _find(diagnose(str(bare), root, environ={}), "stock command")
+    assert found.status == "warn" and "not installed" in found.detail and "activates" not in found.detail
