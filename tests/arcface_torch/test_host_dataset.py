@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from _helpers_arcface_torch import forget_host_modules
+from _helpers_mxnet import real_mxnet
 from lh2face_plugin.arcface_torch.doctor import check_training_data
 from lh2face_plugin.arcface_torch.mxnet_shim import build_mxnet_shim
 from lh2face_plugin.cli import main
@@ -69,7 +70,7 @@ def host_dataset(request, arcface_root, monkeypatch):
         if name.split(".")[0] == "mxnet":
             del sys.modules[name]
     if request.param == "mxnet":
-        pytest.importorskip("mxnet")
+        real_mxnet()
     else:
         sys.modules.update(build_mxnet_shim())
     ensure_torchvision()

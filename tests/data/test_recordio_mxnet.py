@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _helpers_mxnet import real_mxnet
 from _helpers_recordio import MAGIC_BYTES, face_like, payloads_with_magic
 from lh2face_plugin.data import recordio as ours
 
 pytestmark = pytest.mark.mxnet
-mx = pytest.importorskip("mxnet")
+mx = real_mxnet()
 
 
 def _payloads():
