@@ -148,7 +148,7 @@ def pair_counts(ev: EvalSet) -> Dict[str, Dict[str, int]]:
 
 
 def _digest(path: str) -> str:
-    from ..export.onnx import sha256_file
+    from ..fileio import sha256_file
 
     return sha256_file(path)
 

@@ -148,7 +148,7 @@ class BenchConfig:
 
 # --------------------------------------------------------------------------- evaluation
 def _model_key(path: str) -> str:
-    from ..export.onnx import sha256_file
+    from ..fileio import sha256_file
 
     return sha256_file(path)
 

@@ -27,12 +27,7 @@ def run(args) -> int:
                       families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
                       val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device, workers=args.workers)
     command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
-    try:
-        run_bench(cfg, progress=not args.quiet, command=command)
-    except FileExistsError as exc:  # one-line errors: the CLI reports ValueError/RuntimeError
-        raise ValueError(str(exc)) from exc
-    except FloatingPointError as exc:
-        raise RuntimeError(str(exc)) from exc
+    run_bench(cfg, progress=not args.quiet, command=command)
     return 0
 
 

@@ -19,12 +19,7 @@ def run(args) -> int:
                            clip=args.clip, heads=tuple(args.heads) if args.heads else DEFAULT_QUICKSTART_HEADS,
                            device=args.device, seed=args.seed, train_seed=args.train_seed,
                            eval_families=args.eval_families, workers=args.workers)
-    try:
-        run_quickstart(cfg, progress=not args.quiet)
-    except FileExistsError as exc:  # one-line errors: the CLI reports ValueError/RuntimeError
-        raise ValueError(str(exc)) from exc
-    except FloatingPointError as exc:
-        raise RuntimeError(str(exc)) from exc
+    run_quickstart(cfg, progress=not args.quiet)
     return 0
 
 
