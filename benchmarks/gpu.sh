@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12's GPU checks in one go, under 8 minutes on one CUDA GPU, ending with one table:
-#   1. step benchmark (benchmarks/step.py) at C_local 1M and 4M, fp16 and bf16, N=512, D=512, with
-#      the whole step through arcface_torch's r50;
+#   1. step benchmark (benchmarks/step.py) at C_local 1M and 4M, fp16 and bf16, N=512, D=512, dense and
+#      blockwise Partial FC against arcface_torch's PartialFC_V2, with the whole step through its r50;
 #   2. every head under CUDA autocast against float32 (benchmarks/autocast_check.py);
 #   3. 200 training steps of arcface_torch's train_v2 with lh2face and with its stock ArcFace on
 #      synthetic images, samples/s side by side (benchmarks/train_throughput.py);
@@ -61,14 +61,16 @@ run() {  # run NAME SECONDS command...
 
 if [ "${SMOKE:-0}" = 1 ]; then   # the script's own check on a CPU: tiny sizes, same pieces
   DEV=cpu; SCALE=3
-  STEP=(--classes 2000 --rows 32 --dim 64 --backbone compact-tiny --backbone-rows 8 --repeats 1)
+  STEP=(--classes 2000 --rows 32 --dim 64 --backbone compact-tiny --backbone-rows 8 --repeats 1 --layers plugin blockwise
+        --heads arcface lh2face "lh2face UAMF only" mv-softmax sv-softmax uss "uss negatives=batch")
   AUTOCAST=(--rows 32 --classes 500 --dim 64)
   TRAIN=(--network mbf --embedding-size 128 --batch-size 8 --steps 4 --classes 16 --per-class 2 --no-fp16 \
          --frequent 1 --workers 0 --timeout 200)
   EXPORT=(--network mbf)
 else
   DEV=cuda; SCALE=1
-  STEP=(--classes 1000000 4000000 --repeats 3 --backbone r50)
+  STEP=(--classes 1000000 4000000 --repeats 3 --backbone r50 --layers plugin blockwise
+        --heads arcface lh2face "lh2face UAMF only" mv-softmax sv-softmax uss "uss negatives=batch")
   AUTOCAST=()
   TRAIN=(--steps 200 --classes 1000 --timeout 70)
   EXPORT=(--network r50)
