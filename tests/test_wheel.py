@@ -85,3 +85,15 @@ def test_wheel_installs_cli_and_start_up_hook(tmp_path):
     subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "lh2face-plugin"], check=True)
     site = _site_packages(py)
     assert not list(site.glob("lh2face_plugin_autoload.*")), "uninstall removes the start-up files"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's second command (the tests) is exactly the command of .ci/run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    ci = [ln.strip() for ln in open(os.path.join(root, ".ci", "run"), encoding="utf-8").read().splitlines()
+          if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[-1] == ci[-1]
+    assert "python3 -m pip install" not in lines[-1], "never into the system interpreter (PEP 668)"
