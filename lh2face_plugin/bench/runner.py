@@ -230,9 +230,10 @@ def _lr_sweep(cfg: BenchConfig, specs: Sequence[HeadSpec], data_dir: str, data_k
                     continue
             except (OSError, ValueError, AttributeError):
                 pass
-            try:
+            try:  # a comparison run of the same settings (same lr, first seed) is reused
                 runs.append(_train(cfg, spec, cfg.seeds[0], lr, d, data_dir, data_key, progress, echo,
-                                   name=f"{spec.label} {_lr_tag(lr)}"))
+                                   name=f"{spec.label} {_lr_tag(lr)}",
+                                   reuse_from=[os.path.join(out, spec.folder, f"seed{cfg.seeds[0]}")]))
             except FloatingPointError as exc:
                 diverged[float(lr)] = str(exc)
                 write_json(marker, {"key": key, "error": str(exc)})
