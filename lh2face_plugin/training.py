@@ -227,10 +227,14 @@ def data_fingerprint(data_dir: str) -> str:
 
 def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: str,
             input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> str:
-    """Key of a run: the training settings, the head and its parameters, the data's digest, and
-    the input module with its parameters (a ``checkpoint`` parameter by its file's content)."""
+    """Key of a run: the training settings, the head and every hyperparameter it is built with (its
+    defaults resolved, so a changed default is another run), the data's digest, and the input module
+    with its parameters (a ``checkpoint`` parameter by its file's content)."""
+    from .registry import HEADS
+
+    resolved = HEADS.build(head, **dict(head_kwargs)).hparams()
     obj = {"version": TRAINING_VERSION, "train": cfg.settings(), "head": head, "head_kwargs": dict(head_kwargs),
-           "data": data}
+           "hparams": resolved, "data": data}
     if input_module is not None:
         from .fileio import sha256_file
 

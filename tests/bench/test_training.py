@@ -168,3 +168,20 @@ def test_a_render_input_module_trains_behind_the_same_backbone(tiny_train_data, 
     changed = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False,
                           input_module="render", input_kwargs=kw, echo=lambda line: None)
     assert not changed.reused
+
+
+def test_run_key_follows_the_head_defaults(monkeypatch):
+    """A run is keyed by the hyperparameters the head is built with, not only by those written in the spec:
+    after a default changes, an old run is not reused as if it were the new default."""
+    from lh2face_plugin.heads.lh2face import LH2Face
+    from lh2face_plugin.training import run_key
+
+    cfg = TrainConfig()
+    before = run_key(cfg, "lh2face", {}, "data")
+    assert run_key(cfg, "lh2face", {}, "data") == before
+    assert run_key(cfg, "lh2face", {"pp_scope": "shard"}, "data") != before
+    defaults = list(LH2Face.__init__.__defaults__)
+    names = LH2Face.__init__.__code__.co_varnames[1:LH2Face.__init__.__code__.co_argcount]
+    defaults[names.index("pp_scope") - (len(names) - len(defaults))] = "shard"
+    monkeypatch.setattr(LH2Face.__init__, "__defaults__", tuple(defaults))
+    assert run_key(cfg, "lh2face", {}, "data") != before, "the same spec with a changed default is another run"
