@@ -326,12 +326,10 @@ def _check_out_dir(out_dir: str) -> Optional[Dict[str, Any]]:
 def _canonical_loss(clf, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``L_FR^canon``: the head's loss on K canonical embeddings with the first K labels, the head in
     eval mode (its state moves on the real faces only, as in the plugin's Partial FC)."""
-    was = clf.head.training
-    clf.head.eval()
-    try:
+    from .export.onnx import eval_mode
+
+    with eval_mode(clf.head):
         return clf(embeddings, labels[:embeddings.shape[0]])
-    finally:
-        clf.head.train(was)
 
 
 def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
@@ -424,14 +422,10 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             lr_now = opt.param_groups[0]["lr"]
             try:
-                if module is None:
-                    emb = backbone(images)
-                    loss = clf(emb, labels)
-                    last = clf.last
-                else:
-                    emb, out = backbone.forward_train(images)
-                    loss = clf(emb, labels)
-                    last = clf.last
+                emb, out = backbone.forward_train(images) if module is not None else (backbone(images), None)
+                loss = clf(emb, labels)
+                last = clf.last
+                if module is not None:
                     loss = loss + module.losses(out, embed_fn=backbone.backbone, input_embedding=emb,
                                                 canon_loss_fn=lambda e: _canonical_loss(clf, e, labels))["total"]
             except FloatingPointError as exc:

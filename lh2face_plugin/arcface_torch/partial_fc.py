@@ -45,6 +45,7 @@ checkout's ``CombinedMarginLoss``) is called as the base class calls it,
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import weakref
 from types import ModuleType
@@ -191,16 +192,12 @@ def _define(host: ModuleType) -> type:
             UniTSFace's memory and step count) moves once per step, on the real faces only.
             """
 
+            from ..export.onnx import eval_mode
+
             def loss_fn(e: torch.Tensor) -> torch.Tensor:
                 head = self.margin_softmax
-                was_training = getattr(head, "training", False)
-                if isinstance(head, torch.nn.Module):
-                    head.eval()
-                try:
+                with eval_mode(head) if isinstance(head, torch.nn.Module) else contextlib.nullcontext():
                     return self._head_loss(e, local_labels[: e.shape[0]])[0]
-                finally:
-                    if isinstance(head, torch.nn.Module):
-                        head.train(was_training)
 
             return loss_fn
 

@@ -432,7 +432,7 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
             check_labels(torch.from_numpy(labels.astype(np.int64)), declared,
                          describe_row=lambda r: f"image record #{r}", hint=f"{prop} declares {declared} classes")
         except ValueError as exc:
-            summary.problems.append(str(exc).split(". Check num_classes")[0])
+            summary.problems.append(str(exc))
     other = sorted({s[:2] for s in summary.image_shapes} - {(h, w)})
     if other:
         summary.problems.append(f"{prop} says {h}x{w} images, found {', '.join(f'{a}x{b}' for a, b in other)}")
