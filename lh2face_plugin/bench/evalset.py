@@ -155,7 +155,7 @@ def _digest(path: str) -> str:
 
 def _plan(cfg: EvalSetConfig):
     """Identities and per-image yaw, pitch, quality flag, degradation and render seed."""
-    from ..data.synthetic import _with_quality, make_identities
+    from ..data.synthetic import degradation_with_quality, make_identities
 
     ids = make_identities(3 * cfg.families, cfg.seed, family_size=3, hard_fraction=1.0,
                           family_spread=cfg.family_spread)
@@ -176,7 +176,7 @@ def _plan(cfg: EvalSetConfig):
         else:
             yaw[k] = np.clip(rng.normal(0, 22), -60, 60)
         pitch[k] = np.clip(rng.normal(0, 8), -20, 20)
-        degs.append(_with_quality(rng, bool(hq[k])))
+        degs.append(degradation_with_quality(rng, bool(hq[k])))
     seeds = rng.integers(2 ** 62, size=len(ids))
     noise = rng.integers(2 ** 62, size=n)
     return ids, ident, hq, yaw, pitch, degs, seeds, noise
@@ -189,7 +189,7 @@ def build_evalset(path: str, cfg: EvalSetConfig, progress: bool = True) -> EvalS
     """
     from tqdm.auto import tqdm
 
-    from ..data.synthetic import HIGH_QUALITY, _degrade, quality_score, render_faces
+    from ..data.synthetic import HIGH_QUALITY, degrade, quality_score, render_faces
     from ..fileio import atomic_path, write_json
 
     cfg.validate()
@@ -208,7 +208,7 @@ def build_evalset(path: str, cfg: EvalSetConfig, progress: bool = True) -> EvalS
                                expression="random", background="random", size=cfg.size, seed=int(seeds[i]),
                                frontal=False)
             for k, img in zip(range(sl.start, sl.stop), out["image"]):
-                _, data = _degrade(img, degs[k], int(noise[k]), encode=True)
+                _, data = degrade(img, degs[k], int(noise[k]), encode=True)
                 blobs.append(np.frombuffer(data, np.uint8))
                 quality[k] = quality_score(degs[k])
             bar.update(per)

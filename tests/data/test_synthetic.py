@@ -274,8 +274,10 @@ def test_generation_is_deterministic_and_all_or_nothing(dataset, tmp_path, monke
             raise RuntimeError("interrupted")
         return real(job)
 
-    real = synthetic._run_job
-    monkeypatch.setattr(synthetic, "_run_job", failing)
+    from lh2face_plugin.data.synthetic import runner
+
+    real = runner.run_job
+    monkeypatch.setattr(runner, "run_job", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
         generate_dataset(tmp_path / "broken", seed=7, progress=False, workers=1, **SMALL)
     assert not (tmp_path / "broken").exists()
@@ -293,3 +295,19 @@ def test_render_faces_matches_render_face(ids):
         assert np.array_equal(batch["frontal"][k], render_face(person, light=None).image)
     rand = synthetic.render_faces(people, light="random", degrade="random", background="random", seed=3)
     assert not np.array_equal(rand["image"][0], rand["image"][2])
+
+
+def test_the_package_keeps_its_public_names_and_imports_no_private_name():
+    import ast
+    import pathlib
+
+    import lh2face_plugin
+
+    for name in synthetic.__all__:
+        assert getattr(synthetic, name) is not None, name
+    root = pathlib.Path(lh2face_plugin.__file__).parent
+    for path in sorted((root / "data" / "synthetic").glob("*.py")) + sorted((root / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
