@@ -1,10 +1,12 @@
 """Image decoding and encoding for every reader and writer of the package.
 
 One decoder (:func:`decode`, :func:`read`) serves RecordIO records, ``.bin`` verification sets,
-IJB loose crops and folders of faces. Before decoding it reads the image size from the header and
-refuses decompression bombs (more than :data:`MAX_PIXELS`); with ``strict`` it refuses truncated
-JPEG and PNG files, which OpenCV would otherwise decode with a grey bottom and a warning. Errors are
-:class:`ImageError` (a ``ValueError``) naming the image and the cause.
+IJB loose crops and folders of faces, behind one gate (:func:`admit`): only JPEG and PNG (what
+arcface_torch's data holds) are decoded, recognised by their magic bytes; their size is read from
+the header (JPEG SOF marker, PNG IHDR chunk) and checked against :data:`MAX_PIXELS`, and the
+encoded size against :data:`MAX_BYTES`, before any decoder runs. With ``strict`` truncated JPEG and
+PNG files are refused too (OpenCV would decode them with a grey bottom and a warning). Errors are
+:class:`ImageError` (a ``ValueError``) naming the image and the cause, never its bytes.
 
 The codec is OpenCV when installed (mxnet's), else Pillow; both return OpenCV's conventions
 (BGR, uint8; ``"unchanged"`` keeps grey, BGRA and 16-bit PNGs as stored).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import io
 import os
-import re
+import stat
 import struct
 from typing import Optional, Tuple, Union
 
@@ -24,11 +26,16 @@ try:
 except ImportError:  # pragma: no cover - exercised by forcing the backend
     cv2 = None
 
-__all__ = ["decode", "read", "encode", "sniff", "ImageError", "MAX_PIXELS", "BACKEND"]
+__all__ = ["decode", "read", "encode", "sniff", "admit", "ImageError", "MAX_PIXELS", "MAX_BYTES", "FORMATS",
+           "BACKEND"]
 
 BACKEND = "cv2" if cv2 is not None else "pillow"
-MAX_PIXELS = 178_956_970
-"""Largest image accepted (Pillow's decompression-bomb error threshold, about 179 megapixels)."""
+FORMATS = ("JPEG", "PNG")
+"""The formats the package decodes."""
+MAX_PIXELS = 8192 * 8192
+"""Largest image decoded: 67,108,864 pixels (8192 x 8192; 192 MiB as 8-bit BGR), read from the header."""
+MAX_BYTES = 64 << 20
+"""Largest encoded image decoded: 64 MiB."""
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
 _MODES = ("bgr", "rgb", "gray", "unchanged")
@@ -64,23 +71,72 @@ def _jpeg_scan(buf: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[int]]:
 
 
 def sniff(buf: Buffer) -> Tuple[Optional[str], Optional[Tuple[int, int]]]:
-    """``(format, (width, height))`` from the header alone; ``(None, None)`` when unknown."""
-    data = bytes(buf[:1 << 16]) if not isinstance(buf, bytes) else buf
-    if data[:8] == _PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
-        return "PNG", struct.unpack_from(">II", data, 16)
-    if data[:2] == b"\xff\xd8":
+    """``(format, (width, height))`` of a JPEG or PNG from its header alone; ``(None, None)`` otherwise.
+
+    The size is ``None`` for a JPEG without a frame header (SOF marker) before its first scan.
+    """
+    data = buf if isinstance(buf, bytes) else bytes(memoryview(buf)[: MAX_BYTES + 1])
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return "PNG", struct.unpack_from(">II", data, 16)
+        return "PNG", None
+    if data[:3] == b"\xff\xd8\xff":
         size, _ = _jpeg_scan(data)
         return "JPEG", size
-    from PIL import Image, UnidentifiedImageError
+    return None, None
 
-    try:
-        with Image.open(io.BytesIO(bytes(buf))) as im:
-            return im.format, im.size
-    except Image.DecompressionBombError as exc:
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        return None, (int(pixels.group(1)) if pixels else MAX_PIXELS + 1, 1)
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None, None
+
+_OTHER_FORMATS = (
+    (b"#?RADIANCE", "a Radiance HDR image"), (b"#?RGBE", "a Radiance HDR image"), (b"BM", "a BMP image"),
+    (b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+    (b"\x76\x2f\x31\x01", "an OpenEXR image"), (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"), (b"P1", "a PBM image"), (b"P2", "a PGM image"),
+    (b"P3", "a PPM image"), (b"P4", "a PBM image"), (b"P5", "a PGM image"), (b"P6", "a PPM image"),
+    (b"PF", "a PFM image"), (b"Pf", "a PFM image"), (b"\x59\xa6\x6a\x95", "a Sun raster image"),
+)
+
+
+def _kind(data: bytes) -> str:
+    """What the bytes are, for an error message (never the bytes themselves)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP image"
+    for magic, kind in _OTHER_FORMATS:
+        if data.startswith(magic):
+            return kind
+    return "not an image format the package knows"
+
+
+def admit(buf: Buffer, where: str = "image") -> Tuple[str, Tuple[int, int]]:
+    """The decoder gate: ``(format, (width, height))`` of an image the package may decode.
+
+    Admits JPEG and PNG only (magic bytes), of at most :data:`MAX_BYTES` bytes, whose header declares
+    a size of 1 to :data:`MAX_PIXELS` pixels. Nothing is decoded.
+
+    Raises:
+        ImageError: naming ``where`` and the cause (never the bytes).
+    """
+    n = buf.nbytes if isinstance(buf, (memoryview, np.ndarray)) else len(buf)
+    if n == 0:
+        raise ImageError(f"{where}: empty image data (0 bytes)")
+    if n > MAX_BYTES:
+        raise ImageError(f"{where}: {n} bytes of image data, more than the {MAX_BYTES >> 20} MiB limit of one "
+                         "image; use a smaller image")
+    fmt, size = sniff(buf)
+    if fmt is None:
+        head = bytes(memoryview(buf)[:16]) if not isinstance(buf, bytes) else buf[:16]
+        raise ImageError(f"{where}: {_kind(head)}; only {' and '.join(FORMATS)} images are decoded (convert it, "
+                         "or leave it out)")
+    if size is None:
+        where_size = "frame header (SOF marker) before its image data" if fmt == "JPEG" else "IHDR chunk"
+        raise ImageError(f"{where}: a {fmt} without a {where_size}; the file is damaged or not a {fmt}")
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"{where}: the {fmt} header declares {width}x{height} pixels; the file is damaged")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{where}: the {fmt} header declares {width}x{height} pixels, {width * height / 1e6:.0f} "
+                         f"megapixels, more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit against decompression "
+                         "bombs; use a smaller image")
+    return fmt, (int(width), int(height))
 
 
 def _truncation(buf: bytes, fmt: Optional[str]) -> Optional[str]:
@@ -108,24 +164,16 @@ def decode(buf: Buffer, mode: str = "bgr", *, where: str = "image", strict: bool
         backend: ``"cv2"`` or ``"pillow"`` (default :data:`BACKEND`).
 
     Raises:
-        ImageError: empty, undecodable, truncated (``strict``) or larger than :data:`MAX_PIXELS`.
+        ImageError: refused by :func:`admit` (not JPEG/PNG, too large), undecodable, or truncated (``strict``).
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     data = buf.tobytes() if isinstance(buf, np.ndarray) else bytes(buf)
-    if not data:
-        raise ImageError(f"{where}: empty image data (0 bytes)")
-    fmt, size = sniff(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        dims = f"{size[0]}x{size[1]} pixels, " if size[1] > 1 else ""
-        raise ImageError(f"{where}: the {fmt or 'image'} header declares {dims}{size[0] * size[1] / 1e6:.0f} "
-                         f"megapixels, more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit against decompression "
-                         "bombs; use a smaller image")
+    fmt, _ = admit(data, where)
     if strict:
         cut = _truncation(data, fmt)
         if cut is not None:
-            raise ImageError(f"{where}: {cut}, {len(data)} bytes; the file is incomplete (copy it again, or leave "
-                             "it out)")
+            raise ImageError(f"{where}: {cut}; the file is incomplete (copy it again, or leave it out)")
     backend = backend or BACKEND
     if backend == "cv2":
         flag = {"bgr": cv2.IMREAD_COLOR, "rgb": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE,
@@ -137,10 +185,9 @@ def decode(buf: Buffer, mode: str = "bgr", *, where: str = "image", strict: bool
         if img is not None and mode == "rgb":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     else:
-        img = _pil_decode(data, mode)
+        img = _pil_decode(data, mode, fmt)
     if img is None:
-        raise ImageError(f"{where}: could not decode {len(data)} image bytes (starting {data[:8].hex()!r}) with "
-                         f"{backend}: not an image, or a damaged file")
+        raise ImageError(f"{where}: could not decode the {fmt} image with {backend}: a damaged file")
     return img
 
 
@@ -149,11 +196,11 @@ def _first_line(exc: BaseException) -> str:
     return text.split(" error: ", 1)[-1] if " error: " in text else text
 
 
-def _pil_decode(buf: bytes, mode: str) -> Optional[np.ndarray]:
+def _pil_decode(buf: bytes, mode: str, fmt: str) -> Optional[np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        im = Image.open(io.BytesIO(buf))
+        im = Image.open(io.BytesIO(buf), formats=[fmt])
         im.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
@@ -175,14 +222,17 @@ def read(path: Union[str, "os.PathLike[str]"], mode: str = "rgb", *, strict: boo
          where: Optional[str] = None) -> np.ndarray:
     """Decode the image file ``path`` (see :func:`decode`); errors name the file (or ``where``)."""
     path = os.fspath(path)
+    name = where or path
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ImageError(f"{name}: not a regular file (a device, pipe or socket); an image must be a file")
+            data = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{where or path}: image file not found") from None
+        raise FileNotFoundError(f"{name}: image file not found") from None
     except IsADirectoryError:
-        raise ImageError(f"{where or path}: is a folder, not an image file") from None
-    return decode(data, mode, where=where or path, strict=strict)
+        raise ImageError(f"{name}: is a folder, not an image file") from None
+    return decode(data, mode, where=name, strict=strict)
 
 
 _PIL_FORMATS = {".BMP": "BMP", ".WEBP": "WEBP", ".TIF": "TIFF", ".TIFF": "TIFF"}

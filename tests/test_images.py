@@ -54,8 +54,57 @@ def test_codecs_agree_and_errors_name_the_image():
     assert decode(np.frombuffer(png, np.uint8), "gray").shape == (4, 4)
     with pytest.raises(ImageError, match="k7: empty image data"):
         decode(b"", where="k7")
-    with pytest.raises(ImageError, match="k8: could not decode 5 image bytes"):
+    with pytest.raises(ImageError, match="k8: not an image format the package knows; only JPEG and PNG"):
         decode(b"nope!", where="k8")
+
+
+def rle_hdr(width: int, height: int) -> bytes:
+    """A Radiance .hdr whose run-length lines declare ``width`` x ``height`` pixels (OpenCV decodes it)."""
+    runs = b"".join(bytes([128 + min(127, width - k), 100]) for k in range(0, width, 127))
+    return f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y {height} +X {width}\n".encode() + \
+        (bytes([2, 2, width >> 8, width & 255]) + runs * 4) * height
+
+
+def jpeg_with_size(width: int, height: int) -> bytes:
+    """A real JPEG whose SOF marker is rewritten to declare ``width`` x ``height``."""
+    data = bytearray(jpeg_bytes())
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("backend", ["cv2", "pillow"])
+def test_the_gate_decodes_only_jpeg_and_png_within_the_header_limits(backend):
+    assert images.admit(jpeg_bytes(size=40)) == ("JPEG", (40, 40))
+    small_hdr = rle_hdr(16, 16)
+    assert images.cv2.imdecode(np.frombuffer(small_hdr, np.uint8), -1) is not None  # OpenCV would decode it
+    with pytest.raises(ImageError, match=r"^x\.hdr: a Radiance HDR image; only JPEG and PNG images are decoded"):
+        decode(small_hdr, where="x.hdr", backend=backend)
+    bmp = images.encode(np.zeros((4, 4, 3), np.uint8), img_fmt=".bmp", backend="pillow")
+    with pytest.raises(ImageError, match="a BMP image; only JPEG and PNG"):
+        decode(bmp, backend=backend)
+    with pytest.raises(ImageError, match=r"JPEG header declares 9000x9000 pixels, 81 megapixels, more than the 67"):
+        decode(jpeg_with_size(9000, 9000), backend=backend)
+    with pytest.raises(ImageError, match=r"JPEG header declares 0x7 pixels"):
+        decode(jpeg_with_size(0, 7), backend=backend)
+    with pytest.raises(ImageError, match="a JPEG without a frame header"):
+        decode(b"\xff\xd8\xff\xda\x00\x02" + bytes(64), backend=backend)
+    with pytest.raises(ImageError, match=r"67108865 bytes of image data, more than the 64 MiB limit"):
+        decode(b"\xff\xd8\xff" + bytes(images.MAX_BYTES - 2), backend=backend)
+
+
+def test_errors_never_show_the_bytes_of_a_file(tmp_path):
+    secret = b"root:$6$s3cr3t-hash-value:19000:0:99999:7:::\n"
+    for data, strict in [(secret, False), (b"\x89PNG\r\n\x1a\n" + secret, False), (b"\xff\xd8\xff" + secret, False),
+                         (jpeg_bytes()[:-40] + secret, True)]:
+        with pytest.raises(ImageError) as err:
+            decode(data, where="f", strict=strict)
+        text = str(err.value)
+        assert "s3cr3t" not in text and secret[:8].hex() not in text and str(len(data)) not in text, text
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="pipe.jpg: not a regular file"):
+        images.read(fifo)
 
 
 def _calls(tree: ast.AST):
