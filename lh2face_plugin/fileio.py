@@ -13,6 +13,14 @@ Every writer of the package goes through this module:
   ``overwrite``. What a command made is listed, with sizes and SHA-256, in the folder's
   :data:`MANIFEST` (see :func:`read_manifest`, :func:`verify_manifest`), which is also how a rerun
   checks that what it reuses is whole.
+* :func:`owned_files`: the one ownership rule. A file of a folder is the command's own (it may
+  replace or remove it) only while its content matches the SHA-256 the folder's manifest lists; a
+  file the manifest does not list, or one changed since, is the user's: it is kept, and replacing
+  it needs ``overwrite`` (:class:`FolderWriter` refuses, naming the file). Writing a manifest
+  therefore makes nothing anyone else's file ours.
+* :func:`resolve_inside`: the one resolver of a path a dataset names (an IJB meta line, a manifest
+  entry, an image found in a dataset folder): it must resolve, symbolic links included, inside the
+  dataset's folder.
 * :func:`sha256_file`: the one file hash.
 
 Guarantees hold against exceptions and killed processes; single files are also ``fsync``-ed.
@@ -43,7 +51,7 @@ except ImportError:  # pragma: no cover - not on Windows
 __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
-           "FolderNotOwned", "FolderWriter"]
+           "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -57,6 +65,32 @@ os.umask(_UMASK)
 
 class FolderNotOwned(FileExistsError):
     """A command was asked to write into a non-empty folder it did not make (pass ``overwrite``)."""
+
+
+class OutsideRoot(ValueError):
+    """A path named by a dataset's own file resolves outside the dataset's folder."""
+
+
+def resolve_inside(root: str, name: str, *, source: str, line: Optional[int] = None) -> str:
+    """The real path of ``root/name``, which must lie inside ``root`` (symbolic links resolved).
+
+    ``name`` is what a dataset's file names (relative, or absolute); ``source`` (and ``line``) say
+    where it was named, for the error.
+
+    Raises:
+        OutsideRoot: one line naming ``source`` and ``line`` (never the content of any file).
+    """
+    real_root = os.path.realpath(root)
+    if name and os.sep not in name and "/" not in name and name not in (".", ".."):
+        direct = os.path.join(real_root, name)
+        if not os.path.islink(direct):
+            return direct
+    path = os.path.realpath(os.path.join(real_root, name))
+    if path == real_root or os.path.commonpath([real_root, path]) != real_root:
+        at = f"{source} line {line}" if line is not None else source
+        raise OutsideRoot(f"{at}: names {name!r}, which resolves outside {root}; the files a data set (or a model) "
+                          "names must lie inside its folder")
+    return path
 
 
 # --------------------------------------------------------------------------- hashing
@@ -358,15 +392,47 @@ def verify_manifest(folder: str, manifest: Optional[Mapping[str, Any]] = None, h
     for rel, want in doc["files"].items():
         p = os.path.join(folder, rel)
         try:
-            size = os.path.getsize(p)
+            p = resolve_inside(folder, rel, source=os.path.join(folder, MANIFEST))
+            st = os.lstat(p)
+        except OutsideRoot as exc:
+            problems.append(str(exc))
+            continue
         except OSError:
             problems.append(f"{p}: missing")
             continue
-        if size != want.get("size"):
-            problems.append(f"{p}: {size} bytes, the manifest says {want.get('size')}")
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"{p}: not a regular file")
+        elif st.st_size != want.get("size"):
+            problems.append(f"{p}: {st.st_size} bytes, the manifest says {want.get('size')}")
         elif hashes and sha256_file(p) != want.get("sha256"):
             problems.append(f"{p}: content differs from the manifest (SHA-256)")
     return problems
+
+
+def owned_files(folder: str, listing: Mapping[str, Any]) -> Set[str]:
+    """The one ownership rule: the files of ``listing`` whose current content is what it lists.
+
+    ``listing`` maps relative paths to ``{"sha256", "size"}`` (a manifest's ``files``; an entry's
+    ``previous`` digest, left by an interrupted publish, counts too) or to a SHA-256 string. A file is owned only if it lies inside ``folder``, is a regular file (not a
+    link) and has that SHA-256 now: a listing someone else wrote owns nothing of yours.
+    """
+    owned = set()
+    for rel, want in listing.items():
+        wants = [want] + ([want["previous"]] if isinstance(want, Mapping) and "previous" in want else [])
+        wants = [(w.get("size"), w.get("sha256")) if isinstance(w, Mapping) else (None, w) for w in wants]
+        wants = [(size, digest) for size, digest in wants if isinstance(digest, str) and digest]
+        if not isinstance(rel, str) or not wants:
+            continue
+        try:
+            p = resolve_inside(folder, rel, source=folder)
+            st = os.lstat(p)
+        except (OutsideRoot, OSError):
+            continue
+        if not stat.S_ISREG(st.st_mode) or all(size is not None and size != st.st_size for size, _ in wants):
+            continue
+        if sha256_file(p) in {digest for size, digest in wants if size is None or size == st.st_size}:
+            owned.add(os.path.relpath(p, os.path.realpath(folder)).replace(os.sep, "/"))
+    return owned
 
 
 def _visible_entries(folder: str) -> List[str]:
@@ -377,10 +443,12 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
                  legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> Set[str]:
     """Check that ``command`` may write ``out``; returns the files of ``out`` that it owns.
 
-    ``out`` may be missing, empty, or hold a manifest written by ``command`` (what it lists is
-    owned). ``legacy(out)`` may recognise a folder an older version made and return its files.
-    Otherwise ``FolderNotOwned`` is raised unless ``overwrite``; then nothing is owned, so files
-    of other names survive.
+    ``out`` may be missing, empty, or hold a manifest written by ``command``: then the files it
+    lists that still have their listed content are owned (:func:`owned_files`), and so is the
+    manifest. ``legacy(out)`` may recognise a folder an older version made and return its files
+    (only files the command writes again under the same names: they are never removed otherwise).
+    Otherwise ``FolderNotOwned`` is raised unless ``overwrite``; then nothing is owned, so files of
+    other names survive.
     """
     if not os.path.exists(out):
         return set()
@@ -388,7 +456,7 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
         raise FileExistsError(f"{out}: exists and is not a folder; choose another output folder")
     doc = read_manifest(out)
     if doc is not None and doc.get("command") == command:
-        return set(doc["files"]) | {MANIFEST}
+        return owned_files(out, doc["files"]) | {MANIFEST}
     owned = legacy(out) if legacy is not None else None
     if owned is not None:
         return set(owned)
@@ -400,6 +468,16 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
     raise FolderNotOwned(f"{out}: the folder is not empty ({shown}) and was not made by 'lh2face {command}'"
                          f"{maker}; choose an empty or new folder, or pass --overwrite (replaces only the files "
                          "of the same names, keeps the others)")
+
+
+def check_replacements(stage: str, out: str, owned: Set[str], command: str) -> None:
+    """Raise ``FolderNotOwned`` naming the first file of ``out`` that ``stage`` would replace but is not owned."""
+    if not os.path.isdir(out):
+        return
+    for rel in _walk_files(stage):
+        if rel != MANIFEST and rel not in owned and os.path.lexists(os.path.join(out, rel)):
+            raise FolderNotOwned(f"{os.path.join(out, rel)}: was not written by 'lh2face {command}' (or changed since); "
+                                 "pass --overwrite to replace it, or move it away")
 
 
 # --------------------------------------------------------------------------- publishing folders
@@ -450,15 +528,21 @@ def _carry_over(out: str, stage: str, owned: Set[str]) -> None:
 def _publish_by_file(stage: str, out: str, owned: Set[str]) -> None:
     """Fallback without an atomic swap: files move one by one.
 
-    First a manifest claiming the old and the new files (their checks fail until the end, so nothing
-    is reused meanwhile, and an interrupted move is still recognised as this command's folder), then
-    the files, then the new manifest.
+    First a manifest claiming the old and the new files (each with its new and its ``previous``
+    digest: their checks fail until the end, so nothing is reused meanwhile, and after an
+    interrupted move every file is still owned), then the files, then the new manifest.
     """
     new = set(_walk_files(stage))
     with open(os.path.join(stage, MANIFEST), encoding="utf-8") as fh:
         doc = json.load(fh)
-    interim = dict(doc, files={**{rel: {"size": -1, "sha256": ""} for rel in owned if rel != MANIFEST},
-                               **doc["files"]})
+    files: Dict[str, Any] = {}
+    for rel in sorted(owned - {MANIFEST}):
+        p = os.path.join(out, rel)
+        if os.path.isfile(p) and not os.path.islink(p):
+            files[rel] = {"size": -1, "sha256": "", "previous": {"size": os.path.getsize(p), "sha256": sha256_file(p)}}
+    for rel, entry in doc["files"].items():
+        files[rel] = dict(entry, **({"previous": files[rel]["previous"]} if rel in files else {}))
+    interim = dict(doc, files=files)
     write_json(os.path.join(out, MANIFEST), interim)
     for rel in sorted(owned - new - {MANIFEST}):
         p = os.path.join(out, rel)
@@ -497,15 +581,16 @@ class FolderWriter:
     """A command's output folder, built in a staging folder (``path``) and published whole.
 
     Creating one checks that ``command`` may write ``out`` (:func:`claim_folder`, raising
-    ``FolderNotOwned``) and removes what killed runs left. :meth:`publish` adds a manifest of every
-    file in the staging folder (with ``extra`` keys) and replaces ``out`` by it
+    ``FolderNotOwned``) and removes what killed runs left. :meth:`publish` refuses (without
+    ``overwrite``) to replace a file of ``out`` that is not owned (:func:`check_replacements`), adds
+    a manifest of every file in the staging folder (with ``extra`` keys) and replaces ``out`` by it
     (:func:`publish_folder`); :meth:`discard` drops it and leaves ``out`` as it was.
     """
 
     def __init__(self, out: str, command: str, *, overwrite: bool = False, extra: Optional[Mapping[str, Any]] = None,
                  legacy: Optional[Callable[[str], Optional[Set[str]]]] = None) -> None:
         self.out = os.path.realpath(os.fspath(out))
-        self.command, self.extra = command, extra
+        self.command, self.extra, self.overwrite = command, extra, overwrite
         self.owned = claim_folder(self.out, command, overwrite, legacy)
         if os.path.isdir(self.out):
             cleanup_stale_in(self.out, recursive=True)
@@ -513,6 +598,8 @@ class FolderWriter:
         self.path = self._staged.path
 
     def publish(self) -> None:
+        if not self.overwrite:
+            check_replacements(self.path, self.out, self.owned, self.command)
         write_manifest(self.path, self.command, self.extra)
         publish_folder(self.path, self.out, self.owned)
         self._staged.done = True

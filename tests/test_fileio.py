@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -177,3 +178,59 @@ def test_an_interrupted_publish_by_file_is_still_recognised(tmp_path, monkeypatc
     with writing_folder(str(out), "c") as stage:  # still this command's folder: no --overwrite needed
         open(os.path.join(stage, "b"), "w").write("v3")
     assert sorted(os.listdir(out)) == [MANIFEST, "b"] and verify_manifest(str(out)) == []
+
+
+def _forge_manifest(folder, command, files):
+    listing = {rel: {"size": os.path.getsize(p), "sha256": sha256_file(p)} if os.path.exists(p) else
+               {"size": 1, "sha256": "0" * 64} for rel, p in files.items()}
+    (folder / MANIFEST).write_text(json.dumps({"format": "lh2face-manifest/1", "command": command,
+                                               "files": listing}))
+
+
+def test_ownership_cannot_be_forged_by_writing_a_manifest(tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "outside.txt"
+    out.mkdir()
+    (out / "thesis.txt").write_text("years of work")
+    outside.write_text("not in the folder")
+    _forge_manifest(out, "export", {"thesis.txt": "nowhere", "../outside.txt": str(outside)})
+    assert fileio.owned_files(str(out), read_manifest(str(out))["files"]) == set()
+    with writing_folder(str(out), "export") as stage:
+        open(os.path.join(stage, "recognition.onnx"), "w").write("model")
+    assert (out / "thesis.txt").read_text() == "years of work" and outside.read_text() == "not in the folder"
+    _forge_manifest(out, "export", {"thesis.txt": str(out / "thesis.txt"),  # even with the right digest ...
+                                    "recognition.onnx": str(out / "recognition.onnx")})
+    (out / "thesis.txt").write_text("years of work, revised")                 # ... once it changes, it is not ours
+    with writing_folder(str(out), "export") as stage:
+        open(os.path.join(stage, "recognition.onnx"), "w").write("model")
+    assert (out / "thesis.txt").read_text() == "years of work, revised"
+
+
+def test_a_changed_file_is_replaced_only_with_overwrite(tmp_path):
+    out = tmp_path / "out"
+    with writing_folder(str(out), "c") as stage:
+        open(os.path.join(stage, "f"), "w").write("v1")
+    (out / "f").write_text("edited by the user")
+    with pytest.raises(FolderNotOwned, match=r"out/f: was not written by 'lh2face c' \(or changed since\); pass "
+                                             r"--overwrite to replace it"):
+        with writing_folder(str(out), "c") as stage:
+            open(os.path.join(stage, "f"), "w").write("v2")
+    assert (out / "f").read_text() == "edited by the user"
+    with writing_folder(str(out), "c", overwrite=True) as stage:
+        open(os.path.join(stage, "f"), "w").write("v2")
+    assert (out / "f").read_text() == "v2" and verify_manifest(str(out)) == []
+
+
+def test_resolve_inside_is_the_one_resolver(tmp_path):
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "secret").write_text("s")
+    os.symlink(tmp_path / "secret", root / "link.jpg")
+    os.symlink(root / "sub" / "a.jpg", root / "inner.jpg")
+    real = os.path.realpath(root)
+    assert fileio.resolve_inside(str(root), "sub/a.jpg", source="list") == os.path.join(real, "sub", "a.jpg")
+    assert fileio.resolve_inside(str(root), "inner.jpg", source="list") == os.path.join(real, "sub", "a.jpg")
+    for name in ("../secret", str(tmp_path / "secret"), "/etc/shadow", "link.jpg", "sub/../../secret", ".."):
+        with pytest.raises(fileio.OutsideRoot, match=rf"^list\.txt line 7: names {re.escape(repr(name))}, which "
+                                                     "resolves outside"):
+            fileio.resolve_inside(str(root), name, source="list.txt", line=7)

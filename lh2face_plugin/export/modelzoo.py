@@ -36,10 +36,10 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from ..fileio import copy_file, sha256_file, writing_folder
+from ..fileio import copy_file, owned_files, resolve_inside, sha256_file, writing_folder
 from .onnx import eval_mode, module_device
 
-__all__ = ["PackInfo", "pack_model_zoo", "writing_pack", "fill_pack", "build_manifest", "verify_pack",
+__all__ = ["PackInfo", "pack_model_zoo", "writing_pack", "fill_pack", "copy_recognition", "external_data", "build_manifest", "verify_pack",
            "inspect_recognition_onnx", "torch_embedding"]
 
 MANIFEST = "manifest.json"
@@ -78,7 +78,7 @@ def inspect_recognition_onnx(path: str) -> Dict[str, Any]:
     The rules are those of ``insightface.model_zoo.get_model``: one output
     ``[batch, D]``; input ``[batch, 3, S, S]`` with a static ``S >= 112``,
     ``S % 16 == 0`` and ``S`` not 192 / 96 / 128 (landmark, attribute,
-    swapper sizes).
+    swapper sizes). External data files must exist beside it (:func:`external_data`).
 
     Returns:
         ``{"input_name", "input_shape", "input_size": S, "embedding_dimension": D}``.
@@ -87,6 +87,7 @@ def inspect_recognition_onnx(path: str) -> Dict[str, Any]:
         FileNotFoundError / ValueError naming the file and what was expected.
     """
     proto = _load_onnx(path, "recognition")
+    external_data(path, proto)
     inits = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in inits]
     outputs = list(proto.graph.output)
@@ -161,7 +162,10 @@ COMMAND = "export"
 
 
 def _legacy_pack(out_dir: str) -> Optional[set]:
-    """Files of a pack written before ownership manifests existed (its manifest names our generator)."""
+    """Files of a pack written before ownership manifests existed (its manifest names our generator).
+
+    Its model files are ours only while they have the SHA-256 its manifest lists (:func:`owned_files`).
+    """
     try:
         with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
             doc = json.load(f)
@@ -169,11 +173,9 @@ def _legacy_pack(out_dir: str) -> Optional[set]:
         return None
     if not isinstance(doc, dict) or not str(doc.get("generator", "")).startswith("lh2face-plugin"):
         return None
-    files = {MANIFEST, LICENSE}
-    for task in (doc.get("tasks") or {}).values():
-        if isinstance(task, dict) and isinstance(task.get("file"), str):
-            files.add(task["file"])
-    return files
+    listing = {task["file"]: task["sha256"] for task in (doc.get("tasks") or {}).values()
+               if isinstance(task, dict) and isinstance(task.get("file"), str) and isinstance(task.get("sha256"), str)}
+    return owned_files(out_dir, listing) | {MANIFEST}
 
 
 @contextlib.contextmanager
@@ -182,9 +184,83 @@ def writing_pack(out_dir: str, *, overwrite: bool = False) -> Iterator[str]:
 
     ``out_dir`` must be new, empty, or a pack written by ``lh2face export``, unless ``overwrite``
     (then files of other names are kept). A failed or killed export leaves ``out_dir`` as it was.
+    An error raised inside names ``out_dir`` where it named the staging folder.
     """
+    out_dir = os.path.abspath(out_dir)
     with writing_folder(out_dir, COMMAND, overwrite=overwrite, legacy=_legacy_pack) as stage:
-        yield stage
+        try:
+            yield stage
+        except Exception as exc:
+            text = str(exc)
+            if stage not in text:
+                raise
+            message = text.replace(stage, out_dir)
+            try:
+                renamed = type(exc)(message)
+            except Exception:
+                renamed = RuntimeError(message)
+            raise renamed from None
+
+
+def _graph_tensors(graph) -> Iterator[Any]:
+    """Every tensor of an ONNX graph: initializers, node attributes, subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graph_tensors(sub)
+
+
+_PROTOBUF_LIMIT = 2 ** 31 - 1
+
+
+def external_data(src: str, proto=None) -> List[str]:
+    """The external data files an ONNX model names (``[]`` for a self-contained one), checked.
+
+    Each must exist inside the model's folder (:func:`lh2face_plugin.fileio.resolve_inside`); errors
+    name the model and the file.
+    """
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    proto = _load_onnx(src, "recognition") if proto is None else proto
+    folder = os.path.dirname(os.path.abspath(src))
+    files = []
+    for location in sorted({ExternalDataInfo(t).location for t in _graph_tensors(proto.graph)
+                            if uses_external_data(t)}):
+        path = resolve_inside(folder, location, source=src)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{src}: its weights are stored in {location!r}, which is missing from {folder}")
+        files.append(path)
+    return files
+
+
+def copy_recognition(src: str, dst: str) -> None:
+    """Copy a recognition ONNX into a pack as one self-contained file.
+
+    A model whose weights live in external data files (``weights.bin`` beside the ``.onnx``,
+    :func:`external_data`) has them embedded, so the pack carries its weights. A model too large
+    for one file (2 GiB) is refused.
+    """
+    import onnx
+
+    proto = _load_onnx(src, "recognition")
+    files = external_data(src, proto)
+    if not files:
+        copy_file(src, dst)
+        return
+    names = ", ".join(os.path.basename(f) for f in files)
+    size = proto.ByteSize() + sum(os.path.getsize(f) for f in files)
+    if size >= _PROTOBUF_LIMIT:
+        raise ValueError(f"{src}: {size / 2 ** 30:.1f} GiB with its external data ({names}); an insightface pack "
+                         "holds one .onnx file, at most 2 GiB")
+    try:
+        full = onnx.load(src, load_external_data=True)
+    except Exception as exc:
+        raise ValueError(f"{src}: its external data ({names}) cannot be read ({type(exc).__name__}: {exc})") from None
+    onnx.save_model(full, dst)
 
 
 def _check_pack_inputs(recognition: str, model_id: Optional[str], detector: Optional[str],
@@ -204,7 +280,7 @@ def fill_pack(recognition: str, folder: str, *, model_id: str, detector: Optiona
     """Write the pack files into ``folder`` (a staging folder from :func:`writing_pack`)."""
     info = _check_pack_inputs(recognition, model_id, detector, license_file)
     rec_path = os.path.join(folder, RECOGNITION_FILE)
-    copy_file(recognition, rec_path)
+    copy_recognition(recognition, rec_path)
     files = {"recognition": RECOGNITION_FILE}
     det_name = det_sha = None
     if detector is not None:
@@ -238,7 +314,7 @@ def pack_model_zoo(
 
     Args:
         recognition: the recognition ONNX (e.g. from :func:`export_onnx`); copied
-            to ``out_dir/recognition.onnx``.
+            to ``out_dir/recognition.onnx`` (with its external data embedded, :func:`copy_recognition`).
         out_dir: the pack folder, written all or nothing (:func:`writing_pack`): new, empty,
             or a pack this package wrote, unless ``overwrite``.
         model_id: the manifest's ``model_id`` (default: the folder's name).

@@ -99,3 +99,64 @@ def test_a_model_with_nan_weights_is_not_exported(tmp_path, capsys):
     with pytest.raises(FloatingPointError, match="NaN or infinite embeddings"):
         export_onnx(model, str(tmp_path / "m.onnx"))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _external_data_model(exported, folder, location="weights.bin"):
+    import onnx
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "model.onnx")
+    onnx.save_model(onnx.load(exported[1].path), path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin")
+    if location != "weights.bin":  # onnx refuses to write such a model: edit the location by hand
+        proto = onnx.load(path, load_external_data=False)
+        for tensor in proto.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString())
+    return path
+
+
+def test_a_model_with_external_data_is_packed_with_its_weights(exported, tmp_path, capsys, monkeypatch):
+    import onnxruntime as ort
+
+    model = _external_data_model(exported, str(tmp_path / "src"))
+    assert os.path.getsize(model) < 100_000 < os.path.getsize(tmp_path / "src" / "weights.bin")
+    assert main(["export", model, "--out", str(tmp_path / "pack"), "--no-verify"]) == 0
+    ort.InferenceSession(str(tmp_path / "pack" / "recognition.onnx"), providers=["CPUExecutionProvider"])
+    os.remove(tmp_path / "src" / "weights.bin")
+    assert main(["export", model, "--out", str(tmp_path / "pack2"), "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert f"{model}: its weights are stored in 'weights.bin', which is missing" in err, err
+    (tmp_path / "secret.bin").write_bytes(b"s" * 4096)
+    escaping = _external_data_model(exported, str(tmp_path / "src2"), location="../secret.bin")
+    assert main(["export", escaping, "--out", str(tmp_path / "pack3"), "--no-verify"]) == 2
+    assert "names '../secret.bin', which resolves outside" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "pack2") and not os.path.exists(tmp_path / "pack3")
+
+    import lh2face_plugin.export.modelzoo as modelzoo
+
+    def failing_verify(pack_dir, reference=None):
+        raise RuntimeError(f"cannot open {pack_dir}/recognition.onnx")
+
+    monkeypatch.setattr(modelzoo, "verify_pack", failing_verify)
+    assert main(["export", exported[1].path, "--out", str(tmp_path / "pack4")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot open {tmp_path / 'pack4'}/recognition.onnx" in err and ".part" not in err, err
+
+
+def test_a_forged_ownership_manifest_does_not_make_the_users_file_ours(exported, tmp_path, capsys):
+    out = tmp_path / "folder"
+    out.mkdir()
+    (out / "thesis.txt").write_text("four years")
+    (out / ".lh2face-manifest.json").write_text(json.dumps(
+        {"format": "lh2face-manifest/1", "command": "export", "files": {"thesis.txt": {"size": 10, "sha256": "0" * 64}}}))
+    assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 0
+    assert (out / "thesis.txt").read_text() == "four years"
+    (out / "recognition.onnx").write_bytes(b"changed by the user")
+    assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'recognition.onnx'}: was not written by 'lh2face export' (or changed since); pass --overwrite" in err
+    assert (out / "recognition.onnx").read_bytes() == b"changed by the user"
