@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Sequence, Union
 
 import numpy as np
 
-__all__ = ["QuickstartConfig", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
+__all__ = ["QuickstartConfig", "QuickstartHead", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
 
 DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", "cosface-s24=cosface:s=24,m=0.35")
 """LH2Face (exported), ArcFace at arcface_torch's defaults, CosFace at LH2Face's logit scale."""
@@ -80,16 +80,17 @@ class QuickstartConfig:
     bootstrap: int = 1000
     workers: int = 1
 
-    def train_config(self):
+    def train_config(self, lr: float, seed: int):
+        """The training settings of every head (``lr``, ``seed``: this config's ``lr`` and ``train_seed``)."""
         from .training import TrainConfig
 
         return TrainConfig(network=self.network, embedding_size=self.embedding_size, steps=self.steps,
-                           batch_size=self.batch_size, lr=self.lr, clip=self.clip, seed=self.train_seed,
-                           device=self.device, workers=self.workers)
+                           batch_size=self.batch_size, lr=lr, clip=self.clip, seed=int(seed), device=self.device,
+                           workers=self.workers)
 
     def validate(self):
         """Check every setting; returns the parsed head specs."""
-        from .bench.specs import parse_head_specs
+        from .bench.specs import parse_head_spec, parse_head_specs
 
         for key in ("identities", "images_per_id", "eval_families", "bootstrap"):
             value = getattr(self, key)
@@ -101,28 +102,30 @@ class QuickstartConfig:
             raise ValueError(f"eval_seed must differ from the data seed (other identities), both are {self.seed}")
         if not self.heads:
             raise ValueError("heads must name at least one head")
-        self.train_config().validate()
+        self.train_config(self.lr, self.train_seed).validate()
         try:
             return parse_head_specs(list(self.heads))
         except KeyError as exc:
             from .registry import HEADS
 
-            bad = next(h for h in self.heads if _unknown(HEADS, h))
-            raise ValueError(f"heads: unknown head {bad.split('=')[-1].split(':')[0]!r}; known: "
-                             f"{', '.join(HEADS.names())}") from exc
+            known = set(HEADS.names())
+            bad = next(parse_head_spec(h).name for h in self.heads if parse_head_spec(h).name not in known)
+            raise ValueError(f"heads: unknown head {bad!r}; known: {', '.join(HEADS.names())}") from exc
+
+
+@dataclass
+class QuickstartHead:
+    """One head of the quickstart: its run, its verification and IJB results and its hard-HQ summary
+    (:class:`~lh2face_plugin.bench.records.HeadSummary`, one seed)."""
+
+    run: Any
+    verify: Dict[str, Any]
+    ijb: Dict[str, Any]
+    hard_hq: Any
 
 
 _FLIP = {"win": "loss", "loss": "win"}  # verdicts of h - first, printed as first - h
-
-
-def _unknown(registry, spec: str) -> bool:
-    from .bench.specs import parse_head_spec
-
-    try:
-        registry.get(parse_head_spec(spec).name)
-        return False
-    except KeyError:
-        return True
+_DIFF_METRICS = ("hard_hq_tar@1e-1", "hard_hq_tar@1e-2")
 
 
 def _fmt_ci(value: float, ci: Sequence[float]) -> str:
@@ -131,25 +134,26 @@ def _fmt_ci(value: float, ci: Sequence[float]) -> str:
     return f"{100 * value:.1f} [{100 * ci[0]:.1f},{100 * ci[1]:.1f}]"
 
 
-def _format_table(results: Dict[str, Dict[str, Any]]) -> str:
+def _format_table(results: Dict[str, QuickstartHead]) -> str:
     heads = list(results)
 
     def hh(metric):
-        return lambda r: _fmt_ci(r["hard_hq"]["metrics"][metric]["mean"], r["hard_hq"]["metrics"][metric]["ci"])
+        return lambda r: _fmt_ci(r.hard_hq.metrics[metric]["mean"], r.hard_hq.metrics[metric]["ci"])
 
     rows = [
-        ("verify.bin accuracy (10-fold)", lambda r: f"{100 * r['verify']['accuracy']:.2f}%"),
-        ("IJB-SYNTH TAR@FAR=1e-3", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-3]:.2f}%"),
-        ("IJB-SYNTH TAR@FAR=1e-2", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-2]:.2f}%"),
-        ("IJB-SYNTH TAR@FAR=1e-1", lambda r: f"{100 * r['ijb']['tar_at_far'][1e-1]:.2f}%"),
-        ("IJB-SYNTH AUC", lambda r: f"{r['ijb']['auc']:.4f}"),
+        ("verify.bin accuracy (10-fold)", lambda r: f"{100 * r.verify['accuracy']:.2f}%"),
+        ("IJB-SYNTH TAR@FAR=1e-3", lambda r: f"{100 * r.ijb['tar_at_far'][1e-3]:.2f}%"),
+        ("IJB-SYNTH TAR@FAR=1e-2", lambda r: f"{100 * r.ijb['tar_at_far'][1e-2]:.2f}%"),
+        ("IJB-SYNTH TAR@FAR=1e-1", lambda r: f"{100 * r.ijb['tar_at_far'][1e-1]:.2f}%"),
+        ("IJB-SYNTH AUC", lambda r: f"{r.ijb['auc']:.4f}"),
         ("hard HQ TAR@FAR=1e-1 [95% CI]", hh("hard_hq_tar@1e-1")),
         ("hard HQ TAR@FAR=1e-2 [95% CI]", hh("hard_hq_tar@1e-2")),
         ("hard HQ AUC [95% CI]", hh("hard_hq_auc")),
-        ("rho(|z|, quality)", lambda r: f"{r['hard_hq']['metrics']['rho_norm_quality']['mean']:+.3f}"),
-        ("train accuracy (last 20 steps)", lambda r: f"{100 * np.mean(r['train'].history['accuracy'][-20:]):.1f}%"),
-        ("clipped steps", lambda r: f"{100 * r['train'].info['clip']['fraction']:.0f}%"),
-        ("train time", lambda r: f"{r['train'].seconds:.0f} s"),
+        ("rho(|z|, quality)", lambda r: f"{r.hard_hq.metrics['rho_norm_quality']['mean']:+.3f}"),
+        ("train accuracy (last 20 steps)",
+         lambda r: f"{100 * np.mean(r.run.trained.history['accuracy'][-20:]):.1f}%"),
+        ("clipped steps", lambda r: f"{100 * r.run.clip_fraction:.0f}%"),
+        ("train time", lambda r: f"{r.run.seconds:.0f} s"),
     ]
     width = max(len(r[0]) for r in rows) + 2
     col = max(18, max(len(h) for h in heads) + 2)
@@ -159,26 +163,27 @@ def _format_table(results: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(fn: Callable[[Dict[str, Any]], str], result: Dict[str, Any]) -> str:
+def _cell(fn: Callable[[QuickstartHead], str], result: QuickstartHead) -> str:
     """A table cell; ``n/a`` where the value cannot be computed (e.g. a split without genuine pairs)."""
     text = fn(result)
     return "n/a" if "nan" in text.lower() else text
 
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run the whole job; returns the results (also written to ``cfg.out/results.json``)."""
-    from .bench.bootstrap import bootstrap_metrics, compare_heads, summarize_heads
-    from .bench.evalset import EvalSetConfig, build_evalset, pair_counts
-    from .bench.runner import evaluate_runs, to_json
-    from .bench.scores import PairIndex
-    from .data.synthetic import HIGH_QUALITY, IJB_TARGET, generate_dataset
+    """Run the whole job; returns the results (also written to ``cfg.out/results.json``).
+
+    Data, evaluation set, training, hard-HQ scores and the bootstrap go through the comparison
+    pipeline ``lh2face bench`` uses (:mod:`lh2face_plugin.bench.pipeline`); the verification and
+    IJB evaluations, the export and the pack are the quickstart's own."""
+    from .bench.pipeline import compare, prepare_data, prepare_evalset, run_result, score_runs, train_run
+    from .bench.results import to_json
+    from .data.synthetic import HIGH_QUALITY, IJB_TARGET
     from .eval import evaluate_ijb, evaluate_verification, torch_embedder
     from .eval.plots import plot_roc
     from .export.modelzoo import pack_model_zoo, verify_pack
     from .export.onnx import export_onnx
-    from .fileio import sha256_file
-    from .fileio import write_json
-    from .training import data_fingerprint, plot_training, train_model
+    from .fileio import sha256_file, write_json
+    from .training import plot_training
 
     specs = cfg.validate()
     t0 = time.perf_counter()
@@ -187,80 +192,68 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
 
     echo(f"[1/4] synthetic data: {cfg.identities} identities x {cfg.images_per_id} images -> {out}/data; "
          f"held-out look-alike set: {cfg.eval_families} families -> {out}/evalset")
-    paths = generate_dataset(os.path.join(out, "data"), identities=cfg.identities,
-                             images_per_id=cfg.images_per_id, seed=cfg.seed, progress=progress)
-    data_dir = os.path.dirname(paths["rec"])
-    data_key = data_fingerprint(data_dir)
-    ev = build_evalset(os.path.join(out, "evalset"), EvalSetConfig(families=cfg.eval_families, seed=cfg.eval_seed),
-                       progress=progress)
-    index = PairIndex.build(ev)
-    counts = pair_counts(ev)["hard_hq"]
+    data = prepare_data(os.path.join(out, "data"), cfg.identities, cfg.images_per_id, cfg.seed, progress)
+    ctx = prepare_evalset(os.path.join(out, "evalset"), cfg.eval_families, cfg.eval_seed, progress)
+    counts = ctx.counts["hard_hq"]
 
-    results: Dict[str, Dict[str, Any]] = {}
-    tcfg = cfg.train_config()
+    runs, own = [], {}
     for spec in specs:
         echo(f"[2/4] train {cfg.network} with the {spec.label} head: {cfg.steps} steps x {cfg.batch_size} images")
-        run_dir = os.path.join(out, spec.folder)
-        tr = train_model(tcfg, data_dir, spec.name, run_dir, head_kwargs=spec.kwargs, label=spec.label,
-                         progress=progress, data_key=data_key, echo=echo)
-        if tr.reused:
-            echo(f"      reused {tr.model_path}")
-        embed = torch_embedder(tr.model, device=cfg.device)
-        key = sha256_file(tr.model_path)[:16]
+        run = train_run(spec, cfg.train_seed, cfg.lr, cfg.train_config, data, os.path.join(out, spec.folder),
+                        name=spec.label, progress=progress, echo=echo)
+        if run.reused:
+            echo(f"      reused {run.model_path}")
+        embed = torch_embedder(run.model, device=cfg.device)
+        key = sha256_file(run.model_path)[:16]
         echo(f"[3/4] evaluate {spec.label}")
-        cache = os.path.join(run_dir, "features")
-        verify = evaluate_verification(embed, paths["verify_bin"], cache_dir=os.path.join(cache, "verify"),
+        cache = os.path.join(run.dir, "features")
+        verify = evaluate_verification(embed, data.paths["verify_bin"], cache_dir=os.path.join(cache, "verify"),
                                        cache_key=key)
-        ijb = evaluate_ijb(embed, paths["ijb"], IJB_TARGET, cache_dir=os.path.join(cache, "ijb"), cache_key=key,
-                           identification=False)
-        run = {"model": tr.model, "model_path": tr.model_path, "dir": run_dir, "name": spec.label}
-        results[spec.label] = {"spec": spec, "train": tr, "verify": verify, "ijb": ijb,
-                               "scores": evaluate_runs([run], ev, index, device=cfg.device, progress=progress)[0]}
+        ijb = evaluate_ijb(embed, data.paths["ijb"], IJB_TARGET, cache_dir=os.path.join(cache, "ijb"),
+                           cache_key=key, identification=False)
+        runs.append(run)
+        own[spec.label] = (verify, ijb)
 
-    labels = list(results)
-    point, reps = bootstrap_metrics([results[h]["scores"] for h in labels], ev.num_families, cfg.bootstrap,
-                                    progress=progress)
-    metric_names = list(point[0])
-    pv = {m: {h: [point[k][m]] for k, h in enumerate(labels)} for m in metric_names}
-    rv = {m: {h: [reps[k][m]] for k, h in enumerate(labels)} for m in metric_names}
-    for h in labels:
-        results[h]["hard_hq"] = {"metrics": {m: summarize_heads(pv[m], rv[m])[h] for m in metric_names}}
-    first = labels[0]
-    diffs = {m: compare_heads(pv[m], rv[m], first) for m in ("hard_hq_tar@1e-1", "hard_hq_tar@1e-2")} \
-        if len(labels) > 1 else {}
+    sets = score_runs(runs, ctx, device=cfg.device, progress=progress)
+    first = specs[0].label
+    comparison = compare([run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)], sets,
+                         ctx.ev.num_families, reference=first, replicates=cfg.bootstrap, progress=progress)
+    results = {r.spec.label: QuickstartHead(r, *own[r.spec.label], comparison.heads[r.spec.label]) for r in runs}
+    diffs = {m: {h: {k: v for k, v in per[m].items() if k != "mde"} for h, per in comparison.differences.items()}
+             for m in _DIFF_METRICS} if len(results) > 1 else {}
 
     echo(f"[4/4] export the {first} model to ONNX and an insightface model-zoo pack")
-    first_spec = results[first]["spec"]
+    first_spec = specs[0]
     onnx_path = os.path.join(out, first_spec.folder, "recognition.onnx")
     pack_dir = os.path.join(out, f"pack_{first_spec.folder}")
-    model = results[first]["train"].model
+    model = results[first].run.model
     with _quiet_third_party():
         report = export_onnx(model, onnx_path)
         pack_model_zoo(onnx_path, pack_dir, model_id=f"{first_spec.folder}-quickstart")
         zoo = verify_pack(pack_dir, reference=model)
 
     plots = {
-        "roc": plot_roc({h: (r["ijb"]["roc"]["fpr"], r["ijb"]["roc"]["tpr"]) for h, r in results.items()},
+        "roc": plot_roc({h: (r.ijb["roc"]["fpr"], r.ijb["roc"]["tpr"]) for h, r in results.items()},
                         os.path.join(out, "roc_ijb_synth.png"), title="IJB-SYNTH 1:1 (all pairs)"),
-        "roc_hard_hq": plot_roc({h: r["scores"].roc("hard_hq") for h, r in results.items()},
+        "roc_hard_hq": plot_roc({r.spec.label: s.roc("hard_hq") for r, s in zip(runs, sets)},
                                 os.path.join(out, "roc_hard_hq.png"), fars=(1e-3, 1e-2, 1e-1),
                                 title="held-out hard high-quality pairs (look-alike impostors)"),
-        "training": plot_training({h: r["train"].history for h, r in results.items()},
+        "training": plot_training({h: r.run.trained.history for h, r in results.items()},
                                   os.path.join(out, "training.png")),
     }
     hard_set = {"families": cfg.eval_families, "seed": cfg.eval_seed, "genuine_pairs": counts["genuine"],
                 "impostor_pairs": counts["impostor"], "quality_threshold": HIGH_QUALITY,
-                "bootstrap": cfg.bootstrap, "sha256": ev.sha256}
+                "bootstrap": cfg.bootstrap, "sha256": ctx.sha256}
     table = _format_table(results)
     summary = {
         "config": {**dataclasses.asdict(cfg), "heads": list(cfg.heads)},
         "hard_hq_set": hard_set,
-        "heads": {h: {"head": r["spec"].name, "head_kwargs": r["spec"].kwargs,
-                      "verify": {k: r["verify"][k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
-                      "ijb": {k: r["ijb"][k] for k in ("tar_at_far", "auc", "pairs", "templates")},
-                      "hard_hq": r["hard_hq"]["metrics"],
-                      "clip": r["train"].info["clip"], "train_seconds": r["train"].seconds,
-                      "model": r["train"].model_path, "network": cfg.network}
+        "heads": {h: {"head": r.run.spec.name, "head_kwargs": r.run.spec.kwargs,
+                      "verify": {k: r.verify[k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
+                      "ijb": {k: r.ijb[k] for k in ("tar_at_far", "auc", "pairs", "templates")},
+                      "hard_hq": r.hard_hq.metrics,
+                      "clip": r.run.info["clip"], "train_seconds": r.run.seconds,
+                      "model": r.run.model_path, "network": cfg.network}
                   for h, r in results.items()},
         "differences": diffs,
         "export": {"onnx": onnx_path, "parity": dataclasses.asdict(report) if dataclasses.is_dataclass(report)

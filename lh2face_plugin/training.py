@@ -42,8 +42,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["TrainConfig", "TrainResult", "train_model", "build_model", "batch_plan", "lr_factor", "GradClipper",
-           "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
+__all__ = ["TrainConfig", "TrainResult", "train_model", "build_model", "load_trained_model", "trained_info",
+           "batch_plan", "lr_factor", "GradClipper", "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
 
 TRAINING_VERSION = 3
 """Bumped when the loop changes what a run produces (invalidates reuse of older runs)."""
@@ -295,12 +295,44 @@ def _read_info(out_dir: str) -> Optional[Dict[str, Any]]:
     return info if isinstance(info, dict) and info.get("format") == "lh2face-train" else None
 
 
-def _load(cfg: TrainConfig, out_dir: str, info: Dict[str, Any]) -> TrainResult:
+def _load(out_dir: str, info: Dict[str, Any]) -> TrainResult:
     model_path = os.path.join(out_dir, "model.pt")
+    return TrainResult(_rebuild(model_path, info), model_path, info, True)
+
+
+def _rebuild(model_path: str, info: Dict[str, Any]) -> torch.nn.Module:
+    """The model ``info`` (a ``train.json``) describes, with the weights of ``model_path``, in eval mode.
+
+    An input module is built without its ``checkpoint`` parameter: ``model.pt`` holds its weights
+    (``render.*``), so the model reloads after the checkpoint file is gone."""
     module = info.get("input_module") or {}
-    backbone, _ = build_model(cfg.network, cfg.embedding_size, module.get("name"), module.get("kwargs"))
-    backbone.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-    return TrainResult(backbone.eval(), model_path, info, True)
+    kwargs = {k: v for k, v in (module.get("kwargs") or {}).items() if k != "checkpoint"}
+    model, _ = build_model(info["network"], int(info["embedding_size"]), module.get("name"), kwargs)
+    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def trained_info(model_path: str) -> Optional[Dict[str, Any]]:
+    """The ``train.json`` beside ``model_path`` when :func:`train_model` wrote both, else ``None``."""
+    return _read_info(os.path.dirname(os.path.abspath(model_path)))
+
+
+def load_trained_model(model_path: str) -> torch.nn.Module:
+    """Reload a ``model.pt`` written by :func:`train_model` through :func:`build_model` (the backbone,
+    or the wrapped model of a run with an input module such as ``@render``), in eval mode.
+
+    Raises:
+        FileNotFoundError: no ``train.json`` of :func:`train_model` beside ``model_path``.
+        ValueError: ``model_path`` is not the model that ``train.json`` records (other bytes).
+    """
+    from .fileio import sha256_file
+
+    info = trained_info(model_path)
+    if info is None:
+        raise FileNotFoundError(f"{model_path}: no train.json of lh2face's training loop beside it")
+    if info.get("model_sha256") and info["model_sha256"] != sha256_file(model_path):
+        raise ValueError(f"{model_path} is not the model its train.json records (changed since training)")
+    return _rebuild(model_path, info)
 
 
 def _whole(out_dir: str, info: Optional[Dict[str, Any]], key: str) -> bool:
@@ -380,14 +412,14 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     os.makedirs(out_dir, exist_ok=True)
     info = _check_out_dir(out_dir)
     if _whole(out_dir, info, key):
-        return _load(cfg, out_dir, info)
+        return _load(out_dir, info)
     for donor in reuse_from:
         d_info = _read_info(donor)
         if _whole(donor, d_info, key):
             with atomic_path(os.path.join(out_dir, "model.pt"), ".pt") as tmp:
                 shutil.copyfile(os.path.join(donor, "model.pt"), tmp)
             write_json(os.path.join(out_dir, "train.json"), d_info)
-            return _load(cfg, out_dir, d_info)
+            return _load(out_dir, d_info)
     if info is not None:
         echo(f"      {out_dir}: settings changed since its last run, retraining")
 

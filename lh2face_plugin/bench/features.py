@@ -15,7 +15,7 @@ import numpy as np
 
 from .evalset import EvalSet
 
-__all__ = ["raw_features"]
+__all__ = ["raw_features", "cached_features"]
 
 
 def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 128, cache: Optional[str] = None,
@@ -38,17 +38,9 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
     from ..eval.embed import torch_embedder
     from ..fileio import save_npy, write_json
 
-    key = {"model": model_key, "evalset": ev.sha256, "images": len(ev)}
-    if cache and model_key and os.path.exists(cache) and os.path.exists(cache + ".json"):
-        try:
-            with open(cache + ".json") as fh:
-                same = json.load(fh) == key
-            feats = np.load(cache) if same else None
-        except (OSError, ValueError):  # damaged or truncated: computed again and rewritten
-            feats = None
-        if (feats is not None and feats.ndim == 2 and feats.shape[0] == len(ev) and feats.dtype == np.float32
-                and np.isfinite(feats).all()):
-            return feats
+    feats = cached_features(cache, model_key, ev) if cache else None
+    if feats is not None:
+        return feats
     embed = torch_embedder(model, device=device)
     parts = []
     bar = tqdm(total=len(ev), desc=desc, unit="img", disable=not progress, leave=False)
@@ -64,5 +56,26 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
                                  f"({bad.size} of {len(ev)} images); no metric is computed from it")
     if cache and model_key:
         save_npy(cache, feats)
-        write_json(cache + ".json", key)
+        write_json(cache + ".json", _cache_key(model_key, ev))
     return feats
+
+
+def _cache_key(model_key: str, ev: EvalSet) -> dict:
+    return {"model": model_key, "evalset": ev.sha256, "images": len(ev)}
+
+
+def cached_features(cache: str, model_key: str, ev: EvalSet) -> Optional[np.ndarray]:
+    """The features cached in ``cache`` for this model and set, or ``None`` (absent, of another model
+    or set, damaged, truncated, of another shape or not finite)."""
+    if not (model_key and os.path.exists(cache) and os.path.exists(cache + ".json")):
+        return None
+    try:
+        with open(cache + ".json") as fh:
+            same = json.load(fh) == _cache_key(model_key, ev)
+        feats = np.load(cache) if same else None
+    except (OSError, ValueError):
+        return None
+    if (feats is not None and feats.ndim == 2 and feats.shape[0] == len(ev) and feats.dtype == np.float32
+            and np.isfinite(feats).all()):
+        return feats
+    return None

@@ -9,10 +9,10 @@ the run (its folder ``OUT/<label>/seed<k>``, the table row); it defaults to the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "RESERVED_LABELS"]
+__all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS"]
 
 DEFAULT_HEADS: Tuple[str, ...] = (
     "cosface-s24=cosface:s=24,m=0.35",
@@ -23,6 +23,11 @@ DEFAULT_HEADS: Tuple[str, ...] = (
 """The default comparison, reference first: the scale-matched CosFace (s = LH2Face's mean
 kappa, METHODS.md section 6), ArcFace at arcface_torch's defaults, AdaFace and LH2Face.
 Default entries whose head is not registered in this installation are skipped with a note."""
+
+CONTROL_HEAD = "control=cosface:s=24,m=0"
+"""The positive control of ``lh2face bench --control``: plain normalised softmax at the reference's
+scale (CosFace s=24 without its margin), a head with a known handicap: a bench that cannot tell it
+from the reference could not have told a smaller difference either."""
 
 RESERVED_LABELS = ("data", "evalset", "valset", "lr_sweep")
 """Folder names of ``OUT`` that are not runs."""
@@ -41,6 +46,8 @@ class HeadSpec:
         text: the spec as written.
         input_module: registered input module the backbone trains behind, or ``None``.
         input_kwargs: the input module's parameters.
+        hparams: every hyperparameter the head is built with, defaults resolved (filled by
+            :func:`parse_head_specs`, which builds each head once to check it).
     """
 
     label: str
@@ -49,6 +56,7 @@ class HeadSpec:
     text: str = ""
     input_module: Optional[str] = None
     input_kwargs: Dict[str, Any] = field(default_factory=dict)
+    hparams: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -131,7 +139,7 @@ def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
                 continue
             raise
         try:
-            HEADS.build(spec.name, **spec.kwargs)
+            spec = replace(spec, hparams=HEADS.build(spec.name, **spec.kwargs).hparams())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"head spec {spec.text!r}: {exc}") from None
         if spec.input_module is not None:

@@ -6,18 +6,26 @@ import sys
 
 from ._common import add_command
 
+_DEFAULT_CONTROL = "default"
+
 
 def run(args) -> int:
     from functools import partialmethod
 
     from tqdm.auto import tqdm
 
-    from ..bench import DEFAULT_HEADS, BenchConfig, run_bench
+    from ..bench import CONTROL_HEAD, DEFAULT_HEADS, BenchConfig, rebuild_report, run_bench
 
     if args.quiet:
         tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
     if args.list_defaults:
         print("\n".join(DEFAULT_HEADS))
+        return 0
+    if args.report is not None:
+        if args.heads or args.control:
+            raise ValueError("--report rebuilds the table of the runs stored in OUT and trains nothing; "
+                             "drop --heads/--control (run lh2face bench --out OUT --heads ... to add runs)")
+        rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet)
         return 0
     cfg = BenchConfig(out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
                       reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
@@ -25,7 +33,8 @@ def run(args) -> int:
                       lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
                       identities=args.identities, images_per_id=args.images_per_id, data_seed=args.data_seed,
                       families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
-                      val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device, workers=args.workers)
+                      val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device, workers=args.workers,
+                      control=CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control)
     command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     run_bench(cfg, progress=not args.quiet, command=command)
     return 0
@@ -42,20 +51,32 @@ def register(subparsers) -> None:
                 --reference cos24 --seeds 0 1 2
   lh2face bench --lr-sweep 0.05 0.1 0.2             # pick each head's learning rate on a validation set first
   lh2face bench --device cuda --budget 4 --families 140
+  lh2face bench --control                           # also train the positive control (CosFace s=24, m=0)
+  lh2face bench --heads lh2face-ps=lh2face:margin=per_sample   # adds a row: the stored runs are not retrained
+  lh2face bench --report lh2face_runs/bench         # rebuild results.json, the table and plots; no training
   lh2face render pretrain --steps 1000 --pool 2048 --out render.pt   # then: lh2face with the render input
   lh2face bench --heads lh2face lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen,canon_fraction=0.125
 Head specs: [LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]] (lh2face heads lists names and parameters;
 @render trains the backbone behind the render input module); the label names the row and the run folder
 OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny; a @render run's
 model.pt holds the wrapped model, render.* and backbone.*).
-A rerun with the same settings reuses the data, evaluation set, trained models and features.
+A rerun with the same settings reuses the data, evaluation set, trained models and features. Every run's
+result is stored under its key in OUT/runs.json; the table gathers every stored run of the same training
+settings (seed and lr aside), data and evaluation set, so --heads selects what to train, not what to show.
+The report states the smallest difference at hard-HQ TAR@1e-2 and 1e-1 the run could have called a win.
 """, run)
     p.add_argument("--out", default="lh2face_runs/bench", help="output folder (default: %(default)s)")
     p.add_argument("--heads", nargs="+", metavar="SPEC",
                    help="head specs to compare (default: --list-defaults; unregistered default heads are skipped)")
     p.add_argument("--list-defaults", action="store_true", help="print the default head specs and exit")
+    p.add_argument("--control", nargs="?", const=_DEFAULT_CONTROL, default=None, metavar="SPEC",
+                   help="also train a positive control, a head with a known handicap, and report its difference "
+                        "from the reference (default SPEC: lh2face_plugin.bench.CONTROL_HEAD, "
+                        "control=cosface:s=24,m=0: plain normalised softmax at the reference's scale)")
+    p.add_argument("--report", metavar="OUT", default=None,
+                   help="rebuild OUT's results.json, table and plots from its stored runs, without training")
     p.add_argument("--reference", default=None, help="label of the head differences are taken against "
-                                                     "(default: the first head)")
+                                                     "(default: the earlier table's, else the first head)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds (default: 0 1)")
     p.add_argument("--budget", type=float, default=1.0, help="multiplies --steps (default: %(default)s)")
     p.add_argument("--steps", type=int, default=500, help="training steps per run before --budget "

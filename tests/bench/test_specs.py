@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lh2face_plugin.bench.runner import BenchConfig
+from lh2face_plugin.bench.config import BenchConfig
 from lh2face_plugin.bench.specs import DEFAULT_HEADS, parse_head_spec, parse_head_specs
 
 
@@ -69,15 +69,13 @@ def test_default_heads_skip_unregistered_ones_with_a_note():
     assert "nosuchhead" not in [s.name for s in specs] and any("nosuchhead" in n for n in notes)
     cfg = BenchConfig()
     specs, notes = cfg.head_specs()
-    assert specs[0].label == "cosface-s24" and cfg.reference_label(specs) == "cosface-s24"
+    assert specs[0].label == "cosface-s24"
     assert {"arcface", "lh2face"} <= {s.name for s in specs}
 
 
 def test_bench_config_validation():
     with pytest.raises(ValueError, match="seeds must differ"):
         BenchConfig(eval_seed=0).validate()
-    with pytest.raises(ValueError, match="reference 'x' is not one of the heads"):
-        BenchConfig(heads=("arcface", "lh2face"), reference="x").validate()
     with pytest.raises(ValueError, match="budget must be"):
         BenchConfig(budget=0).validate()
     with pytest.raises(ValueError, match="seeds must be distinct"):
@@ -85,3 +83,17 @@ def test_bench_config_validation():
     with pytest.raises(ValueError, match="sweep_metric"):
         BenchConfig(sweep_metric="accuracy").validate()
     assert BenchConfig(steps=500, budget=0.2).total_steps == 100
+
+
+def test_each_spec_is_built_once_with_its_defaults_resolved_and_the_control_is_added_once():
+    from lh2face_plugin.bench.specs import CONTROL_HEAD
+    from lh2face_plugin.registry import HEADS
+
+    spec = parse_head_specs(["cos24=cosface:s=24"])[0]
+    assert spec.hparams == HEADS.build("cosface", s=24).hparams() and spec.hparams["s"] == 24
+    assert spec.hparams["m3"] == 0.4  # the default margin, resolved
+    specs, _ = BenchConfig(heads=("arcface",), control=CONTROL_HEAD).validate()
+    assert [s.label for s in specs] == ["arcface", "control"]
+    assert (specs[1].name, specs[1].kwargs) == ("cosface", {"s": 24, "m": 0})
+    specs, _ = BenchConfig(heads=("arcface", CONTROL_HEAD), control=CONTROL_HEAD).validate()
+    assert [s.label for s in specs] == ["arcface", "control"]

@@ -1,0 +1,195 @@
+"""Typed records of a comparison: a trained run, its stored result, a head's summary, the comparison."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from .specs import HeadSpec
+
+__all__ = ["Run", "RunResult", "HeadSummary", "Comparison", "result_key", "comparable_digest", "COMPARABLE_DROP"]
+
+COMPARABLE_DROP = ("seed", "lr")
+"""Training settings that may differ between runs of one table (seeds vary, a sweep picks the lr per head)."""
+
+
+@dataclass
+class Run:
+    """One model trained for a comparison (trained now or reused).
+
+    Attributes:
+        spec: the head spec.
+        seed, lr: training seed and peak learning rate.
+        dir: the run folder (``model.pt``, ``train.json``, feature caches).
+        name: display name (``label seed<k>``, or the label alone).
+        trained: :class:`~lh2face_plugin.training.TrainResult` (model, path, ``train.json`` content).
+    """
+
+    spec: HeadSpec
+    seed: int
+    lr: float
+    dir: str
+    name: str
+    trained: Any
+
+    @property
+    def model(self):
+        return self.trained.model
+
+    @property
+    def model_path(self) -> str:
+        return self.trained.model_path
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        return self.trained.info
+
+    @property
+    def reused(self) -> bool:
+        return bool(self.trained.reused)
+
+    @property
+    def seconds(self) -> float:
+        return float(self.info["seconds"])
+
+    @property
+    def clip_fraction(self) -> float:
+        return float(self.info["clip"]["fraction"])
+
+
+def result_key(run_key: str, evalset_sha256: str) -> str:
+    """Key of a run's result: the training run's key (settings, head with its resolved
+    hyperparameters, input module, data digest) and the evaluation set's digest."""
+    return hashlib.sha256(f"{run_key}:{evalset_sha256}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    """A run's metrics on one evaluation set, stored under :attr:`key` (``OUT/runs.json``).
+
+    Attributes:
+        key: :func:`result_key`.
+        run_key: the training run's key (``train.json``).
+        label, spec: the head's label and spec as written.
+        head, head_kwargs, hparams: registered head, its parameters, every hyperparameter resolved.
+        input_module: ``{"name", "kwargs"}`` of the input module, or ``None``.
+        seed, lr: training seed, peak learning rate.
+        dir, model: the run folder and its ``model.pt``, relative to the bench folder.
+        model_sha256: digest of ``model.pt`` (the feature cache's key).
+        network, embedding_size: the backbone.
+        train: the training settings (:meth:`~lh2face_plugin.training.TrainConfig.settings`).
+        data: digest of the training data; evalset: digest of the evaluation set.
+        train_seconds, clip, head_state, final: from the run's ``train.json``.
+        metrics: every :data:`~lh2face_plugin.bench.scores.METRICS` value on the whole set.
+        summary: descriptive numbers (:meth:`~lh2face_plugin.bench.scores.ScoreSet.summary`).
+        reused: the model was reused in the invocation that made this record (not stored).
+    """
+
+    key: str
+    run_key: str
+    label: str
+    spec: str
+    head: str
+    head_kwargs: Dict[str, Any]
+    hparams: Dict[str, Any]
+    input_module: Optional[Dict[str, Any]]
+    seed: int
+    lr: float
+    dir: str
+    model: str
+    model_sha256: str
+    network: str
+    embedding_size: int
+    train: Dict[str, Any]
+    data: str
+    evalset: str
+    train_seconds: float
+    clip: Dict[str, Any]
+    head_state: Dict[str, float]
+    final: Dict[str, float]
+    metrics: Dict[str, float]
+    summary: Dict[str, float] = field(default_factory=dict)
+    reused: bool = field(default=False, compare=False)
+
+    def comparable(self) -> str:
+        """What runs of one table share: the training settings but seed and lr, the data, the evaluation set."""
+        return comparable_digest(self.train, self.data, self.evalset)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("reused")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        names = {f.name for f in dataclasses.fields(cls)} - {"reused"}
+        missing = names - set(d)
+        if missing:
+            raise ValueError(f"stored run result lacks {sorted(missing)}")
+        kw = {k: d[k] for k in names}
+        kw["metrics"] = {k: float("nan") if v is None else float(v) for k, v in d["metrics"].items()}
+        return cls(**kw)
+
+
+def comparable_digest(train: Mapping[str, Any], data: str, evalset: str) -> str:
+    """Digest of :meth:`RunResult.comparable` from its parts."""
+    settings = {k: v for k, v in train.items() if k not in COMPARABLE_DROP}
+    blob = json.dumps({"train": settings, "data": data, "evalset": evalset}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class HeadSummary:
+    """One head (row) of a comparison: its runs pooled over training seeds.
+
+    Attributes:
+        label, spec, head, head_kwargs, input_module: what was trained.
+        lr: peak learning rate (of its first run; a sweep picks one per head).
+        seeds: its training seeds.
+        metrics: metric -> :func:`~lh2face_plugin.bench.bootstrap.summarize_heads` entry
+            (``mean``, ``ci``, ``half_width``, ``seed_values``, ``seed_sd``, ``seed_range``).
+        clip_fraction, clip_fraction_last_quarter: clipped steps, mean over seeds.
+        train_accuracy, train_norm: last 20 steps' training accuracy and raw norm, mean over seeds.
+    """
+
+    label: str
+    spec: str
+    head: str
+    head_kwargs: Dict[str, Any]
+    input_module: Optional[Dict[str, Any]]
+    lr: float
+    seeds: List[int]
+    metrics: Dict[str, Dict[str, Any]]
+    clip_fraction: float
+    clip_fraction_last_quarter: float
+    train_accuracy: float
+    train_norm: float
+
+
+@dataclass
+class Comparison:
+    """Heads compared on one evaluation set (:func:`~lh2face_plugin.bench.pipeline.compare`).
+
+    Attributes:
+        reference: label every difference is taken against.
+        heads: label -> :class:`HeadSummary`, in table order.
+        differences: label -> metric -> :func:`~lh2face_plugin.bench.bootstrap.compare_heads`
+            entry (``diff``, ``ci``, ``half_width``, ``seed_spread``, ``verdict``) plus ``mde``
+            (:func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
+        ci_half_width: metric -> medians of the achieved half-widths (``single_run_median``,
+            ``head_median``, ``difference_median``).
+        mde: metric -> :func:`~lh2face_plugin.bench.power.detectable_effect` summary.
+        control: label of the positive-control head, or ``None``.
+        replicates, bootstrap_seed: the bootstrap.
+    """
+
+    reference: str
+    heads: Dict[str, HeadSummary]
+    differences: Dict[str, Dict[str, Dict[str, Any]]]
+    ci_half_width: Dict[str, Dict[str, float]]
+    mde: Dict[str, Dict[str, Any]]
+    control: Optional[str]
+    replicates: int
+    bootstrap_seed: int

@@ -1,0 +1,101 @@
+"""Results that accumulate: every run's result stored under its key in ``OUT/runs.json``, and the
+runs of one table gathered from it.
+
+A bench run adds (or refreshes) the records of the runs it trained or reused; records are never
+dropped. The table gathers every stored run that is *comparable* with the current one (same
+training settings but seed and learning rate, same training data, same evaluation set:
+:meth:`~lh2face_plugin.bench.records.RunResult.comparable`) and whose folder still holds its
+model (a run folder retrained with other settings keeps only its newest model), so a rerun with
+another head list adds rows and keeps the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence, Tuple
+
+from .records import RunResult
+
+__all__ = ["RUNS_FILE", "record_results", "stored_results", "gather"]
+
+RUNS_FILE = "runs.json"
+FORMAT = "lh2face-bench-runs"
+
+
+def _path(out: str) -> str:
+    return os.path.join(out, RUNS_FILE)
+
+
+def record_results(out: str, results: Sequence[RunResult]) -> None:
+    """Store ``results`` under their keys (replacing records of the same key), atomically and locked."""
+    from ..fileio import update_json
+    from .results import to_json
+
+    def update(doc):
+        if doc is None:
+            doc = {"format": FORMAT, "version": 1, "runs": {}}
+        elif not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"{_path(out)} is not lh2face bench's run store; choose another --out")
+        for r in results:
+            doc["runs"][r.key] = to_json(r.to_dict())
+        return doc
+
+    update_json(_path(out), update)
+
+
+def stored_results(out: str) -> List[RunResult]:
+    """Every stored result, in the order first stored (none when ``OUT/runs.json`` does not exist)."""
+    try:
+        with open(_path(out)) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{_path(out)}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{_path(out)} is not lh2face bench's run store; choose another --out")
+    return [RunResult.from_dict(d) for d in doc["runs"].values()]
+
+
+def _holds(out: str, r: RunResult) -> bool:
+    """The run's folder still holds the model this result was measured on."""
+    from ..training import trained_info
+
+    info = trained_info(os.path.join(out, r.model))
+    return (info is not None and info.get("key") == r.run_key and info.get("model_sha256") == r.model_sha256
+            and os.path.exists(os.path.join(out, r.model)))
+
+
+def gather(out: str, comparable: str, order: Sequence[str] = ()) -> Tuple[List[RunResult], List[str]]:
+    """The stored results of one table and notes on the stored ones left out.
+
+    Args:
+        comparable: :meth:`~lh2face_plugin.bench.records.RunResult.comparable` of the current runs.
+        order: labels to put first, in this order; the others follow in the order first stored.
+
+    Returns:
+        results grouped by label (``order`` first), by seed within a label; notes.
+    """
+    kept: Dict[str, List[RunResult]] = {}
+    other, replaced = 0, []
+    for r in stored_results(out):
+        if r.comparable() != comparable:
+            other += 1
+        elif not _holds(out, r):
+            replaced.append(f"{r.label} seed{r.seed}")
+        else:
+            kept.setdefault(r.label, []).append(r)
+    notes = []
+    if other:
+        notes.append(f"{other} stored run result(s) of other settings, data or evaluation set left out of this table")
+    if replaced:
+        notes.append(f"left out (model since retrained or removed): {', '.join(replaced)}")
+    labels = [lab for lab in order if lab in kept] + [lab for lab in kept if lab not in order]
+    results: List[RunResult] = []
+    for lab in labels:
+        by_seed: Dict[int, RunResult] = {}
+        for r in kept[lab]:
+            by_seed[r.seed] = r
+        results += [by_seed[s] for s in sorted(by_seed)]
+    return results, notes
+

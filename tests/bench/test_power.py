@@ -1,0 +1,44 @@
+"""The minimal detectable effect: the formula against a naive search with the win rule itself."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lh2face_plugin.bench.bootstrap import compare_heads, percentile_ci, verdict
+from lh2face_plugin.bench.power import detectable_effect, minimal_detectable_effect
+
+
+def _naive_mde(head_reps, ref_reps, diff, spread, step=1e-4):
+    """Smallest d on a grid that the win rule calls a win, had the replicate differences been shifted to d."""
+    delta = np.mean(np.stack(head_reps), 0) - np.mean(np.stack(ref_reps), 0)
+    for d in np.arange(0.0, 0.5, step):
+        if verdict(d, percentile_ci(delta - diff + d), spread) == "win":
+            return d
+    return math.nan
+
+
+@pytest.mark.parametrize("seed,shift,noise", [(0, 0.01, 0.02), (1, -0.03, 0.01), (2, 0.0, 0.05)])
+def test_mde_is_the_smallest_difference_the_win_rule_calls_a_win(seed, shift, noise):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.3, noise, 400)
+    point = {"ref": [0.30, 0.31], "h": [0.30 + shift, 0.32 + shift]}
+    reps = {"ref": [base + rng.normal(0, 0.005, 400) for _ in range(2)],
+            "h": [base + shift + rng.normal(0, noise, 400) for _ in range(2)]}
+    d = compare_heads(point, reps, "ref")["h"]
+    mde = minimal_detectable_effect(d["diff"], d["ci"], d["seed_spread"])
+    assert mde == pytest.approx(max(d["diff"] - d["ci"][0], d["seed_spread"]))
+    assert mde == pytest.approx(_naive_mde(reps["h"], reps["ref"], d["diff"], d["seed_spread"]), abs=2e-4)
+
+
+def test_mde_summary_is_the_median_over_comparisons_and_unknown_without_spread():
+    diffs = {"a": {"m": {"diff": 0.02, "ci": [0.0, 0.04], "seed_spread": 0.01}},
+             "b": {"m": {"diff": -0.01, "ci": [-0.04, 0.02], "seed_spread": 0.05}},
+             "c": {"m": {"diff": 0.0, "ci": [-0.01, 0.01], "seed_spread": 0.001}},
+             "single": {"m": {"diff": 0.0, "ci": [-0.01, 0.01], "seed_spread": math.nan}}}
+    s = detectable_effect(diffs, "m")
+    assert s["per_head"]["a"] == pytest.approx(0.02) and s["per_head"]["b"] == pytest.approx(0.05)
+    assert s["per_head"]["c"] == pytest.approx(0.01) and math.isnan(s["per_head"]["single"])
+    assert s["comparisons"] == 3 and s["value"] == pytest.approx(0.02)
+    assert s["ci_lower_half"] == pytest.approx(0.02) and s["seed_spread"] == pytest.approx(0.01)
