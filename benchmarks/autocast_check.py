@@ -61,7 +61,7 @@ def build(name: str, kwargs: dict, classes: int, dim: int, device: torch.device)
 
 
 def loss_of(head, cos, labels, norms, x, w) -> torch.Tensor:
-    out = head(cos, labels, norms=norms, embeddings=x, weights=w)
+    out = head.evaluate(cos, labels, norms=norms, embeddings=x, weights=w)
     if out.logits.dtype != torch.float32:
         raise TypeError(f"logits in {out.logits.dtype}, expected float32")
     loss = F.cross_entropy(out.logits, labels)

@@ -70,7 +70,7 @@ def make_head(name, kwargs, num_classes, dim, device):
 
 def step(head, cos0, labels, norms, emb, weights):
     cos = cos0.detach().requires_grad_()
-    out = head(cos, labels, norms=norms, embeddings=emb, weights=weights)
+    out = head.evaluate(cos, labels, norms=norms, embeddings=emb, weights=weights)
     loss = F.cross_entropy(out.logits, labels)
     if out.extra is not None:
         loss = loss + out.extra

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import DistContext
-from .heads.base import HeadResult
 from .labels import check_labels
+from .layers.dense import dense_head_loss
 from .registry import HEADS
 
 __all__ = ["NormalizedClassifier", "check_labels"]
@@ -68,12 +68,8 @@ class NormalizedClassifier(nn.Module):
             w = F.normalize(self.weight.float())
             cos = F.linear(x, w).clamp(-1.0, 1.0)
             ctx = self.ctx if self.ctx is not None else DistContext.current(gathered=False)
-            out: HeadResult = self.head(cos, labels, norms=norms, embeddings=x, weights=w, ctx=ctx)
-            ce = F.cross_entropy(out.logits, labels) if labels.numel() else out.logits.sum() * 0.0
-            extra = out.extra
-            loss = ce if extra is None else ce + extra
+            loss, parts = dense_head_loss(self.head, cos, labels, norms=norms, embeddings=x, weights=w, ctx=ctx)
         with torch.no_grad():
-            acc = (cos.argmax(dim=1) == labels).float().mean() if labels.numel() else ce.new_zeros(())
-        self.last = {**out.log_values(), "loss": loss.detach(), "ce": ce.detach(),
-                     "extra": (extra if extra is not None else ce.new_zeros(())).detach(), "accuracy": acc}
+            acc = (cos.argmax(dim=1) == labels).float().mean() if labels.numel() else loss.new_zeros(())
+        self.last = {**parts, "loss": loss.detach(), "extra": (loss - parts["ce"]).detach(), "accuracy": acc}
         return loss

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pkgutil
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -26,13 +27,14 @@ class Registry:
     Attributes:
         kind: what the entries are, used in error messages ("head").
         group: entry-point group third parties use.
-        builtin_modules: modules imported before the first lookup so that
-            built-in entries are registered.
+        builtin_package: the package whose modules are imported before the first lookup
+            so that built-in entries register themselves (every module in it is scanned:
+            a new built-in is one new file).
     """
 
     kind: str
     group: str
-    builtin_modules: tuple = ()
+    builtin_package: str = ""
     _entries: Dict[str, Callable[..., Any]] = field(default_factory=dict)
     _loaded: bool = False
 
@@ -52,7 +54,7 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for mod in self.builtin_modules:
+        for mod in builtin_modules(self.builtin_package):
             importlib.import_module(mod)
         builtins = dict(self._entries)
         for ep in entry_points(group=self.group):
@@ -119,6 +121,17 @@ class Registry:
         return factory(**kwargs)
 
 
+def builtin_modules(package: str) -> List[str]:
+    """The modules of ``package`` (not its private ones), sorted by name; a plain module is itself."""
+    if not package:
+        return []
+    pkg = importlib.import_module(package)
+    if not hasattr(pkg, "__path__"):
+        return [package]
+    return [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
+            if not m.name.startswith("_")]
+
+
 def _canonical(name: str) -> str:
     """Names compare case-insensitively and with ``_`` and ``-`` alike (``MV_Softmax`` = ``mv-softmax``)."""
     return name.lower().replace("_", "-")
@@ -148,21 +161,12 @@ def _broken_entry(kind: str, name: str, value: str, exc: Exception) -> Callable[
 HEADS = Registry(
     kind="head",
     group="lh2face_plugin.heads",
-    builtin_modules=(
-        "lh2face_plugin.heads.margins",
-        "lh2face_plugin.heads.lh2face",
-        "lh2face_plugin.heads.mv_softmax",
-        "lh2face_plugin.heads.sv_softmax",
-        "lh2face_plugin.heads.uss",
-        "lh2face_plugin.heads.adaface",
-        "lh2face_plugin.heads.magface",
-        "lh2face_plugin.heads.curricularface",
-    ),
+    builtin_package="lh2face_plugin.heads",
 )
 INPUT_MODULES = Registry(
     kind="input module",
     group="lh2face_plugin.input_modules",
-    builtin_modules=("lh2face_plugin.render.module",),
+    builtin_package="lh2face_plugin.render.module",
 )
 
 

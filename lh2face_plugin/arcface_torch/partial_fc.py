@@ -1,9 +1,11 @@
-"""Partial FC that calls a plugin head with the full head contract.
+"""Partial FC that calls a plugin head with the full head contract: the third layer.
 
 arcface_torch's ``PartialFC_V2`` hands its margin function only the clamped
-cosines of its shard. :func:`partial_fc_class` returns a subclass of the
-checkout's own ``PartialFC_V2`` (its sampling, ``AllGather`` and
-``DistCrossEntropy`` are reused, not rewritten) whose forward
+cosines of its shard (plugin heads whose logits need only those work there too, as
+``margin_loss``: see :meth:`lh2face_plugin.heads.base.Head.forward`).
+:class:`PartialFCMixin` holds everything the plugin adds, at module level;
+:func:`partial_fc_class` puts it in front of the checkout's own ``PartialFC_V2`` (its
+sampling and ``AllGather`` are reused, not rewritten). Its forward
 
 1. all-gathers embeddings and labels across ranks (global batch N = B * W),
 2. checks every global label lies in [0, num_classes) or is -1, *before* any
@@ -13,7 +15,10 @@ checkout's own ``PartialFC_V2`` (its sampling, ``AllGather`` and
 5. calls the head with ``norms``, ``embeddings``, the (sampled) normalised
    ``weights``, ``class_index=self.weight_index`` when sampling, and
    ``ctx=DistContext(world, rank, gathered=True)``,
-6. returns the distributed cross-entropy plus the head's terms, if any,
+6. returns the head's loss, cross-entropy plus terms, from the layer asked for
+   (``blockwise=False``: the dense cosines of the host's matmul through
+   :func:`~lh2face_plugin.layers.dense.dense_head_loss`; ``blockwise=True``:
+   :func:`~lh2face_plugin.layers.blockwise.blockwise_head_loss`),
 7. plus the loss terms of the input module of the paired model, if any.
 
 ``last_terms`` holds the parts of the last forward, detached, for logs: ``loss``,
@@ -41,7 +46,7 @@ the head's buffers and parameters, and resume restores them.
 
 A callable that is not a :class:`~lh2face_plugin.heads.base.Head` (such as the
 checkout's ``CombinedMarginLoss``) is called as the base class calls it,
-``margin(logits, labels)``.
+``margin(logits, labels)``, followed by the host's distributed cross-entropy.
 """
 from __future__ import annotations
 
@@ -56,11 +61,12 @@ from torch import distributed
 from torch.nn.functional import linear, normalize
 
 from ..distributed import DistContext
-from ..heads.base import Head, HeadResult
-from ..heads.blockwise import blockwise_head_loss
+from ..heads.base import Head
 from ..labels import check_labels
+from ..layers.blockwise import blockwise_head_loss
+from ..layers.dense import dense_head_loss
 
-__all__ = ["partial_fc_class", "check_global_labels"]
+__all__ = ["partial_fc_class", "check_global_labels", "PartialFCMixin"]
 
 _CLASSES: Dict[int, type] = {}
 
@@ -80,7 +86,7 @@ def check_global_labels(labels: torch.Tensor, num_classes: int, batch_size: int)
 
 
 def partial_fc_class(host: Optional[ModuleType] = None) -> type:
-    """The plugin's ``PartialFC`` class, built on ``host.PartialFC_V2``.
+    """The plugin's ``PartialFC`` class: :class:`PartialFCMixin` on ``host.PartialFC_V2``.
 
     Args:
         host: the checkout's ``partial_fc_v2`` module (default: import it, so the
@@ -93,169 +99,161 @@ def partial_fc_class(host: Optional[ModuleType] = None) -> type:
     host = host if host is not None else importlib.import_module("partial_fc_v2")
     cls = _CLASSES.get(id(host))
     if cls is None:
-        cls = _CLASSES[id(host)] = _define(host)
+        cls = _CLASSES[id(host)] = type("PartialFC", (PartialFCMixin, host.PartialFC_V2),
+                                        {"__module__": __name__, "__doc__": PartialFCMixin.__doc__,
+                                         "_all_gather": staticmethod(host.AllGather)})
     return cls
 
 
-def _define(host: ModuleType) -> type:
-    base = host.PartialFC_V2
-    all_gather = host.AllGather
+class PartialFCMixin:
+    """``PartialFC_V2`` of the checkout, calling plugin heads with the full head contract.
 
-    class PartialFC(base):
-        """``PartialFC_V2`` of the checkout, calling plugin heads with the full head contract.
+    Args:
+        margin_loss: a plugin head, or any ``f(logits, labels)`` as in arcface_torch.
+        embedding_size: D. num_classes: C over all ranks.
+        sample_rate: fraction of this shard's classes per step (positives always kept).
+        fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
+        blockwise: evaluate the head column block by column block (no [N, C] cosines).
+        block_elements: entries per block of the blockwise layer.
+        cache_cosine: the blockwise layer keeps the cosines for the backward.
+
+    Shape:
+        local_embeddings [B, D] float, local_labels [B] or [B, 1] int64 (-1 = ignore the row)
+        -> scalar float32 loss, the mean over the global batch (identical on every rank).
+    """
+
+    blockwise: bool = False
+    block_elements: Optional[int] = None
+    cache_cosine: bool = False
+
+    def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
+                 fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None,
+                 cache_cosine: Optional[bool] = None):
+        if not callable(margin_loss):
+            raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
+        if not 0.0 < float(sample_rate) <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16)
+        self.num_classes = int(num_classes)
+        if blockwise is not None:
+            self.blockwise = bool(blockwise)
+        if block_elements is not None:
+            self.block_elements = int(block_elements)
+        if cache_cosine is not None:
+            self.cache_cosine = bool(cache_cosine)
+        if isinstance(margin_loss, Head):
+            margin_loss.require_layer("blockwise" if self.blockwise else "dense")
+            margin_loss.setup_shard(self.num_local, embedding_size)
+        self._input_model: Optional[weakref.ref] = None
+        self.last_terms: Dict[str, torch.Tensor] = {}
+
+    def pair_input_model(self, model: torch.nn.Module) -> None:
+        """Add the pending input-module terms of ``model`` to this loss (see the module docstring).
 
         Args:
-            margin_loss: a plugin head, or any ``f(logits, labels)`` as in arcface_torch.
-            embedding_size: D. num_classes: C over all ranks.
-            sample_rate: fraction of this shard's classes per step (positives always kept).
-            fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
-
-        Shape:
-            local_embeddings [B, D] float, local_labels [B] or [B, 1] int64 (-1 = ignore the row)
-            -> scalar float32 loss, the mean over the global batch (identical on every rank).
+            model: the wrapped backbone, with ``pop_pending()`` and
+                ``pending_losses(item, input_embedding, canon_loss_fn)``; held by weak reference.
         """
+        if not (callable(getattr(model, "pop_pending", None)) and callable(getattr(model, "pending_losses", None))):
+            raise TypeError(f"{type(model).__name__} has no pop_pending()/pending_losses(): it keeps no "
+                            "input-module loss terms to add")
+        self._input_model = weakref.ref(model)
 
-        blockwise: bool = False
-        block_elements: Optional[int] = None
-        cache_cosine: bool = False
+    @property
+    def head(self):
+        return self.margin_softmax
 
-        def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                     fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None,
-                     cache_cosine: Optional[bool] = None):
-            if not callable(margin_loss):
-                raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
-            if not 0.0 < float(sample_rate) <= 1.0:
-                raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-            super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16)
-            self.num_classes = int(num_classes)
-            if isinstance(margin_loss, Head):
-                margin_loss.setup_shard(self.num_local, embedding_size)
-            self._input_model: Optional[weakref.ref] = None
-            if blockwise is not None:
-                self.blockwise = bool(blockwise)
-            if block_elements is not None:
-                self.block_elements = int(block_elements)
-            if cache_cosine is not None:
-                self.cache_cosine = bool(cache_cosine)
-            self.last_terms: Dict[str, torch.Tensor] = {}
+    def _gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
+        b = local_embeddings.shape[0]
+        emb_parts = [local_embeddings.new_zeros((b, self.embedding_size)) for _ in range(self.world_size)]
+        label_parts = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
+        embeddings = torch.cat(self._all_gather(local_embeddings, *emb_parts))
+        distributed.all_gather(label_parts, local_labels)
+        return embeddings, torch.cat(label_parts)
 
-        def pair_input_model(self, model: torch.nn.Module) -> None:
-            """Add the pending input-module terms of ``model`` to this loss (see the module docstring).
+    def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
+        local_labels = local_labels.reshape(-1).long()
+        if local_embeddings.dim() != 2 or local_embeddings.shape[1] != self.embedding_size:
+            raise ValueError(f"embeddings must be [B, {self.embedding_size}] (embedding_size of this Partial FC), "
+                             f"got shape {tuple(local_embeddings.shape)}")
+        batch_size = local_embeddings.size(0)
+        if local_labels.numel() != batch_size:
+            raise ValueError(f"got {batch_size} embeddings but {local_labels.numel()} labels")
+        if self.last_batch_size == 0:
+            self.last_batch_size = batch_size
+        if self.last_batch_size != batch_size:
+            raise ValueError(f"the batch size must stay constant (Partial FC): first {self.last_batch_size}, "
+                             f"now {batch_size}; arcface_torch's loaders use drop_last=True")
+        loss, parts = self._head_loss(local_embeddings, local_labels)
+        model = self._input_model() if self._input_model is not None else None
+        pending = model.pop_pending() if model is not None else None
+        if pending is not None:
+            terms = model.pending_losses(pending, local_embeddings, canon_loss_fn=self._canonical_loss(local_labels))
+            loss = loss + terms["total"]
+            parts.update({f"render_{k}": v.detach() for k, v in terms.items()
+                          if k != "total" and isinstance(v, torch.Tensor) and v.dim() == 0})
+        self.last_terms = {"loss": loss.detach(), "ce": parts.pop("ce"), **parts}
+        return loss
 
-            Args:
-                model: the wrapped backbone, with ``pop_pending()`` and
-                    ``pending_losses(item, input_embedding, canon_loss_fn)``; held by weak reference.
-            """
-            if not (callable(getattr(model, "pop_pending", None)) and callable(getattr(model, "pending_losses", None))):
-                raise TypeError(f"{type(model).__name__} has no pop_pending()/pending_losses(): it keeps no "
-                                "input-module loss terms to add")
-            self._input_model = weakref.ref(model)
+    def _canonical_loss(self, local_labels: torch.Tensor):
+        """``L_FR^canon``: this head's loss on K canonical embeddings with the first K labels.
 
-        @property
-        def head(self):
-            return self.margin_softmax
+        The head runs in eval mode for that call, so its state (LH2Face's running mean,
+        UniTSFace's memory and step count) moves once per step, on the real faces only.
+        """
+        from ..export.onnx import eval_mode
 
-        def _gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
-            b = local_embeddings.shape[0]
-            emb_parts = [local_embeddings.new_zeros((b, self.embedding_size)) for _ in range(self.world_size)]
-            label_parts = [torch.zeros_like(local_labels) for _ in range(self.world_size)]
-            embeddings = torch.cat(all_gather(local_embeddings, *emb_parts))
-            distributed.all_gather(label_parts, local_labels)
-            return embeddings, torch.cat(label_parts)
-
-        def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> torch.Tensor:
-            local_labels = local_labels.reshape(-1).long()
-            batch_size = local_embeddings.size(0)
-            if local_labels.numel() != batch_size:
-                raise ValueError(f"got {batch_size} embeddings but {local_labels.numel()} labels")
-            if self.last_batch_size == 0:
-                self.last_batch_size = batch_size
-            if self.last_batch_size != batch_size:
-                raise ValueError(f"the batch size must stay constant (Partial FC): first {self.last_batch_size}, "
-                                 f"now {batch_size}; arcface_torch's loaders use drop_last=True")
-            loss, parts = self._head_loss(local_embeddings, local_labels)
-            model = self._input_model() if self._input_model is not None else None
-            pending = model.pop_pending() if model is not None else None
-            if pending is not None:
-                terms = model.pending_losses(pending, local_embeddings,
-                                             canon_loss_fn=self._canonical_loss(local_labels))
-                loss = loss + terms["total"]
-                parts.update({f"render_{k}": v.detach() for k, v in terms.items()
-                              if k != "total" and isinstance(v, torch.Tensor) and v.dim() == 0})
-            self.last_terms = {"loss": loss.detach(), "ce": parts.pop("ce"), **parts}
-            return loss
-
-        def _canonical_loss(self, local_labels: torch.Tensor):
-            """``L_FR^canon``: this head's loss on K canonical embeddings with the first K labels.
-
-            The head runs in eval mode for that call, so its state (LH2Face's running mean,
-            UniTSFace's memory and step count) moves once per step, on the real faces only.
-            """
-
-            from ..export.onnx import eval_mode
-
-            def loss_fn(e: torch.Tensor) -> torch.Tensor:
-                head = self.margin_softmax
-                with eval_mode(head) if isinstance(head, torch.nn.Module) else contextlib.nullcontext():
-                    return self._head_loss(e, local_labels[: e.shape[0]])[0]
-
-            return loss_fn
-
-        def _head_loss(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
-            """Steps 1-6 of the module docstring: [B, D] embeddings, [B] int64 labels -> (scalar loss,
-            its detached parts by name)."""
-            batch_size = local_embeddings.size(0)
-            local_embeddings = local_embeddings.float()
-            embeddings, labels = self._gather(local_embeddings, local_labels)
-            check_global_labels(labels, self.num_classes, batch_size)
-            keep = labels != -1
-            if not bool(keep.all()):
-                if not bool(keep.any()):
-                    zero = embeddings.sum() * 0.0
-                    return zero, {"ce": zero.detach()}
-                embeddings, labels = embeddings[keep], labels[keep]
-
-            labels = labels.view(-1, 1)
-            index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
-            labels[~index_positive] = -1
-            labels[index_positive] -= self.class_start
+        def loss_fn(e: torch.Tensor) -> torch.Tensor:
             head = self.margin_softmax
-            ctx = DistContext(self.world_size, self.rank, gathered=True)
-            if self.blockwise and isinstance(head, Head) and type(head).plan is not Head.plan:
-                class_index = None
-                if self.sample_rate < 1:
-                    with torch.no_grad():
-                        self.sample(labels, index_positive)  # the host's sampling; its weight copy is not used
-                    class_index = self.weight_index
-                mm_dtype = (torch.float16 if embeddings.is_cuda else torch.bfloat16) if self.fp16 else None
-                return blockwise_head_loss(head, normalize(embeddings), self.weight, labels,
-                                           norms=embeddings.norm(dim=1), index=class_index, ctx=ctx,
-                                           block_elements=self.block_elements, matmul_dtype=mm_dtype,
-                                           cache_cosine=self.cache_cosine)
+            with eval_mode(head) if isinstance(head, torch.nn.Module) else contextlib.nullcontext():
+                return self._head_loss(e, local_labels[: e.shape[0]])[0]
+
+        return loss_fn
+
+    def _head_loss(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
+        """Steps 1-6 of the module docstring: [B, D] embeddings, [B] int64 labels -> (scalar loss,
+        its detached parts by name)."""
+        batch_size = local_embeddings.size(0)
+        local_embeddings = local_embeddings.float()
+        embeddings, labels = self._gather(local_embeddings, local_labels)
+        check_global_labels(labels, self.num_classes, batch_size)
+        keep = labels != -1
+        if not bool(keep.all()):
+            if not bool(keep.any()):
+                zero = embeddings.sum() * 0.0
+                return zero, {"ce": zero.detach()}
+            embeddings, labels = embeddings[keep], labels[keep]
+
+        labels = labels.view(-1, 1)
+        index_positive = (self.class_start <= labels) & (labels < self.class_start + self.num_local)
+        labels[~index_positive] = -1
+        labels[index_positive] -= self.class_start
+        head = self.margin_softmax
+        ctx = DistContext(self.world_size, self.rank, gathered=True)
+        norms = embeddings.norm(dim=1)
+        if self.blockwise and isinstance(head, Head):
+            class_index = None
             if self.sample_rate < 1:
-                weight = self.sample(labels, index_positive)
+                with torch.no_grad():
+                    self.sample(labels, index_positive)  # the host's sampling; its weight copy is not used
                 class_index = self.weight_index
-            else:
-                weight, class_index = self.weight, None
-
-            norms = embeddings.norm(dim=1)
-            with torch.autocast(device_type=embeddings.device.type, enabled=bool(self.fp16),
-                                dtype=torch.float16 if embeddings.is_cuda else torch.bfloat16):
-                x = normalize(embeddings)
-                w = normalize(weight)
-                logits = linear(x, w)
-            logits = logits.float().clamp(-1, 1)
-
-            if isinstance(head, Head):
-                out: HeadResult = head(logits, labels, norms=norms, embeddings=x.float(), weights=w.float(),
-                                       class_index=class_index, ctx=ctx)
-            else:
-                out = HeadResult(head(logits, labels))
-            ce = self.dist_cross_entropy(out.logits, labels)
-            extra = out.extra
-            loss = ce if extra is None else ce + extra
-            return loss, {**out.log_values(), "ce": ce.detach()}
-
-    PartialFC.__module__ = __name__
-    PartialFC.__qualname__ = "PartialFC"
-    return PartialFC
+            mm_dtype = (torch.float16 if embeddings.is_cuda else torch.bfloat16) if self.fp16 else None
+            return blockwise_head_loss(head, normalize(embeddings), self.weight, labels, norms=norms,
+                                       index=class_index, ctx=ctx, block_elements=self.block_elements,
+                                       matmul_dtype=mm_dtype, cache_cosine=self.cache_cosine)
+        if self.sample_rate < 1:
+            weight = self.sample(labels, index_positive)
+            class_index = self.weight_index
+        else:
+            weight, class_index = self.weight, None
+        with torch.autocast(device_type=embeddings.device.type, enabled=bool(self.fp16),
+                            dtype=torch.float16 if embeddings.is_cuda else torch.bfloat16):
+            x = normalize(embeddings)
+            w = normalize(weight)
+            logits = linear(x, w)
+        cosine = logits.float().clamp(-1, 1)
+        if isinstance(head, Head):
+            return dense_head_loss(head, cosine, labels, norms=norms, embeddings=x.float(), weights=w.float(),
+                                   class_index=class_index, ctx=ctx)
+        ce = self.dist_cross_entropy(head(cosine, labels), labels)
+        return ce, {"ce": ce.detach()}

@@ -44,10 +44,10 @@ import math
 
 import torch
 
-from ..distributed import batch_total
 from ..registry import register_head
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
 from .margins import ACOS_EPS
+from .running import RunningStat
 
 __all__ = ["AdaFace", "NORM_CLIP", "EPS"]
 
@@ -90,36 +90,8 @@ class AdaFace(Head):
         self.m = check_range("m", m, 0.0, math.pi / 2)
         self.h = check_positive("h", h)
         self.momentum = check_range("momentum", momentum, 0.0, 1.0, low_open=True)
-        self.register_buffer("running_mean", torch.tensor(0.0))
-        self.register_buffer("running_std", torch.tensor(1.0))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.norm_stat = RunningStat(self, "running_mean", "running_std", momentum=self.momentum, min_rows=2)
         self._record(s=self.s, m=self.m, h=self.h, momentum=self.momentum)
-
-    @torch.no_grad()
-    def _statistics(self, a: torch.Tensor, ctx):
-        """(mu, sigma) for this call, updating the running values in training mode."""
-        a64 = a.double()
-        total = batch_total(torch.stack([a64.sum(), (a64 * a64).sum(), a64.new_tensor(float(a.numel()))]), ctx)
-        s1, s2, n = total.unbind()
-        tracked = int(self.num_batches_tracked) > 0
-        if float(n) >= 2:
-            mean = s1 / n
-            std = ((s2 - s1 * mean) / (n - 1)).clamp_min(0.0).sqrt()
-            if self.training:
-                if tracked:
-                    self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-                    self.running_std.lerp_(std.to(self.running_std.dtype), self.momentum)
-                else:
-                    self.running_mean.copy_(mean)
-                    self.running_std.copy_(std)
-                self.num_batches_tracked += 1
-                tracked = True
-            if not tracked:
-                return mean.to(a.dtype), std.to(a.dtype)
-        if tracked:
-            return self.running_mean.to(a.dtype), self.running_std.to(a.dtype)
-        # fewer than 2 rows and nothing learned yet: a single row sits at its own mean
-        return (s1 / n.clamp_min(1)).to(a.dtype), a.new_tensor(1.0)
 
     def norm_hat(self, norms: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """``clip(h * (clip(|z|) - mu) / (sigma + eps), -1, 1)``, detached."""
@@ -128,7 +100,9 @@ class AdaFace(Head):
 
     def plan(self, inp: HeadInputs) -> HeadPlan:
         a = inp.norms.detach().clamp(*NORM_CLIP)
-        mean, std = self._statistics(a, inp.ctx)
+        mean, std = self.norm_stat(a, inp.ctx)
+        mean = mean if mean is not None else a.new_tensor(0.0)
+        std = std if std is not None else a.new_tensor(1.0)
         nh = self.norm_hat(inp.norms, mean, std)[inp.pos]
         g_angle = -self.m * nh
         g_add = self.m * nh + self.m

@@ -1,26 +1,25 @@
 """The head contract shared by every loss in this package.
 
-A head *describes* how its logits follow from the cosines of one class shard,
-and which extra loss terms it adds; a layer evaluates that description. Every
-head of this package has logits of the form::
+A head *describes* how its logits follow from the cosines of one class shard, and which
+extra loss terms it adds (:meth:`Head.plan` -> :class:`HeadPlan`); the layers in
+:mod:`lh2face_plugin.layers` evaluate that description, and a head never knows which one
+runs it. Every head's logits have the form::
 
     out_ij = k_i c_ij + [c_ij > t_i] (a c_ij + q c_ij^2 + b)     j != y_i
     out_iy = psi(c_iy, *psi_args)                                 the target
 
-(:class:`LogitSpec`), so a layer can build them densely (:func:`.fused.margin_logits`:
-one new [N, C] tensor) or block by block without ever holding the [N, C] logits
-(:mod:`lh2face_plugin.heads.blockwise`). Extra terms come by name
-(:class:`HeadPlan`): ready scalars (``terms``) and sums of an elementwise
-function over the cosine matrix (``row_terms``), which the layer evaluates in
-the same pass as the logits.
+(:class:`LogitSpec`). Extra terms come by name: ready scalars (``terms``) and row terms
+(:class:`RowTerm`: ``sum_{j != y_i} fn(g_ij)`` over the cosines or over the products with
+another per-class matrix), which the layer evaluates in the same column pass as the logits.
 
-Two ways to call a head:
+Three ways to call a head:
 
-- ``head(cosine, labels, *, norms=None, embeddings=None, weights=None,
-  class_index=None, ctx=None) -> HeadResult``: dense evaluation on a given
-  cosine matrix (the classifier, the dense Partial FC, tests);
-- ``head.plan(inputs) -> HeadPlan``: the description, for the blockwise layer,
-  which passes :class:`HeadInputs` without a dense cosine matrix.
+- ``head(cosine, labels) -> logits``: arcface_torch's ``margin_loss`` contract (its
+  ``PartialFC_V2`` and ``CombinedMarginLoss``), for heads whose logits need only the cosines;
+- ``head.evaluate(cosine, labels, *, norms=None, embeddings=None, weights=None,
+  class_index=None, ctx=None) -> HeadResult``: dense logits and terms (tests, references);
+- through a layer: :func:`lh2face_plugin.layers.dense.dense_head_loss`, the blockwise layer
+  and the plugin's Partial FC, which return the loss.
 
 Inputs (N rows of the all-gathered batch, C classes of this shard, possibly a
 sampled subset, D embedding dims):
@@ -40,10 +39,10 @@ sampled subset, D embedding dims):
 Terms are weighted scalars whose value is global (identical on every rank) and
 whose gradient is this rank's part (see :mod:`lh2face_plugin.distributed`); the
 loss is ``cross_entropy + sum(terms)``. Heads keep their state (running
-statistics, memories, learned thresholds) in buffers and parameters, and the
-hyperparameters they were built with in ``state_dict()``'s extra state, so a
-resume restores them exactly and a resume into a head built differently is
-reported.
+statistics, memories, learned thresholds) in buffers and parameters
+(:mod:`.running` for moving averages), and the hyperparameters they were built with
+in ``state_dict()``'s extra state, so a resume restores them exactly and a resume
+into a head built differently is reported.
 """
 from __future__ import annotations
 
@@ -59,7 +58,8 @@ from torch import nn
 from ..distributed import DistContext
 from ..labels import check_labels
 
-__all__ = ["Head", "HeadInputs", "HeadPlan", "HeadResult", "LogitSpec", "RowTerm", "HyperparameterMismatch",
+__all__ = ["Head", "HeadInputs", "HeadPlan", "HeadResult", "LogitSpec", "RowTerm", "HyperparameterMismatch", "as_cosine",
+           "check_shapes",
            "check_range", "check_positive", "check_bool", "check_int", "check_choice"]
 
 
@@ -158,19 +158,25 @@ class LogitSpec:
 
 @dataclass
 class RowTerm:
-    """``weight / N * sum_i sum_{j != y_i, col_mask_j} fn(c_ij)``, summed over class shards.
+    """``weight / N * sum_i sum_{j != y_i, col_mask_j} fn(g_ij, *args)``, summed over class shards.
+
+    ``g`` is the cosine matrix, or with ``columns`` the products ``<x_i, m_j>`` of the
+    normalised embeddings with the rows of another per-class matrix (UniTSFace's memory),
+    taken through the call's ``class_index``. The layer differentiates ``fn`` itself.
 
     Attributes:
-        fn: elementwise function of a cosine block.
-        dfn: its derivative (elementwise), used by the blockwise layer.
+        fn: elementwise differentiable function of a block and ``args``.
         weight: the term's weight (lambda).
-        col_mask: optional [C] bool; False columns are left out.
+        col_mask: optional [C] bool over the call's columns; False columns are left out.
+        args: tensors ``fn`` depends on (differentiable, e.g. a learned threshold).
+        columns: optional [C_local, D] matrix (not differentiated).
     """
 
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    dfn: Callable[[torch.Tensor], torch.Tensor]
+    fn: Callable[..., torch.Tensor]
     weight: float = 1.0
     col_mask: Optional[torch.Tensor] = None
+    args: Tuple[torch.Tensor, ...] = ()
+    columns: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -224,9 +230,8 @@ class HeadResult:
 class HeadInputs:
     """Validated inputs of one head call (float32 or float64, labels flattened).
 
-    ``cosine`` is the dense [N, C] matrix in a dense call and ``None`` in a
-    blockwise one: a head reads the cosines through ``target_cosine`` and
-    describes everything else in its :class:`HeadPlan`.
+    A head reads the cosines of its targets (``target_cosine``) and describes everything
+    else over the cosine matrix in its :class:`HeadPlan`; it never sees the matrix itself.
     """
 
     labels: torch.Tensor
@@ -239,7 +244,6 @@ class HeadInputs:
     weights: Optional[torch.Tensor]
     class_index: Optional[torch.Tensor]
     ctx: DistContext
-    cosine: Optional[torch.Tensor] = None
     proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def proxies(self, cols: torch.Tensor) -> torch.Tensor:
@@ -250,6 +254,10 @@ class HeadInputs:
         if self.weights is None:
             raise ValueError("this call carries no class proxies: pass weights=...")
         return self.weights[cols]
+
+    def local_classes(self, cols: torch.Tensor) -> torch.Tensor:
+        """This shard's class ids of some columns (through ``class_index`` when sampling)."""
+        return cols if self.class_index is None else self.class_index[cols]
 
     @property
     def num_rows(self) -> int:
@@ -275,8 +283,37 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def as_cosine(cosine: torch.Tensor) -> torch.Tensor:
+    """A dense [N, C] cosine matrix in float32 (float64 kept)."""
+    if not isinstance(cosine, torch.Tensor) or cosine.dim() != 2:
+        raise ValueError(f"cosine must be an [N, C] tensor, got shape {tuple(getattr(cosine, 'shape', ()))}")
+    return _at_least_float32(cosine)
+
+
+def check_shapes(n: int, num_classes: int, *, norms=None, embeddings=None, weights=None, class_index=None) -> None:
+    """One shape check for every head input: norms [N], embeddings [N, D], weights [C, D] and
+    class_index [C] for N rows (labels) and C columns.
+
+    Raises:
+        ValueError: naming the input, its shape and the expected one.
+    """
+    dims = {}
+    for name, t, want in (("norms", norms, ("N",)), ("embeddings", embeddings, ("N", "D")),
+                          ("weights", weights, ("C", "D")), ("class_index", class_index, ("C",))):
+        if t is None:
+            continue
+        shape = tuple(t.shape) if name != "norms" or t.dim() != 2 or t.shape[1] != 1 else (t.shape[0],)
+        expected = {"N": n, "C": num_classes, **dims}
+        ok = len(shape) == len(want) and all(expected.get(k, shape[i]) == shape[i] for i, k in enumerate(want))
+        if not ok:
+            text = ", ".join(f"{k}={expected[k]}" if k in expected else k for k in want)
+            raise ValueError(f"{name} must have shape [{text}] (N rows, C columns of this call), got {list(shape)}")
+        if "D" in want:
+            dims["D"] = shape[want.index("D")]
+
+
 class Head(nn.Module):
-    """Base class: validation, float32, the call signature, hyperparameters in the state.
+    """Base class: validation, float32, the calls, hyperparameters in the state.
 
     Subclasses implement :meth:`plan`. ``check_inputs`` (default on) checks
     the label range and finite features; turn it off to skip the small
@@ -302,23 +339,46 @@ class Head(nn.Module):
     def plan(self, inp: HeadInputs) -> HeadPlan:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement plan(inputs) -> HeadPlan")
 
-    def compute(self, inp: HeadInputs) -> HeadResult:
-        """Dense evaluation of :meth:`plan` on ``inp.cosine``.
-
-        Third-party heads may override this instead of :meth:`plan` and return a
-        :class:`HeadResult` (or a logits tensor); such heads work with the dense
-        layers only.
-        """
-        from .fused import evaluate_plan
-
-        return evaluate_plan(self.plan(inp), inp)
+    def require_layer(self, layer: str) -> None:
+        """Raise a one-line error when this head cannot run on ``layer`` (it describes no plan)."""
+        if type(self).plan is Head.plan:
+            raise TypeError(f"head {type(self).__name__} cannot run on the {layer} layer: it implements no "
+                            "plan(inputs) -> HeadPlan, the description every layer of lh2face_plugin evaluates")
 
     def setup_shard(self, num_local: int, embedding_size: int) -> None:
         """Called once by the classifier / Partial FC with this shard's class
         count and the embedding size; heads with per-class state allocate it here."""
 
     # -- calls -----------------------------------------------------------------------------
-    def forward(
+    def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """arcface_torch's ``margin_loss(logits, labels) -> logits``: [N, C] cosines of this shard
+        (labels -1 off-shard) to [N, C] float32 logits.
+
+        Raises:
+            TypeError: the head needs norms, embeddings or class proxies, or adds loss terms,
+                which arcface_torch's ``PartialFC_V2`` cannot pass or add.
+        """
+        needs = [n for n, f in (("norms", self.needs_norms), ("embeddings", self.needs_embeddings),
+                                ("class proxies", self.needs_weights)) if f]
+        if needs:
+            raise TypeError(self._host_message(f"needs {' and '.join(needs)}"))
+        self.require_layer("dense")
+        with torch.autocast(device_type=cosine.device.type, enabled=False):
+            cosine = as_cosine(cosine)
+            inp = self.inputs(labels, cosine.shape[1], cosine=cosine)
+            plan = self.plan(inp)
+        if plan.terms or plan.row_terms:
+            raise TypeError(self._host_message(f"adds loss terms ({', '.join([*plan.terms, *plan.row_terms])})"))
+        from ..layers.dense import evaluate_plan
+
+        return evaluate_plan(plan, inp, cosine).logits
+
+    def _host_message(self, why: str) -> str:
+        return (f"{type(self).__name__} {why}: arcface_torch's PartialFC_V2 passes its margin_loss only the "
+                "cosines; use lh2face_plugin's Partial FC (lh2face_plugin.arcface_torch.partial_fc_class(host), "
+                "or config.loss in a recipe) instead")
+
+    def evaluate(
         self,
         cosine: torch.Tensor,
         labels: torch.Tensor,
@@ -329,20 +389,15 @@ class Head(nn.Module):
         class_index: Optional[torch.Tensor] = None,
         ctx: Optional[DistContext] = None,
     ) -> HeadResult:
-        """Dense call: logits and terms of ``cosine`` [N, C] (see the module docstring)."""
-        if cosine.dim() != 2:
-            raise ValueError(f"cosine must be [N, C], got shape {tuple(cosine.shape)}")
+        """Dense logits and terms of ``cosine`` [N, C] (see the module docstring)."""
+        self.require_layer("dense")
+        from ..layers.dense import evaluate_plan
+
         with torch.autocast(device_type=cosine.device.type, enabled=False):
-            cosine = _at_least_float32(cosine)
+            cosine = as_cosine(cosine)
             inp = self.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
                               class_index=class_index, ctx=ctx, cosine=cosine)
-            out = self.compute(inp)
-        if isinstance(out, torch.Tensor):
-            out = HeadResult(out)
-        elif not isinstance(out, HeadResult):
-            raise TypeError(f"{type(self).__name__}.compute must return a HeadResult or a tensor, "
-                            f"got {type(out).__name__}")
-        return out
+            return evaluate_plan(self.plan(inp), inp, cosine, inp.embeddings)
 
     def inputs(self, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
                class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,
@@ -353,18 +408,24 @@ class Head(nn.Module):
         Exactly one of ``cosine`` (dense [N, C]) and ``target_cosine`` ([P],
         the cosines of the rows whose label is >= 0, in row order) is given;
         ``proxy_fn(cols)`` gives normalised proxies of some columns (see :meth:`HeadInputs.proxies`).
+
+        Raises:
+            ValueError: an input of the wrong shape (naming it, its shape and the expected one),
+                a missing input the head needs, a label out of range.
         """
         labels = labels.reshape(-1)
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
         labels = labels.long()
-        if cosine is not None and labels.numel() != cosine.shape[0]:
+        n = labels.numel()
+        if cosine is not None and n != cosine.shape[0]:
             raise ValueError(f"labels must have N={cosine.shape[0]} entries, got shape {tuple(labels.shape)}")
         for name, t, need in (("norms", norms, self.needs_norms), ("embeddings", embeddings, self.needs_embeddings),
                               ("weights", weights, self.needs_weights)):
             if need and t is None:
                 raise ValueError(f"{type(self).__name__} needs {name}=...: call it through "
                                  "lh2face_plugin's classifier or Partial FC, which pass them")
+        check_shapes(n, num_classes, norms=norms, embeddings=embeddings, weights=weights, class_index=class_index)
         norms = None if norms is None else _at_least_float32(norms.reshape(-1))
         embeddings = None if embeddings is None else _at_least_float32(embeddings)
         weights = None if weights is None else _at_least_float32(weights)
@@ -380,7 +441,7 @@ class Head(nn.Module):
         elif target_cosine is None or target_cosine.shape[0] != pos.numel():
             raise ValueError("target_cosine must hold one cosine per row with a label >= 0")
         return HeadInputs(labels, pos, target, _at_least_float32(target_cosine), int(num_classes), norms, embeddings,
-                          weights, class_index, ctx if ctx is not None else DistContext.current(), cosine, proxy_fn)
+                          weights, class_index, ctx if ctx is not None else DistContext.current(), proxy_fn)
 
     @staticmethod
     def _check_finite(cosine, target_cosine, norms, embeddings, weights) -> None:

@@ -30,10 +30,11 @@ import math
 
 import torch
 
-from ..distributed import batch_total, reduce_target
+from ..distributed import reduce_target
 from ..registry import register_head
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
 from .margins import ACOS_EPS
+from .running import RunningStat
 
 __all__ = ["CurricularFace", "curricular_target"]
 
@@ -69,16 +70,8 @@ class CurricularFace(Head):
         self.s = check_positive("s", s)
         self.m = check_range("m", m, 0.0, math.pi / 2)
         self.alpha = check_range("alpha", alpha, 0.0, 1.0)
-        self.register_buffer("t", torch.tensor(0.0))
+        self.t_stat = RunningStat(self, "t", count=None, momentum=1.0 - self.alpha, first_batch=False)
         self._record(s=self.s, m=self.m, alpha=self.alpha)
-
-    @torch.no_grad()
-    def _update_t(self, target_cos: torch.Tensor, has_target: torch.Tensor, ctx) -> float:
-        if self.training:
-            total, count = batch_total(torch.stack([(target_cos * has_target).sum(), has_target.sum()]), ctx).unbind()
-            if float(count) > 0:
-                self.t.mul_(self.alpha).add_((total / count).to(self.t.dtype), alpha=1.0 - self.alpha)
-        return float(self.t)
 
     def plan(self, inp: HeadInputs) -> HeadPlan:
         ctx = inp.ctx
@@ -88,7 +81,7 @@ class CurricularFace(Head):
         has[inp.pos] = 1.0
         both = reduce_target(torch.stack([ct, has]), ctx)
         ct, has = both[0], both[1]
-        t = self._update_t(ct, has, ctx)
+        t = float(self.t_stat(ct[has > 0], ctx)[0])
         theta = torch.acos(ct.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
         thresh = torch.where(has > 0, torch.cos(theta + self.m), torch.full_like(ct, NO_HARD))
         s, m = self.s, self.m

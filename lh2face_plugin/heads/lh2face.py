@@ -48,11 +48,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_gather_rows, batch_total, global_logsumexp, global_sum
+from ..distributed import all_gather_rows, global_sum
+from ..layers.products import matmul_logsumexp
 from ..registry import register_head
 from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_bool, check_choice, check_int,
                    check_positive, check_range)
-from .blockwise import matmul_logsumexp
+from .running import RunningStat
 from .vmf import log_cn
 
 __all__ = ["LH2Face"]
@@ -114,51 +115,16 @@ class LH2Face(Head):
         self.margin_spread = check_range("margin_spread", margin_spread, 0.0)
         self.norm_h = check_positive("norm_h", norm_h)
         self.needs_weights = self.lambda_pp > 0 and self.pp_scope == "shard"
-        self.register_buffer("running_mean", torch.tensor(0.0))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.uses_norm_stats = self.kappa_scale is not None or self.margin == "quality"
         if self.uses_norm_stats:
-            self.register_buffer("norm_mean", torch.tensor(0.0))
-            self.register_buffer("norm_std", torch.tensor(1.0))
+            self.norm_stat = RunningStat(self, "norm_mean", "norm_std", momentum=self.momentum, counts=False)
+        self.kappa_stat = RunningStat(self, "running_mean", momentum=self.momentum)
         self._record(alpha=self.alpha, kappa_min=self.kappa_min, kappa_max=self.kappa_max, margin=margin,
                      momentum=self.momentum, vmf_dim=self.vmf_dim, lambda_pps=self.lambda_pps,
                      lambda_pns=self.lambda_pns, lambda_pp=self.lambda_pp, tau_pns=self.tau_pns, s_pp=self.s_pp,
                      pp_scope=self.pp_scope, kappa_scale=self.kappa_scale, rel_min=self.rel_min,
                      rel_max=self.rel_max, clamp_grad=self.clamp_grad, margin_spread=self.margin_spread,
                      norm_h=self.norm_h)
-
-    @torch.no_grad()
-    def _update_mean(self, kappa: torch.Tensor, ctx) -> torch.Tensor:
-        """mu: the running mean of kappa (training) or its current value; empty batches change nothing."""
-        total, count = batch_total(torch.stack([kappa.sum(), kappa.new_tensor(float(kappa.numel()))]), ctx)
-        if not bool(count):
-            return self.running_mean.clone() if int(self.num_batches_tracked) else kappa.new_tensor(self.kappa_min)
-        batch_mean = total / count
-        if self.training:
-            if int(self.num_batches_tracked) == 0:
-                self.running_mean.copy_(batch_mean)
-            else:
-                self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), self.momentum)
-            self.num_batches_tracked += 1
-        elif int(self.num_batches_tracked) == 0:
-            return batch_mean
-        return self.running_mean.clone()
-
-    @torch.no_grad()
-    def _update_norm_stats(self, norms: torch.Tensor, ctx):
-        """(nu, sigma): running mean and std of the raw norms, updated first in training."""
-        n = norms.new_tensor(float(norms.numel()))
-        total, sq, count = batch_total(torch.stack([norms.sum(), (norms * norms).sum(), n]), ctx)
-        if self.training and bool(count):
-            mean = total / count
-            std = ((sq / count - mean * mean).clamp_min(0.0) * count / (count - 1).clamp_min(1.0)).sqrt()
-            if int(self.num_batches_tracked) == 0:
-                self.norm_mean.copy_(mean)
-                self.norm_std.copy_(std)
-            else:
-                self.norm_mean.lerp_(mean.to(self.norm_mean.dtype), self.momentum)
-                self.norm_std.lerp_(std.to(self.norm_std.dtype), self.momentum)
-        return self.norm_mean.clone().to(norms.dtype), self.norm_std.clone().to(norms.dtype)
 
     def _bounded(self, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
         y = x.clamp(max=high)
@@ -169,13 +135,15 @@ class LH2Face(Head):
     def plan(self, inp: HeadInputs) -> HeadPlan:
         ctx = inp.ctx
         if self.uses_norm_stats:
-            nu, sigma = self._update_norm_stats(inp.norms.detach(), ctx)
-            nu = nu.clamp_min(1e-6)
+            nu, sigma = self.norm_stat(inp.norms, ctx)
+            nu = (nu if nu is not None else inp.norms.new_tensor(1.0)).clamp_min(1e-6)
+            sigma = sigma if sigma is not None else inp.norms.new_tensor(1.0)
         if self.kappa_scale is None:
             kappa = self._bounded(inp.norms, self.kappa_min, self.kappa_max)
         else:
             kappa = self.kappa_scale * self._bounded(inp.norms / nu, self.rel_min, self.rel_max)
-        mu = self._update_mean(kappa.detach(), ctx).to(kappa.dtype)
+        mu = self.kappa_stat(kappa, ctx)[0]
+        mu = mu if mu is not None else kappa.new_tensor(self.kappa_min)
         kt = kappa[inp.pos]
         if self.margin == "quality":
             q = ((inp.norms.detach()[inp.pos] - nu) / (sigma / self.norm_h + 1e-3)).clamp(-1.0, 1.0)
@@ -207,7 +175,7 @@ class LH2Face(Head):
             terms["pps"] = self.lambda_pps * global_sum(nll.sum(), ctx) / n
         if self.lambda_pns > 0:
             tau = self.tau_pns
-            row_terms["pns"] = RowTerm(lambda x: F.relu(x - tau), lambda x: (x > tau).to(x.dtype), self.lambda_pns)
+            row_terms["pns"] = RowTerm(lambda x: F.relu(x - tau), self.lambda_pns)
         if self.lambda_pp > 0:
             terms["pp"] = self.lambda_pp * self._proxy_proxy(inp)
         return HeadPlan(LogitSpec(psi, args, scale=kappa), terms, row_terms, {"mu": mu.detach()})
@@ -230,16 +198,9 @@ class LH2Face(Head):
             # every rank holds the whole value: keep it once in the shard sum
             total = total if not ctx.sharded else total * (1.0 if ctx.rank == 0 else 0.0)
             return global_sum(total, ctx) / (max(1, count) * self.s_pp)
-        w = inp.weights
-        exclude = torch.full((own.shape[0],), -1, dtype=torch.long, device=w.device)
+        exclude = torch.full((own.shape[0],), -1, dtype=torch.long, device=own.device)
         exclude[start:start + local_cls.numel()] = local_cls
-        if inp.cosine is not None:  # a dense layer: the dense product, its cost floor
-            keep = torch.ones(own.shape[0], w.shape[0], dtype=torch.bool, device=w.device)
-            rows = torch.nonzero(exclude >= 0).reshape(-1)
-            keep[rows, exclude[rows]] = False
-            lse = global_logsumexp((own @ w.t()) * self.s_pp, ctx, keep)
-        else:
-            lse = matmul_logsumexp(own, w, self.s_pp, exclude=exclude, ctx=ctx)
+        lse = matmul_logsumexp(own, inp.weights, self.s_pp, exclude=exclude, ctx=ctx)
         valid = torch.isfinite(lse)
         lse = torch.where(valid, lse, torch.zeros_like(lse))
         return lse.sum() / (max(1, int(valid.sum())) * self.s_pp)

@@ -28,9 +28,8 @@ from torch import nn
 
 from ..distributed import all_gather_rows, all_reduce_grad, global_mean_stat, global_sum
 from ..registry import HEADS, register_head
-from .base import Head, HeadInputs, HeadPlan, check_choice, check_int, check_positive, check_range
-from .blockwise import matmul_logsumexp, matmul_rowsum
-from .fused import masked_rowsum
+from ..layers.products import matmul_logsumexp
+from .base import Head, HeadInputs, HeadPlan, RowTerm, check_choice, check_int, check_positive, check_range
 
 __all__ = ["USS"]
 
@@ -133,7 +132,7 @@ class USS(Head):
             raise ValueError(f"class {int(local_cls.max())} beyond the USS memory ({self.memory.shape[0]} rows)")
 
         if int(self.steps) >= self.warmup_steps and self.lambda_uss > 0:
-            plan.terms["uss"] = self.lambda_uss * self._uss(inp, local_cls)
+            self._uss(inp, local_cls, plan)
         if self.training and inp.num_rows:
             self.steps += 1
             self._remember(local_cls, inp.embeddings[inp.pos].detach())
@@ -148,37 +147,36 @@ class USS(Head):
         last = torch.full_like(uniq, -1).scatter_reduce(0, inverse, order, reduce="amax")
         self._pending = (uniq, feats[last])
 
-    def _uss(self, inp: HeadInputs, local_cls: torch.Tensor) -> torch.Tensor:
-        """L_uss summed over the rows, divided by N. Dense inputs give dense products (the
-        floor: one extra matmul forward and one backward); blockwise inputs, column blocks."""
+    def _uss(self, inp: HeadInputs, local_cls: torch.Tensor, plan: HeadPlan) -> None:
+        """Add L_uss to ``plan`` as the term ``uss``: the positive pairs as a ready part; the memory
+        negatives as a row part over the memory's columns, which the layer evaluates in its column
+        pass, or (``negatives="batch"``) the batch's memory rows as a small local product."""
         ctx, n, x = inp.ctx, max(1, inp.num_rows), inp.embeddings
         mem = self.memory.to(x.dtype)
         gamma, m = self.gamma, self.m
         if self.negatives == "batch":
-            negatives, neg_rows_of, exclude, filled, index = self._batch_negatives(inp, local_cls, mem)
+            rows, emb, own, filled, _ = self._batch_negatives(inp, local_cls, mem)
+            if not bool(self.b_initialized):
+                self._init_b(emb, rows, None, own, filled, ctx, rows_split=True)
         else:
-            negatives, neg_rows_of, index = mem, x, inp.class_index
-            filled = self.filled if index is None else self.filled[index]
+            filled = self.filled if inp.class_index is None else self.filled[inp.class_index]
             exclude = torch.full((inp.num_rows,), -1, dtype=torch.long, device=x.device)
             exclude[inp.pos] = inp.target
-        if not bool(self.b_initialized):
-            self._init_b(neg_rows_of, negatives, index, exclude, filled, ctx, rows_split=self.negatives == "batch")
+            if not bool(self.b_initialized):
+                self._init_b(x, mem, inp.class_index, exclude, filled, ctx, rows_split=False)
         b = all_reduce_grad(self.b, ctx)
 
         def neg_fn(g, bb):
             return F.softplus((gamma * g - bb).clamp(-gamma, gamma))
 
         gt = (x[inp.pos] * mem[local_cls]).sum(dim=1)
-        pos_term = F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * self.filled[local_cls]
-        if inp.cosine is not None or self.negatives == "batch":
-            cols = negatives if index is None else negatives[index]
-            rows = torch.arange(exclude.shape[0], device=x.device)
-            keep = exclude >= 0
-            neg_rows = masked_rowsum(neg_rows_of @ cols.t(), neg_fn, (b,), rows[keep], exclude[keep], filled)
+        total = (F.softplus((-gamma * (gt - m) + b).clamp(-gamma, gamma)) * self.filled[local_cls]).sum()
+        if self.negatives == "batch":
+            y = neg_fn(emb @ rows.t(), b) * filled[None, :].to(x.dtype)
+            total = total + y.index_put((torch.arange(own.numel(), device=x.device), own), y.new_zeros(own.numel())).sum()
         else:
-            neg_rows = matmul_rowsum(neg_rows_of, negatives, neg_fn, (b,), index=index, exclude=exclude,
-                                     col_mask=filled)
-        return global_sum(pos_term.sum() + neg_rows.sum(), ctx) / n
+            plan.row_terms["uss"] = RowTerm(neg_fn, self.lambda_uss, col_mask=filled, args=(b,), columns=self.memory)
+        plan.terms["uss"] = self.lambda_uss * global_sum(total, ctx) / n
 
     def _batch_negatives(self, inp: HeadInputs, local_cls: torch.Tensor, mem: torch.Tensor):
         """The memory rows of the batch's classes, gathered over shards in rank order, for the

@@ -1,24 +1,13 @@
-"""Dense evaluation of a head's description: one new [N, C] tensor per pass.
+"""The dense layer: a head evaluated on a given [N, C] cosine matrix.
 
-All heads in this package produce logits of the form
+Two outputs:
 
-    out_ij = k_i * c_ij + [c_ij > t_i] * (a * c_ij + q * c_ij^2 + b)      for j != y_i
-    out_iy = psi(c_iy, *psi_args)                                           for the target
-
-with a per-row (or scalar) scale ``k``, an optional per-row threshold ``t``
-that marks "hard" negatives (MV-/SV-Softmax, CurricularFace, ArcFace's
-inter-class filtering), scalars ``a``/``q``/``b`` and any differentiable
-target function ``psi`` evaluated on the N target cosines
-(:class:`~lh2face_plugin.heads.base.LogitSpec`).
-
-:func:`margin_logits` computes this with one new [N, C] tensor in the forward
-pass and one (the gradient of the cosines) in the backward pass, working
-over row blocks so masks and products never exist at full size. Its backward
-re-evaluates ``psi`` on the target cosines with autograd, so a head only
-writes its scalar equations. :func:`masked_rowsum` evaluates the row terms the
-same way, and :func:`evaluate_plan` turns a :class:`~.base.HeadPlan` into a
-:class:`~.base.HeadResult`. The memory-lean layer that never builds the
-[N, C] logits is :mod:`lh2face_plugin.heads.blockwise`.
+- :func:`dense_head_loss`: the loss (cross-entropy + terms) through the head engine
+  (:func:`.engine.head_loss`), without writing the [N, C] logits; the classifier and the
+  plugin's Partial FC use it;
+- :func:`margin_logits` / :func:`evaluate_plan`: the [N, C] logits themselves (one new
+  tensor, built over row blocks with :mod:`.formula`), for ``Head.evaluate`` and for
+  arcface_torch's own ``PartialFC_V2``, which takes ``margin_loss(logits, labels) -> logits``.
 """
 from __future__ import annotations
 
@@ -26,121 +15,73 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["margin_logits", "masked_rowsum", "evaluate_plan"]
+from .engine import Columns, head_loss, plan_terms, row_sums
+from .formula import negative_logits, times_slope_
 
-BLOCK_ELEMENTS = 1 << 22
+__all__ = ["margin_logits", "evaluate_plan", "dense_head_loss", "ROW_BLOCK_ELEMENTS"]
+
+ROW_BLOCK_ELEMENTS = 1 << 22
 
 
-def _blocks(n_rows: int, n_cols: int):
-    step = max(1, BLOCK_ELEMENTS // max(1, n_cols))
+def _row_blocks(n_rows: int, n_cols: int):
+    step = max(1, ROW_BLOCK_ELEMENTS // max(1, n_cols))
     for r0 in range(0, n_rows, step):
         yield r0, min(n_rows, r0 + step)
 
 
-def _hard_mask(block, thresh, buf):
-    """``[block > thresh]`` as 0/1 in the block's dtype, written into a reused buffer."""
-    if buf is None or buf.numel() < block.numel():
-        buf = torch.empty(block.numel(), dtype=block.dtype, device=block.device)
-    mask = buf[: block.numel()].view(block.shape)
-    torch.gt(block, thresh, out=mask)
-    return mask, buf
-
-
-def _row(x, r0, r1):
-    if isinstance(x, torch.Tensor):
-        return x[r0:r1, None]
-    return x
+def _rows(x, r0, r1):
+    return x[r0:r1, None] if isinstance(x, torch.Tensor) else x
 
 
 class _MarginLogits(torch.autograd.Function):
     @staticmethod
-    def forward(fctx, cosine, scale, thresh, hard_a, hard_q, hard_b, pos, target, psi, n_args, *psi_args):
+    def forward(fctx, cosine, scale, thresh, hard, pos, target, psi, *psi_args):
         out = torch.empty_like(cosine)
-        n, c = cosine.shape
-        if thresh is None:
-            torch.mul(cosine, _row(scale, 0, n), out=out)
-        else:
-            buf = None
-            for r0, r1 in _blocks(n, c):
-                blk, o = cosine[r0:r1], out[r0:r1]
-                torch.mul(blk, _row(scale, r0, r1), out=o)
-                hard, buf = _hard_mask(blk, thresh[r0:r1, None], buf)
-                if hard_a != 0:
-                    o.addcmul_(blk, hard, value=hard_a)
-                if hard_q != 0:
-                    o.addcmul_(blk * blk, hard, value=hard_q)
-                if hard_b != 0:
-                    o.add_(hard, alpha=hard_b)
+        a, q, b = hard
+        for r0, r1 in _row_blocks(*cosine.shape):
+            out[r0:r1] = negative_logits(cosine[r0:r1], _rows(scale, r0, r1), _rows(thresh, r0, r1), a, q, b)
         if pos.numel():
             out[pos, target] = psi(cosine[pos, target], *psi_args).to(out.dtype)
-        saved = [cosine, pos, target]
-        fctx.scale_is_tensor = isinstance(scale, torch.Tensor)
-        fctx.has_thresh = thresh is not None
-        if fctx.scale_is_tensor:
-            saved.append(scale)
-        else:
-            fctx.scale = scale
-        if thresh is not None:
-            saved.append(thresh)
-        saved.extend(psi_args)
-        fctx.save_for_backward(*saved)
-        fctx.hard_a, fctx.hard_q, fctx.psi, fctx.n_args = hard_a, hard_q, psi, n_args
+        fctx.save_for_backward(cosine, pos, target, scale if isinstance(scale, torch.Tensor) else None, thresh,
+                               *psi_args)
+        fctx.scale, fctx.hard, fctx.psi = scale, hard, psi
         return out
 
     @staticmethod
     def backward(fctx, grad_out):
-        saved = list(fctx.saved_tensors)
-        cosine, pos, target = saved[:3]
-        rest = saved[3:]
-        scale = rest.pop(0) if fctx.scale_is_tensor else fctx.scale
-        thresh = rest.pop(0) if fctx.has_thresh else None
-        psi_args = rest
-        n, c = cosine.shape
+        cosine, pos, target, scale_t, thresh, *psi_args = fctx.saved_tensors
+        scale = scale_t if scale_t is not None else fctx.scale
+        a, q, _ = fctx.hard
         need_cos, need_scale = fctx.needs_input_grad[0], fctx.needs_input_grad[1]
-        need_args = fctx.needs_input_grad[10:]
-
+        need_args = fctx.needs_input_grad[7:]
         grad_cos = grad_scale = None
         if need_cos:
             grad_cos = torch.empty_like(cosine)
-            if thresh is None:
-                torch.mul(grad_out, _row(scale, 0, n), out=grad_cos)
-            else:
-                buf = None
-                for r0, r1 in _blocks(n, c):
-                    g, o = grad_out[r0:r1], grad_cos[r0:r1]
-                    torch.mul(g, _row(scale, r0, r1), out=o)
-                    if fctx.hard_a != 0 or fctx.hard_q != 0:
-                        blk = cosine[r0:r1]
-                        hard, buf = _hard_mask(blk, thresh[r0:r1, None], buf)
-                        if fctx.hard_a != 0:
-                            o.addcmul_(g, hard, value=fctx.hard_a)
-                        if fctx.hard_q != 0:
-                            o.addcmul_(g * blk, hard, value=2.0 * fctx.hard_q)
+            for r0, r1 in _row_blocks(*cosine.shape):
+                grad_cos[r0:r1] = times_slope_(grad_out[r0:r1].clone(), cosine[r0:r1], _rows(scale, r0, r1),
+                                               _rows(thresh, r0, r1), a, q)
         if need_scale:
-            grad_scale = torch.empty(n, dtype=cosine.dtype, device=cosine.device)
-            for r0, r1 in _blocks(n, c):
-                grad_scale[r0:r1] = torch.einsum("ij,ij->i", grad_out[r0:r1], cosine[r0:r1])
+            grad_scale = torch.einsum("ij,ij->i", grad_out, cosine)
             if pos.numel():
                 grad_scale[pos] -= grad_out[pos, target] * cosine[pos, target]
-
         grad_args = [None] * len(psi_args)
         if pos.numel() and (need_cos or any(need_args)):
             with torch.enable_grad():
                 ct = cosine[pos, target].detach().requires_grad_(need_cos)
-                args = [a.detach().requires_grad_(bool(need)) for a, need in zip(psi_args, need_args)]
+                args = [t.detach().requires_grad_(bool(nd)) for t, nd in zip(psi_args, need_args)]
                 value = fctx.psi(ct, *args)
-                inputs = ([ct] if need_cos else []) + [a for a, need in zip(args, need_args) if need]
-                grads = torch.autograd.grad(value, inputs, grad_out[pos, target].to(value.dtype), allow_unused=True)
-            grads = list(grads)
+                inputs = ([ct] if need_cos else []) + [t for t, nd in zip(args, need_args) if nd]
+                grads = list(torch.autograd.grad(value, inputs, grad_out[pos, target].to(value.dtype),
+                                                 allow_unused=True))
             if need_cos:
                 g_t = grads.pop(0)
                 grad_cos[pos, target] = 0.0 if g_t is None else g_t.to(grad_cos.dtype)
-            for i, need in enumerate(need_args):
-                if need:
+            for i, nd in enumerate(need_args):
+                if nd:
                     grad_args[i] = grads.pop(0)
         elif need_cos and pos.numel():
             grad_cos[pos, target] = 0.0
-        return (grad_cos, grad_scale, None, None, None, None, None, None, None, None, *grad_args)
+        return (grad_cos, grad_scale, None, None, None, None, None, *grad_args)
 
 
 def margin_logits(
@@ -155,7 +96,7 @@ def margin_logits(
     hard_b: float = 0.0,
     hard_q: float = 0.0,
 ) -> torch.Tensor:
-    """Margin logits without full-size temporaries.
+    """The [N, C] logits of a :class:`~lh2face_plugin.heads.base.LogitSpec`, one new tensor.
 
     Args:
         cosine: [N, C] float cosines (not modified).
@@ -164,124 +105,41 @@ def margin_logits(
         psi: target function ``psi(c_t, *psi_args) -> [P]``; differentiable.
         psi_args: [P]-shaped (or broadcastable) tensors ``psi`` depends on.
         scale: scalar or [N] tensor ``k`` (differentiable when a tensor).
-        thresh: optional [N] tensor ``t``; non-target entries with
-            ``c > t_i`` get ``a*c + q*c^2 + b`` added. Not differentiated.
+        thresh: optional [N] tensor ``t`` (not differentiated).
         hard_a, hard_b, hard_q: the bonus ``a*c + q*c^2 + b`` of hard negatives.
 
     Returns:
-        [N, C] logits, a new tensor of ``cosine``'s dtype.
+        [N, C] logits of ``cosine``'s dtype.
     """
     if thresh is not None:
         thresh = thresh.detach().to(cosine.dtype)
-    return _MarginLogits.apply(
-        cosine, scale, thresh, float(hard_a), float(hard_q), float(hard_b), pos, target, psi, len(psi_args),
-        *psi_args
-    )
+    return _MarginLogits.apply(cosine, scale, thresh, (float(hard_a), float(hard_q), float(hard_b)), pos, target,
+                               psi, *psi_args)
 
 
-class _MaskedRowSum(torch.autograd.Function):
-    @staticmethod
-    def forward(fctx, x, pos, target, col_mask, fn, *args):
-        n, c = x.shape
-        out = x.new_zeros(n)
-        for r0, r1 in _blocks(n, c):
-            out[r0:r1] = _masked_block(x, r0, r1, pos, target, col_mask, fn, args).sum(dim=1)
-        fctx.save_for_backward(x, pos, target, *(() if col_mask is None else (col_mask,)), *args)
-        fctx.fn, fctx.has_mask, fctx.n_args = fn, col_mask is not None, len(args)
-        return out
-
-    @staticmethod
-    def backward(fctx, grad_rows):
-        saved = list(fctx.saved_tensors)
-        x, pos, target = saved[:3]
-        col_mask = saved[3] if fctx.has_mask else None
-        args = saved[3 + int(fctx.has_mask):]
-        need_x = fctx.needs_input_grad[0]
-        need_args = fctx.needs_input_grad[5:]
-        n, c = x.shape
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_args = [torch.zeros_like(a) if need else None for a, need in zip(args, need_args)]
-        for r0, r1 in _blocks(n, c):
-            with torch.enable_grad():
-                xb = x[r0:r1].detach().requires_grad_(need_x)
-                ab = [a.detach().requires_grad_(bool(need)) for a, need in zip(args, need_args)]
-                y = _masked_block(xb, 0, r1 - r0, pos - r0, target, col_mask, fctx.fn, ab,
-                                  row_offset_done=True)
-                inputs = ([xb] if need_x else []) + [a for a, need in zip(ab, need_args) if need]
-                if not inputs:
-                    break
-                grads = list(torch.autograd.grad(y, inputs, grad_rows[r0:r1, None].expand_as(y), allow_unused=True))
-            if need_x:
-                g = grads.pop(0)
-                grad_x[r0:r1] = 0.0 if g is None else g
-            for i, need in enumerate(need_args):
-                if need:
-                    g = grads.pop(0)
-                    if g is not None:
-                        grad_args[i] += g
-        return (grad_x, None, None, None, None, *grad_args)
-
-
-def _masked_block(x, r0, r1, pos, target, col_mask, fn, args, row_offset_done=False):
-    xb = x if row_offset_done else x[r0:r1]
-    y = fn(xb, *args)
-    if col_mask is not None:
-        y = y * col_mask[None, :].to(y.dtype)
-    sel = (pos >= 0) & (pos < xb.shape[0]) if row_offset_done else (pos >= r0) & (pos < r1)
-    rows = pos[sel] - (0 if row_offset_done else r0)
-    if rows.numel():
-        y = y.index_put((rows, target[sel]), y.new_zeros(rows.numel()))
-    return y
-
-
-def masked_rowsum(
-    x: torch.Tensor,
-    fn: Callable[..., torch.Tensor],
-    args: Sequence[torch.Tensor] = (),
-    pos: Optional[torch.Tensor] = None,
-    target: Optional[torch.Tensor] = None,
-    col_mask: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Row sums ``sum_j fn(x_ij, *args)`` over non-target, unmasked columns.
-
-    Works over row blocks in both passes (the backward recomputes ``fn`` with
-    autograd), so only the gradient of ``x`` is allocated at full size.
-
-    Args:
-        x: [N, C] float tensor.
-        fn: elementwise differentiable function of a block and ``args``.
-        args: scalar (0-d) tensors ``fn`` depends on (differentiable).
-        pos, target: rows with a target column on this shard and that column;
-            those entries are excluded.
-        col_mask: optional [C] bool; False columns are excluded.
-
-    Returns:
-        [N] row sums.
-    """
-    if pos is None:
-        pos = torch.zeros(0, dtype=torch.long, device=x.device)
-        target = pos
-    if col_mask is not None:
-        col_mask = col_mask.detach()
-    return _MaskedRowSum.apply(x, pos, target, col_mask, fn, *args)
-
-
-def evaluate_plan(plan, inp):
-    """Dense evaluation of a :class:`~.base.HeadPlan` on ``inp.cosine``.
-
-    Returns:
-        :class:`~.base.HeadResult` with the logits, the ready terms and each row
-        term summed over rows and shards, weighted and divided by N.
-    """
-    from ..distributed import global_sum
-    from .base import HeadResult
+def evaluate_plan(plan, inp, cosine: torch.Tensor, embeddings: Optional[torch.Tensor] = None):
+    """A :class:`~lh2face_plugin.heads.base.HeadResult`: the dense logits of ``plan`` on ``cosine``
+    and its terms (row terms summed over rows and shards, weighted, divided by N)."""
+    from ..heads.base import HeadResult
 
     spec = plan.logits
-    logits = margin_logits(inp.cosine, inp.pos, inp.target, spec.psi, spec.psi_args, scale=spec.scale,
+    logits = margin_logits(cosine, inp.pos, inp.target, spec.psi, spec.psi_args, scale=spec.scale,
                            thresh=spec.thresh, hard_a=spec.hard_a, hard_b=spec.hard_b, hard_q=spec.hard_q)
-    terms = dict(plan.terms)
-    n = max(1, inp.num_rows)
-    for name, term in plan.row_terms.items():
-        rows = masked_rowsum(inp.cosine, term.fn, (), inp.pos, inp.target, term.col_mask)
-        terms[name] = term.weight * global_sum(rows.sum(), inp.ctx) / n
-    return HeadResult(logits, terms, dict(plan.stats))
+    sums = row_sums(plan, inp, Columns(cosine=cosine, index=inp.class_index), embeddings)
+    return HeadResult(logits, plan_terms(plan, sums, inp), dict(plan.stats))
+
+
+def dense_head_loss(head, cosine: torch.Tensor, labels: torch.Tensor, *, norms=None, embeddings=None, weights=None,
+                    class_index=None, ctx=None):
+    """The head's loss on a dense [N, C] cosine matrix: ``(loss, parts)`` (see :func:`.engine.head_loss`).
+
+    Args as :meth:`~lh2face_plugin.heads.base.Head.evaluate`.
+    """
+    from ..heads.base import as_cosine
+
+    head.require_layer("dense")
+    with torch.autocast(device_type=cosine.device.type, enabled=False):
+        cosine = as_cosine(cosine)
+        inp = head.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
+                          class_index=class_index, ctx=ctx, cosine=cosine)
+        return head_loss(head, inp, Columns(cosine=cosine, index=class_index), inp.embeddings)

@@ -130,7 +130,7 @@ def reference(name: str, rate: float, edit, world: int, sampled) -> list:
             weight, class_index = weight_all, None
         x, w = F.normalize(e), F.normalize(weight)
         cosine = (x @ w.t()).clamp(-1, 1)
-        res = head(cosine, y, norms=e.norm(dim=1), embeddings=x, weights=w, class_index=class_index,
+        res = head.evaluate(cosine, y, norms=e.norm(dim=1), embeddings=x, weights=w, class_index=class_index,
                    ctx=DistContext.single())
         loss = F.cross_entropy(res.logits, y)
         loss = loss if res.extra is None else loss + res.extra

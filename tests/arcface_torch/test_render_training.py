@@ -115,7 +115,7 @@ def _hand_head_loss(head, weight):
     """arcface_torch's loss on one process, written out: cross-entropy of the head's logits."""
     def loss(emb, labels):
         x, w = F.normalize(emb.float()), F.normalize(weight)
-        out = head((x @ w.t()).clamp(-1, 1), labels, norms=emb.float().norm(dim=1), embeddings=x, weights=w,
+        out = head.evaluate((x @ w.t()).clamp(-1, 1), labels, norms=emb.float().norm(dim=1), embeddings=x, weights=w,
                    class_index=None, ctx=DistContext.single())
         value = F.cross_entropy(out.logits, labels)
         return value if out.extra is None else value + out.extra

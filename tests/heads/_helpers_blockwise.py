@@ -2,8 +2,8 @@
 
 Same global problem as :mod:`_helpers_sharding` (raw embeddings, proxies, labels,
 optionally sampled classes). The reference runs each head densely on one process
-(``head(cosine, ...)`` + the sharded cross-entropy of a world of 1); every rank runs
-:func:`lh2face_plugin.heads.blockwise.blockwise_head_loss` on its class shard with tiny
+(``head.evaluate(cosine, ...)`` + the sharded cross-entropy of a world of 1); every rank runs
+:func:`lh2face_plugin.layers.blockwise.blockwise_head_loss` on its class shard with tiny
 blocks, so each call crosses many block boundaries. Losses, embedding gradients
 (summed over ranks, as Partial FC's AllGather backward does), proxy gradients and the
 head's state after every step are compared.
@@ -39,7 +39,7 @@ def dense_steps(head, z, w, labels, subset):
         zs, ws = _inputs(z, step), w.clone().requires_grad_()
         x = F.normalize(zs, dim=1)
         wn = F.normalize(ws if index is None else ws[index], dim=1)
-        res = head((x @ wn.t()).clamp(-1, 1), y, norms=zs.norm(dim=1), embeddings=x, weights=wn,
+        res = head.evaluate((x @ wn.t()).clamp(-1, 1), y, norms=zs.norm(dim=1), embeddings=x, weights=wn,
                    class_index=index, ctx=DistContext.single())
         loss = sharded_cross_entropy(res.logits, y, DistContext.single())
         loss = loss if res.extra is None else loss + res.extra
@@ -49,7 +49,7 @@ def dense_steps(head, z, w, labels, subset):
 
 
 def blockwise_steps(head, z, w, labels, subset, ctx, start, end, cache=False):
-    from lh2face_plugin.heads.blockwise import blockwise_head_loss
+    from lh2face_plugin.layers.blockwise import blockwise_head_loss
 
     own = subset[(subset >= start) & (subset < end)]
     sampled = len(subset) < C

@@ -95,6 +95,6 @@ def head_loss(head, z, w, labels, class_index=None, ctx=None):
     x = F.normalize(z, dim=1)
     wn = F.normalize(w, dim=1)
     cos = (x @ wn.t()).clamp(-1, 1)
-    out = head(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
+    out = head.evaluate(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
     loss = F.cross_entropy(out.logits, labels)
     return (loss if out.extra is None else loss + out.extra), out.logits

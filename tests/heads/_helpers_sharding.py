@@ -65,7 +65,7 @@ def run_steps(head, z, w, labels, subset, ctx, start, end):
         x = F.normalize(zs, dim=1)
         wn = F.normalize(ws, dim=1)[local_index]
         cos = (x @ wn.t()).clamp(-1, 1)
-        res = head(cos, local_labels, norms=zs.norm(dim=1), embeddings=x, weights=wn,
+        res = head.evaluate(cos, local_labels, norms=zs.norm(dim=1), embeddings=x, weights=wn,
                    class_index=None if len(own) == end - start and ctx.world_size == 1 and len(subset) == C
                    else local_index, ctx=ctx)
         loss = sharded_cross_entropy(res.logits, local_labels, ctx)
@@ -127,7 +127,7 @@ def blockwise_checks(world, rank):
     """matmul_logsumexp with the columns split over the ranks, in small column blocks: the value is the
     global one on every rank, the gradients of the rows summed over ranks and each rank's column
     gradient equal the single-process ones. Rank 0 of the world-3 split has no unmasked column."""
-    from lh2face_plugin.heads.blockwise import matmul_logsumexp
+    from lh2face_plugin.layers.products import matmul_logsumexp
 
     g = torch.Generator().manual_seed(11)
     rows, dim = 6, 4
@@ -181,8 +181,8 @@ def data_parallel_checks(world, rank):
             zs = z * (1 + 0.2 * step) + 0.05 * step
             x, wn = F.normalize(zs, dim=1), F.normalize(w, dim=1)
             cos = x @ wn.t()
-            ref = heads["ref"](cos, labels, norms=zs.norm(dim=1), ctx=DistContext.single())
-            got = heads["dp"](cos[mine], labels[mine], norms=zs.norm(dim=1)[mine],
+            ref = heads["ref"].evaluate(cos, labels, norms=zs.norm(dim=1), ctx=DistContext.single())
+            got = heads["dp"].evaluate(cos[mine], labels[mine], norms=zs.norm(dim=1)[mine],
                               ctx=DistContext(world, rank, gathered=False))
             state = [(u - v).abs().max().item() for u, v in zip(heads["ref"].buffers(), heads["dp"].buffers())
                      if u.is_floating_point()]

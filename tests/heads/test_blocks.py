@@ -1,8 +1,11 @@
-"""The block-by-block paths of heads/fused.py and heads/blockwise.py against dense references.
+"""The block-by-block paths of the layers against dense references written from the contract.
 
 Real sizes switch to blocks above millions of entries; here the block size is lowered so
 a 7 x 5 matrix takes several blocks (and an uneven last one), and every result is compared
-with the same formula written densely (forward, backward, float64 gradcheck).
+with the same formula written densely (forward, backward, float64 gradcheck):
+:func:`~lh2face_plugin.layers.dense.margin_logits` (row blocks), the head engine
+(:func:`~lh2face_plugin.layers.engine.head_loss`, column blocks, on dense cosines and on
+products) and :func:`~lh2face_plugin.layers.products.matmul_logsumexp`.
 """
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import torch
 import torch.nn.functional as F
 from _helpers_heads import all_cases, build, head_loss, make_inputs
 
-from lh2face_plugin.heads import blockwise, fused
-from lh2face_plugin.heads.blockwise import column_blocks, matmul_logsumexp, matmul_rowsum
-from lh2face_plugin.heads.fused import margin_logits, masked_rowsum
+from lh2face_plugin.distributed import DistContext
+from lh2face_plugin.heads.base import Head, HeadPlan, LogitSpec, RowTerm
+from lh2face_plugin.layers import dense, products
+from lh2face_plugin.layers.engine import Columns, head_loss as engine_loss
+from lh2face_plugin.layers.dense import margin_logits
+from lh2face_plugin.layers.products import column_blocks, matmul_logsumexp
 
 DT = torch.float64
 N, C, D = 7, 5, 3
@@ -21,8 +27,8 @@ N, C, D = 7, 5, 3
 
 @pytest.fixture
 def small_fused_blocks(monkeypatch):
-    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", 2 * C)  # 2 rows per block: [0,2) [2,4) [4,6) [6,7)
-    assert list(fused._blocks(N, C)) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    monkeypatch.setattr(dense, "ROW_BLOCK_ELEMENTS", 2 * C)  # 2 rows per block: [0,2) [2,4) [4,6) [6,7)
+    assert list(dense._row_blocks(N, C)) == [(0, 2), (2, 4), (4, 6), (6, 7)]
 
 
 def problem(seed=0):
@@ -34,7 +40,7 @@ def problem(seed=0):
     return cos, pos, target
 
 
-# ----------------------------------------------------------------------------------- fused.margin_logits
+# ----------------------------------------------------------------------------------- dense.margin_logits
 
 
 def dense_margin_logits(cos, pos, target, psi, psi_args, scale, thresh, a, q, b):
@@ -95,48 +101,126 @@ def test_margin_logits_multi_block_gradcheck(small_fused_blocks):
     assert torch.autograd.gradcheck(fn, args)
 
 
-# ----------------------------------------------------------------------------------- fused.masked_rowsum
+# ----------------------------------------------------------------------------------- the head engine
 
 
-def dense_masked_rowsum(x, fn, args, pos, target, col_mask):
-    y = fn(x, *args)
-    if col_mask is not None:
-        y = y * col_mask[None, :].to(y.dtype)
-    keep = torch.ones_like(x, dtype=torch.bool)
-    keep[pos, target] = False
-    return torch.where(keep, y, torch.zeros_like(y)).sum(dim=1)
+class _Described(Head):
+    """A head whose plan uses every part of the contract: a per-row scale, thresholds, the
+    hard bonus, a target function with arguments, a ready term and two row terms (one over the
+    cosines, one over another per-class matrix, with a mask and a learned argument)."""
+
+    def __init__(self, k, thresh, m, t, other, mask):
+        super().__init__(check_inputs=False)
+        self.k, self.thresh, self.m, self.t, self.other, self.mask = k, thresh, m, t, other, mask
+
+    def plan(self, inp):
+        k = self.k
+
+        def psi(c, kt, mi):
+            return kt * (c - mi) - 0.3 * c * c
+
+        mask = self.mask if inp.class_index is None else self.mask[inp.class_index]
+        terms = {"ready": 0.5 * (self.k[inp.pos] * inp.target_cosine).sum() / max(1, inp.num_rows)}
+        rows = {"hinge": RowTerm(lambda g, t: F.softplus(4.0 * (g - t)), 0.7, args=(self.t,)),
+                "other": RowTerm(lambda g, t: (g - t) ** 2, 0.2, col_mask=mask, args=(self.t,), columns=self.other)}
+        return HeadPlan(LogitSpec(psi, (k[inp.pos], self.m), scale=k, thresh=self.thresh, hard_a=1.7, hard_q=2.5,
+                                  hard_b=-0.4), terms, rows)
 
 
-def soft_hinge(x, a):
-    return F.softplus(4.0 * (x - a)) * a
+def naive_loss(x, w, labels, index, k, thresh, m, t, other, mask):
+    """The contract written from its equations, entry by entry."""
+    cols = w if index is None else w[index]
+    oth = other if index is None else other[index]
+    msk = mask if index is None else mask[index]
+    n, total, p = x.shape[0], x.new_zeros(()), 0
+    for i in range(n):
+        y = int(labels[i])
+        logits = []
+        for j in range(cols.shape[0]):
+            c = (x[i] @ F.normalize(cols[j], dim=0)).clamp(-1, 1)
+            if j == y:
+                target = k[i] * (c - m[p]) - 0.3 * c * c
+                logits.append(target)
+                total = total + 0.5 * k[i] * c / n
+                continue
+            hard = (c > thresh[i]).to(x.dtype)
+            logits.append(k[i] * c + hard * (1.7 * c + 2.5 * c * c - 0.4))
+            total = total + 0.7 * F.softplus(4.0 * (c - t)) / n
+            if msk[j]:
+                total = total + 0.2 * (x[i] @ oth[j] - t) ** 2 / n
+        lse = torch.logsumexp(torch.stack(logits), 0)
+        if y >= 0:
+            total = total + (lse - target) / n
+            p += 1
+        else:  # the target lives on another shard: in a world of 1 it is in no column
+            total = total + lse / n
+    return total
 
 
-@pytest.mark.parametrize("with_mask", [True, False])
-def test_masked_rowsum_multi_block_matches_dense(small_fused_blocks, with_mask):
-    x, pos, target = problem(3)
-    col_mask = torch.tensor([True, False, True, True, False]) if with_mask else None
-    upstream = torch.randn(N, dtype=DT, generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize("mode", ["dense", "products", "products-cached", "sampled"])
+def test_engine_equals_the_naive_contract_in_many_column_blocks(mode):
+    g = torch.Generator().manual_seed(11)
+    classes = 9
+    x = F.normalize(torch.randn(N, D, dtype=DT, generator=g), dim=1)
+    w = torch.randn(classes, D, dtype=DT, generator=g)
+    index = torch.tensor([7, 0, 3, 8, 5, 1, 2]) if mode == "sampled" else None
+    ncols = classes if index is None else len(index)
+    labels = torch.randint(0, ncols, (N,), generator=g)
+    labels[[1, 4]] = -1  # targets on another shard
+    k = torch.empty(N, dtype=DT).uniform_(1, 5, generator=g)
+    thresh = torch.empty(N, dtype=DT).uniform_(-0.5, 0.5, generator=g)
+    m = torch.empty(int((labels >= 0).sum()), dtype=DT).uniform_(0, 0.5, generator=g)
+    t = torch.tensor(0.3, dtype=DT)
+    other = torch.randn(classes, D, dtype=DT, generator=g)
+    mask = torch.tensor([True, False, True, True, True, False, True, True, True])
 
     def run(fn):
-        xx = x.clone().requires_grad_()
-        a = torch.tensor(0.3, dtype=DT, requires_grad=True)
-        out = fn(xx, soft_hinge, (a,), pos, target, col_mask)
-        out.backward(upstream)
-        return out.detach(), xx.grad, a.grad
+        xx, ww, kk, mm, tt = (v.clone().requires_grad_() for v in (x, w, k, m, t))
+        loss = fn(xx, ww, kk, mm, tt)
+        loss.backward()
+        return [loss.detach(), xx.grad, ww.grad, kk.grad, mm.grad, tt.grad]
 
-    got = run(masked_rowsum)
-    ref = run(dense_masked_rowsum)
-    for name, u, v in zip(("rows", "grad x", "grad arg"), got, ref):
-        assert torch.allclose(u, v, atol=1e-12, rtol=0), name
-    # the target entries (every block has some) are excluded: no gradient there
-    assert torch.equal(got[1][pos, target], torch.zeros(len(pos), dtype=DT))
+    def engine(xx, ww, kk, mm, tt):
+        head = _Described(kk, thresh, mm, tt, other, mask)
+        if mode == "dense":
+            cos = (xx @ F.normalize(ww, dim=1).t()).clamp(-1, 1)
+            inp = head.inputs(labels, classes, embeddings=xx, cosine=cos, ctx=DistContext.single())
+            return engine_loss(head, inp, Columns(cosine=cos, block_elements=2 * N), xx)[0]
+        cols = Columns(weight=ww, index=index, block_elements=2 * N, cache=mode == "products-cached")
+        pos = torch.nonzero(labels >= 0).reshape(-1)
+        wt = F.normalize(ww[labels[pos] if index is None else index[labels[pos]]], dim=1)
+        tc = (xx[pos] * wt).sum(1).clamp(-1, 1)
+        inp = head.inputs(labels, ncols, embeddings=xx, class_index=index, target_cosine=tc,
+                          ctx=DistContext.single())
+        return engine_loss(head, inp, cols, xx)[0]
+
+    assert len(list(column_blocks(N, ncols, 2 * N))) > 3
+    got = run(engine)
+    ref = run(lambda xx, ww, kk, mm, tt: naive_loss(xx, ww, labels, index, kk, thresh, mm, tt, other, mask))
+    for name, u, v in zip(("loss", "grad x", "grad w", "grad k", "grad psi arg", "grad row-term arg"), got, ref):
+        assert torch.allclose(u, v, atol=1e-10, rtol=1e-10), name
+    hard = (x @ F.normalize(w, dim=1).t()) > thresh[:, None]
+    assert hard.any() and (~hard).any()
 
 
-def test_masked_rowsum_multi_block_gradcheck(small_fused_blocks):
-    x, pos, target = problem(5)
-    mask = torch.tensor([True, True, False, True, True])
-    assert torch.autograd.gradcheck(lambda xx, a: masked_rowsum(xx, soft_hinge, (a,), pos, target, mask),
-                                    (x.clone().requires_grad_(), torch.tensor(0.2, dtype=DT, requires_grad=True)))
+def test_engine_gradcheck_in_column_blocks():
+    g = torch.Generator().manual_seed(3)
+    x = F.normalize(torch.randn(N, D, dtype=DT, generator=g), dim=1)
+    w = torch.randn(C, D, dtype=DT, generator=g)
+    labels = torch.tensor([0, -1, 2, 3, -1, 4, 1])
+    thresh = torch.zeros(N, dtype=DT)
+    other, mask = torch.randn(C, D, dtype=DT, generator=g), torch.tensor([True, True, False, True, True])
+
+    def fn(xx, ww, kk, mm, tt):
+        head = _Described(kk, thresh, mm, tt, other, mask)
+        pos = torch.nonzero(labels >= 0).reshape(-1)
+        tc = (xx[pos] * F.normalize(ww[labels[pos]], dim=1)).sum(1)
+        inp = head.inputs(labels, C, embeddings=xx, target_cosine=tc, ctx=DistContext.single())
+        return engine_loss(head, inp, Columns(weight=ww, block_elements=N), xx)[0]
+
+    args = (x.clone().requires_grad_(), w.clone().requires_grad_(), torch.linspace(1, 3, N, dtype=DT).requires_grad_(),
+            torch.full((5,), 0.2, dtype=DT, requires_grad=True), torch.tensor(0.1, dtype=DT, requires_grad=True))
+    assert torch.autograd.gradcheck(fn, args)
 
 
 @pytest.mark.parametrize("case", all_cases(), ids=[c[0] for c in all_cases()])
@@ -156,15 +240,15 @@ def test_every_head_is_the_same_in_small_fused_blocks(case, monkeypatch):
             results += [loss.detach(), logits.detach(), zr.grad.clone(), wr.grad.clone()]
         return results
 
-    dense = run()
-    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", C)
-    monkeypatch.setattr(blockwise, "BLOCK_ELEMENTS", 2 * N)
+    whole = run()
+    monkeypatch.setattr(dense, "ROW_BLOCK_ELEMENTS", C)
+    monkeypatch.setattr(products, "BLOCK_ELEMENTS", 2 * N)
     blocked = run()
-    for u, v in zip(dense, blocked):
+    for u, v in zip(whole, blocked):
         assert torch.allclose(u, v, atol=1e-12, rtol=1e-12)
 
 
-# ----------------------------------------------------------------------------------- blockwise
+# ----------------------------------------------------------------------------------- products.matmul_logsumexp
 
 
 def dense_lse(a, b, scale, index, exclude, col_mask):
@@ -177,18 +261,6 @@ def dense_lse(a, b, scale, index, exclude, col_mask):
         rows = torch.nonzero(exclude >= 0).reshape(-1)
         drop[rows, exclude[rows]] = True
     return torch.logsumexp(s.masked_fill(drop, float("-inf")), dim=1)
-
-
-def dense_rowsum(a, b, fn, args, index, exclude, col_mask):
-    cols = b if index is None else b[index]
-    y = fn(a @ cols.t(), *args)
-    keep = torch.ones_like(y, dtype=torch.bool)
-    if col_mask is not None:
-        keep &= col_mask[None, :]
-    if exclude is not None:
-        rows = torch.nonzero(exclude >= 0).reshape(-1)
-        keep[rows, exclude[rows]] = False
-    return torch.where(keep, y, torch.zeros_like(y)).sum(dim=1)
 
 
 def blockwise_problem(seed=0, rows=6, classes=9, dim=4):
@@ -216,7 +288,7 @@ def test_matmul_logsumexp_in_column_blocks_matches_dense(opts, block_elements, m
     a, b, index, exclude, col_mask = blockwise_problem()
     kw = OPTIONS[opts](index, exclude, col_mask)
     if block_elements is None:  # the module-wide default, lowered
-        monkeypatch.setattr(blockwise, "BLOCK_ELEMENTS", 12)
+        monkeypatch.setattr(products, "BLOCK_ELEMENTS", 12)
     cols = b.shape[0] if "index" not in kw else len(index)
     assert len(list(column_blocks(a.shape[0], cols, block_elements))) > 2
     upstream = torch.randn(a.shape[0], dtype=DT, generator=torch.Generator().manual_seed(1))
@@ -251,38 +323,3 @@ def test_matmul_logsumexp_gradcheck_in_blocks():
         lambda aa, bb: matmul_logsumexp(aa, bb, 1.5, index=index, exclude=exclude, col_mask=col_mask,
                                         block_elements=6),
         (a.requires_grad_(), b.requires_grad_()))
-
-
-def softplus_threshold(g, t):
-    return F.softplus((3.0 * g - t).clamp(-3.0, 3.0))
-
-
-@pytest.mark.parametrize("opts", sorted(OPTIONS))
-@pytest.mark.parametrize("block_elements", [None, 6, 13])
-def test_matmul_rowsum_in_column_blocks_matches_dense(opts, block_elements, monkeypatch):
-    a, b, index, exclude, col_mask = blockwise_problem(3)
-    kw = OPTIONS[opts](index, exclude, col_mask)
-    if block_elements is None:
-        monkeypatch.setattr(blockwise, "BLOCK_ELEMENTS", 12)
-    upstream = torch.randn(a.shape[0], dtype=DT, generator=torch.Generator().manual_seed(2))
-
-    def run(fn):
-        aa, bb = a.clone().requires_grad_(), b.clone().requires_grad_()
-        t = torch.tensor(0.7, dtype=DT, requires_grad=True)
-        out = fn(aa, bb, t)
-        out.backward(upstream)
-        return out.detach(), aa.grad, bb.grad, t.grad
-
-    got = run(lambda aa, bb, t: matmul_rowsum(aa, bb, softplus_threshold, (t,), block_elements=block_elements, **kw))
-    ref = run(lambda aa, bb, t: dense_rowsum(aa, bb, softplus_threshold, (t,), kw.get("index"), kw.get("exclude"),
-                                              kw.get("col_mask")))
-    for name, u, v in zip(("rows", "grad a", "grad b", "grad arg"), got, ref):
-        assert torch.allclose(u, v, atol=1e-12, rtol=1e-12), name
-
-
-def test_matmul_rowsum_gradcheck_in_blocks():
-    a, b, index, exclude, col_mask = blockwise_problem(4)
-    assert torch.autograd.gradcheck(
-        lambda aa, bb, t: matmul_rowsum(aa, bb, softplus_threshold, (t,), index=index, exclude=exclude,
-                                        col_mask=col_mask, block_elements=6),
-        (a.requires_grad_(), b.requires_grad_(), torch.tensor(0.4, dtype=DT, requires_grad=True)))

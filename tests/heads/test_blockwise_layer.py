@@ -8,7 +8,7 @@ from _helpers_blockwise import run_blockwise
 from _helpers_heads import all_cases, build, make_inputs
 
 from lh2face_plugin.distributed import DistContext, sharded_cross_entropy
-from lh2face_plugin.heads.blockwise import blockwise_head_loss
+from lh2face_plugin.layers.blockwise import blockwise_head_loss
 from lh2face_plugin.memory import peak_bytes
 
 CASES = all_cases()
@@ -34,7 +34,7 @@ def test_blockwise_equals_dense(blockwise_results, case_id, mode):
 
 def _dense(head, z, w, labels):
     x, wn = F.normalize(z, dim=1), F.normalize(w, dim=1)
-    res = head((x @ wn.t()).clamp(-1, 1), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
+    res = head.evaluate((x @ wn.t()).clamp(-1, 1), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
     loss = sharded_cross_entropy(res.logits, labels, DistContext.single())
     return loss + (res.extra if res.extra is not None else 0), res
 
@@ -98,7 +98,7 @@ def test_the_backward_holds_one_proxy_gradient_and_no_full_logits():
 
     def dense():
         x, w = F.normalize(emb, dim=1), F.normalize(weight, dim=1)
-        res = head((x @ w.t()).clamp(-1, 1), labels, norms=emb.norm(dim=1), embeddings=x, weights=w)
+        res = head.evaluate((x @ w.t()).clamp(-1, 1), labels, norms=emb.norm(dim=1), embeddings=x, weights=w)
         (sharded_cross_entropy(res.logits, labels, DistContext.single()) + res.extra).backward()
         weight.grad = emb.grad = None
 

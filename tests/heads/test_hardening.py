@@ -232,7 +232,7 @@ def _nan_cases():
 
 
 def _blockwise(head, z, w, labels):
-    from lh2face_plugin.heads.blockwise import blockwise_head_loss
+    from lh2face_plugin.layers.blockwise import blockwise_head_loss
 
     return blockwise_head_loss(head, torch.nn.functional.normalize(z, dim=1), w, labels, norms=z.norm(dim=1),
                                block_elements=8)
@@ -264,8 +264,8 @@ def test_nan_embeddings_with_finite_norms_are_refused_on_both_layers(name, kwarg
     wn = torch.nn.functional.normalize(w, dim=1)
     head = build(name, kwargs, 7, 4)
     with pytest.raises(FloatingPointError, match="row 3"):
-        head((x @ wn.t()), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
-    from lh2face_plugin.heads.blockwise import blockwise_head_loss
+        head.evaluate((x @ wn.t()), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
+    from lh2face_plugin.layers.blockwise import blockwise_head_loss
 
     with pytest.raises(FloatingPointError, match="row 3"):
         blockwise_head_loss(build(name, kwargs, 7, 4), x, w, labels, norms=z.norm(dim=1), block_elements=8)

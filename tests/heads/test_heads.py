@@ -76,7 +76,7 @@ def test_returns_fresh_tensor_and_leaves_input(case):
     x, wn = F.normalize(z), F.normalize(w)
     cos = x @ wn.t()
     before = cos.clone()
-    logits = head(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn).logits
+    logits = head.evaluate(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn).logits
     assert logits.dtype == torch.float32 and logits.shape == cos.shape
     assert logits.data_ptr() != cos.data_ptr()
     assert torch.equal(cos, before)
@@ -90,7 +90,7 @@ def test_half_inputs_compute_in_float32(case, dtype):
     head = build(name, kw, w.shape[0], w.shape[1])
     x, wn = F.normalize(z), F.normalize(w)
     cos = (x @ wn.t()).to(dtype).requires_grad_()
-    out = head(cos, labels, norms=z.norm(dim=1).to(dtype), embeddings=x.to(dtype), weights=wn.to(dtype))
+    out = head.evaluate(cos, labels, norms=z.norm(dim=1).to(dtype), embeddings=x.to(dtype), weights=wn.to(dtype))
     logits = out.logits
     assert logits.dtype == torch.float32
     loss = F.cross_entropy(logits, labels) + (out.extra if out.extra is not None else 0)
@@ -127,7 +127,7 @@ def test_label_out_of_range_names_row_and_value(case):
     labels[3] = w.shape[0] + 2
     x, wn = F.normalize(z), F.normalize(w)
     with pytest.raises(ValueError, match=rf"row 3: {w.shape[0] + 2}"):
-        head(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
+        head.evaluate(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -138,9 +138,9 @@ def test_nan_features_raise_unless_disabled(case):
     x, wn = F.normalize(z), F.normalize(w)
     head = build(name, kw, w.shape[0], w.shape[1])
     with pytest.raises(FloatingPointError, match="row 2"):
-        head(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
+        head.evaluate(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)
     quiet = build(name, dict(kw, check_inputs=False), w.shape[0], w.shape[1])
-    quiet(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)  # no check, no error
+    quiet.evaluate(x @ wn.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=wn)  # no check, no error
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_arcface_straight_through_gradient_is_s():
     z, w, labels = make_inputs(n=8, c=6, d=5, dtype=torch.float32)
     cos = (F.normalize(z) @ F.normalize(w).t()).requires_grad_()
     head = lh2face_plugin.build_head("arcface", s=64.0, m=0.5)
-    logits = head(cos, labels).logits
+    logits = head(cos, labels)
     logits.backward(torch.ones_like(logits))
     assert torch.allclose(cos.grad, torch.full_like(cos, 64.0))
     rows = torch.arange(8)
@@ -201,7 +201,7 @@ def test_arcface_straight_through_gradient_is_s():
 def test_arcface_true_gradient_matches_analytic():
     c = torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True)
     head = lh2face_plugin.build_head("arcface", s=2.0, m=0.4, straight_through=False)
-    head(c, torch.tensor([0])).logits.sum().backward()
+    head(c, torch.tensor([0])).sum().backward()
     theta = math.acos(0.3)
     assert c.grad[0, 0].item() == pytest.approx(2.0 * math.sin(theta + 0.4) / math.sin(theta), rel=1e-9)
     assert c.grad[0, 1].item() == pytest.approx(2.0)
@@ -210,21 +210,21 @@ def test_arcface_true_gradient_matches_analytic():
 def test_mv_softmax_reweights_only_misclassified_negatives():
     cos = torch.tensor([[0.5, 0.3, 0.1, -0.4]])
     head = lh2face_plugin.build_head("mv-softmax", s=10.0, m=0.35, t=0.2)
-    logits = head(cos, torch.tensor([0])).logits
+    logits = head(cos, torch.tensor([0]))
     # boundary f = 0.5 - 0.35 = 0.15: column 1 is hard, 2 and 3 are not
     expected = torch.tensor([[10 * 0.15, 10 * (1.2 * 0.3 + 0.2), 10 * 0.1, 10 * -0.4]])
     assert torch.allclose(logits, expected, atol=1e-5)
-    fixed = lh2face_plugin.build_head("mv-softmax", s=10.0, m=0.35, t=0.2, weight="fixed")(cos, torch.tensor([0])).logits
+    fixed = lh2face_plugin.build_head("mv-softmax", s=10.0, m=0.35, t=0.2, weight="fixed")(cos, torch.tensor([0]))
     assert fixed[0, 1].item() == pytest.approx(10 * (0.3 + 0.2), abs=1e-5)
 
 
 def test_sv_softmax_t1_is_the_base_loss():
     z, w, labels = make_inputs(n=10, c=6, d=5, dtype=torch.float32)
     cos = F.normalize(z) @ F.normalize(w).t()
-    sv = lh2face_plugin.build_head("sv-softmax", s=30.0, t=1.0, margin_type="am", m=0.3)(cos, labels).logits
-    cf = lh2face_plugin.build_head("cosface", s=30.0, m=0.3)(cos, labels).logits
+    sv = lh2face_plugin.build_head("sv-softmax", s=30.0, t=1.0, margin_type="am", m=0.3)(cos, labels)
+    cf = lh2face_plugin.build_head("cosface", s=30.0, m=0.3)(cos, labels)
     assert torch.allclose(sv, cf, atol=1e-5)
-    sv2 = lh2face_plugin.build_head("sv-softmax", s=30.0, t=1.5, margin_type="am", m=0.3)(cos, labels).logits
+    sv2 = lh2face_plugin.build_head("sv-softmax", s=30.0, t=1.5, margin_type="am", m=0.3)(cos, labels)
     hard = cos > (cos.gather(1, labels[:, None]) - 0.3)
     hard[torch.arange(10), labels] = False
     assert torch.allclose(sv2[hard], 30 * (1.5 * cos[hard] + 0.5), atol=1e-4)
@@ -235,7 +235,7 @@ def test_lh2face_logits_use_bounded_norm_and_uamf_margin():
     head = lh2face_plugin.build_head("lh2face", kappa_min=10.0, kappa_max=60.0, alpha=0.35)
     x, wn = F.normalize(z), F.normalize(w)
     cos = x @ wn.t()
-    out = head(cos, labels, norms=z.norm(dim=1), weights=wn)
+    out = head.evaluate(cos, labels, norms=z.norm(dim=1), weights=wn)
     logits = out.logits
     kappa = z.norm(dim=1).clamp(10, 60)
     mu = kappa.mean()
@@ -268,13 +268,13 @@ def test_state_dict_resumes_running_mean_memory_and_threshold():
 def test_third_party_head_through_entry_point(tmp_path, monkeypatch):
     pkg = tmp_path / "myheads.py"
     pkg.write_text(
-        "from lh2face_plugin.heads.base import Head\n"
+        "from lh2face_plugin.heads.base import Head, HeadPlan, LogitSpec\n"
         "class Double(Head):\n"
-        "    '''Twice the cosine.'''\n"
+        "    \"\"\"k times the cosine.\"\"\"\n"
         "    def __init__(self, k: float = 2.0, check_inputs=True):\n"
         "        super().__init__(check_inputs); self.k = k\n"
-        "    def compute(self, inp):\n"
-        "        return inp.cosine * self.k\n"
+        "    def plan(self, inp):\n"
+        "        return HeadPlan(LogitSpec(lambda c: c * self.k, scale=self.k))\n"
     )
     dist = tmp_path / "myheads-1.0.dist-info"
     dist.mkdir()
@@ -289,4 +289,4 @@ def test_third_party_head_through_entry_point(tmp_path, monkeypatch):
     assert "double" in lh2face_plugin.available_heads() and "arcface" in lh2face_plugin.available_heads()
     head = lh2face_plugin.build_head("double", k=3.0)
     assert isinstance(head, Head)
-    assert torch.equal(head(torch.ones(2, 3), torch.tensor([0, 1])).logits, torch.full((2, 3), 3.0))
+    assert torch.equal(head(torch.ones(2, 3), torch.tensor([0, 1])), torch.full((2, 3), 3.0))

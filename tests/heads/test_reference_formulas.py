@@ -93,7 +93,7 @@ def test_adaface_logits_gradients_and_statistics_match_the_equations():
 
         c1 = cos.clone().requires_grad_()
         n1 = norms.clone().requires_grad_()
-        out = head(c1, labels, norms=n1)
+        out = head.evaluate(c1, labels, norms=n1)
         loss = F.cross_entropy(out.logits, labels)
         c2 = cos.clone().requires_grad_()
         rows = naive_adaface_rows(c2, labels, norms, mu, sigma, s, m, h)
@@ -122,7 +122,7 @@ def test_adaface_clamps_and_margin_forms():
     c = torch.tensor([[0.6, 0.1], [0.6, 0.1], [0.6, 0.1], [0.999999, 0.1]], dtype=DT)
     labels = torch.tensor([0, 0, 0, 0])
     norms = torch.tensor([10.0, 20.0, 30.0, 40.0], dtype=DT)  # norm_hat -1 (clipped), 0, +1 (clipped twice)
-    logits = head(c, labels, norms=norms).logits
+    logits = head.evaluate(c, labels, norms=norms).logits
     theta = math.acos(0.6)
     assert logits[0, 0].item() == pytest.approx(s * math.cos(theta + m), abs=1e-9)
     assert logits[1, 0].item() == pytest.approx(s * (0.6 - m), abs=1e-9)
@@ -135,16 +135,16 @@ def test_adaface_clamps_and_margin_forms():
 def test_adaface_degenerate_batches_leave_statistics_alone():
     head = lh2face_plugin.build_head("adaface", s=4.0)
     cos, labels, norms = adaface_problem()
-    head(cos, labels, norms=norms)
+    head.evaluate(cos, labels, norms=norms)
     state = {k: v.clone() for k, v in head.state_dict().items() if isinstance(v, torch.Tensor)}
     for n in (0, 1):  # an empty batch, and a single row (no standard deviation)
-        out = head(cos[:n], labels[:n], norms=norms[:n])
+        out = head.evaluate(cos[:n], labels[:n], norms=norms[:n])
         assert out.logits.shape == (n, 5) and torch.isfinite(out.logits).all()
         for k, v in head.state_dict().items():
             if isinstance(v, torch.Tensor):
                 assert torch.equal(v, state[k]), (n, k)
     fresh = lh2face_plugin.build_head("adaface", s=4.0)
-    out = fresh(cos[:1], labels[:1], norms=norms[:1])  # nothing learned yet, one row: norm_hat = 0, CosFace
+    out = fresh.evaluate(cos[:1], labels[:1], norms=norms[:1])  # nothing learned yet, one row: norm_hat = 0, CosFace
     assert out.logits[0, 0].item() == pytest.approx(4.0 * (cos[0, 0].item() - 0.4), abs=1e-9)
     assert int(fresh.num_batches_tracked) == 0
 
@@ -187,7 +187,7 @@ def test_magface_logits_regulariser_and_gradients_match_the_equations(easy_margi
     cos[5, 0] = 0.5
     c1, n1 = cos.clone().requires_grad_(), norms.clone().requires_grad_()
     head = lh2face_plugin.build_head("magface", **kw)
-    out = head(c1, labels, norms=n1)
+    out = head.evaluate(c1, labels, norms=n1)
     loss = F.cross_entropy(out.logits, labels) + out.extra
     c2, n2 = cos.clone().requires_grad_(), norms.clone().requires_grad_()
     rows, ref_g = naive_magface(c2, labels, n2, **kw)
@@ -204,7 +204,7 @@ def test_magface_logits_regulariser_and_gradients_match_the_equations(easy_margi
     # the margin is differentiable in a: without the regulariser the norms still get a gradient
     plain = lh2face_plugin.build_head("magface", **dict(kw, lambda_g=0.0))
     n3 = norms.clone().requires_grad_()
-    F.cross_entropy(plain(cos, labels, norms=n3).logits, labels).backward()
+    F.cross_entropy(plain.evaluate(cos, labels, norms=n3).logits, labels).backward()
     assert n3.grad[5] > 0  # a larger margin raises the loss
     expected_a = norms.clamp(10.0, 110.0)
     assert out.stats["magnitude"].item() == pytest.approx(expected_a.mean().item())
@@ -256,7 +256,7 @@ def test_curricularface_logits_t_and_gradients_match_the_equations():
         cos[3, 3] = -0.95  # theta + m > pi: the fallback c - m sin m
         t = alpha * t + (1 - alpha) * statistics.fmean(float(cos[i, labels[i]]) for i in range(9))
         c1, c2 = cos.clone().requires_grad_(), cos.clone().requires_grad_()
-        out = head(c1, labels)
+        out = head.evaluate(c1, labels)
         loss = F.cross_entropy(out.logits, labels)
         rows = naive_curricular_rows(c2, labels, t, s, m)
         ref_loss = cross_entropy(rows, labels)
@@ -312,7 +312,7 @@ def test_lh2face_proxy_terms_match_the_equations(pp_scope):
     head = lh2face_plugin.build_head("lh2face", **kw)
     x = F.normalize(z, dim=1)
     cos = x @ w.t()
-    out = head(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=w)
+    out = head.evaluate(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=w)
     n, c = cos.shape
     kappa = [min(max(float(v), 4.0), 20.0) for v in z.norm(dim=1)]
 
@@ -339,7 +339,7 @@ def test_lh2face_pp_batch_scope_with_one_positive_proxy_is_zero():
     labels = torch.zeros_like(labels)
     head = lh2face_plugin.build_head("lh2face", pp_scope="batch", lambda_pp=1.0)
     x = F.normalize(z, dim=1)
-    out = head(x @ w.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=w)
+    out = head.evaluate(x @ w.t(), labels, norms=z.norm(dim=1), embeddings=x, weights=w)
     assert out.terms["pp"].item() == 0.0
 
 
@@ -382,7 +382,7 @@ def test_uss_term_matches_the_equation():
     head.filled.copy_(filled)
     memory = head.memory.double()  # the float32 buffer
     cos = x @ w.t()
-    out = head(cos, labels, embeddings=x)
+    out = head.evaluate(cos, labels, embeddings=x)
     assert set(out.terms) == {"uss"} and out.stats["b"].item() == b0
     assert out.terms["uss"].item() == pytest.approx(0.8 * naive_uss(x, memory, filled, labels, gamma, m, b0), rel=1e-12)
     # the base head's logits: CosFace s=8, m=0.2
@@ -404,7 +404,7 @@ def test_uss_initial_b_is_the_mean_negative_logsumexp():
     head.memory.copy_(memory)
     head.filled.copy_(filled)
     memory = head.memory.double()
-    head(x @ w.t(), labels, embeddings=x)
+    head.evaluate(x @ w.t(), labels, embeddings=x)
     lse = []
     for i in range(7):
         vals = [gamma * float(x[i] @ memory[j]) for j in range(6) if j != int(labels[i]) and filled[j]]

@@ -119,5 +119,5 @@ def test_every_builtin_head_builds_with_defaults_and_has_a_docstring():
         head = lh2face_plugin.build_head(name)
         head.setup_shard(3, 4)
         assert isinstance(head, Head) and type(head).__doc__ and head.hparams(), name
-        out = head(x @ w.t(), torch.tensor([0, 1]), norms=torch.tensor([20.0, 30.0]), embeddings=x, weights=w)
+        out = head.evaluate(x @ w.t(), torch.tensor([0, 1]), norms=torch.tensor([20.0, 30.0]), embeddings=x, weights=w)
         assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all(), name
