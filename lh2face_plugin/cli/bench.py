@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 Head specs: [LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]] (lh2face heads lists names and parameters;
 @render trains the backbone behind the render input module); the label names the row and the run folder
 OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny; a @render run's
-model.pt holds the wrapped model, render.* and backbone.*).
+model.pt holds the wrapped model, render.* and backbone.*, and lh2face eval rebuilds it from its train.json).
 A rerun with the same settings reuses the data, evaluation set, trained models and features. Every run's
 result is stored under its key in OUT/runs.json; the table gathers every stored run of the same training
 settings (seed and lr aside), data and evaluation set, so --heads selects what to train, not what to show.

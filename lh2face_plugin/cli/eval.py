@@ -10,7 +10,8 @@ from ._common import add_command
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model.pt (arcface_torch or ours) or an exported .onnx")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--network", help="backbone name of a .pt model, e.g. r50 (from ARCFACE_TORCH_ROOT if set)")
+    g.add_argument("--network", help="backbone name of a .pt model, e.g. r50 (from ARCFACE_TORCH_ROOT if set); "
+                                     "a bench run trained behind @render reloads from its train.json")
     g.add_argument("--onnx", action="store_true", help="the model is an ONNX file (onnxruntime)")
     p.add_argument("--arcface-root", default=None, help="arcface_torch checkout (default: $ARCFACE_TORCH_ROOT)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
@@ -36,8 +37,32 @@ def _run(args, command: str, key: str, data: str) -> dict:
 def _embedder(args):
     from ..eval.embed import load_embedder
 
+    trained = _input_module_run(args)
+    if trained is not None:
+        return trained
     return load_embedder(args.model, network=args.network, onnx=args.onnx, device=args.device,
                          arcface_root=args.arcface_root)
+
+
+def _input_module_run(args):
+    """The embedder of a run trained behind an input module (``lh2face bench`` ``@render`` specs): its
+    ``model.pt`` is the wrapped model, rebuilt from the ``train.json`` beside it; ``None`` for other models."""
+    if args.onnx or args.model.lower().endswith(".onnx"):
+        return None
+    from ..training import load_trained_model, trained_info
+
+    info = trained_info(args.model)
+    if info is None or not info.get("input_module"):
+        return None
+    if args.network and args.network != info.get("network"):
+        raise ValueError(f"{args.model} was trained with --network {info.get('network')} behind the "
+                         f"{info['input_module']['name']!r} input module, not {args.network}")
+    from ..eval.embed import torch_embedder
+    from ..finite import require_finite_parameters
+
+    model = load_trained_model(args.model)
+    require_finite_parameters(model, args.model)
+    return torch_embedder(model, device=args.device)
 
 
 def _roc_path(out: str, name: str) -> str:

@@ -1,0 +1,70 @@
+"""``lh2face eval`` re-evaluates the models the bench saves, a ``@render`` run's wrapped model included."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from lh2face_plugin.cli import main
+from lh2face_plugin.training import TrainConfig, load_trained_model, train_model
+
+
+@pytest.fixture(scope="module")
+def saved_runs(tiny_train_data, tmp_path_factory):
+    """A plain and a ``@render`` run in the bench's layout (``OUT/<label>/seed0``); the render checkpoint removed."""
+    from lh2face_plugin import build_input_module
+
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = str(root / "render.pt")
+    build_input_module("render", width=4).save_reconstruction(ckpt)
+    cfg = TrainConfig(steps=2, batch_size=4, workers=0, embedding_size=32)
+    plain = train_model(cfg, tiny_train_data, "arcface", str(root / "arcface" / "seed0"), progress=False)
+    kw = {"checkpoint": ckpt, "width": 4, "mode": "frozen", "canon_fraction": 0.5}
+    render = train_model(cfg, tiny_train_data, "lh2face", str(root / "lh2face-r" / "seed0"), progress=False,
+                         input_module="render", input_kwargs=kw)
+    os.remove(ckpt)  # model.pt holds render.*: the reload must not need the checkpoint file
+    return plain, render
+
+
+def test_a_render_run_reloads_as_the_wrapped_model_without_its_checkpoint(saved_runs, tmp_path):
+    _, render = saved_runs
+    model = load_trained_model(render.model_path)
+    assert type(model).__name__ == "RenderAugmentedModel" and not model.training
+    x = torch.rand(3, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(x), render.model.eval()(x))
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.dirname(render.model_path), copy)
+    with open(copy / "model.pt", "ab") as fh:
+        fh.write(b"0")
+    with pytest.raises(ValueError, match="not the model its train.json records"):
+        load_trained_model(str(copy / "model.pt"))
+    os.remove(copy / "train.json")
+    with pytest.raises(FileNotFoundError, match="no train.json"):
+        load_trained_model(str(copy / "model.pt"))
+
+
+@pytest.mark.parametrize("label,network", [("arcface", ["--network", "compact-tiny"]), ("lh2face-r", [])])
+def test_lh2face_eval_verify_reevaluates_every_saved_model(saved_runs, tiny_train_data, tmp_path, capsys, label,
+                                                           network):
+    from lh2face_plugin.eval import evaluate_verification, torch_embedder
+
+    run = saved_runs[0] if label == "arcface" else saved_runs[1]
+    out = str(tmp_path / "eval")
+    bin_path = os.path.join(tiny_train_data, "verify.bin")
+    assert main(["eval", "verify", bin_path, "--model", run.model_path, "--out", out, "--folds", "2"] + network) == 0
+    assert "verify" in capsys.readouterr().out
+    with open(os.path.join(out, "results.json")) as fh:
+        got = json.load(fh)["verify"]
+    want = evaluate_verification(torch_embedder(run.model.eval()), bin_path, folds=2)
+    assert got["accuracy"] == pytest.approx(want["accuracy"]) and got["xnorm"] == pytest.approx(want["xnorm"])
+
+
+def test_a_render_run_with_another_network_is_refused(saved_runs, tiny_train_data, tmp_path, capsys):
+    args = ["eval", "verify", os.path.join(tiny_train_data, "verify.bin"), "--model", saved_runs[1].model_path,
+            "--out", str(tmp_path), "--network", "compact"]
+    assert main(args) != 0
+    assert "was trained with --network compact-tiny" in capsys.readouterr().err
