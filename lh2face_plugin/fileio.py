@@ -435,6 +435,13 @@ def owned_files(folder: str, listing: Mapping[str, Any]) -> Set[str]:
     return owned
 
 
+def _present_inside(folder: str, rel: Any) -> bool:
+    try:
+        return isinstance(rel, str) and os.path.lexists(resolve_inside(folder, rel, source=folder))
+    except OutsideRoot:
+        return False
+
+
 def _visible_entries(folder: str) -> List[str]:
     return sorted(n for n in os.listdir(folder) if not _STAGING.match(n))
 
@@ -445,7 +452,8 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
 
     ``out`` may be missing, empty, or hold a manifest written by ``command``: then the files it
     lists that still have their listed content are owned (:func:`owned_files`), and so is the
-    manifest. ``legacy(out)`` may recognise a folder an older version made and return its files
+    manifest; a listed file whose content changed raises ``FolderNotOwned`` naming it, unless
+    ``overwrite`` (it is never replaced or removed without). ``legacy(out)`` may recognise a folder an older version made and return its files
     (only files the command writes again under the same names: they are never removed otherwise).
     Otherwise ``FolderNotOwned`` is raised unless ``overwrite``; then nothing is owned, so files of
     other names survive.
@@ -456,7 +464,14 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
         raise FileExistsError(f"{out}: exists and is not a folder; choose another output folder")
     doc = read_manifest(out)
     if doc is not None and doc.get("command") == command:
-        return owned_files(out, doc["files"]) | {MANIFEST}
+        owned = owned_files(out, doc["files"])
+        changed = [rel for rel in doc["files"] if rel not in owned and _present_inside(out, rel)]
+        if changed and not overwrite:
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            raise FolderNotOwned(f"{os.path.join(out, changed[0])}{more}: changed since 'lh2face {command}' wrote it "
+                                 f"(its SHA-256 is not the one {MANIFEST} lists); pass --overwrite to replace it, or "
+                                 "move it away")
+        return owned | {MANIFEST}
     owned = legacy(out) if legacy is not None else None
     if owned is not None:
         return set(owned)

@@ -194,15 +194,19 @@ def test_ownership_cannot_be_forged_by_writing_a_manifest(tmp_path):
     outside.write_text("not in the folder")
     _forge_manifest(out, "export", {"thesis.txt": "nowhere", "../outside.txt": str(outside)})
     assert fileio.owned_files(str(out), read_manifest(str(out))["files"]) == set()
-    with writing_folder(str(out), "export") as stage:
+    with pytest.raises(FolderNotOwned, match=r"out/thesis\.txt: changed since 'lh2face export' wrote it .*--overwrite"):
+        with writing_folder(str(out), "export") as stage:
+            open(os.path.join(stage, "recognition.onnx"), "w").write("model")
+    with writing_folder(str(out), "export", overwrite=True) as stage:
         open(os.path.join(stage, "recognition.onnx"), "w").write("model")
     assert (out / "thesis.txt").read_text() == "years of work" and outside.read_text() == "not in the folder"
-    _forge_manifest(out, "export", {"thesis.txt": str(out / "thesis.txt"),  # even with the right digest ...
-                                    "recognition.onnx": str(out / "recognition.onnx")})
-    (out / "thesis.txt").write_text("years of work, revised")                 # ... once it changes, it is not ours
+    _forge_manifest(out, "export", {"recognition.onnx": str(out / "recognition.onnx")})  # unlisted: not ours
+    with pytest.raises(FolderNotOwned, match=r"out/thesis\.txt: was not written by 'lh2face export'"):
+        with writing_folder(str(out), "export") as stage:
+            open(os.path.join(stage, "thesis.txt"), "w").write("replaced?")
     with writing_folder(str(out), "export") as stage:
-        open(os.path.join(stage, "recognition.onnx"), "w").write("model")
-    assert (out / "thesis.txt").read_text() == "years of work, revised"
+        open(os.path.join(stage, "recognition.onnx"), "w").write("model 2")
+    assert (out / "thesis.txt").read_text() == "years of work"
 
 
 def test_a_changed_file_is_replaced_only_with_overwrite(tmp_path):
@@ -210,8 +214,8 @@ def test_a_changed_file_is_replaced_only_with_overwrite(tmp_path):
     with writing_folder(str(out), "c") as stage:
         open(os.path.join(stage, "f"), "w").write("v1")
     (out / "f").write_text("edited by the user")
-    with pytest.raises(FolderNotOwned, match=r"out/f: was not written by 'lh2face c' \(or changed since\); pass "
-                                             r"--overwrite to replace it"):
+    with pytest.raises(FolderNotOwned, match=r"out/f: changed since 'lh2face c' wrote it \(its SHA-256 is not the "
+                                             r"one .lh2face-manifest\.json lists\); pass --overwrite to replace it"):
         with writing_folder(str(out), "c") as stage:
             open(os.path.join(stage, "f"), "w").write("v2")
     assert (out / "f").read_text() == "edited by the user"

@@ -438,7 +438,7 @@ class MXIndexedRecordIO(MXRecordIO):
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
-            raise RecordIOError(self.idx_path, f"line {line}: byte 0x{raw[exc.start]:02X} at byte offset {exc.start} "
+            raise RecordIOError(self.idx_path, f"line {line}: the byte at byte offset {exc.start} "
                                 "is not UTF-8 text; an index holds 'key<TAB>offset' lines (is this the .rec, or a "
                                 "damaged index? rebuild it)") from None
         lines = text.split("\n")
@@ -481,7 +481,8 @@ class MXIndexedRecordIO(MXRecordIO):
             except ValueError:
                 raise RecordIOError(self.idx_path, f"line {n}: expected 'key<TAB>offset' with a "
                                     f"{getattr(self.key_type, '__name__', self.key_type)} key and a byte "
-                                    f"offset >= 0, got {line[:80]!r}") from None
+                                    "offset >= 0, " + (f"found {len(fields)} tab-separated field(s)" if len(fields) != 2
+                                                       else "found another key or offset")) from None
         raise RecordIOError(self.idx_path, "unreadable index")  # pragma: no cover
 
     def close(self) -> None:

@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..images import decode as decode_image, sniff
-from ..fileio import save_figure, writing_folder
+from ..images import MAX_BYTES, decode as decode_image, sniff
+from ..fileio import resolve_inside, save_figure, writing_folder
 from . import recordio
 from .dataset import resolve_rec
 from .recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, RecordIOError, imencode, pack, unpack
@@ -66,7 +66,7 @@ def load_landmarks(path: PathLike) -> Dict[str, np.ndarray]:
                 if n == 1 and len(row) == 11:
                     continue
                 raise ValueError(f"{path}, line {n}: expected 'relative_path,x1,y1,...,x5,y5' (11 fields, "
-                                 f"10 numbers), got {','.join(row)[:100]!r}") from None
+                                 f"10 numbers), got {len(row)} field(s){'' if len(row) != 11 else ', not all numbers'}") from None
             if not np.isfinite(pts).all():
                 raise ValueError(f"{path}, line {n}: landmarks must be finite numbers")
             out[_norm_rel(row[0])] = pts
@@ -154,7 +154,8 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
     with ``landmarks`` (see :func:`load_landmarks`) every image is aligned with
     insightface's ``norm_crop`` onto the ArcFace 5-point template and re-encoded
     as JPEG at ``quality``; with ``resize`` other sizes are resized (bicubic).
-    Every image is decoded first: a damaged or truncated file stops the build, naming it.
+    Every image is decoded first: a damaged or truncated file stops the build, naming it, and so does
+    an image (a link) that resolves outside ``image_folder``.
 
     All or nothing: the dataset is built in a staging folder and swapped in whole
     (:func:`lh2face_plugin.fileio.writing_folder`); a failed or killed build leaves ``out``
@@ -182,6 +183,8 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
             import insightface.utils.face_align  # noqa: F401
         except ImportError:
             raise ValueError("aligning with landmarks needs insightface: pip install 'lh2face-plugin[zoo]'") from None
+    sources = [[resolve_inside(folder, f"{n}/{f}", source=f"image folder {folder}") for f in fs]
+               for n, fs in zip(names, files)]
     num_images, num_classes = sum(map(len, files)), len(names)
     paths = {"rec": os.path.join(out, "train.rec"), "idx": os.path.join(out, "train.idx"),
              "property": os.path.join(out, "property"), "classes": os.path.join(out, "classes.txt")}
@@ -195,11 +198,11 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
         rec.write_idx(0, pack(IRHeader(0, [num_images + 1, num_images + 1 + num_classes], 0, 0), b""))
         key = 1
         for cls, (name, images) in enumerate(zip(names, files)):
-            for fname in images:
+            for fname, source in zip(images, sources[cls]):
                 rel = f"{name}/{fname}"
                 path = os.path.join(folder, name, fname)
-                with open(path, "rb") as f:
-                    raw = f.read()
+                with open(source, "rb") as f:
+                    raw = f.read(MAX_BYTES + 1)
                 lmk = None if points is None else points[rel]
                 body = _encode_face(path, raw, image_size, lmk, resize, quality)
                 rec.write_idx(key, pack(IRHeader(0, float(cls), key, 0), body))

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .. import images
-from ..fileio import sha256_update_file
+from ..fileio import resolve_inside, sha256_update_file
 from .embed import EmbedFn, extract_features
 
 
@@ -61,6 +61,7 @@ class IJBMeta:
         if missing:
             raise FileNotFoundError(f"IJB target {target!r} under {root}: missing meta file(s) {', '.join(missing)}")
         self.paths = paths
+        self._paths: Optional[list] = None
         tid, self.lines = _read_columns(paths["face_tid_mid"], 3)
         self.names = tid[:, 0]
         self.templates = _ints(tid[:, 1], self.lines, paths["face_tid_mid"], "template id")
@@ -84,13 +85,14 @@ class IJBMeta:
             values = lmk[:, 1:12].astype(np.float64)
         except ValueError:
             row = next(i for i, r in enumerate(lmk[:, 1:12]) if not _all_floats(r))
-            raise ValueError(f"{paths['name_5pts_score']} line {lmk_lines[row]}: landmarks and score must be numbers, "
-                             f"found {' '.join(lmk[row, 1:12])!r}") from None
+            col = next(k for k, v in enumerate(lmk[row, 1:12]) if not _all_floats([v]))
+            raise ValueError(f"{paths['name_5pts_score']} line {lmk_lines[row]}: landmarks and score must be numbers; "
+                             f"field {col + 2} is not") from None
         bad = ~np.isfinite(values).all(axis=1) | (values[:, 10] < 0)
         if bad.any():
             row = int(np.argmax(bad))
             raise ValueError(f"{paths['name_5pts_score']} line {lmk_lines[row]}: landmarks must be finite numbers and "
-                             f"the detector score a finite number >= 0, found {' '.join(lmk[row, 1:12])!r}")
+                             "the detector score a finite number >= 0")
         self.landmarks = values[:, :10].astype(np.float32).reshape(-1, 5, 2)
         self.scores = values[:, 10].astype(np.float32)
         self.pairs = _read_int_table(paths["template_pair_label"], 3)
@@ -108,7 +110,16 @@ class IJBMeta:
                 self.onen_lines[name] = lines
 
     def image_paths(self) -> list:
-        return [os.path.join(self.root, "loose_crop", n) for n in self.names]
+        """The loose crops, each resolved inside ``ROOT/loose_crop`` (:func:`lh2face_plugin.fileio.resolve_inside`).
+
+        A name that leads outside it (``../x.jpg``, an absolute path, a link) raises
+        :class:`lh2face_plugin.fileio.OutsideRoot` naming the meta file and line.
+        """
+        if self._paths is None:
+            crops, source = os.path.join(self.root, "loose_crop"), self.paths["face_tid_mid"]
+            self._paths = [resolve_inside(crops, str(n), source=source, line=int(line))
+                           for n, line in zip(self.names, self.lines)]
+        return self._paths
 
     def check_images(self) -> None:
         """Raise ``FileNotFoundError`` listing missing loose crops (before any embedding starts)."""
@@ -149,7 +160,7 @@ def _ints(col: np.ndarray, lines: np.ndarray, path: str, what: str) -> np.ndarra
         return col.astype(np.int64)
     except ValueError:
         row = next(i for i, v in enumerate(col) if not v.lstrip("-").isdigit())
-        raise ValueError(f"{path} line {lines[row]}: {what} must be an integer, found {col[row]!r}") from None
+        raise ValueError(f"{path} line {lines[row]}: {what} must be an integer") from None
 
 
 def _data_line(path: str, row: int) -> int:
@@ -188,8 +199,7 @@ def _read_onen_csv(path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
             if len(rows[-1]) != 2:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"{path} line {n}: rows must start with integer TEMPLATE_ID,SUBJECT_ID, found "
-                             f"{line[:60]!r}") from None
+            raise ValueError(f"{path} line {n}: rows must start with integer TEMPLATE_ID,SUBJECT_ID") from None
         lines.append(n)
     tp = np.array(rows, dtype=np.int64).reshape(-1, 2)
     lines_arr = np.array(lines, dtype=np.int64)

@@ -190,3 +190,16 @@ def test_cli_synth_calls_generator(tmp_path, monkeypatch, capsys):
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "none.rec"), "--no-sheet"]) == 2
     assert "none.rec: no RecordIO file" in capsys.readouterr().err
+
+
+def test_build_refuses_images_that_resolve_outside_the_folder(image_folder, tmp_path):
+    root, _ = image_folder
+    elsewhere = tmp_path / "elsewhere.jpg"
+    elsewhere.write_bytes((root / "alice" / "00.jpg").read_bytes())
+    os.symlink(elsewhere, root / "bob" / "zz.jpg")
+    with pytest.raises(ValueError, match=r"image folder .*faces: names 'bob/zz\.jpg', which resolves outside"):
+        build_dataset(root, tmp_path / "ds", progress=False)
+    assert not os.path.exists(tmp_path / "ds")
+    os.remove(root / "bob" / "zz.jpg")
+    os.symlink(root / "alice" / "00.jpg", root / "bob" / "zz.jpg")  # a link inside the folder is fine
+    assert build_dataset(root, tmp_path / "ds", progress=False)["num_images"] == 7

@@ -13,6 +13,7 @@ from PIL import Image
 
 from _helpers_recordio import face_like, write_insightface_rec
 from lh2face_plugin.cli import main
+from lh2face_plugin.fileio import FolderNotOwned
 from lh2face_plugin.data.recordio import IRHeader, MXIndexedRecordIO, RecordIOError, pack
 from lh2face_plugin.data.synthetic import generate_dataset
 from lh2face_plugin.data.tools import build_dataset, inspect_record
@@ -96,7 +97,11 @@ def test_synth_reuses_only_a_whole_dataset(tmp_path, damage):
     else:
         data[len(data) // 2] ^= 0xFF  # same size, other content
     open(victim, "wb").write(bytes(data))
-    generate_dataset(out, seed=3, **SMALL)
+    with pytest.raises(FolderNotOwned, match=rf"{os.path.basename(victim)}: changed since 'lh2face data synth' wrote "
+                                             "it .*pass --overwrite"):
+        generate_dataset(out, seed=3, **SMALL)  # not reused, and not replaced without --overwrite
+    assert open(victim, "rb").read() == bytes(data)
+    generate_dataset(out, seed=3, overwrite=True, **SMALL)
     assert open(victim, "rb").read() == good
 
 
@@ -210,7 +215,7 @@ def test_non_utf8_index_names_the_file_and_line(tmp_path):
     with MXIndexedRecordIO(idx, rec, "w") as w:
         w.write_idx(0, b"a")
     open(idx, "ab").write(b"1\t\xff\xfe\n")
-    with pytest.raises(RecordIOError, match=r"x\.idx: line 2: byte 0xFF at byte offset 6 is not UTF-8"):
+    with pytest.raises(RecordIOError, match=r"x\.idx: line 2: the byte at byte offset 6 is not UTF-8"):
         MXIndexedRecordIO(idx, rec, "r")
 
 

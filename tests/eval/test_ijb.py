@@ -324,3 +324,28 @@ def test_pair_scores_inputs():
     s = pair_scores(bad, i1, i2, progress=False)
     assert np.array_equal(np.isnan(s), (i1 == 3) | (i2 == 3))
     assert pair_scores(f, i1[:0], i2[:0]).shape == (0,)
+
+
+def test_image_names_resolve_inside_the_loose_crops(tmp_path):
+    """../x.jpg, absolute paths, /etc/shadow and links leading out are refused, naming the meta line, not the file."""
+    import shutil
+
+    from lh2face_plugin.fileio import OutsideRoot
+
+    root = tmp_path / "ijb"
+    make_ijb(str(root), identities=2, templates_per_id=2, onen=False)
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(root / "loose_crop" / "0.jpg", secret)
+    os.symlink(secret, root / "loose_crop" / "link.jpg")
+    meta = root / "meta"
+    originals = {f: (meta / f).read_text() for f in ("synth_face_tid_mid.txt", "synth_name_5pts_score.txt")}
+    for name in ("../../secret.jpg", str(secret), "/etc/shadow", "link.jpg", "sub/../../../secret.jpg"):
+        for f, text in originals.items():
+            lines = text.splitlines()
+            lines[1] = name + " " + lines[1].split(" ", 1)[1]
+            (meta / f).write_text("\n".join(lines) + "\n")
+        with pytest.raises(OutsideRoot) as err:
+            evaluate_ijb(torch_embedder(TinyNet()), str(root), "SYNTH", workers=1)
+        text = str(err.value)
+        assert text.startswith(f"{meta / 'synth_face_tid_mid.txt'} line 2: names {name!r}, which resolves outside"), text
+        assert "\n" not in text and "root:" not in text

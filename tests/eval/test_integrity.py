@@ -205,7 +205,7 @@ def test_wrong_cause_messages(tmp_path):
     open(crop, "wb").write(b"not a picture")
     net = torch_embedder(TinyNet())
     with pytest.raises(ValueError, match=rf"{os.path.basename(crop)} \(line 3 of .*synth_face_tid_mid\.txt\): "
-                                         "could not decode"):
+                                         "not an image format the package knows"):
         evaluate_ijb(net, root, "SYNTH", workers=1)
     probe = os.path.join(meta, "synth_1N_probe_mixed.csv")
     rows = open(probe).read().splitlines()

@@ -153,10 +153,14 @@ def test_a_forged_ownership_manifest_does_not_make_the_users_file_ours(exported,
     (out / "thesis.txt").write_text("four years")
     (out / ".lh2face-manifest.json").write_text(json.dumps(
         {"format": "lh2face-manifest/1", "command": "export", "files": {"thesis.txt": {"size": 10, "sha256": "0" * 64}}}))
-    assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 0
+    assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 2
+    assert f"{out / 'thesis.txt'}: changed since 'lh2face export' wrote it" in capsys.readouterr().err
+    assert main(["export", exported[1].path, "--out", str(out), "--no-verify", "--overwrite"]) == 0
+    assert (out / "thesis.txt").read_text() == "four years"
+    assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 0  # ours now
     assert (out / "thesis.txt").read_text() == "four years"
     (out / "recognition.onnx").write_bytes(b"changed by the user")
     assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 2
     err = capsys.readouterr().err
-    assert f"{out / 'recognition.onnx'}: was not written by 'lh2face export' (or changed since); pass --overwrite" in err
+    assert f"{out / 'recognition.onnx'}: changed since 'lh2face export' wrote it" in err and "--overwrite" in err
     assert (out / "recognition.onnx").read_bytes() == b"changed by the user"
