@@ -15,7 +15,10 @@
    back through insightface and its embedding compared with torch's;
 5. a comparison table, ``results.json`` and PNG plots.
 
-One training seed cannot rank heads; ``lh2face bench`` can (seeds, paired intervals).
+Steps 1-3's data, held-out set, runs, hard-HQ scores and bootstrap are the comparison pipeline
+``lh2face bench`` uses (:mod:`lh2face_plugin.bench.pipeline`); the verification and IJB
+evaluations, the export and the pack are the quickstart's own. One training seed cannot rank
+heads; ``lh2face bench`` can (seeds, paired intervals).
 Every stage writes its outputs atomically and a rerun with the same settings reuses
 them (data, evaluation set, trained models, cached features, the pack).
 """
