@@ -31,7 +31,7 @@ def _inspect(args) -> int:
     summary = inspect_record(args.rec, sheet=sheet, samples=args.samples, seed=args.seed, progress=not args.quiet,
                              strict=args.strict)
     print(summary.format())
-    return 1 if summary.problems and args.strict else 0
+    return 1 if summary.integrity or (summary.problems and args.strict) else 0
 
 
 def _shuffle(args) -> int:
@@ -90,6 +90,8 @@ def register(subparsers) -> None:
   lh2face data inspect data/mine                    # writes train_sheet.png in the current folder
   lh2face data inspect data/mine/train.rec --sheet /tmp/s.png --samples 64
   lh2face data inspect data/mine --no-sheet --strict  # decode every image; exit 1 when problems are found
+Exit status 1 when the .rec is damaged or truncated, or the .idx does not match it (always), or, with --strict,
+for any problem (images that do not decode, labels, property).
 """, _inspect)
     i.add_argument("rec", help="a .rec file or a folder holding train.rec")
     i.add_argument("--sheet", metavar="PNG", help="contact sheet path (default <stem>_sheet.png)")
@@ -97,7 +99,8 @@ def register(subparsers) -> None:
     i.add_argument("--samples", type=int, default=36, help="images on the sheet (default 36)")
     i.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     i.add_argument("--strict", action="store_true",
-                   help="decode every image (not only the sampled ones) and exit with status 1 if problems are found")
+                   help="decode every image (not only the sampled ones) and exit with status 1 if any problem is "
+                        "found (without it: only for a damaged .rec or a mismatched .idx)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = add_command(sub, "shuffle", "shuffled copy with image records only (scalar labels) for DALI", """

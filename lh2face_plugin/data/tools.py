@@ -219,7 +219,12 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
 # -- inspect ----------------------------------------------------------------------------------
 @dataclass
 class RecordSummary:
-    """What :func:`inspect_record` found in a ``.rec``."""
+    """What :func:`inspect_record` found in a ``.rec``.
+
+    ``problems`` lists everything found; ``integrity`` the part of it that means the files are not a
+    whole data set (a damaged or truncated record, a missing or mismatched ``.idx``, a header record
+    that disagrees with the records).
+    """
 
     rec: str
     layout: str
@@ -235,7 +240,13 @@ class RecordSummary:
     property: Optional[str] = None
     indexed: bool = False
     problems: List[str] = field(default_factory=list)
+    integrity: List[str] = field(default_factory=list)
     sheet: Optional[str] = None
+
+    def broken(self, problem: str) -> None:
+        """Record an integrity failure: the files do not hold a whole, consistent data set."""
+        self.integrity.append(problem)
+        self.problems.append(problem)
 
     def format(self) -> str:
         """Human-readable multi-line report."""
@@ -275,7 +286,8 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     damaged record (the scan stops there); a missing, empty, unreadable or mismatched ``.idx``
     (duplicate keys, offsets that are not record starts, another record count); an insightface
     header that disagrees with the records; labels that are not finite integers or lie outside the
-    identity ranges; a ``property`` file that disagrees; images that do not decode.
+    identity ranges; a ``property`` file that disagrees; images that do not decode. The first three
+    are also in ``integrity``.
     """
     rec_path, idx_path = resolve_rec(rec)
     indexed = os.path.exists(idx_path)
@@ -339,7 +351,8 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     labels_arr = np.frombuffer(first_labels, dtype=np.float64) if first_labels else np.zeros(0)
     summary = RecordSummary(rec=rec_path, layout="", records=records, images=len(first_labels),
                             empty_records=empty, label_widths=dict(widths), header=header0, indexed=indexed)
-    summary.problems += problems
+    for problem in problems:
+        summary.broken(problem)
     _check_index(summary, idx_path, offsets)
     finite = np.isfinite(labels_arr)
     if not finite.all():
@@ -390,27 +403,27 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
 def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> None:
     """Compare the ``.idx`` with the records found by the sequential scan."""
     if not os.path.exists(idx_path):
-        summary.problems.append(f"{idx_path}: missing; random access (arcface_torch's MXFaceDataset, DALI) needs "
+        summary.broken(f"{idx_path}: missing; random access (arcface_torch's MXFaceDataset, DALI) needs "
                                 "the index written with the .rec")
         return
     try:
         index = MXIndexedRecordIO(idx_path, summary.rec, "r")
     except ValueError as exc:  # RecordIOError: garbage, not UTF-8, duplicate keys
-        summary.problems.append(str(exc))
+        summary.broken(str(exc))
         return
     keys, where = index.keys, index.idx
     index.close()
     if not keys:
-        summary.problems.append(f"{idx_path}: empty index, but the .rec holds {summary.records} record(s)"
+        summary.broken(f"{idx_path}: empty index, but the .rec holds {summary.records} record(s)"
                                 if summary.records else f"{idx_path}: empty index")
         return
     starts = set(offsets)
     bad = [k for k in keys if where[k] not in starts]
     if bad:
-        summary.problems.append(f"{idx_path}: {len(bad)} key(s) do not point at the start of a record, e.g. key "
+        summary.broken(f"{idx_path}: {len(bad)} key(s) do not point at the start of a record, e.g. key "
                                 f"{bad[0]!r} at byte {where[bad[0]]}: index and .rec do not match")
     if len(keys) != len(offsets):
-        summary.problems.append(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
+        summary.broken(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
 
 
 def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarray] = None) -> None:
@@ -422,7 +435,7 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
     try:
         declared, h, w = (int(v) for v in summary.property.split(","))
     except ValueError:
-        summary.problems.append(f"{prop}: expected 'num_classes,H,W', got {summary.property!r}")
+        summary.problems.append(f"{prop}: expected one line 'num_classes,H,W' of three integers")
         return
     if declared != summary.classes:
         summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
@@ -450,13 +463,13 @@ def _check_insightface(summary: RecordSummary, header0: Tuple[int, int], ranges:
                        labels: np.ndarray) -> None:
     n_declared, k_declared = header0[0] - 1, header0[1] - header0[0]
     if summary.images != n_declared:
-        summary.problems.append(f"header record declares {n_declared} images, found {summary.images}")
+        summary.broken(f"header record declares {n_declared} images, found {summary.images}")
     if len(ranges) != k_declared:
-        summary.problems.append(f"header record declares {k_declared} identity records, found {len(ranges)}")
+        summary.broken(f"header record declares {k_declared} identity records, found {len(ranges)}")
     expected = 1
     for cls, (lo, hi) in enumerate(ranges):
         if lo != expected or hi < lo:
-            summary.problems.append(f"identity record {cls}: range [{lo}, {hi}) does not continue at {expected}")
+            summary.broken(f"identity record {cls}: range [{lo}, {hi}) does not continue at {expected}")
             break
         if hi <= len(labels) + 1 and lo < hi and not np.all(labels[lo - 1:hi - 1] == cls):
             summary.problems.append(f"identity record {cls}: images {lo}..{hi - 1} do not all carry label {cls}")

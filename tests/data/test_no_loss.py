@@ -225,6 +225,8 @@ def test_non_utf8_index_names_the_file_and_line(tmp_path):
     ("garbage", "expected 'key<TAB>offset'"),
     ("shifted", "do not point at the start of a record"),
     ("binary", "is not UTF-8"),
+    ("truncated", "truncated file"),
+    ("short index", "6 keys for 8 records read from the .rec"),
 ])
 def test_strict_inspect_checks_the_index(tmp_path, capsys, case, problem):
     rec, idx, _, _ = write_insightface_rec(str(tmp_path), [2, 3])
@@ -239,11 +241,18 @@ def test_strict_inspect_checks_the_index(tmp_path, capsys, case, problem):
         k, off = lines[2].split("\t")
         lines[2] = f"{k}\t{int(off) + 4}"
         open(idx, "w").write("\n".join(lines) + "\n")
-    else:
+    elif case == "binary":
         open(idx, "wb").write(open(rec, "rb").read()[:200])
-    assert main(["data", "inspect", str(tmp_path), "--no-sheet", "--strict", "--quiet"]) == 1
-    text = capsys.readouterr().out
-    assert problem in text and "problems        none" not in text
+    elif case == "truncated":
+        data = open(rec, "rb").read()
+        open(rec, "wb").write(data[: len(data) - 300])
+    else:
+        lines = open(idx).read().splitlines()
+        open(idx, "w").write("\n".join(lines[:-2]) + "\n")
+    for strict in ([], ["--strict"]):  # integrity failures exit 1 with or without --strict
+        assert main(["data", "inspect", str(tmp_path), "--no-sheet", "--quiet"] + strict) == 1
+        text = capsys.readouterr().out
+        assert problem in text and "problems        none" not in text
 
 
 def test_strict_inspect_decodes_every_image(tmp_path, capsys):
