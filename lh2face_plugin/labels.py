@@ -3,6 +3,10 @@
 An out-of-range label makes a row with no positive anywhere, which arcface_torch's
 Partial FC trains on silently with a loss stuck at ``-ln(1e-30) = 69.08``; every
 caller (heads, the classifier, the Partial FC) raises this error instead.
+
+Labels as a dataset stores them (RecordIO headers hold floats) pass :func:`whole_labels`
+first: a NaN or a fraction would otherwise fail or truncate (2.5 trains as class 2) in
+``torch.tensor(label, dtype=torch.long)``.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["check_labels"]
+__all__ = ["check_labels", "whole_labels"]
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, *, allow_ignore: bool = False,
@@ -47,3 +51,24 @@ def check_labels(labels: torch.Tensor, num_classes: int, *, allow_ignore: bool =
             "otherwise trains as a loss stuck at 69.08."
         )
     return labels
+
+
+def whole_labels(values, *, describe_row: Optional[Callable[[int], str]] = None, hint: str = "") -> torch.Tensor:
+    """Stored label values (any numbers, e.g. the floats of RecordIO headers) as int64 [N].
+
+    Args:
+        values: a number, sequence or tensor of label values.
+        describe_row: names a row in the message (default ``"row R"``).
+        hint: appended to the message.
+
+    Raises:
+        ValueError: ``label is not a whole number at R: V`` (NaN, infinite, fractional, or beyond int64).
+    """
+    values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    bad = ~torch.isfinite(values) | (values != torch.round(values)) | (values.abs() >= 2.0 ** 63)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0])
+        where = describe_row(row) if describe_row is not None else f"row {row}"
+        raise ValueError(f"label is not a whole number at {where}: {float(values[row])!r} (expected an integer "
+                         f"class id{'; ' + hint if hint else ''}); fix or drop the record")
+    return values.long()

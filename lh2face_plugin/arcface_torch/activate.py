@@ -11,7 +11,8 @@ input module). :meth:`Activation.attach` stores it on the ``train_v2`` namespace
                     or ``config.input_module`` is set, else the checkout's own class
 ``CombinedMarginLoss``  the head ``config.loss`` names, else the checkout's own class
 ``get_model``       wraps the backbone with ``config.input_module`` if set
-``get_dataloader``  caps an epoch at ``config.steps_per_epoch`` if set
+``get_dataloader``  gives the loader the one error path of :func:`.loader.guard_loader` (a bad
+                    record ends the run, named) and caps an epoch at ``config.steps_per_epoch``
 ``get_config``      also accepts recipes outside ``configs/`` (``lh2face train``)
 ``CallBackLogging`` also logs the head's loss components (:mod:`.term_logging`)
 ==================  ==========================================================
@@ -51,6 +52,7 @@ from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional
 
 from .compat import fix_lr_scheduler, fix_verification
 from .config import AttrDict, PluginSpec, is_loading_recipe, load_recipe, plugin_spec
+from .loader import guard_loader
 
 __all__ = ["Activation", "activate", "activation_of", "deactivate", "find_trainer", "is_active", "set_loss",
            "set_input_module", "new_config", "PluginNotActive", "ATTRIBUTE"]
@@ -299,7 +301,7 @@ class _StepCap:
 def _get_dataloader(trainer: ModuleType, original):
     @functools.wraps(original)
     def get_dataloader(*args, **kwargs):
-        loader = original(*args, **kwargs)
+        loader = guard_loader(original(*args, **kwargs))
         act = activation_of(trainer)
         steps = act.spec.steps_per_epoch if act is not None else None
         return loader if steps is None else _StepCap(loader, steps)

@@ -128,3 +128,81 @@ def test_our_reader_reads_old_and_new_layouts(synth, old_layout):
     ours = FaceRecordDataset(root, random_flip=False)
     assert [int(ours[i][1]) for i in range(len(ours))] == [labels[k] for k in sorted(labels)]
     assert [int(FaceRecordDataset(old_layout, random_flip=False)[i][1]) for i in (0, 1)] == [0, 1]
+
+
+def write_rec(folder, labels):
+    """An insightface set (header record, scalar image labels) whose image records carry ``labels``."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(2)
+    n = len(labels)
+    with recordio.MXIndexedRecordIO(os.path.join(folder, "train.idx"), os.path.join(folder, "train.rec"), "w") as w:
+        w.write_idx(0, recordio.pack(recordio.IRHeader(2, [n + 1, n + 1], 0, 0), b""))
+        for key, label in enumerate(labels, 1):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(png, format="PNG")
+            w.write_idx(key, recordio.pack(recordio.IRHeader(0, float(label), key, 0), png.getvalue()))
+    return str(folder)
+
+
+def _epoch_within(loader, seconds=20.0):
+    """Iterate one epoch of ``loader`` in a thread: ``("done", labels)``, ``("raised", exc)``, or a test failure
+    when the epoch neither ends nor raises in ``seconds`` (arcface_torch's prefetch thread died)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["done"] = [int(v) for _, labels in loader for v in labels]
+        except Exception as exc:
+            out["raised"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the host's loader hangs: no batch and no error in {seconds} s"
+    return next(iter(out.items()))
+
+
+@pytest.mark.parametrize("bad", [2.5, float("nan")])
+def test_guarded_host_loader_refuses_a_label_that_is_not_a_whole_number(host_dataset, bad, tmp_path):
+    """arcface_torch's get_dataloader/DataLoaderX (prefetch thread, num_workers=0) through the plugin's
+    guard: the record is named and the error reaches the caller; the host alone trains 2.5 as class 2
+    and hangs on NaN."""
+    from lh2face_plugin.arcface_torch.compat import cpu_only
+    from lh2face_plugin.arcface_torch.loader import RecordError, guard_loader
+
+    root = write_rec(tmp_path / "data", [0, 1, 0, 1, bad, 1, 0, 1])
+    with cpu_only(sys.modules["utils.utils_distributed_sampler"]):
+        host = host_dataset.get_dataloader(root, 0, 4, False, False, 2048, 0)
+        if bad == 2.5:
+            kind, labels = _epoch_within(host)
+            assert kind == "done" and sorted(labels) == [0, 0, 0, 1, 1, 1, 1, 2], "the host truncates 2.5 to 2"
+        kind, exc = _epoch_within(guard_loader(host_dataset.get_dataloader(root, 0, 4, False, False, 2048, 0)))
+    assert kind == "raised" and isinstance(exc, RecordError), exc
+    offset = recordio.MXIndexedRecordIO(os.path.join(root, "train.idx"), os.path.join(root, "train.rec"), "r").idx[5]
+    assert str(exc).startswith(f"{root}/train.rec: record 5 at byte {offset} (item 4 of 8): label is not a whole "
+                               f"number at record 5: {bad!r}"), str(exc)
+    assert "\n" not in str(exc)
+
+
+def test_guarded_dataset_names_undecodable_records_and_pickles(host_dataset, tmp_path):
+    """A record that does not decode is named too, and the guarded dataset survives pickling
+    (DataLoader workers started by spawn / forkserver)."""
+    import pickle
+
+    from lh2face_plugin.arcface_torch.compat import cpu_only
+    from lh2face_plugin.arcface_torch.loader import RecordError, guard_loader
+
+    root = write_rec(tmp_path / "data", [0, 1, 0, 1])
+    with recordio.MXIndexedRecordIO(os.path.join(root, "train.idx"), os.path.join(root, "train.rec"), "r") as r:
+        offset = r.idx[3]
+    with open(os.path.join(root, "train.rec"), "r+b") as f:      # record 3's PNG signature
+        f.seek(offset + 8 + 24)
+        f.write(b"JUNK")
+    with cpu_only(sys.modules["utils.utils_distributed_sampler"]):
+        dataset = guard_loader(host_dataset.get_dataloader(root, 0, 2, False, False, 2048, 0)).dataset
+    for ds in (dataset, pickle.loads(pickle.dumps(dataset))):
+        assert int(ds[0][1]) == 0 and isinstance(ds, host_dataset.MXFaceDataset)
+        with pytest.raises(RecordError, match=rf"train\.rec: record 3 at byte {offset} \(item 2 of 4\): "):
+            ds[2]

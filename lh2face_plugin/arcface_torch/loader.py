@@ -1,0 +1,165 @@
+"""The one error path of arcface_torch's data loader under the plugin: a bad record ends the run, named.
+
+arcface_torch's ``DataLoaderX`` iterates its ``DataLoader`` in a prefetch thread
+(``BackgroundGenerator``); an exception there (a worker's, or the dataset's own with
+``num_workers = 0``) ends that thread and leaves the training loop waiting on its queue
+forever. :func:`guard_loader` changes one loader, and nothing else, so that:
+
+- an item that fails raises :class:`RecordError` naming its record (``.rec`` path, key and
+  byte offset; an image folder's file), from the loader's workers as from the thread;
+- a label stored as NaN, an infinity or a fraction is refused as the record is read
+  (:func:`lh2face_plugin.labels.whole_labels`), instead of failing later or training 2.5
+  as class 2;
+- the exception reaches the training loop: the prefetch thread ends its queue as at the end
+  of an epoch, and the loader raises the exception instead of stopping.
+
+The process then exits with the error, and torchrun stops the other ranks. The rebound
+``get_dataloader`` (:mod:`.activate`) applies it to every loader the trainer builds.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any, Optional
+
+from torch.utils.data import DataLoader, Dataset
+
+from ..labels import whole_labels
+
+__all__ = ["RecordError", "guard_loader", "describe_item"]
+
+
+class RecordError(ValueError):
+    """A training item the host's loader could not use; the message names its record, in one line.
+
+    A ``DataLoader`` worker's exception reaches the main process rebuilt from the worker's
+    traceback; the one line it ended with is kept.
+    """
+
+    def __init__(self, message: str):
+        lines = str(message).rstrip().splitlines()
+        tag = f"{__name__}.{type(self).__qualname__}: "
+        if len(lines) > 1 and lines[-1].startswith(tag):
+            message = lines[-1][len(tag):]
+        super().__init__(message)
+
+
+def describe_item(dataset: Any, index: int) -> str:
+    """Where item ``index`` of one of arcface_torch's datasets comes from, for messages."""
+    records, keys = getattr(dataset, "imgrec", None), getattr(dataset, "imgidx", None)
+    if records is not None and keys is not None:
+        key = int(keys[index])
+        offset = getattr(records, "idx", {}).get(key)
+        rec = os.path.join(getattr(dataset, "root_dir", ""), "train.rec")
+        at = f" at byte {offset}" if offset is not None else ""
+        return f"{rec}: record {key}{at} (item {index} of {len(keys)})"
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        return f"{samples[index][0]} (item {index} of {len(samples)})"
+    return f"item {index} of {type(dataset).__name__}"
+
+
+class _CheckedRecords:
+    """An indexed RecordIO reader whose ``read_idx`` refuses a record whose label is not a whole number."""
+
+    def __init__(self, records: Any):
+        self.records = records
+
+    def read_idx(self, key: Any) -> bytes:
+        from ..data.recordio import unpack
+
+        payload = self.records.read_idx(key)
+        label = unpack(payload)[0].label
+        whole_labels(label if isinstance(label, numbers.Number) else label[:1], describe_row=lambda _: f"record {key}")
+        return payload
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "records" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.records, name)
+
+
+class _NamedItems(Dataset):
+    """Placed before a dataset's own class: an item that fails raises :class:`RecordError` naming it."""
+
+    _host: type
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except Exception as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise RecordError(f"{describe_item(self, index)}: {reason}") from exc
+
+    def __reduce__(self):
+        return _named_copy, (self._host, getattr(self, "__getstate__", lambda: self.__dict__)())
+
+
+def _named_copy(host: type, state: Optional[dict]) -> Any:
+    """Unpickles a guarded dataset (DataLoader workers started by spawn or forkserver)."""
+    dataset = host.__new__(host)
+    if hasattr(dataset, "__setstate__"):
+        dataset.__setstate__(state)
+    elif state:
+        dataset.__dict__.update(state)
+    return _name_items(dataset)
+
+
+def _name_items(dataset: Any) -> Any:
+    if isinstance(dataset, _NamedItems) or not isinstance(dataset, Dataset):
+        return dataset
+    host = type(dataset)
+    dataset.__class__ = type(host.__name__, (_NamedItems, host), {"_host": host, "__module__": host.__module__})
+    return dataset
+
+
+class _PrefetchErrors(DataLoader):
+    """Sits between a ``DataLoader`` subclass and ``DataLoader`` in a guarded loader's class: the
+    batches the subclass hands to its prefetch thread end at the first exception, kept for the loader."""
+
+    def __iter__(self):
+        self._lh2face_failure = None
+        return self._until_failure(super().__iter__())
+
+    def _until_failure(self, batches):
+        try:
+            yield from batches
+        except Exception as exc:
+            self._lh2face_failure = exc
+
+
+class _RaisesPrefetchErrors(DataLoader):
+    """Placed before the subclass: the end of its batches raises the exception that ended them."""
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except StopIteration:
+            failure, self._lh2face_failure = getattr(self, "_lh2face_failure", None), None
+            if failure is None:
+                raise
+        raise failure
+
+
+def guard_loader(loader: Any) -> Any:
+    """Give ``loader`` (as arcface_torch's ``get_dataloader`` returned it) the module's error path.
+
+    Its dataset's items name their record when they fail and refuse labels that are not whole
+    numbers; a ``DataLoader`` subclass that is its own iterator (``DataLoaderX``, whose
+    ``__next__`` reads the prefetch thread's queue) raises the thread's exception in the
+    training loop. Other loaders (DALI) are returned as they are.
+
+    Returns:
+        ``loader``, changed in place (idempotent).
+    """
+    if not isinstance(loader, DataLoader):
+        return loader
+    dataset = loader.dataset
+    if hasattr(dataset, "imgrec") and not isinstance(dataset.imgrec, _CheckedRecords):
+        dataset.imgrec = _CheckedRecords(dataset.imgrec)
+    _name_items(dataset)
+    host = type(loader)
+    if hasattr(host, "__next__") and not isinstance(loader, _PrefetchErrors):
+        loader.__class__ = type(host.__name__, (_RaisesPrefetchErrors, host, _PrefetchErrors),
+                                {"__module__": host.__module__})
+    return loader
