@@ -13,24 +13,12 @@ from lh2face_plugin.distributed import DistContext
 
 B, C, D, STEPS = 4, 40, 16, 2
 
-# Small scales keep float32 comparisons tight; every extra term is switched on.
-HEAD_KWARGS = {
-    "arcface": dict(s=8.0, m=0.5),
-    "cosface": dict(s=8.0, m=0.35),
-    "combined": dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, interclass_filtering_threshold=0.5),
-    "lh2face": dict(kappa_min=2.0, kappa_max=12.0, vmf_dim=D, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5,
-                    tau_pns=0.1, s_pp=4.0),
-    "mv-softmax": dict(s=8.0, m=0.2, t=0.2),
-    "sv-softmax": dict(s=8.0, m=0.2, t=1.3),
-    "uss": dict(embedding_size=D, gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
-    "adaface": dict(s=8.0, m=0.4, h=0.5),
-    "magface": dict(s=8.0, l_a=2.0, u_a=20.0, l_m=0.2, u_m=0.5, lambda_g=1.0),
-    "curricularface": dict(s=8.0, m=0.5, alpha=0.5),
-}
-
-
 def head_kwargs(name: str) -> dict:
-    return dict(HEAD_KWARGS.get(name, {}))
+    """The head's ``host`` row of the one table of head test cases (tests/heads/_helpers_heads.py):
+    small scales keep float32 comparisons tight, every extra term is on."""
+    from _helpers_heads import case_of
+
+    return dict(case_of(name).host)
 
 
 BLOCKWISE = dict(blockwise=True, block_elements=2 * B * 2)  # a few columns per block: many blocks per call

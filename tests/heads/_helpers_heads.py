@@ -1,30 +1,74 @@
 """Shared inputs for head tests: every registered head with small, test-friendly settings."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
 import lh2face_plugin
 
-# Parameters per built-in head for tests: small scales keep float64 gradcheck well conditioned, and
-# proxy/USS terms are switched on so that every code path is exercised. Every head registered by this
-# package must have an entry: the cases come from available_heads(), and a head without one fails.
-TEST_KWARGS = {
-    "arcface": dict(s=8.0, m=0.5, straight_through=False),
-    "cosface": dict(s=8.0, m=0.35),
-    "combined": dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, straight_through=False, interclass_filtering_threshold=0.5),
-    "lh2face": dict(kappa_min=2.0, kappa_max=12.0, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5,
-                    tau_pns=0.1, s_pp=4.0, vmf_dim=16),
-    "mv-softmax": dict(s=8.0, m=0.2, t=0.2),
-    "sv-softmax": dict(s=8.0, m=0.2, t=1.3),
-    "uss": dict(gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
+@dataclass(frozen=True)
+class Case:
+    """Constructor arguments of one built-in head for every kind of head test.
+
+    Attributes:
+        unit: contract, float64 gradcheck, naive references, block and layer equality (dense =
+            blockwise), sharding on 1-3 ranks, hardening. Small scales keep gradcheck well
+            conditioned; proxy/USS terms are on so that every code path runs.
+        learn: a real optimisation on a small separable problem (tests/heads/test_learning.py).
+        host: the plugin's Partial FC on arcface_torch's PartialFC_V2 over 2 gloo ranks, float32
+            (tests/arcface_torch/test_partial_fc_dist.py; ``D`` there is 16).
+        finite: float hyperparameters that must refuse inf and NaN by name.
+    """
+
+    unit: dict
+    learn: dict
+    host: dict
+    finite: Tuple[str, ...] = ()
+
+
+# The one table of head test cases: every head registered by this package must have a row (the
+# cases come from available_heads(), and a head without one fails every test of it).
+HEAD_CASES = {
+    "arcface": Case(dict(s=8.0, m=0.5, straight_through=False), dict(s=16.0, m=0.3), dict(s=8.0, m=0.5), ("s",)),
+    "cosface": Case(dict(s=8.0, m=0.35), dict(s=16.0, m=0.2), dict(s=8.0, m=0.35), ("m",)),
+    "combined": Case(dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, straight_through=False, interclass_filtering_threshold=0.5),
+                     dict(s=16.0, m2=0.2, m3=0.1),
+                     dict(s=8.0, m1=1.0, m2=0.3, m3=0.1, interclass_filtering_threshold=0.5), ("m1",)),
+    "lh2face": Case(dict(kappa_min=2.0, kappa_max=12.0, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5, tau_pns=0.1,
+                         s_pp=4.0, vmf_dim=16),
+                    dict(kappa_min=4.0, kappa_max=16.0),
+                    dict(kappa_min=2.0, kappa_max=12.0, vmf_dim=16, lambda_pps=0.1, lambda_pns=0.5, lambda_pp=0.5,
+                         tau_pns=0.1, s_pp=4.0), ("alpha", "kappa_max", "s_pp")),
+    "mv-softmax": Case(dict(s=8.0, m=0.2, t=0.2), dict(s=16.0), dict(s=8.0, m=0.2, t=0.2), ("t",)),
+    "sv-softmax": Case(dict(s=8.0, m=0.2, t=1.3), dict(s=16.0), dict(s=8.0, m=0.2, t=1.3), ("t",)),
+    "uss": Case(dict(gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)),
+                dict(base_kwargs=dict(s=16.0, m=0.2), warmup_steps=20),
+                dict(embedding_size=16, gamma=8.0, m=0.1, base_kwargs=dict(s=8.0, m=0.2)), ("gamma", "init_b")),
     # h=0.5 spreads norm_hat over about [-0.6, 0.6] for make_inputs' norms
-    "adaface": dict(s=8.0, m=0.4, h=0.5),
+    "adaface": Case(dict(s=8.0, m=0.4, h=0.5), dict(s=16.0, m=0.3), dict(s=8.0, m=0.4, h=0.5), ("s", "h")),
     # magnitudes of make_inputs (3..14) inside [l_a, u_a], so the margin moves with them
-    "magface": dict(s=8.0, l_a=2.0, u_a=20.0, l_m=0.2, u_m=0.5, lambda_g=1.0),
+    "magface": Case(dict(s=8.0, l_a=2.0, u_a=20.0, l_m=0.2, u_m=0.5, lambda_g=1.0),
+                    dict(s=16.0, l_a=2.0, u_a=30.0, l_m=0.2, u_m=0.4, lambda_g=5.0),
+                    dict(s=8.0, l_a=2.0, u_a=20.0, l_m=0.2, u_m=0.5, lambda_g=1.0), ("lambda_g", "u_a")),
     # alpha=0.5: t moves in a few steps
-    "curricularface": dict(s=8.0, m=0.5, alpha=0.5),
+    "curricularface": Case(dict(s=8.0, m=0.5, alpha=0.5), dict(s=16.0, m=0.3), dict(s=8.0, m=0.5, alpha=0.5),
+                           ("s", "alpha")),
 }
+
+TEST_KWARGS = {name: case.unit for name, case in HEAD_CASES.items()}
+
+
+def case_of(name: str) -> Case:
+    """The table row of a registered head; fails the calling test when the head has none."""
+    if name not in HEAD_CASES:
+        import pytest
+
+        pytest.fail(missing_kwargs_message(name))
+    return HEAD_CASES[name]
+
 
 VARIANTS = {
     "lh2face-per-sample": ("lh2face", dict(TEST_KWARGS["lh2face"], margin="per_sample")),
@@ -66,8 +110,8 @@ def all_cases():
 
 
 def missing_kwargs_message(name):
-    return (f"head {name!r} is registered but has no test parameters: add it to TEST_KWARGS in "
-            "tests/heads/_helpers_heads.py (and LEARN_KWARGS in tests/heads/test_learning.py)")
+    return (f"head {name!r} is registered but has no test parameters: add its row to HEAD_CASES in "
+            "tests/heads/_helpers_heads.py")
 
 
 def build(name, kwargs, num_classes, dim):

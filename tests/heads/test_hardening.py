@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from _helpers_heads import HEAD_CASES
 
 import lh2face_plugin
 from lh2face_plugin.classifier import NormalizedClassifier
@@ -30,12 +31,7 @@ def test_bool_parameters_refuse_non_bools(name, key, value):
         lh2face_plugin.build_head(name, **{key: value})
 
 
-@pytest.mark.parametrize("name, key", [
-    ("arcface", "s"), ("cosface", "m"), ("combined", "m1"), ("lh2face", "alpha"), ("lh2face", "kappa_max"),
-    ("lh2face", "s_pp"), ("mv-softmax", "t"), ("sv-softmax", "t"), ("uss", "gamma"), ("uss", "init_b"),
-    ("adaface", "s"), ("adaface", "h"), ("magface", "lambda_g"), ("magface", "u_a"), ("curricularface", "s"),
-    ("curricularface", "alpha"),
-])
+@pytest.mark.parametrize("name, key", [(n, k) for n, case in sorted(HEAD_CASES.items()) for k in case.finite])
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_non_finite_parameters_are_refused_by_name(name, key, value):
     with pytest.raises(ValueError, match=rf"^{key} must be a finite number, got {value}"):
@@ -99,7 +95,7 @@ def test_lh2face_with_one_class_has_a_finite_loss():
     assert clf.last["pp"].item() == 0.0
 
 
-@pytest.mark.parametrize("name", ["lh2face", "adaface", "magface", "curricularface"])
+@pytest.mark.parametrize("name", sorted(HEAD_CASES))
 def test_one_class_gives_a_finite_loss(name):
     torch.manual_seed(0)
     clf = NormalizedClassifier(name, 8, 1)
