@@ -56,6 +56,8 @@ HEAD_CASES = {
     # alpha=0.5: t moves in a few steps
     "curricularface": Case(dict(s=8.0, m=0.5, alpha=0.5), dict(s=16.0, m=0.3), dict(s=8.0, m=0.5, alpha=0.5),
                            ("s", "alpha")),
+    "elasticface": Case(dict(s=8.0, m=0.3, sigma=0.1, plus=True), dict(s=16.0, m=0.3),
+                        dict(s=8.0, m=0.3, sigma=0.1, plus=True), ("s", "sigma")),
 }
 
 TEST_KWARGS = {name: case.unit for name, case in HEAD_CASES.items()}
