@@ -9,7 +9,8 @@ other), an image counts ``w_f`` times.
 - **TAR@FAR.** The threshold ``t`` is the lowest impostor score with
   ``W(impostors > t) <= floor(FAR * W(impostors))``; TAR = ``W(genuine > t) / W(genuine)``.
   Unweighted, ``t`` is the ``(floor(FAR * n) + 1)``-th highest impostor score, so the realised
-  FAR never exceeds the target (the rule of :func:`lh2face_plugin.eval.metrics.identification`).
+  FAR never exceeds the target; a FAR the impostors cannot resolve (no impostor accepted) gives
+  NaN (:func:`lh2face_plugin.eval.metrics.far_thresholds`, the one rule).
 - **AUC.** ``P(genuine > impostor) + P(tie) / 2`` (Mann-Whitney), weighted.
 - **Spearman rho.** Pearson correlation of average ranks over the images, each image
   repeated ``w_f`` times.
@@ -27,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..eval.metrics import far_thresholds
 from .evalset import EvalSet
 
 __all__ = ["PairIndex", "ScoreSet", "METRICS", "threshold_at_far", "thresholds_at_far", "pair_weight_table", "weighted_tar_at_far", "weighted_auc",
@@ -76,7 +78,7 @@ def _tie_first(desc: np.ndarray) -> np.ndarray:
 
 def thresholds_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, fars: Sequence[float], total: Optional[float] = None,
                       tie_first: Optional[np.ndarray] = None) -> List[Optional[float]]:
-    """For each FAR, the lowest impostor score ``t`` with ``W(impostors > t) <= floor(far * total)``.
+    """For each FAR, the threshold of :func:`lh2face_plugin.eval.metrics.far_thresholds` (the one rule).
 
     Args:
         imp_desc: impostor scores sorted in decreasing order (all of them, or the top of them).
@@ -86,19 +88,9 @@ def thresholds_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, fars: Sequence[fl
         tie_first: :func:`_tie_first` of ``imp_desc`` (computed when omitted).
     Returns:
         ``t`` per FAR; None where ``imp_desc`` is a top part that ends before the threshold,
-        NaN without impostors.
+        NaN without impostors or where they cannot resolve the FAR.
     """
-    complete = total is None
-    total = float(imp_w.sum()) if total is None else float(total)
-    if imp_desc.size == 0 or total <= 0:
-        return [math.nan for _ in fars]
-    cum = np.cumsum(imp_w, dtype=np.float64)
-    above = (cum - imp_w)[tie_first if tie_first is not None else _tie_first(imp_desc)]
-    out: List[Optional[float]] = []
-    for far in fars:
-        k = int(np.searchsorted(above, math.floor(far * total + 1e-9), side="right")) - 1
-        out.append(None if not complete and k == imp_desc.size - 1 else float(imp_desc[k]))
-    return out
+    return [p.threshold for p in far_thresholds(imp_desc, fars, imp_w, total, tie_first)]
 
 
 def threshold_at_far(imp_desc: np.ndarray, imp_w: np.ndarray, far: float, total: Optional[float] = None,
@@ -112,7 +104,7 @@ def weighted_tar_at_far(gen: np.ndarray, gen_w: np.ndarray, imp: np.ndarray, imp
     """TAR at FAR for weighted genuine and impostor scores (any order)."""
     order = np.argsort(-imp, kind="mergesort")
     t = threshold_at_far(imp[order], imp_w[order], far)
-    return float(gen_w[gen > t].sum() / gen_w.sum()) if gen_w.sum() > 0 else math.nan
+    return float(gen_w[gen > t].sum() / gen_w.sum()) if gen_w.sum() > 0 and t == t else math.nan
 
 
 def weighted_auc(gen: np.ndarray, gen_w: np.ndarray, imp: np.ndarray, imp_w: np.ndarray) -> float:

@@ -132,7 +132,9 @@ def _ijb(args) -> int:
         ref = run_eval_ijbc(root, args.model, args.network, args.root, args.target, args.out,
                             batch_size=args.batch_size, job="reference")
         res = {"target": args.target, "procedure": "arcface_torch eval_ijbc.py", "pairs": len(ref["scores"]),
-               "tar_at_far": metrics.tar_at_far_nearest(ref["fpr"], ref["tpr"]),
+               **metrics.tar_at_far(ref["labels"], ref["scores"], metrics.IJB_FARS),
+               "arcface_torch": {"convention": metrics.ARCFACE_TORCH_IJB,
+                                 "tar_at_far": metrics.tar_at_far_nearest(ref["fpr"], ref["tpr"])},
                "auc": metrics.auc(ref["fpr"], ref["tpr"]), "roc": {"fpr": ref["fpr"], "tpr": ref["tpr"]}}
     else:
         from ..eval import evaluate_ijb

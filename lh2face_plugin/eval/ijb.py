@@ -18,7 +18,8 @@ templates of ``t_face_tid_mid.txt``, whose pooled features they use.
 align each loose crop onto the ArcFace template with its 5 landmarks; feature = f(image)
 + f(mirror), multiplied by the detector score (the norm is kept); average the images of
 each media, sum the media of each template, L2-normalise; pair score = cosine; ROC; TAR
-at the ROC point whose FPR is nearest each of 1e-6 ... 1e-1. The pooling below is
+at the ROC point whose FPR is nearest each of 1e-6 ... 1e-1 (reported as ``arcface_torch``; the
+headline ``tar_at_far`` follows :func:`metrics.far_thresholds`). The pooling below is
 vectorised but performs the reference's floating-point operations in the reference's
 order, so template features are bitwise equal to it. Pair scores come from BLAS products
 (within about 1e-13 of the reference's) in the reference's order and ties (see
@@ -558,7 +559,9 @@ def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templat
         pairs: ``(P, 3)`` ``(t1, t2, label)``.
         pairs_path: the pair file, to name its lines in errors.
     Returns:
-        dict ``tar_at_far`` {far: tar}, ``auc``, ``roc`` (fpr, tpr), ``scores`` ``(P,)``,
+        dict ``tar_at_far`` {far: TAR} under :func:`metrics.far_thresholds` (NaN where not resolvable,
+        the reason in ``tar_at_far_unresolved``) with ``far_measured``; ``arcface_torch``: the
+        table of ``eval_ijbc.py`` (nearest ROC point), labelled; ``auc``, ``roc`` (fpr, tpr), ``scores`` ``(P,)``,
         ``labels``, ``template_features``, ``unique_templates``, counts.
     """
     f = np.asarray(features, dtype=np.float32)
@@ -577,8 +580,10 @@ def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templat
     labels = pairs[:, 2]
     fpr, tpr, _ = metrics.roc_curve(labels, scores)
     return {"images": int(len(f)), "templates": int(len(uniq)), "pairs": int(len(pairs)),
-            "tar_at_far": metrics.tar_at_far_nearest(fpr, tpr, fars), "auc": metrics.auc(fpr, tpr),
-            "roc": {"fpr": fpr, "tpr": tpr}, "scores": scores, "labels": labels,
+            **metrics.tar_at_far(labels, scores, fars),
+            "arcface_torch": {"convention": metrics.ARCFACE_TORCH_IJB,
+                              "tar_at_far": metrics.tar_at_far_nearest(fpr, tpr, fars)},
+            "auc": metrics.auc(fpr, tpr), "roc": {"fpr": fpr, "tpr": tpr}, "scores": scores, "labels": labels,
             "template_features": feats, "unique_templates": uniq}
 
 

@@ -7,19 +7,27 @@ its numbers equal those of the procedure it names (see the docstrings), only fas
   threshold on the squared L2 distance of unit vectors chosen on nine folds,
   accuracy on the tenth; ``val`` (TAR) at a FAR from a linearly interpolated threshold.
 * scikit-learn's ``roc_curve`` (including ``drop_intermediate``) and the IJB rule
-  "TAR at the FPR nearest to each target" of arcface_torch's ``eval_ijbc.py``.
+  "TAR at the FPR nearest to each target" of arcface_torch's ``eval_ijbc.py`` (kept for
+  comparison: it reports a TAR at a FAR the impostors may never reach).
+* :func:`far_thresholds`, the one resolvable-FAR rule behind every TAR@FAR this package
+  reports (``eval verify``, ``eval ijb``, ``bench``, ``quickstart``).
 * open-set identification (TPIR at FPIR, rank-1 / CMC) as defined for IJB-C 1:N
   (Maze et al., "IARPA Janus Benchmark-C", ICB 2018).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+import math
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 ACC_THRESHOLDS_STEP = 0.01
 VAL_THRESHOLDS_STEP = 0.001
 IJB_FARS: Tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+ARCFACE_TORCH_IJB = ("arcface_torch eval_ijbc.py: TAR at the ROC point whose FPR is nearest each target, whether or "
+                     "not the impostors resolve that FAR")
+ARCFACE_TORCH_VERIFY = ("arcface_torch verification.calculate_val: 10-fold, threshold interpolated on the training "
+                        "folds' FAR, whether or not the impostors resolve that FAR")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -184,6 +192,89 @@ def tar_at_far_nearest(fpr: np.ndarray, tpr: np.ndarray, fars: Iterable[float] =
     """
     f, t = np.flipud(np.asarray(fpr)), np.flipud(np.asarray(tpr))
     return {float(far): float(t[int(np.argmin(np.abs(f - far)))]) for far in fars}
+
+
+class FarPoint(NamedTuple):
+    """The operating point of one target FAR (see :func:`far_thresholds`)."""
+
+    threshold: Optional[float]
+    """Accept scores ``> threshold``; NaN when the FAR cannot be resolved, ``None`` when a partial
+    list of impostors ends before it."""
+    far_measured: float
+    """Impostor weight accepted at ``threshold`` over the total (NaN when not resolved)."""
+    reason: Optional[str]
+    """Why the FAR cannot be resolved (``None`` when it can)."""
+
+
+def _tie_first(desc: np.ndarray) -> np.ndarray:
+    """For a sorted array, the index of the first element of each element's tie group."""
+    first = np.r_[True, desc[1:] != desc[:-1]]
+    return np.maximum.accumulate(np.where(first, np.arange(desc.size), 0))
+
+
+def far_thresholds(impostor_desc: np.ndarray, fars: Sequence[float], weights: Optional[np.ndarray] = None,
+                   total: Optional[float] = None, tie_first: Optional[np.ndarray] = None) -> List[FarPoint]:
+    """The one resolvable-FAR rule: for each target FAR, the threshold and the FAR it measures, or why not.
+
+    Scores above the threshold are accepted. The threshold is the lowest impostor score ``t`` with
+    ``W(impostors > t) <= floor(FAR * W)`` (``W``: the impostors' total weight, their count
+    unweighted), so the measured FAR never exceeds the target. The target is *resolvable* only if
+    that accepts at least one impostor, i.e. the highest tie group of impostor scores weighs at most
+    ``floor(FAR * W)``: at least ``ceil(1 / FAR)`` impostors, ties counted (a model whose scores all
+    tie resolves no FAR below 1). Otherwise the point has a NaN threshold and FAR, and a reason.
+
+    Args:
+        impostor_desc: impostor scores in decreasing order (all of them, or the top of them).
+        fars: target false accept rates.
+        weights: integer weights of the impostors (counts, bootstrap multiplicities); default 1.
+        total: the total impostor weight when ``impostor_desc`` is only the top of the scores
+            (then a threshold that would fall past its end is ``None``).
+        tie_first: :func:`_tie_first` of ``impostor_desc`` (computed when omitted).
+    """
+    desc = np.asarray(impostor_desc, dtype=np.float64)
+    w = np.ones(desc.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    complete = total is None
+    total = float(w.sum()) if total is None else float(total)
+    if desc.size == 0 or total <= 0:
+        return [FarPoint(math.nan, math.nan, "no impostor pairs") for _ in fars]
+    cum = np.cumsum(w, dtype=np.float64)
+    above = (cum - w)[_tie_first(desc) if tie_first is None else tie_first]
+    top = float(above[np.argmax(above > 0)]) if (above > 0).any() else total
+    out = []
+    for far in fars:
+        k = int(np.searchsorted(above, math.floor(far * total + 1e-9), side="right")) - 1
+        if not complete and k == desc.size - 1:
+            out.append(FarPoint(None, math.nan, None))
+        elif above[k] > 0:
+            out.append(FarPoint(float(desc[k]), float(above[k]) / total, None))
+        else:
+            need = math.ceil(1 / far - 1e-9)
+            why = (f"{total:g} impostor pairs, fewer than the {need} that FAR={far:g} needs" if total < need else
+                   f"the {top:g} highest of {total:g} impostor scores are tied: the lowest FAR above 0 that "
+                   f"they resolve is {top / total:.3g}")
+            out.append(FarPoint(math.nan, math.nan, f"not resolvable: {why}"))
+    return out
+
+
+def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Iterable[float]) -> Dict[str, Dict[float, object]]:
+    """TAR at each FAR under :func:`far_thresholds`, with the FAR measured there.
+
+    Returns:
+        dict ``tar_at_far`` {far: TAR, NaN where not resolvable}, ``far_measured`` {far: FAR},
+        ``tar_at_far_unresolved`` {far: reason} for the targets that are not resolvable.
+    """
+    y = np.asarray(labels).ravel() == 1
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    gen, imp = s[y], np.sort(s[~y])[::-1]
+    fars = [float(f) for f in fars]
+    out: Dict[str, Dict[float, object]] = {"tar_at_far": {}, "far_measured": {}, "tar_at_far_unresolved": {}}
+    for far, point in zip(fars, far_thresholds(imp, fars)):
+        resolved = point.reason is None and gen.size > 0
+        out["tar_at_far"][far] = float(np.mean(gen > point.threshold)) if resolved else math.nan
+        out["far_measured"][far] = point.far_measured
+        if point.reason is not None or not gen.size:
+            out["tar_at_far_unresolved"][far] = point.reason or "no genuine pairs"
+    return out
 
 
 def identification(probe_scores: np.ndarray, probe_subjects: np.ndarray, gallery_subjects: np.ndarray,

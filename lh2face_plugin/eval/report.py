@@ -98,20 +98,51 @@ def table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join([line.format(*header), sep] + [line.format(*map(str, r)) for r in rows])
 
 
+def _tar_cell(result: Mapping, far: float) -> str:
+    """``TAR (measured FAR)`` in percent, or ``n/a`` where the impostors cannot resolve the FAR."""
+    tar = result["tar_at_far"].get(far, float("nan"))
+    if tar is None or not np.isfinite(tar):
+        return "n/a"
+    measured = result.get("far_measured", {}).get(far)
+    return f"{100 * tar:.2f}" + (f" ({measured:.1e})" if measured is not None and np.isfinite(measured) else "")
+
+
+def _unresolved(results: Mapping[str, Mapping]) -> List[str]:
+    return [f"  {name}: TAR@FAR={far:g} n/a, {why}" for name, r in results.items()
+            for far, why in r.get("tar_at_far_unresolved", {}).items()]
+
+
+def _compat(results: Mapping[str, Mapping], fars: List[float]) -> str:
+    rows = [[name] + [f"{100 * r['arcface_torch']['tar_at_far'][f]:.2f}" for f in fars]
+            for name, r in results.items() if "arcface_torch" in r]
+    if not rows:
+        return ""
+    convention = next(iter(results.values()))["arcface_torch"]["convention"]
+    return (f"\n\nTAR (%) as arcface_torch reports it, for comparison ({convention})\n"
+            + table(["set"] + [f"TAR@FAR={f:g}" for f in fars], rows))
+
+
 def verification_table(results: Mapping[str, Mapping]) -> str:
+    """Accuracy, XNorm and TAR (measured FAR) per set; unresolvable TARs as ``n/a`` with the reason;
+    then arcface_torch's ``calculate_val`` numbers, labelled."""
     fars = sorted({f for r in results.values() for f in r["tar_at_far"]})
-    header = ["set", "pairs", "accuracy", "+-", "XNorm"] + [f"TAR@FAR={f:g}" for f in fars]
+    header = ["set", "pairs", "accuracy", "+-", "XNorm"] + [f"TAR@FAR={f:g} (FAR)" for f in fars]
     rows = [[name, r["pairs"], f"{100 * r['accuracy']:.2f}", f"{100 * r['accuracy_std']:.2f}", f"{r['xnorm']:.4f}"]
-            + [f"{100 * r['tar_at_far'][f]:.2f}" for f in fars] for name, r in results.items()]
-    return table(header, rows)
+            + [_tar_cell(r, f) for f in fars] for name, r in results.items()]
+    notes = _unresolved(results)
+    return table(header, rows) + ("\n" + "\n".join(notes) if notes else "") + _compat(results, fars)
 
 
 def ijb_table(result: Mapping) -> str:
+    """1:1 TAR (measured FAR) and AUC; unresolvable TARs as ``n/a`` with the reason; the table of
+    arcface_torch's ``eval_ijbc.py`` (nearest ROC point), labelled; 1:N when present."""
     fars = list(result["tar_at_far"])
     header = ["target", "images", "templates", "pairs"] + [f"{f:g}" for f in fars] + ["AUC"]
-    row = [result["target"], result["images"], result["templates"], result["pairs"]] + \
-          [f"{100 * result['tar_at_far'][f]:.2f}" for f in fars] + [f"{100 * result['auc']:.2f}"]
-    text = "TAR (%) at FAR\n" + table(header, [row])
+    row = [result["target"], result.get("images", "-"), result.get("templates", "-"), result["pairs"]] + \
+          [_tar_cell(result, f) for f in fars] + [f"{100 * result['auc']:.2f}"]
+    text = "TAR (%) at FAR (measured FAR)\n" + table(header, [row])
+    notes = _unresolved({result["target"]: result})
+    text += ("\n" + "\n".join(notes) if notes else "") + _compat({result["target"]: result}, fars)
     ident = result.get("identification")
     if ident:
         any_run = next(iter(ident.values()))

@@ -8,7 +8,8 @@ numbers, numpy arrays and (non-object) dtypes.
 
 Protocol (arcface_torch's verification test): embed each image and its mirror, sum,
 L2-normalise; accuracy from 10 folds on the squared distance, XNorm the mean L2 norm of
-all un-normalised image and mirror features; plus TAR at FAR (``calculate_val``).
+all un-normalised image and mirror features; TAR at FAR under the one resolvable-FAR rule
+(:func:`lh2face_plugin.eval.metrics.far_thresholds`), and arcface_torch's ``calculate_val`` beside it.
 """
 from __future__ import annotations
 
@@ -150,8 +151,11 @@ def verification_metrics(features: np.ndarray, issame: np.ndarray, folds: int = 
         issame: ``(P,)`` bool.
     Returns:
         dict: ``accuracy`` and ``accuracy_std`` (10-fold, flip-summed features),
-        ``xnorm``, ``tar_at_far`` {far: val} with ``tar_at_far_std`` and ``far_measured``,
-        ``roc`` (fpr, tpr of the cosine over all pairs), ``auc``, ``pairs``.
+        ``xnorm``, ``tar_at_far`` {far: TAR} of the cosine over all pairs under
+        :func:`metrics.far_thresholds` (NaN where the impostors cannot resolve the FAR, the reason in
+        ``tar_at_far_unresolved``) with ``far_measured``; ``arcface_torch``: its ``calculate_val``
+        numbers (``tar_at_far``, ``tar_at_far_std``, ``far_measured``) labelled with their
+        ``convention``; ``roc`` (fpr, tpr of the cosine over all pairs), ``auc``, ``pairs``.
     """
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 3 or f.shape[1] != 2 or f.shape[0] != 2 * len(issame):
@@ -166,15 +170,19 @@ def verification_metrics(features: np.ndarray, issame: np.ndarray, folds: int = 
     e1, e2 = emb[0::2], emb[1::2]
     dist = np.sum(np.square(np.subtract(e1, e2)), 1)
     acc = metrics.kfold_accuracy(dist, issame, folds)
+    cosine = np.sum(e1 * e2, 1)
     out: Dict[str, object] = {"pairs": int(len(issame)), "accuracy": float(np.mean(acc["accuracy"])),
                               "accuracy_std": float(np.std(acc["accuracy"])), "xnorm": xnorm,
-                              "tar_at_far": {}, "tar_at_far_std": {}, "far_measured": {}}
+                              **metrics.tar_at_far(issame.astype(int), cosine, fars)}
+    compat: Dict[str, object] = {"convention": metrics.ARCFACE_TORCH_VERIFY, "tar_at_far": {}, "tar_at_far_std": {},
+                                 "far_measured": {}}
     for far in fars:
         v = metrics.kfold_val_at_far(dist, issame, far, folds)
-        out["tar_at_far"][float(far)] = v["val"]
-        out["tar_at_far_std"][float(far)] = v["val_std"]
-        out["far_measured"][float(far)] = v["far"]
-    fpr, tpr, _ = metrics.roc_curve(issame.astype(int), np.sum(e1 * e2, 1))
+        compat["tar_at_far"][float(far)] = v["val"]
+        compat["tar_at_far_std"][float(far)] = v["val_std"]
+        compat["far_measured"][float(far)] = v["far"]
+    out["arcface_torch"] = compat
+    fpr, tpr, _ = metrics.roc_curve(issame.astype(int), cosine)
     out["roc"] = {"fpr": fpr, "tpr": tpr}
     out["auc"] = metrics.auc(fpr, tpr)
     return out

@@ -28,23 +28,23 @@ class TwoFamilies:
 
 # Family 0: genuine 0.9, 0.6; impostor 0.7.  Family 1: genuine 0.8; impostors 0.5, 0.3.
 # Resample (1,1): impostors {0.7, 0.5, 0.3}, floor(0.5*3)=1 may pass -> t = 0.5 -> TAR 3/3 = 1.
-# Resample (2,0): impostor 0.7 twice, floor(0.5*2)=1 -> the tie group 0.7 has 0 above -> t = 0.7
-#                 -> genuine {0.9, 0.6} x2 -> TAR 2/4 = 0.5.
+# Resample (2,0): impostor 0.7 twice, floor(0.5*2)=1 < the tie group 0.7 (weight 2): no impostor can pass, the
+#                 FAR is not resolvable (eval.metrics.far_thresholds) -> NaN.
 # Resample (0,2): impostors {0.5, 0.3} x2, total 4, floor(2)=2 -> W(>0.3) = 2 -> t = 0.3 -> TAR 1.
 A = TwoFamilies([[0.9, 0.6], [0.8]], [[0.7], [0.5, 0.3]])
-HAND_A = {(1, 1): 1.0, (2, 0): 0.5, (0, 2): 1.0}
+HAND_A = {(1, 1): 1.0, (2, 0): math.nan, (0, 2): 1.0}
 # Model B, same families: family 0 genuine 0.65, 0.95, impostor 0.75; family 1 genuine 0.4, impostors 0.5, 0.2.
 # (1,1): impostors {0.75, 0.5, 0.2}: t = 0.5 -> genuine {0.65, 0.95, 0.4} -> 2/3.
-# (2,0): t = 0.75 -> {0.65, 0.95} -> 1/2.   (0,2): t = 0.2 -> {0.4} -> 1.
+# (2,0): not resolvable -> NaN.   (0,2): t = 0.2 -> {0.4} -> 1.
 B = TwoFamilies([[0.65, 0.95], [0.4]], [[0.75], [0.5, 0.2]])
-HAND_B = {(1, 1): 2 / 3, (2, 0): 0.5, (0, 2): 1.0}
+HAND_B = {(1, 1): 2 / 3, (2, 0): math.nan, (0, 2): 1.0}
 
 
 def test_metric_under_each_resample_matches_the_hand_computation():
     for w, value in HAND_A.items():
-        assert A.metrics(w)["tar"] == pytest.approx(value)
+        assert A.metrics(w)["tar"] == pytest.approx(value, nan_ok=True)
     for w, value in HAND_B.items():
-        assert B.metrics(w)["tar"] == pytest.approx(value)
+        assert B.metrics(w)["tar"] == pytest.approx(value, nan_ok=True)
 
 
 def test_family_weights_are_multinomial_resamples():
@@ -71,9 +71,9 @@ def test_bootstrap_replicates_take_the_hand_values_on_shared_resamples():
     # about half the resamples give -1/3, the rest 0: the 2.5% and 97.5% percentiles are -1/3 and 0
     assert d["ci"] == pytest.approx([-1 / 3, 0.0])
     assert d["verdict"] == "no measurable difference"
-    # A alone: 25% of the resamples give 0.5, 75% give 1 -> CI [0.5, 1]
+    # A alone: 25% of the resamples give NaN (not resolvable, left out), the others 1 -> CI [1, 1]
     s = summarize_heads({"A": [point[0]["tar"]]}, {"A": [reps[0]["tar"]]})["A"]
-    assert s["ci"] == pytest.approx([0.5, 1.0]) and s["half_width"] == pytest.approx(0.25)
+    assert s["ci"] == pytest.approx([1.0, 1.0]) and s["half_width"] == pytest.approx(0.0)
     assert math.isnan(s["seed_sd"])
 
 

@@ -73,7 +73,9 @@ def test_verification_1to1_table():
     f, t = np.flipud(fpr), np.flipud(tpr)
     for far in metrics.IJB_FARS:
         _, k = min(zip(abs(f - far), range(len(f))))
-        assert res["tar_at_far"][far] == t[k]
+        assert res["arcface_torch"]["tar_at_far"][far] == t[k]
+    assert res["arcface_torch"]["convention"] == metrics.ARCFACE_TORCH_IJB
+    assert res["tar_at_far"] == metrics.tar_at_far(pairs[:, 2], res["scores"], metrics.IJB_FARS)["tar_at_far"]
 
 
 def test_similarity_transform_recovers_known_warp():

@@ -176,3 +176,28 @@ def test_identification_equals_loop():
         assert realised <= fpir
         assert res["rank"][5] >= res["rank"][1]
     assert res["mated"] == int(np.isin(psub, gsub).sum())
+
+
+def test_a_tar_is_reported_only_at_a_far_the_impostors_resolve():
+    labels = np.r_[np.ones(50), np.zeros(2000)].astype(int)
+    constant = metrics.tar_at_far(labels, np.full(2050, 0.7), (1e-3, 1e-2, 1e-1))
+    assert all(np.isnan(v) for v in constant["tar_at_far"].values())
+    assert all(np.isnan(v) for v in constant["far_measured"].values())
+    assert "the 2000 highest of 2000 impostor scores are tied" in constant["tar_at_far_unresolved"][0.1]
+    rng = np.random.default_rng(0)
+    scores = rng.normal(labels * 2.0, 1.0)
+    res = metrics.tar_at_far(labels, scores, (1e-4, 1e-3, 1e-2))
+    assert np.isnan(res["tar_at_far"][1e-4])  # 2000 impostors cannot resolve 1e-4 (10000 needed)
+    assert "2000 impostor pairs, fewer than the 10000 that FAR=0.0001 needs" in res["tar_at_far_unresolved"][1e-4]
+    imp = np.sort(scores[labels == 0])[::-1]
+    for far in (1e-3, 1e-2):
+        allowed = int(np.floor(far * 2000))
+        assert res["far_measured"][far] == allowed / 2000  # distinct scores: exactly floor(FAR * n) pass
+        assert res["tar_at_far"][far] == np.mean(scores[labels == 1] > imp[allowed])
+    tied_top = np.r_[np.full(30, 5.0), imp[30:]]   # the 30 highest impostors tie: FAR 0.01 (20 of 2000) is out
+    tied = metrics.tar_at_far(labels, np.r_[scores[labels == 1], tied_top], (1e-2, 1e-1))
+    assert np.isnan(tied["tar_at_far"][1e-2]) and "lowest FAR above 0 that they resolve is 0.015" in \
+        tied["tar_at_far_unresolved"][1e-2]
+    assert 0 < tied["far_measured"][1e-1] <= 1e-1 and np.isnan(tied["far_measured"][1e-2])
+    points = metrics.far_thresholds(imp[:100], (0.01, 0.5), total=2000)
+    assert points[0].threshold == imp[20] and points[1].threshold is None  # a partial list ending too soon

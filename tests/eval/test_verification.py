@@ -145,7 +145,7 @@ def test_same_numbers_as_arcface_torch(arcface_root, bin_file):
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         _, _, accuracy, val, val_std, far = ref["evaluate"](emb, issame, nrof_folds=10)
         assert np.mean(accuracy) == ours["accuracy"] and np.std(accuracy) == ours["accuracy_std"]
-        assert val == ours["tar_at_far"][1e-3] and val_std == ours["tar_at_far_std"][1e-3]
+        assert val == ours["arcface_torch"]["tar_at_far"][1e-3] and val_std == ours["arcface_torch"]["tar_at_far_std"][1e-3]
         imgs = np.stack([decode_image(b) for b in load_bin(path)[0]]).transpose(0, 3, 1, 2)
         data = [torch.from_numpy(imgs.copy()).float(), torch.from_numpy(imgs[..., ::-1].copy()).float()]
         _, _, acc2, std2, xnorm, _ = ref["test"]((data, issame), net.eval(), 20, 10)
@@ -156,3 +156,19 @@ def test_same_numbers_as_arcface_torch(arcface_root, bin_file):
 def test_metrics_input_shape():
     with pytest.raises(ValueError, match=r"\(2P, 2, D\)"):
         verification_metrics(np.zeros((4, 16)), np.array([True, False]))
+
+
+def test_a_constant_model_gets_no_tar_at_far():
+    """Every score ties: the measured FAR is 1, so no TAR is reported below it (arcface_torch's says 100 %)."""
+    issame = np.array([i % 2 == 0 for i in range(200)])
+    res = verification_metrics(np.ones((400, 2, 8)), issame)
+    assert all(np.isnan(v) for v in res["tar_at_far"].values()) and res["auc"] == 0.5
+    assert set(res["tar_at_far_unresolved"]) == {1e-3, 1e-2, 1e-1}
+    assert res["arcface_torch"]["tar_at_far"][1e-3] == 1.0 and res["arcface_torch"]["far_measured"][1e-3] == 1.0
+    from lh2face_plugin.eval.report import jsonable, verification_table
+
+    doc = jsonable(res)
+    assert doc["tar_at_far"]["0.001"] is None and doc["far_measured"]["0.001"] is None
+    assert doc["tar_at_far_unresolved"]["0.001"].startswith("not resolvable")
+    text = verification_table({"const": res})
+    assert "n/a" in text and "100.00" not in text.split("arcface_torch")[0]
