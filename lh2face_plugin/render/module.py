@@ -51,8 +51,9 @@ class RenderInputModule(nn.Module):
         lambda_canon: weight of ``L_FR^canon``, the head's loss on the canonical embedding.
         lambda_view: weight of ``L_view``, input / canonical embedding agreement.
         mode: ``"joint"`` trains the reconstruction with recognition; ``"frozen"``
-            keeps it fixed (e.g. after ``lh2face render pretrain``).
-        checkpoint: reconstruction weights written by :meth:`save_reconstruction`.
+            keeps the ``checkpoint``'s fixed (e.g. after ``lh2face render pretrain``).
+        checkpoint: reconstruction weights written by :meth:`save_reconstruction`;
+            required with ``mode="frozen"``.
         width: channel width of :class:`ReconstructionNet`.
         max_depth: depth range in half-image-width units.
         fov: camera field of view in degrees (0 = orthographic).
@@ -100,6 +101,10 @@ class RenderInputModule(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "frozen" and checkpoint is None:
+            raise ValueError("checkpoint is required with mode='frozen': the path of the reconstruction to keep fixed "
+                             "(written by `lh2face render pretrain --out FILE`); without one it would stay random. "
+                             "Use mode='joint' to train the reconstruction with recognition")
         self.lambda_reco = _check_weight("lambda_reco", lambda_reco)
         self.lambda_canon = _check_weight("lambda_canon", lambda_canon)
         self.lambda_view = _check_weight("lambda_view", lambda_view)

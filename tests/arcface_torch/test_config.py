@@ -126,6 +126,16 @@ def test_embedding_size_reaches_heads_that_take_it(tmp_path):
     assert "embedding_size" not in plugin_spec(load_recipe(_recipe(tmp_path, ", loss='cosface'"))).head_kwargs()
 
 
+def test_frozen_render_module_needs_a_checkpoint(tmp_path):
+    cfg = load_recipe(_recipe(tmp_path, ", input_module='render', input_module_kwargs=dict(mode='frozen', width=4)"))
+    with pytest.raises(ValueError) as info:
+        plugin_spec(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "config.input_module_kwargs for 'render': checkpoint is required with mode='frozen'" in message
+    assert "lh2face render pretrain --out FILE" in message
+
+
 def test_missing_job_keys_are_listed(tmp_path):
     cfg = load_recipe(write_recipe(str(tmp_path / "j.py"), "config = dict(rec='x', num_classes=3)\n"))
     with pytest.raises(ValueError, match="config.num_image.*config.num_epoch"):

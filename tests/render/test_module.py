@@ -121,6 +121,13 @@ def test_frozen_mode_has_no_reconstruction_gradient_or_loss(tmp_path):
     assert model.backbone.conv.weight.grad is not None
 
 
+def test_frozen_mode_without_checkpoint_is_refused():
+    """A frozen reconstruction without weights would train recognition behind a random, fixed one."""
+    with pytest.raises(ValueError, match=r"^checkpoint is required with mode='frozen': the path of the "
+                                         r"reconstruction to keep fixed \(written by `lh2face render pretrain"):
+        build_input_module("render", width=4, mode="frozen")
+
+
 def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         build_input_module("render", checkpoint=str(tmp_path / "missing.pt"))
