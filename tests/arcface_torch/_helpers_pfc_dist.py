@@ -87,7 +87,13 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
         restored = all(_same(v, fresh.state_dict()[k]) for k, v in state.items())
         results[case_id] = dict(steps=steps, state=state, class_start=pfc.class_start, num_local=pfc.num_local,
                                 restored=restored)
+    results["host"] = {name: host_margin_loss(partial_fc_v2, name, rank, world) for name in registered_heads()}
     pfc = PFC(lh2face_plugin.build_head("arcface"), D, C, 1.0, False)
+    try:
+        pfc(torch.randn(B, D + 1), torch.zeros(B, dtype=torch.long))
+        results["dim_error"] = None
+    except ValueError as exc:
+        results["dim_error"] = str(exc)
     labels = torch.zeros(B, dtype=torch.long)
     if rank == 1:
         labels[2] = C + 3
@@ -98,6 +104,54 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
         results["range_error"] = str(exc)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def registered_heads():
+    return sorted(lh2face_plugin.available_heads())
+
+
+def host_margin_loss(host, name: str, rank: int, world: int):
+    """A plugin head as ``margin_loss`` of arcface_torch's own ``PartialFC_V2`` (its
+    ``margin_softmax(logits, labels)`` call and its ``DistCrossEntropy``): per step the loss and
+    the gradients, or the error the head raised."""
+    head = lh2face_plugin.build_head(name, **head_kwargs(name))
+    pfc = host.PartialFC_V2(head, D, C, 1.0, False)
+    with torch.no_grad():
+        pfc.weight.copy_(initial_weight()[pfc.class_start:pfc.class_start + pfc.num_local])
+    steps = []
+    for step in range(STEPS):
+        emb, labels = data(step, world)
+        local = emb[rank * B:(rank + 1) * B].clone().requires_grad_()
+        try:
+            loss = pfc(local, labels[rank * B:(rank + 1) * B].clone())
+        except Exception as exc:  # noqa: BLE001 - the message is the result
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        loss.backward()
+        steps.append(dict(loss=loss.item(), grad_emb=local.grad.clone(), grad_w=pfc.weight.grad.clone(),
+                          class_start=pfc.class_start, num_local=pfc.num_local))
+        pfc.weight.grad = None
+    return {"steps": steps}
+
+
+def host_reference(name: str, world: int):
+    """One process: ``F.cross_entropy(head(cosine, labels), labels)`` on the global batch, or the
+    error of a head whose logits need more than the cosines."""
+    head = lh2face_plugin.build_head(name, **head_kwargs(name))
+    head.setup_shard(C, D)
+    out = []
+    for step in range(STEPS):
+        emb, labels = data(step, world)
+        emb = emb.clone().requires_grad_()
+        weight = initial_weight().requires_grad_()
+        cosine = (F.normalize(emb) @ F.normalize(weight).t()).clamp(-1, 1)
+        try:
+            logits = head(cosine, labels)
+        except TypeError as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        out.append(dict(loss=loss.item(), grad_emb=emb.grad, grad_w=weight.grad))
+    return {"steps": out}
 
 
 def reference(name: str, rate: float, edit, world: int, sampled) -> list:

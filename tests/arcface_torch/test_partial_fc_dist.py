@@ -57,6 +57,44 @@ def test_runs_inside_partial_fc_v2(ranks):
     assert all(r["is_subclass"] for r in ranks)
 
 
+COSINE_ONLY = {"arcface", "cosface", "combined", "mv-softmax", "sv-softmax", "curricularface", "elasticface"}
+
+
+@pytest.mark.parametrize("name", H.registered_heads())
+def test_a_plugin_head_is_margin_loss_of_the_real_partial_fc_v2(ranks, name):
+    """arcface_torch's own PartialFC_V2(margin_loss=build_head(name), ...) on 2 ranks: a head whose
+    logits need only the cosines gives the single-process loss and gradients; any other head stops
+    with one line that names the plugin's Partial FC."""
+    ref = H.host_reference(name, WORLD)
+    per_rank = [r["host"][name] for r in ranks]
+    if "error" in ref:
+        assert name not in COSINE_ONLY
+        for p in per_rank:
+            assert p["error"] == ref["error"] and "\n" not in p["error"]
+            assert "lh2face_plugin's Partial FC" in p["error"] and "PartialFC_V2" in p["error"]
+        return
+    for step in range(H.STEPS):
+        want = ref["steps"][step]
+        for rank, p in enumerate(per_rank):
+            got = p["steps"][step]
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=1e-6), (step, rank)
+            torch.testing.assert_close(got["grad_emb"] / WORLD, want["grad_emb"][rank * H.B:(rank + 1) * H.B],
+                                       rtol=1e-6, atol=1e-6)
+            lo, hi = got["class_start"], got["class_start"] + got["num_local"]
+            torch.testing.assert_close(got["grad_w"], want["grad_w"][lo:hi], rtol=1e-6, atol=1e-6)
+
+
+def test_cosine_only_heads_all_work_in_the_host():
+    ok = {n for n in H.registered_heads() if "error" not in H.host_reference(n, WORLD)}
+    assert ok == COSINE_ONLY & set(H.registered_heads())
+
+
+def test_embeddings_of_the_wrong_dimension_are_named(ranks):
+    for r in ranks:
+        assert r["dim_error"] == f"embeddings must be [B, {H.D}] (embedding_size of this Partial FC), got shape " \
+                                 f"({H.B}, {H.D + 1})"
+
+
 def test_out_of_range_label_raises_on_every_rank_naming_the_row(ranks):
     for r in ranks:
         msg = r["range_error"]

@@ -410,3 +410,85 @@ def test_uss_initial_b_is_the_mean_negative_logsumexp():
         vals = [gamma * float(x[i] @ memory[j]) for j in range(6) if j != int(labels[i]) and filled[j]]
         lse.append(math.log(sum(math.exp(v) for v in vals)))
     assert head.b.item() == pytest.approx(statistics.fmean(lse), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------- ElasticFace
+
+
+def naive_elastic_rows(cos, labels, margins, s, kind):
+    """s*cos(theta_y + m_i) (arc) or s*(cos theta_y - m_i) (cos) for the target, s*cos elsewhere."""
+    rows = []
+    for i in range(cos.shape[0]):
+        y = int(labels[i])
+        row = []
+        for j in range(cos.shape[1]):
+            c = cos[i, j]
+            if j != y:
+                row.append(s * c)
+            elif kind == "arc":
+                row.append(s * cos_of_angle_sum(c, margins[i]))
+            else:
+                row.append(s * (c - margins[i]))
+        rows.append(row)
+    return rows
+
+
+def naive_plus_assignment(drawn, target_cos):
+    """The largest drawn margin to the smallest target cosine, and so on down."""
+    order = sorted(range(len(target_cos)), key=lambda i: (float(target_cos[i]), i))
+    ranked = sorted((float(v) for v in drawn), reverse=True)
+    out = [0.0] * len(drawn)
+    for i, v in zip(order, ranked):
+        out[i] = v
+    return out
+
+
+@pytest.mark.parametrize("kind", ["arc", "cos"])
+@pytest.mark.parametrize("plus", [False, True])
+def test_elasticface_logits_gradients_and_margins_match_the_equations(kind, plus):
+    s, m, sigma = 10.0, 0.4, 0.1
+    head = lh2face_plugin.build_head("elasticface", s=s, m=m, sigma=sigma, margin_type=kind, plus=plus, seed=3)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    for step in range(3):
+        g = torch.Generator().manual_seed(20 + step)
+        cos = torch.empty(8, 5, dtype=DT).uniform_(-0.9, 0.9, generator=g)
+        drawn = head.draw(step, 8)
+        assert drawn.std().item() > 0.02 and abs(drawn.mean().item() - m) < 0.15
+        target = [cos[i, labels[i]] for i in range(8)]
+        margins = naive_plus_assignment(drawn, target) if plus else [float(v) for v in drawn]
+        c1, c2 = cos.clone().requires_grad_(), cos.clone().requires_grad_()
+        out = head.evaluate(c1, labels)
+        loss = F.cross_entropy(out.logits, labels)
+        rows = naive_elastic_rows(c2, labels, margins, s, kind)
+        ref_loss = cross_entropy(rows, labels)
+        assert torch.allclose(out.logits, stack(rows), atol=1e-9, rtol=0)
+        assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-9)
+        assert torch.allclose(grads(loss, c1)[0], grads(ref_loss, c2)[0], atol=1e-9, rtol=0)
+        assert out.stats["margin"].item() == pytest.approx(statistics.fmean(margins), abs=1e-12)
+    assert int(head.steps) == 3
+
+
+def test_elasticface_margins_follow_the_normal_law_and_freeze_in_eval():
+    head = lh2face_plugin.build_head("elasticface", m=0.5, sigma=0.05)
+    drawn = torch.cat([head.draw(k, 512) for k in range(20)])
+    assert drawn.mean().item() == pytest.approx(0.5, abs=0.002)
+    assert drawn.std().item() == pytest.approx(0.05, rel=0.03)
+    assert not torch.equal(head.draw(0, 8), head.draw(1, 8))
+    cos = torch.rand(4, 3, dtype=DT)
+    labels = torch.tensor([0, 1, 2, 0])
+    head.eval()
+    out = head.evaluate(cos, labels)
+    assert int(head.steps) == 0 and out.stats["margin"].item() == 0.5
+    want = 64.0 * torch.cos(torch.acos(cos[torch.arange(4), labels]) + 0.5)
+    assert torch.allclose(out.logits[torch.arange(4), labels], want, atol=1e-12)
+
+
+def test_elasticface_resume_draws_what_the_uninterrupted_run_draws():
+    cos, labels = torch.rand(6, 4, dtype=DT), torch.tensor([0, 1, 2, 3, 0, 1])
+    run = lh2face_plugin.build_head("elasticface", sigma=0.1)
+    logits = [run(cos, labels) for _ in range(3)]
+    resumed = lh2face_plugin.build_head("elasticface", sigma=0.1)
+    first = lh2face_plugin.build_head("elasticface", sigma=0.1)
+    first(cos, labels)
+    resumed.load_state_dict(first.state_dict())
+    assert torch.equal(resumed(cos, labels), logits[1]) and torch.equal(resumed(cos, labels), logits[2])
