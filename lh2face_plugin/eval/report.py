@@ -109,7 +109,9 @@ def _tar_cell(result: Mapping, far: float) -> str:
 
 def _unresolved(results: Mapping[str, Mapping]) -> List[str]:
     return [f"  {name}: TAR@FAR={far:g} n/a, {why}" for name, r in results.items()
-            for far, why in r.get("tar_at_far_unresolved", {}).items()]
+            for far, why in r.get("tar_at_far_unresolved", {}).items()] + \
+        [f"  {name}: {r['duplicate_pairs']} repeated pair(s) evaluated once" for name, r in results.items()
+         if r.get("duplicate_pairs")]
 
 
 def _compat(results: Mapping[str, Mapping], fars: List[float]) -> str:

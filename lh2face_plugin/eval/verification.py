@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import pickle
+import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -131,6 +132,30 @@ def _entry_digest(item: Union[bytes, np.ndarray]) -> bytes:
     return hashlib.sha256(bytes(item)).digest()
 
 
+def unique_pairs(bins: list, issame: np.ndarray, where: str) -> np.ndarray:
+    """Indices of the pairs to evaluate: each unordered pair of images (by content) once, in order.
+
+    A set that lists a pair twice would count it twice, and its contiguous 10-fold accuracy would
+    rise (the threshold is then also chosen on copies of the test fold); repeats are dropped with a
+    warning. A pair listed both as genuine and as impostor raises ``ValueError``.
+    """
+    digests = [_entry_digest(b) for b in bins]
+    first: Dict[Tuple[bytes, bytes], int] = {}
+    keep = []
+    for i in range(len(issame)):
+        key = tuple(sorted((digests[2 * i], digests[2 * i + 1])))
+        j = first.setdefault(key, i)
+        if j == i:
+            keep.append(i)
+        elif issame[j] != issame[i]:
+            raise ValueError(f"{where}: pair {i} repeats pair {j} (the same two images) with the other label; "
+                             "the set is inconsistent")
+    if len(keep) < len(issame):
+        warnings.warn(f"{where}: {len(issame) - len(keep)} of {len(issame)} pairs repeat an earlier pair (the same "
+                      "two images); each pair is evaluated once", UserWarning, stacklevel=2)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     try:
         import cv2
@@ -200,7 +225,9 @@ def evaluate_verification(embed_fn: EmbedFn, bin_path: str, batch_size: int = 12
         cache_dir: optional folder for resumable feature chunks, reused only for the same
             ``cache_key`` (model and settings) and unchanged images.
     Returns:
-        :func:`verification_metrics` plus ``name`` and ``features`` ``(2P, 2, D)``.
+        :func:`verification_metrics` of the set's distinct pairs (:func:`unique_pairs`: a repeated
+        pair counts once), plus ``duplicate_pairs`` (how many were dropped), ``name`` and
+        ``features`` ``(2P, 2, D)`` of every listed image.
 
     Example::
 
@@ -209,6 +236,7 @@ def evaluate_verification(embed_fn: EmbedFn, bin_path: str, batch_size: int = 12
         >>> res["accuracy"], res["xnorm"]
     """
     bins, issame = load_bin(bin_path)
+    keep = unique_pairs(bins, issame, bin_path)
 
     def load(idx: np.ndarray) -> np.ndarray:
         return np.stack([decode_image(bins[i], image_size, where=f"{bin_path} image {i}") for i in idx])
@@ -221,7 +249,9 @@ def evaluate_verification(embed_fn: EmbedFn, bin_path: str, batch_size: int = 12
 
     feats = extract_features(embed_fn, load, len(bins), batch_size, cache_dir, cache_key,
                              desc=os.path.basename(bin_path), chunk_digest=digest)
-    res = verification_metrics(feats, issame, folds, fars)
+    rows = np.stack([2 * keep, 2 * keep + 1], 1).ravel()
+    res = verification_metrics(feats[rows], issame[keep], folds, fars)
+    res["duplicate_pairs"] = int(len(issame) - len(keep))
     res["name"] = os.path.splitext(os.path.basename(bin_path))[0]
     res["features"] = feats
     return res

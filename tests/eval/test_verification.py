@@ -172,3 +172,22 @@ def test_a_constant_model_gets_no_tar_at_far():
     assert doc["tar_at_far_unresolved"]["0.001"].startswith("not resolvable")
     text = verification_table({"const": res})
     assert "n/a" in text and "100.00" not in text.split("arcface_torch")[0]
+
+
+def test_repeated_pairs_count_once(tmp_path):
+    images, issame = make_pairs(20, seed=4)
+    once = write_bin(str(tmp_path / "once.bin"), images, issame)
+    tenfold = write_bin(str(tmp_path / "ten.bin"), images * 10, issame * 10)
+    embed = torch_embedder(TinyNet())
+    a = evaluate_verification(embed, once, batch_size=20)
+    with pytest.warns(UserWarning, match=r"ten\.bin: 180 of 200 pairs repeat an earlier pair"):
+        b = evaluate_verification(embed, tenfold, batch_size=20)
+    assert (b["pairs"], b["duplicate_pairs"], a["duplicate_pairs"]) == (20, 180, 0)
+    assert (b["accuracy"], b["accuracy_std"], b["tar_at_far"]) == (a["accuracy"], a["accuracy_std"], a["tar_at_far"])
+    swapped = [im for k in range(20) for im in (images[2 * k + 1], images[2 * k])]  # (b, a) is the pair (a, b)
+    with pytest.warns(UserWarning, match="20 of 40 pairs repeat"):
+        assert evaluate_verification(embed, write_bin(str(tmp_path / "sw.bin"), images + swapped, issame * 2),
+                                     batch_size=20)["accuracy"] == a["accuracy"]
+    flipped = write_bin(str(tmp_path / "bad.bin"), images * 2, issame + [not s for s in issame])
+    with pytest.raises(ValueError, match=r"bad\.bin: pair 20 repeats pair 0 \(the same two images\) with the other"):
+        evaluate_verification(embed, flipped, batch_size=20)
