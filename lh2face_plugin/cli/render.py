@@ -97,13 +97,16 @@ def _pretrain(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a folder; give the checkpoint file to write, e.g. --out "
+                                f"{os.path.join(args.out, 'render.pt')}")
     torch.manual_seed(args.seed)
     if os.path.exists(args.out) and os.path.abspath(args.out) != os.path.abspath(args.checkpoint or ""):
         from ..render.module import _read_checkpoint
 
         try:
             _read_checkpoint(args.out)
-        except (ValueError, IsADirectoryError):
+        except (ValueError, OSError):
             raise FileExistsError(f"--out {args.out}: the file exists and is not a render checkpoint; choose "
                                   "another path (pretrain replaces only its own checkpoints)") from None
     synthetic = args.data == "synthetic"

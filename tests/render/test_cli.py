@@ -124,6 +124,17 @@ def test_pretrain_does_not_overwrite_a_file_it_did_not_make(tmp_path, capsys):
     assert "not a render checkpoint" in capsys.readouterr().err and other.read_bytes() == b"someone's trained backbone"
 
 
+def test_pretrain_out_at_a_folder_says_so(tmp_path, capsys):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert main(["render", "pretrain", "--steps", "1", "--batch-size", "2", "--pool", "2", "--width", "4",
+                 "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lh2face render pretrain: error: --out {folder} is a folder; give the checkpoint file to write, "
+                   f"e.g. --out {folder / 'render.pt'}\n")
+    assert not list(folder.iterdir())
+
+
 def test_show_does_not_draw_over_its_input(tmp_path, capsys):
     face = tmp_path / "face.png"
     Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(face)
