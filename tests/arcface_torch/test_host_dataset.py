@@ -206,3 +206,19 @@ def test_guarded_dataset_names_undecodable_records_and_pickles(host_dataset, tmp
         assert int(ds[0][1]) == 0 and isinstance(ds, host_dataset.MXFaceDataset)
         with pytest.raises(RecordError, match=rf"train\.rec: record 3 at byte {offset} \(item 2 of 4\): "):
             ds[2]
+
+
+def test_guarded_image_folder_names_the_file(host_dataset, tmp_path):
+    from lh2face_plugin.arcface_torch.compat import cpu_only
+    from lh2face_plugin.arcface_torch.loader import RecordError, guard_loader
+
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "faces" / cls)
+        Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(tmp_path / "faces" / cls / "0.png")
+    bad = tmp_path / "faces" / "b" / "1.png"
+    bad.write_bytes(b"not a png")
+    with cpu_only(sys.modules["utils.utils_distributed_sampler"]):
+        loader = guard_loader(host_dataset.get_dataloader(str(tmp_path / "faces"), 0, 1, False, False, 2048, 0))
+        kind, exc = _epoch_within(loader)
+    assert kind == "raised" and isinstance(exc, RecordError)
+    assert str(exc).startswith(f"{bad} (item 2 of 3): "), str(exc)
