@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -46,6 +47,19 @@ RECIPE = """
 LIMIT_S = 60
 
 
+def _group_ends(group: int, seconds: float) -> bool:
+    """Whether process group ``group`` is empty within ``seconds`` (else it is ended here)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(group, signal.SIGKILL)
+    return False
+
+
 def test_nan_label_ends_the_torchrun_run_naming_the_record(arcface_root, tmp_path):
     checkout = tmp_path / "arcface_torch"
     shutil.copytree(arcface_root, checkout, ignore=shutil.ignore_patterns("docs", "*.md", "__pycache__"))
@@ -66,6 +80,7 @@ def test_nan_label_ends_the_torchrun_run_naming_the_record(arcface_root, tmp_pat
         run.communicate()
         pytest.fail(f"the run neither trained nor stopped in {LIMIT_S} s: a bad record hangs training")
     assert run.returncode != 0
+    assert _group_ends(run.pid, 10.0), "a rank or one of its loader workers still runs after torchrun ended"
     errors = [ln for ln in stderr.splitlines() if "RecordError: " in ln]
     assert errors, stderr[-4000:]
     assert errors[0].split("RecordError: ", 1)[1].startswith(
