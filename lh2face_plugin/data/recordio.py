@@ -322,7 +322,7 @@ class MXRecordIO:
             magic, lrec = _PART_HEAD.unpack_from(data, pos)
             if magic != MAGIC:
                 raise RecordIOError(
-                    self.uri, f"expected RecordIO magic 0x{MAGIC:08X}, found 0x{magic:08X} "
+                    self.uri, f"expected RecordIO magic 0x{MAGIC:08X}, found other bytes "
                     "(corrupted file, or an index offset that is not at a record boundary)",
                     offset=pos, record=where)
             cflag, length = lrec >> 29, lrec & _LEN_MASK

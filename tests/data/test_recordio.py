@@ -321,3 +321,17 @@ def test_dataset_flip_and_im2rec_layout(tmp_path):
     seen = {tuple(ds[0][0][0, 0, :2].tolist()) for _ in range(20)}
     assert len(seen) == 2  # both orientations drawn
     assert ds[1][1].item() == 9
+
+
+def test_reader_errors_never_show_the_files_bytes(tmp_path):
+    """A file that is not RecordIO (a password file, say) is named, its content never shown."""
+    secret = tmp_path / "shadow.rec"
+    secret.write_bytes(b"zq9K:$6$s3cr3t:19000:0:99999:7:::\n" * 3)
+    (tmp_path / "shadow.idx").write_bytes(b"0\t0\nzq9K:s3cr3t\n")
+    with pytest.raises(RecordIOError) as err:
+        MXRecordIO(str(secret), "r").read()
+    with pytest.raises(RecordIOError) as err_idx:
+        MXIndexedRecordIO(str(tmp_path / "shadow.idx"), str(secret), "r")
+    for text in (str(err.value), str(err_idx.value)):
+        assert "zq9K" not in text and "s3cr3t" not in text and b"zq9K".hex() not in text.lower(), text
+        assert b"zq9K"[::-1].hex() not in text.lower(), text  # nor as a little-endian number
