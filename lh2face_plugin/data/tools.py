@@ -136,13 +136,6 @@ def _encode_face(path: str, raw: bytes, size: int, landmarks: Optional[np.ndarra
     return imencode(bgr, quality, ".jpg")
 
 
-def _legacy_build(out: str) -> Optional[set]:
-    """Files of a folder written by ``data build`` before manifests existed (it always wrote classes.txt)."""
-    names = set(os.listdir(out))
-    made = {"train.rec", "train.idx", "property", "classes.txt"}
-    return names if "classes.txt" in names and names <= made else None
-
-
 def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[PathLike] = None,
                   image_size: int = 112, resize: bool = False, quality: int = 95,
                   progress: bool = True, overwrite: bool = False) -> Dict[str, Union[str, int]]:
@@ -189,7 +182,7 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
     paths = {"rec": os.path.join(out, "train.rec"), "idx": os.path.join(out, "train.idx"),
              "property": os.path.join(out, "property"), "classes": os.path.join(out, "classes.txt")}
     bar = tqdm(total=num_images, desc="build", unit="img", disable=not progress)
-    with writing_folder(out, "data build", overwrite=overwrite, legacy=_legacy_build) as stage, \
+    with writing_folder(out, "data build", overwrite=overwrite) as stage, \
             MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as rec:
         with open(os.path.join(stage, "property"), "w", encoding="utf-8", newline="\n") as f:
             f.write(f"{num_classes},{image_size},{image_size}\n")
@@ -496,11 +489,6 @@ def _contact_sheet(items: Sequence[Tuple[int, float, np.ndarray]], path: str, ti
 
 
 # -- shuffle ----------------------------------------------------------------------------------
-def _legacy_shuffle(out: str) -> Optional[set]:
-    names = set(os.listdir(out))
-    return names if {"train.rec", "train.idx"} <= names <= {"train.rec", "train.idx", "property"} else None
-
-
 def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool = True,
                    overwrite: bool = False) -> Dict[str, Union[str, int]]:
     """Copy the image records of ``rec`` in a random order to ``out/train.rec`` / ``train.idx``.
@@ -530,7 +518,7 @@ def shuffle_record(rec: PathLike, out: PathLike, seed: int = 0, progress: bool =
     order = np.random.default_rng(seed).permutation(len(keys))
     count = 0
     prop = os.path.join(os.path.dirname(rec_path), "property")
-    with writing_folder(out, "data shuffle", overwrite=overwrite, legacy=_legacy_shuffle) as stage, \
+    with writing_folder(out, "data shuffle", overwrite=overwrite) as stage, \
             MXIndexedRecordIO(os.path.join(stage, "train.idx"), os.path.join(stage, "train.rec"), "w") as dst:
         if os.path.exists(prop):
             shutil.copyfile(prop, os.path.join(stage, "property"))

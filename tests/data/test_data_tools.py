@@ -203,3 +203,17 @@ def test_build_refuses_images_that_resolve_outside_the_folder(image_folder, tmp_
     os.remove(root / "bob" / "zz.jpg")
     os.symlink(root / "alice" / "00.jpg", root / "bob" / "zz.jpg")  # a link inside the folder is fine
     assert build_dataset(root, tmp_path / "ds", progress=False)["num_images"] == 7
+
+
+def test_build_owns_only_what_its_manifest_proves(image_folder, tmp_path):
+    """File names alone (a folder of train.rec and classes.txt) do not make a folder ours: --overwrite is needed."""
+    root, _ = image_folder
+    out = tmp_path / "looks_like_a_build"
+    out.mkdir()
+    (out / "train.rec").write_bytes(b"someone's own file")
+    (out / "classes.txt").write_text("x\n")
+    with pytest.raises(FileExistsError, match="not empty .*was not made by 'lh2face data build'.*--overwrite"):
+        build_dataset(root, out, progress=False)
+    assert (out / "train.rec").read_bytes() == b"someone's own file"
+    build_dataset(root, out, progress=False, overwrite=True)
+    assert _records(out)[0][0].label.tolist() == [7, 10]
