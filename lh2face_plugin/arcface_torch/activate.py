@@ -276,7 +276,8 @@ def _get_model(trainer: ModuleType, original):
 
 
 class _StepCap:
-    """Iterates at most ``steps`` batches of ``loader`` per epoch."""
+    """Iterates at most ``steps`` batches of ``loader`` per epoch; an epoch cut short ends the loader's
+    prefetch thread and workers (:func:`.loader.guard_loader`'s ``end_epoch``)."""
 
     def __init__(self, loader, steps: int):
         self.loader, self.steps, self.epoch = loader, steps, 0
@@ -288,6 +289,7 @@ class _StepCap:
         self.epoch += 1
         for i, batch in enumerate(self.loader):
             if i >= self.steps:
+                getattr(self.loader, "end_epoch", lambda: None)()
                 break
             yield batch
 

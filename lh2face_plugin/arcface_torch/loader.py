@@ -118,12 +118,15 @@ class _PrefetchErrors(DataLoader):
     batches the subclass hands to its prefetch thread end at the first exception, kept for the loader."""
 
     def __iter__(self):
-        self._lh2face_failure = None
+        self._lh2face_failure, self._lh2face_stop = None, False
         return self._until_failure(super().__iter__())
 
     def _until_failure(self, batches):
         try:
-            yield from batches
+            for batch in batches:
+                yield batch
+                if self._lh2face_stop:
+                    return
         except Exception as exc:
             self._lh2face_failure = exc
 
@@ -140,6 +143,16 @@ class _RaisesPrefetchErrors(DataLoader):
                 raise
         raise failure
 
+    def end_epoch(self) -> None:
+        """End an epoch left early (``config.steps_per_epoch``): the prefetch thread stops after the
+        batch it is handing over, and the epoch's workers with it, instead of waiting forever."""
+        self._lh2face_stop = True
+        try:
+            while True:
+                self.__next__()
+        except StopIteration:
+            pass
+
 
 def guard_loader(loader: Any) -> Any:
     """Give ``loader`` (as arcface_torch's ``get_dataloader`` returned it) the module's error path.
@@ -147,7 +160,8 @@ def guard_loader(loader: Any) -> Any:
     Its dataset's items name their record when they fail and refuse labels that are not whole
     numbers; a ``DataLoader`` subclass that is its own iterator (``DataLoaderX``, whose
     ``__next__`` reads the prefetch thread's queue) raises the thread's exception in the
-    training loop. Other loaders (DALI) are returned as they are.
+    training loop, and gains ``end_epoch()`` to stop that thread when an epoch is left early.
+    Other loaders (DALI) are returned as they are.
 
     Returns:
         ``loader``, changed in place (idempotent).

@@ -222,3 +222,22 @@ def test_guarded_image_folder_names_the_file(host_dataset, tmp_path):
         kind, exc = _epoch_within(loader)
     assert kind == "raised" and isinstance(exc, RecordError)
     assert str(exc).startswith(f"{bad} (item 2 of 3): "), str(exc)
+
+
+def test_a_capped_epoch_ends_its_prefetch_thread_and_workers(host_dataset, tmp_path):
+    """config.steps_per_epoch leaves each epoch early; its prefetch thread and DataLoader workers must
+    end with it (before: one blocked thread and num_workers processes more per epoch)."""
+    import multiprocessing
+
+    from lh2face_plugin.arcface_torch.activate import _StepCap
+    from lh2face_plugin.arcface_torch.compat import cpu_only
+    from lh2face_plugin.arcface_torch.loader import guard_loader
+
+    root = write_rec(tmp_path / "data", [0, 1, 2, 3] * 4)
+    with cpu_only(sys.modules["utils.utils_distributed_sampler"]):
+        loader = _StepCap(guard_loader(host_dataset.get_dataloader(root, 0, 2, False, False, 2048, 2)), 1)
+        for epoch in range(3):
+            assert len([batch for batch in loader]) == 1
+            assert multiprocessing.active_children() == [], f"epoch {epoch}: the loader's workers still run"
+            loader.loader.iter.join(5.0)
+            assert not loader.loader.iter.is_alive(), f"epoch {epoch}: the prefetch thread still runs"
