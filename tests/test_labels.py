@@ -16,6 +16,7 @@ def test_whole_values_become_int64():
 
 @pytest.mark.parametrize("bad, shown", [(2.5, "2.5"), (float("nan"), "nan"), (float("inf"), "inf"), (1e19, "1e+19")])
 def test_other_values_are_refused_with_the_row_named(bad, shown):
-    with pytest.raises(ValueError, match=rf"^label is not a whole number at record 9: {re.escape(shown)} \(expected an integer "
-                                         r"class id; see the index\)"):
+    expected = (rf"^label is not a whole number at record 9: {re.escape(shown)} "
+                r"\(expected an integer class id; see the index\)")
+    with pytest.raises(ValueError, match=expected):
         whole_labels([1.0, bad], describe_row=lambda r: f"record {8 + r}", hint="see the index")
