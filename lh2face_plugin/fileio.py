@@ -413,8 +413,9 @@ def owned_files(folder: str, listing: Mapping[str, Any]) -> Set[str]:
     """The one ownership rule: the files of ``listing`` whose current content is what it lists.
 
     ``listing`` maps relative paths to ``{"sha256", "size"}`` (a manifest's ``files``; an entry's
-    ``previous`` digest, left by an interrupted publish, counts too) or to a SHA-256 string. A file is owned only if it lies inside ``folder``, is a regular file (not a
-    link) and has that SHA-256 now: a listing someone else wrote owns nothing of yours.
+    ``previous`` digest, left by an interrupted publish, counts too) or to a SHA-256 string. A file
+    is owned only if it lies inside ``folder``, is a regular file (not a link) and has that SHA-256
+    now: a listing someone else wrote owns nothing of yours.
     """
     owned = set()
     for rel, want in listing.items():
@@ -453,10 +454,10 @@ def claim_folder(out: str, command: str, overwrite: bool = False,
     ``out`` may be missing, empty, or hold a manifest written by ``command``: then the files it
     lists that still have their listed content are owned (:func:`owned_files`), and so is the
     manifest; a listed file whose content changed raises ``FolderNotOwned`` naming it, unless
-    ``overwrite`` (it is never replaced or removed without). ``legacy(out)`` may recognise a folder an older version made and return its files
-    (only files the command writes again under the same names: they are never removed otherwise).
-    Otherwise ``FolderNotOwned`` is raised unless ``overwrite``; then nothing is owned, so files of
-    other names survive.
+    ``overwrite`` (it is never replaced or removed without). ``legacy(out)`` may recognise a folder
+    an older version made and return the files it may replace or remove (a callback must prove
+    what it claims, e.g. by digests through :func:`owned_files`). Otherwise ``FolderNotOwned`` is
+    raised unless ``overwrite``; then nothing is owned, so files of other names survive.
     """
     if not os.path.exists(out):
         return set()
@@ -491,8 +492,8 @@ def check_replacements(stage: str, out: str, owned: Set[str], command: str) -> N
         return
     for rel in _walk_files(stage):
         if rel != MANIFEST and rel not in owned and os.path.lexists(os.path.join(out, rel)):
-            raise FolderNotOwned(f"{os.path.join(out, rel)}: was not written by 'lh2face {command}' (or changed since); "
-                                 "pass --overwrite to replace it, or move it away")
+            raise FolderNotOwned(f"{os.path.join(out, rel)}: was not written by 'lh2face {command}' (or changed "
+                                 "since); pass --overwrite to replace it, or move it away")
 
 
 # --------------------------------------------------------------------------- publishing folders
@@ -554,7 +555,8 @@ def _publish_by_file(stage: str, out: str, owned: Set[str]) -> None:
     for rel in sorted(owned - {MANIFEST}):
         p = os.path.join(out, rel)
         if os.path.isfile(p) and not os.path.islink(p):
-            files[rel] = {"size": -1, "sha256": "", "previous": {"size": os.path.getsize(p), "sha256": sha256_file(p)}}
+            previous = {"size": os.path.getsize(p), "sha256": sha256_file(p)}
+            files[rel] = {"size": -1, "sha256": "", "previous": previous}
     for rel, entry in doc["files"].items():
         files[rel] = dict(entry, **({"previous": files[rel]["previous"]} if rel in files else {}))
     interim = dict(doc, files=files)

@@ -73,7 +73,8 @@ CHILD = textwrap.dedent(r'''
             return jpeg(min(big(), 65535), min(big(), 65535))
         if kind == 3:
             return hdr(int(rng.integers(8, 6000)), int(rng.integers(4000, 6000)))  # OpenCV decodes these
-        prefix = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"#?RADIANCE\n", b"BM", b"RIFF\0\0\0\0WEBP"][int(rng.integers(5))]
+        prefixes = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"#?RADIANCE\n", b"BM", b"RIFF\0\0\0\0WEBP"]
+        prefix = prefixes[int(rng.integers(len(prefixes)))]
         if kind == 4:
             return prefix + rng.bytes(int(rng.integers(0, 2048)))
         return mutate(real[int(rng.integers(2))])

@@ -65,8 +65,9 @@ def load_landmarks(path: PathLike) -> Dict[str, np.ndarray]:
             except ValueError:
                 if n == 1 and len(row) == 11:
                     continue
+                found = f"{len(row)} field(s)" if len(row) != 11 else "fields that are not all numbers"
                 raise ValueError(f"{path}, line {n}: expected 'relative_path,x1,y1,...,x5,y5' (11 fields, "
-                                 f"10 numbers), got {len(row)} field(s){'' if len(row) != 11 else ', not all numbers'}") from None
+                                 f"10 numbers), got {found}") from None
             if not np.isfinite(pts).all():
                 raise ValueError(f"{path}, line {n}: landmarks must be finite numbers")
             out[_norm_rel(row[0])] = pts

@@ -39,7 +39,8 @@ import numpy as np
 from ..fileio import copy_file, owned_files, resolve_inside, sha256_file, writing_folder
 from .onnx import eval_mode, module_device
 
-__all__ = ["PackInfo", "pack_model_zoo", "writing_pack", "fill_pack", "copy_recognition", "external_data", "build_manifest", "verify_pack",
+__all__ = ["PackInfo", "pack_model_zoo", "writing_pack", "fill_pack", "copy_recognition", "external_data",
+           "build_manifest", "verify_pack",
            "inspect_recognition_onnx", "torch_embedding"]
 
 MANIFEST = "manifest.json"

@@ -349,5 +349,6 @@ def test_image_names_resolve_inside_the_loose_crops(tmp_path):
         with pytest.raises(OutsideRoot) as err:
             evaluate_ijb(torch_embedder(TinyNet()), str(root), "SYNTH", workers=1)
         text = str(err.value)
-        assert text.startswith(f"{meta / 'synth_face_tid_mid.txt'} line 2: names {name!r}, which resolves outside"), text
+        where = f"{meta / 'synth_face_tid_mid.txt'} line 2"
+        assert text.startswith(f"{where}: names {name!r}, which resolves outside"), text
         assert "\n" not in text and "root:" not in text

@@ -151,8 +151,9 @@ def test_a_forged_ownership_manifest_does_not_make_the_users_file_ours(exported,
     out = tmp_path / "folder"
     out.mkdir()
     (out / "thesis.txt").write_text("four years")
+    forged = {"thesis.txt": {"size": 10, "sha256": "0" * 64}}
     (out / ".lh2face-manifest.json").write_text(json.dumps(
-        {"format": "lh2face-manifest/1", "command": "export", "files": {"thesis.txt": {"size": 10, "sha256": "0" * 64}}}))
+        {"format": "lh2face-manifest/1", "command": "export", "files": forged}))
     assert main(["export", exported[1].path, "--out", str(out), "--no-verify"]) == 2
     assert f"{out / 'thesis.txt'}: changed since 'lh2face export' wrote it" in capsys.readouterr().err
     assert main(["export", exported[1].path, "--out", str(out), "--no-verify", "--overwrite"]) == 0
