@@ -27,6 +27,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -112,8 +113,11 @@ def cost(args) -> None:
     torch.manual_seed(0)
     x = torch.rand(args.cost_batch, 3, 112, 112) * 2 - 1
     plain = make().train()
-    wrapped = {mode: RenderInputModule(width=args.width, mode=mode).wrap(make()).train()
-               for mode in ("joint", "frozen")}
+    joint = RenderInputModule(width=args.width, mode="joint")
+    with tempfile.TemporaryDirectory() as tmp:  # a frozen module keeps a saved reconstruction fixed
+        joint.save_reconstruction(os.path.join(tmp, "render.pt"))
+        frozen = RenderInputModule(width=args.width, mode="frozen", checkpoint=os.path.join(tmp, "render.pt"))
+    wrapped = {"joint": joint.wrap(make()).train(), "frozen": frozen.wrap(make()).train()}
 
     def plain_step():
         plain.zero_grad(set_to_none=True)

@@ -113,7 +113,9 @@ class PartialFCMixin:
         embedding_size: D. num_classes: C over all ranks.
         sample_rate: fraction of this shard's classes per step (positives always kept).
         fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
-        blockwise: evaluate the head column block by column block (no [N, C] cosines).
+        blockwise: evaluate the head column block by column block (no [N, C] cosines); ``None``
+            (default): blockwise on the CPU, where it measured both faster and leaner than the dense
+            layer, dense on CUDA until a GPU has measured it (README, Benchmarks).
         block_elements: entries per block of the blockwise layer.
         cache_cosine: the blockwise layer keeps the cosines for the backward.
 
@@ -122,7 +124,7 @@ class PartialFCMixin:
         -> scalar float32 loss, the mean over the global batch (identical on every rank).
     """
 
-    blockwise: bool = False
+    blockwise: Optional[bool] = None
     block_elements: Optional[int] = None
     cache_cosine: bool = False
 
@@ -142,7 +144,7 @@ class PartialFCMixin:
         if cache_cosine is not None:
             self.cache_cosine = bool(cache_cosine)
         if isinstance(margin_loss, Head):
-            margin_loss.require_layer("blockwise" if self.blockwise else "dense")
+            margin_loss.require_layer("dense" if self.blockwise is False else "blockwise")
             margin_loss.setup_shard(self.num_local, embedding_size)
         self._input_model: Optional[weakref.ref] = None
         self.last_terms: Dict[str, torch.Tensor] = {}
@@ -231,7 +233,8 @@ class PartialFCMixin:
         head = self.margin_softmax
         ctx = DistContext(self.world_size, self.rank, gathered=True)
         norms = embeddings.norm(dim=1)
-        if self.blockwise and isinstance(head, Head):
+        blockwise = self.blockwise if self.blockwise is not None else not embeddings.is_cuda
+        if blockwise and isinstance(head, Head):
             class_index = None
             if self.sample_rate < 1:
                 with torch.no_grad():

@@ -175,7 +175,7 @@ class LH2Face(Head):
             terms["pps"] = self.lambda_pps * global_sum(nll.sum(), ctx) / n
         if self.lambda_pns > 0:
             tau = self.tau_pns
-            row_terms["pns"] = RowTerm(lambda x: F.relu(x - tau), self.lambda_pns)
+            row_terms["pns"] = RowTerm(lambda x: (x - tau).relu_(), self.lambda_pns)
         if self.lambda_pp > 0:
             terms["pp"] = self.lambda_pp * self._proxy_proxy(inp)
         return HeadPlan(LogitSpec(psi, args, scale=kappa), terms, row_terms, {"mu": mu.detach()})

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..distributed import DistContext, global_sum
-from .formula import negative_logits, times_slope_
+from .formula import hard_mask, negative_logits, times_slope_
+from . import products
 from .products import column_blocks, combine_logsumexp, online_logsumexp
 
 __all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts"]
@@ -112,17 +113,53 @@ class _Call:
     softmax: bool
 
 
-def _term_values(term, g, rows, cols, c0, c1, args):
-    """A row term's entries on a block: ``fn(g, *args)`` with the targets and masked columns at 0."""
+def _term_rows(term, g, rows, cols, c0, c1, args) -> torch.Tensor:
+    """A row term's [R] row sums on a block: ``fn(g, *args)`` without the targets and masked columns."""
     fn, col_mask = term[0], term[1]
     y = fn(g, *args)
-    if col_mask is not None:
-        y = y * col_mask[c0:c1]
-    elif y is g:
+    if y is g:
         y = y.clone()
+    if col_mask is not None:
+        y.mul_(col_mask[c0:c1])
     if rows.numel():
-        y = y.index_put((rows, cols), y.new_zeros(rows.numel()))
-    return y
+        y[rows, cols] = 0.0
+    return y.sum(dim=1)
+
+
+def _term_grads(term, y, inputs, grad_rows, rows, cols, c0, c1, exact: bool):
+    """Gradients of a row term's block sum w.r.t. ``inputs`` (the block first): each entry weighted
+    by its row's gradient, the targets and masked columns left out. ``exact=False`` (only the
+    block's gradient is needed) differentiates the whole block and zeroes those entries after."""
+    col_mask = term[1]
+    w = grad_rows[:, None].expand(y.shape)
+    if exact:
+        w = w * col_mask[c0:c1] if col_mask is not None else w.clone()
+        if rows.numel():
+            w[rows, cols] = 0.0
+    grads = list(torch.autograd.grad(y, inputs, w, allow_unused=True))
+    if not exact and grads[0] is not None:
+        if col_mask is not None:
+            grads[0].mul_(col_mask[c0:c1])
+        if rows.numel():
+            grads[0][rows, cols] = 0.0
+    return grads
+
+
+def _blocks(cols: Columns, n: int, cuda: bool, products_too: bool):
+    """``(rows, c0, c1)`` blocks: whole rows of a dense matrix (contiguous), or column ranges for
+    every row where products are formed (the proxies', or a row term's other matrix)."""
+    if cols.cosine is not None and not products_too:
+        per = max(1, (cols.block_elements or products.BLOCK_ELEMENTS) // max(1, cols.num))
+        for r0 in range(0, n, per):
+            yield slice(r0, min(n, r0 + per)), 0, cols.num
+    else:
+        for c0, c1 in column_blocks(n, cols.num, cols.block_elements, cuda):
+            yield slice(0, n), c0, c1
+
+
+def _at(t, rows: slice):
+    """A per-row quantity for a block of rows: [R, 1] for tensors, floats as they are."""
+    return t[rows, None] if isinstance(t, torch.Tensor) else t
 
 
 class _HeadBlocks(torch.autograd.Function):
@@ -133,31 +170,30 @@ class _HeadBlocks(torch.autograd.Function):
     def forward(fctx, call: _Call, cosine, x, weight, scale, target_logit, *term_args):
         cols = call.columns
         n = target_logit.shape[0]
-        k = scale[:, None] if scale is not None else call.scale
-        th = call.thresh[:, None] if call.thresh is not None else None
+        k = scale if scale is not None else call.scale
         a, q, b = call.hard
         run_max = target_logit.new_full((n,), float("-inf"))
         run_sum = target_logit.new_zeros(n)
         sums = [target_logit.new_zeros(n) for _ in call.terms]
         args = _split(term_args, call.terms)
         kept = target_logit.new_empty((n, cols.num)) if cols.cache and cosine is None else None
-        for c0, c1 in column_blocks(n, cols.num, cols.block_elements, target_logit.is_cuda):
+        for r, c0, c1 in _blocks(cols, n, target_logit.is_cuda, any(t[2] is not None for t in call.terms)):
             if cosine is not None:
-                cos = cosine[:, c0:c1]
+                cos = cosine[r, c0:c1]
             else:
                 raw = _product(x, weight, cols.index, c0, c1, cols.matmul_dtype)[0]
                 if kept is not None:
                     kept[:, c0:c1] = raw
                 cos = _clamped(raw)[0]
-            rows, tc = _targets_in(call.tcol, c0, c1)
+            rows, tc = _targets_in(call.tcol[r], c0, c1)
             for acc, term, targs in zip(sums, call.terms, args):
-                g = cos if term[2] is None else torch.mm(x, _take(term[2], cols.index, c0, c1).t())
-                acc += _term_values(term, g, rows, tc, c0, c1, targs).sum(dim=1)
+                g = cos if term[2] is None else torch.mm(x[r], _take(term[2], cols.index, c0, c1).t())
+                acc[r] += _term_rows(term, g, rows, tc, c0, c1, targs)
             if call.softmax:
-                logit = negative_logits(cos, k, th, a, q, b)
+                logit = negative_logits(cos, _at(k, r), _at(call.thresh, r), a, q, b)
                 if rows.numel():
                     logit[rows, tc] = float("-inf")
-                run_max, run_sum = online_logsumexp(run_max, run_sum, logit)
+                run_max[r], run_sum[r] = online_logsumexp(run_max[r], run_sum[r], logit)
         if call.softmax:
             tl = torch.where(call.tcol >= 0, target_logit, torch.full_like(target_logit, float("-inf")))
             run_max, run_sum = online_logsumexp(run_max, run_sum, tl[:, None].clone())
@@ -176,8 +212,7 @@ class _HeadBlocks(torch.autograd.Function):
         args = _split(term_args, call.terms)
         need = fctx.needs_input_grad
         n = target_logit.shape[0]
-        k = scale[:, None] if scale is not None else call.scale
-        th = call.thresh[:, None] if call.thresh is not None else None
+        k = scale if scale is not None else call.scale
         a, q, b = call.hard
         finite = torch.isfinite(lse)
         lse0 = torch.where(finite, lse, torch.zeros_like(lse))
@@ -185,15 +220,17 @@ class _HeadBlocks(torch.autograd.Function):
         softmax = call.softmax and g is not None
         grad_cos = torch.empty_like(cosine) if cosine is not None and need[1] else None
         grad_x = torch.zeros_like(x) if x is not None and need[2] else None
-        grad_w = torch.zeros_like(weight) if weight is not None and need[3] else None
+        grad_w = None
+        if weight is not None and need[3]:  # every row is written once when no column is sampled
+            grad_w = torch.empty_like(weight) if cols.index is None else torch.zeros_like(weight)
         grad_scale = torch.zeros_like(scale) if scale is not None and need[4] and softmax else None
         arg_need = _split(need[6:], call.terms)
         grad_args = [[torch.zeros_like(t) if nd else None for t, nd in zip(ta, tn)] for ta, tn in zip(args, arg_need)]
         xm = x.to(cols.matmul_dtype) if cosine is None and cols.matmul_dtype is not None else x
-        for c0, c1 in column_blocks(n, cols.num, cols.block_elements, target_logit.is_cuda):
+        for r, c0, c1 in _blocks(cols, n, target_logit.is_cuda, any(t[2] is not None for t in call.terms)):
             inside = wn = None
             if cosine is not None:
-                cos = cosine[:, c0:c1]
+                cos = cosine[r, c0:c1]
             else:
                 if kept is None:
                     raw, wn, wnorm = _product(x, weight, cols.index, c0, c1, cols.matmul_dtype)
@@ -201,33 +238,38 @@ class _HeadBlocks(torch.autograd.Function):
                     raw = kept[:, c0:c1]
                     wn, wnorm = _normalize_rows(_take(weight, cols.index, c0, c1))
                 cos, inside = _clamped(raw, copy=kept is not None)
-            rows, tc = _targets_in(call.tcol, c0, c1)
+            rows, tc = _targets_in(call.tcol[r], c0, c1)
+            kr, th = _at(k, r), _at(call.thresh, r)
             if softmax:
-                dcos = negative_logits(cos, k, th, a, q, b).sub_(lse0[:, None]).exp_().mul_(g[:, None])
+                hard = hard_mask(cos, th, a, q, b)
+                dcos = negative_logits(cos, kr, th, a, q, b, hard).sub_(lse0[r, None]).exp_()
                 if rows.numel():
                     dcos[rows, tc] = 0.0
                 if grad_scale is not None:
-                    grad_scale += torch.einsum("ij,ij->i", dcos, cos)
-                times_slope_(dcos, cos, k, th, a, q)
+                    grad_scale[r] += torch.mul(dcos, cos).sum(dim=1).mul_(g[r])
+                if hard is None:
+                    dcos.mul_(g[r, None] * kr)
+                else:
+                    times_slope_(dcos.mul_(g[r, None]), cos, kr, th, a, q, hard)
             else:
                 dcos = torch.zeros_like(cos)
             for gt, term, targs, tneed, tgrads in zip(g_terms, call.terms, args, arg_need, grad_args):
                 if gt is None:
                     continue
                 other = None if term[2] is None else _take(term[2], cols.index, c0, c1)
-                base = cos if other is None else torch.mm(x, other.t())
+                base = cos if other is None else torch.mm(x[r], other.t())
                 with torch.enable_grad():
                     gg = base.detach().requires_grad_()
                     targ = [t.detach().requires_grad_(bool(nd)) for t, nd in zip(targs, tneed)]
-                    y = _term_values(term, gg, rows, tc, c0, c1, targ)
+                    y = term[0](gg, *targ)
                     inputs = [gg] + [t for t, nd in zip(targ, tneed) if nd]
-                    grads = list(torch.autograd.grad(y, inputs, gt[:, None].expand_as(y), allow_unused=True))
+                    grads = _term_grads(term, y, inputs, gt[r], rows, tc, c0, c1, exact=len(inputs) > 1)
                 dg = grads.pop(0)
                 if dg is not None:
                     if other is None:
                         dcos += dg
                     elif grad_x is not None:
-                        grad_x.addmm_(dg, other)
+                        grad_x[r] += torch.mm(dg, other)
                 for i, nd in enumerate(tneed):
                     if nd:
                         gi = grads.pop(0)
@@ -235,7 +277,7 @@ class _HeadBlocks(torch.autograd.Function):
                             tgrads[i] += gi
             if cosine is not None:
                 if grad_cos is not None:
-                    grad_cos[:, c0:c1] = dcos
+                    grad_cos[r, c0:c1] = dcos
                 continue
             if inside is not None:
                 dcos.mul_(inside)
@@ -251,7 +293,7 @@ class _HeadBlocks(torch.autograd.Function):
             if grad_w is not None:
                 gwn.sub_(wn * (gwn * wn).sum(dim=1, keepdim=True)).div_(wnorm[:, None])
                 if cols.index is None:
-                    grad_w[c0:c1] += gwn
+                    grad_w[c0:c1] = gwn
                 else:
                     grad_w.index_add_(0, cols.index[c0:c1], gwn)
         grad_tl = None

@@ -8,7 +8,7 @@ with a per-row (or scalar) scale ``k``, an optional per-row threshold ``t`` mark
 negatives and scalars ``a``, ``q``, ``b``. :func:`negative_logits` evaluates it on a block
 of cosines and :func:`times_slope_` multiplies a block by its derivative
 ``d out / d c = k + [c > t] (a + 2 q c)``; the dense layer (row blocks) and the
-column-block engine (dense cosines or products) call only these two.
+column-block engine (dense cosines or products) call only these.
 """
 from __future__ import annotations
 
@@ -16,17 +16,21 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["negative_logits", "times_slope_", "has_hard_bonus"]
+__all__ = ["negative_logits", "times_slope_", "hard_mask"]
 
 Scale = Union[float, torch.Tensor]
 
 
-def has_hard_bonus(thresh: Optional[torch.Tensor], a: float, q: float, b: float) -> bool:
-    return thresh is not None and bool(a or q or b)
+def hard_mask(cos: torch.Tensor, thresh: Optional[torch.Tensor], a: float, q: float, b: float
+              ) -> Optional[torch.Tensor]:
+    """``[c > t]`` as a bool block, or ``None`` where the hard bonus is zero or there is no threshold."""
+    if thresh is None or not (a or q or b):
+        return None
+    return cos > thresh
 
 
 def negative_logits(cos: torch.Tensor, scale: Scale, thresh: Optional[torch.Tensor], a: float, q: float,
-                    b: float) -> torch.Tensor:
+                    b: float, hard: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``k c + [c > t] (a c + q c^2 + b)``, a new tensor.
 
     Args:
@@ -34,28 +38,34 @@ def negative_logits(cos: torch.Tensor, scale: Scale, thresh: Optional[torch.Tens
         scale: a float or an [R, 1] tensor ``k``.
         thresh: ``None`` or an [R, 1] tensor ``t``.
         a, q, b: the hard-negative bonus.
+        hard: :func:`hard_mask` of the block, when already known.
     """
     out = cos * scale
-    if has_hard_bonus(thresh, a, q, b):
-        hard = (cos > thresh).to(cos.dtype)
-        if q:
-            bonus = torch.addcmul(torch.full_like(cos, b), cos, cos, value=q)
-            if a:
-                bonus.add_(cos, alpha=a)
-        else:
-            bonus = cos * a
-            if b:
-                bonus.add_(b)
-        out.addcmul_(bonus, hard)
-    return out
+    if hard is None:
+        hard = hard_mask(cos, thresh, a, q, b)
+    if hard is None:
+        return out
+    if b and not isinstance(scale, torch.Tensor):
+        with_bonus = torch.add(cos.new_tensor(b), cos, alpha=scale + a)
+    else:
+        with_bonus = cos * (scale + a)
+        if b:
+            with_bonus.add_(b)
+    if q:
+        with_bonus.addcmul_(cos, cos, value=q)
+    return torch.where(hard, with_bonus, out, out=out)
 
 
 def times_slope_(grad: torch.Tensor, cos: torch.Tensor, scale: Scale, thresh: Optional[torch.Tensor], a: float,
-                 q: float) -> torch.Tensor:
+                 q: float, hard: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``grad *= k + [c > t] (a + 2 q c)`` in place (the chain rule through :func:`negative_logits`)."""
     if thresh is None or not (a or q):
         return grad.mul_(scale)
-    slope = (cos > thresh).to(cos.dtype)
-    slope.mul_(torch.add(cos, a / (2.0 * q)).mul_(2.0 * q) if q else a)
-    slope.add_(scale)
-    return grad.mul_(slope)
+    if hard is None:
+        hard = cos > thresh
+    if q:
+        slope = torch.mul(cos, 2.0 * q).add_(scale + a)
+        return grad.mul_(torch.where(hard, slope, scale if isinstance(scale, torch.Tensor) else
+                                     torch.tensor(scale, dtype=cos.dtype, device=cos.device), out=slope))
+    k = scale if isinstance(scale, torch.Tensor) else torch.tensor(scale, dtype=cos.dtype, device=cos.device)
+    return grad.mul_(torch.where(hard, k + a, k))

@@ -22,20 +22,22 @@ def head_kwargs(name: str) -> dict:
 
 
 BLOCKWISE = dict(blockwise=True, block_elements=2 * B * 2)  # a few columns per block: many blocks per call
+DENSE = dict(blockwise=False)
 
 
 def cases():
     """(case id, head, sample_rate, fp16, label edit, Partial FC options) for every registered head,
-    through the dense and the blockwise layer."""
+    through the dense and the blockwise layer (and the default, blockwise on the CPU, once)."""
     out = []
     for name in lh2face_plugin.available_heads():
         for rate in (1.0, 0.5):
-            out.append((f"{name}@{rate}", name, rate, False, None, {}))
+            out.append((f"{name}@{rate}", name, rate, False, None, DENSE))
             out.append((f"{name}@{rate}/blockwise", name, rate, False, None, BLOCKWISE))
-    out.append(("arcface@ignore", "arcface", 1.0, False, "ignore", {}))
+    out.append(("arcface@ignore", "arcface", 1.0, False, "ignore", DENSE))
     out.append(("arcface@ignore/blockwise", "arcface", 1.0, False, "ignore", BLOCKWISE))
-    out.append(("cosface@fp16", "cosface", 1.0, True, None, {}))
+    out.append(("cosface@fp16", "cosface", 1.0, True, None, DENSE))
     out.append(("cosface@fp16/blockwise", "cosface", 1.0, True, None, BLOCKWISE))
+    out.append(("lh2face@0.5/default", "lh2face", 0.5, False, None, {}))
     return out
 
 
