@@ -303,10 +303,11 @@ def _load(out_dir: str, info: Dict[str, Any]) -> TrainResult:
 def _rebuild(model_path: str, info: Dict[str, Any]) -> torch.nn.Module:
     """The model ``info`` (a ``train.json``) describes, with the weights of ``model_path``, in eval mode.
 
-    An input module is built without its ``checkpoint`` parameter: ``model.pt`` holds its weights
-    (``render.*``), so the model reloads after the checkpoint file is gone."""
+    An input module is built without its ``checkpoint`` and ``mode`` parameters: ``model.pt`` holds its
+    weights (``render.*``), so the model reloads after the checkpoint file is gone, and the mode (which
+    part trains) means nothing to a model rebuilt for evaluation."""
     module = info.get("input_module") or {}
-    kwargs = {k: v for k, v in (module.get("kwargs") or {}).items() if k != "checkpoint"}
+    kwargs = {k: v for k, v in (module.get("kwargs") or {}).items() if k not in ("checkpoint", "mode")}
     model, _ = build_model(info["network"], int(info["embedding_size"]), module.get("name"), kwargs)
     model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
     return model.eval()
