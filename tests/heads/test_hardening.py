@@ -280,3 +280,29 @@ def test_blockwise_layer_takes_an_empty_batch(name, kwargs):
     for k, v in head.state_dict().items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, before[k]), k
+
+
+# ----------------------------------------------------------------------------------- input shapes (issue 18)
+
+
+@pytest.mark.parametrize("name, inputs, match", [
+    ("adaface", lambda z, x, w: dict(norms=torch.cat([z.norm(dim=1), torch.full((6,), 50.0)])),
+     r"norms must have shape \[N=6\] .*got \[12\]"),
+    ("adaface", lambda z, x, w: dict(norms=z.norm(dim=1)[:4]), r"norms must have shape \[N=6\] .*got \[4\]"),
+    ("lh2face", lambda z, x, w: dict(norms=z.norm(dim=1), weights=torch.cat([w, w])),
+     r"weights must have shape \[C=5, D\] .*got \[10, 8\]"),
+    ("uss", lambda z, x, w: dict(embeddings=x[:5]), r"embeddings must have shape \[N=6, D\] .*got \[5, 8\]"),
+    ("arcface", lambda z, x, w: dict(class_index=torch.arange(4)), r"class_index must have shape \[C=5\] .*got \[4\]"),
+])
+def test_head_inputs_of_the_wrong_shape_are_refused_by_name_and_change_no_state(name, inputs, match):
+    """norms longer than N used to change the logits and AdaFace's running mean (14.3 -> 47.3); shorter
+    ones gave a bare IndexError; extra weight rows changed L_pp."""
+    torch.manual_seed(0)
+    z = torch.randn(6, 8) * 10
+    x, w = torch.nn.functional.normalize(z), torch.nn.functional.normalize(torch.randn(5, 8))
+    head = lh2face_plugin.build_head(name)
+    head.setup_shard(5, 8)
+    before = {k: v.clone() for k, v in head.state_dict().items() if torch.is_tensor(v)}
+    with pytest.raises(ValueError, match=match):
+        head.evaluate(x @ w.t(), torch.tensor([0, 1, 2, 3, 4, 0]), **inputs(z, x, w))
+    assert all(torch.equal(v, head.state_dict()[k]) for k, v in before.items())
