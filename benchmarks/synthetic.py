@@ -27,6 +27,9 @@ import tempfile
 import time
 
 from lh2face_plugin.data import face3d, synthetic
+from lh2face_plugin.data.synthetic.plans import train_views
+from lh2face_plugin.data.synthetic.runner import make_jobs, run_job
+from lh2face_plugin.data.synthetic.views import render_views
 
 
 def _cpu() -> float:
@@ -51,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     ids = synthetic.make_identities(args.identities, args.seed)
-    views = synthetic._train_views(ids, args.images_per_id, args.seed)
+    views = train_views(ids, args.images_per_id, args.seed)
     rows = []
 
     nb = min(args.baseline_images, views.n)
@@ -65,19 +68,19 @@ def main() -> None:
     wall, cpu = _timed(baseline)
     rows.append(("render_face per image (baseline)", nb, wall, cpu))
 
-    jobs = list(synthetic._jobs(ids, views, 112, "jpeg", 128))
+    jobs = list(make_jobs(ids, views, 112, "jpeg", 128))
 
     def batched():
         for job in jobs:
             maps = face3d.build_maps(job["params"])
-            synthetic._render_views(maps, job["views"])
+            render_views(maps, job["views"])
 
     wall, cpu = _timed(batched)
     rows.append(("render_batch, batches of 32", views.n, wall, cpu))
 
     def train_jobs():
         for job in jobs:
-            synthetic._run_job(job)
+            run_job(job)
 
     wall, cpu = _timed(train_jobs)
     rows.append(("train job (render+degrade+JPEG)", views.n, wall, cpu))

@@ -46,8 +46,3 @@ __all__ = [
     "degrade",
     "generate_dataset",
 ]
-
-from .plans import train_views as _train_views  # noqa: E402,F401  the stages benchmarks/synthetic.py times
-from .runner import make_jobs as _jobs  # noqa: E402,F401
-from .runner import run_job as _run_job  # noqa: E402,F401
-from .views import render_views as _render_views  # noqa: E402,F401
