@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistContext", "global_sum", "global_max", "global_logsumexp", "global_mean_stat", "batch_total", "reduce_target",
-    "all_reduce_grad", "all_gather_rows", "sharded_cross_entropy",
+    "DistContext", "global_sum", "global_mean_stat", "batch_total", "reduce_target",
+    "all_reduce_grad", "all_gather_rows",
 ]
 
 
@@ -85,29 +85,6 @@ def global_sum(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         return x
     total = _all_reduce(x, ctx)
     return x + (total - x).detach()
-
-
-def global_max(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Elementwise max over class shards, no gradient."""
-    if not ctx.sharded:
-        return x.detach()
-    return _all_reduce(x.detach(), ctx, dist.ReduceOp.MAX)
-
-
-def global_logsumexp(x: torch.Tensor, ctx: DistContext, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Row-wise logsumexp of [R, C_shard] over all class shards.
-
-    Value global on every rank; gradient w.r.t. the local ``x`` is the local
-    part of the softmax. ``mask`` (same shape, bool) keeps only True entries.
-    Rows with no entry anywhere give -inf.
-    """
-    if mask is not None:
-        x = x.masked_fill(~mask, float("-inf"))
-    row_max = x.detach().amax(dim=1) if x.shape[1] else x.new_full((x.shape[0],), float("-inf"))
-    row_max = global_max(row_max, ctx)
-    shift = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    local = torch.exp(x - shift[:, None]).sum(dim=1)
-    return torch.log(global_sum(local, ctx)) + shift
 
 
 def reduce_target(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -180,19 +157,3 @@ def all_gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if not ctx.sharded:
         return x
     return _AllGatherRows.apply(x, ctx)
-
-
-def sharded_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Mean softmax cross-entropy over classes split across shards.
-
-    Args:
-        logits: [N, C_shard]; labels: [N] column on this shard or -1.
-
-    Returns:
-        The global loss on every rank, with this rank's part of the gradient.
-    """
-    labels = labels.reshape(-1)
-    lse = global_logsumexp(logits, ctx)
-    pos = torch.nonzero(labels >= 0).reshape(-1)
-    target = logits.new_zeros(logits.shape[0]).index_put((pos,), logits[pos, labels[pos]])
-    return (lse - global_sum(target, ctx)).mean()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+import torch
 import torch.distributed as dist
 
-__all__ = ["file_rendezvous", "init_group"]
+__all__ = ["file_rendezvous", "init_group", "sharded_cross_entropy"]
 
 
 def file_rendezvous(folder) -> str:
@@ -25,3 +26,20 @@ def file_rendezvous(folder) -> str:
 
 def init_group(init_method: str, rank: int, world_size: int, backend: str = "gloo") -> None:
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+
+
+def sharded_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ctx) -> torch.Tensor:
+    """The tests' dense reference: mean softmax cross-entropy of [N, C_shard] logits whose classes are
+    split over ``ctx``'s shards (labels: [N] column on this shard or -1); the global value on every
+    rank, this rank's part of the gradient, written from the definition without the head engine."""
+    from lh2face_plugin.distributed import global_sum
+
+    labels = labels.reshape(-1)
+    row_max = logits.detach().amax(dim=1) if logits.shape[1] else logits.new_full((logits.shape[0],), float("-inf"))
+    if ctx.sharded:
+        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=ctx.group)
+    shift = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    lse = torch.log(global_sum(torch.exp(logits - shift[:, None]).sum(dim=1), ctx)) + shift
+    pos = torch.nonzero(labels >= 0).reshape(-1)
+    target = logits.new_zeros(logits.shape[0]).index_put((pos,), logits[pos, labels[pos]])
+    return (lse - global_sum(target, ctx)).mean()

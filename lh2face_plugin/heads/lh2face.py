@@ -46,7 +46,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..distributed import all_gather_rows, global_sum
 from ..layers.products import matmul_logsumexp

@@ -127,7 +127,7 @@ class USS(Head):
             raise RuntimeError("USS memory is not allocated: pass num_classes= or call setup_shard(num_local, dim)")
         self.flush()
         plan = self.base.plan(inp)
-        local_cls = inp.target if inp.class_index is None else inp.class_index[inp.target]
+        local_cls = inp.local_classes(inp.target)
         if local_cls.numel() and int(local_cls.max()) >= self.memory.shape[0]:
             raise ValueError(f"class {int(local_cls.max())} beyond the USS memory ({self.memory.shape[0]} rows)")
 

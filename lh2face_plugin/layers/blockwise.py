@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from ..distributed import DistContext
-from .engine import Columns, _normalize_rows, head_loss
+from .engine import Columns, normalize_rows, head_loss
 
 __all__ = ["blockwise_head_loss"]
 
@@ -86,16 +86,16 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     in_range = (cols < columns.num).all() if cols.numel() else True
     target_cosine = x.new_zeros(pos_rows.numel())
     if bool(in_range):
-        wt, _ = _normalize_rows(_rows(weight, cols if index is None else index[cols]))
+        wt, _ = normalize_rows(_rows(weight, cols if index is None else index[cols]))
         if matmul_dtype is not None:
             target_cosine = (x[pos_rows].to(matmul_dtype) * wt.to(matmul_dtype)).float().sum(dim=1)
         else:
             target_cosine = (x[pos_rows] * wt).sum(dim=1)
         target_cosine = target_cosine.clamp(-1.0, 1.0)
-    weights = _normalize_rows(weight if index is None else weight[index])[0] if head.needs_weights else None
+    weights = normalize_rows(weight if index is None else weight[index])[0] if head.needs_weights else None
 
     def proxy_fn(c: torch.Tensor) -> torch.Tensor:
-        return _normalize_rows(_rows(weight, c if index is None else index[c]))[0]
+        return normalize_rows(_rows(weight, c if index is None else index[c]))[0]
 
     inp = head.inputs(labels, columns.num, norms=norms, embeddings=x, weights=weights, class_index=index, ctx=ctx,
                       target_cosine=target_cosine, proxy_fn=proxy_fn)

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .engine import Columns, head_loss, plan_terms, row_sums
-from .formula import negative_logits, times_slope_
+from .formula import negative_logits, rows_of, times_slope_
 
 __all__ = ["margin_logits", "evaluate_plan", "dense_head_loss", "ROW_BLOCK_ELEMENTS"]
 
@@ -29,17 +29,13 @@ def _row_blocks(n_rows: int, n_cols: int):
         yield r0, min(n_rows, r0 + step)
 
 
-def _rows(x, r0, r1):
-    return x[r0:r1, None] if isinstance(x, torch.Tensor) else x
-
-
 class _MarginLogits(torch.autograd.Function):
     @staticmethod
     def forward(fctx, cosine, scale, thresh, hard, pos, target, psi, *psi_args):
         out = torch.empty_like(cosine)
         a, q, b = hard
         for r0, r1 in _row_blocks(*cosine.shape):
-            out[r0:r1] = negative_logits(cosine[r0:r1], _rows(scale, r0, r1), _rows(thresh, r0, r1), a, q, b)
+            out[r0:r1] = negative_logits(cosine[r0:r1], rows_of(scale, slice(r0, r1)), rows_of(thresh, slice(r0, r1)), a, q, b)
         if pos.numel():
             out[pos, target] = psi(cosine[pos, target], *psi_args).to(out.dtype)
         fctx.save_for_backward(cosine, pos, target, scale if isinstance(scale, torch.Tensor) else None, thresh,
@@ -58,8 +54,8 @@ class _MarginLogits(torch.autograd.Function):
         if need_cos:
             grad_cos = torch.empty_like(cosine)
             for r0, r1 in _row_blocks(*cosine.shape):
-                grad_cos[r0:r1] = times_slope_(grad_out[r0:r1].clone(), cosine[r0:r1], _rows(scale, r0, r1),
-                                               _rows(thresh, r0, r1), a, q)
+                grad_cos[r0:r1] = times_slope_(grad_out[r0:r1].clone(), cosine[r0:r1], rows_of(scale, slice(r0, r1)),
+                                               rows_of(thresh, slice(r0, r1)), a, q)
         if need_scale:
             grad_scale = torch.einsum("ij,ij->i", grad_out, cosine)
             if pos.numel():

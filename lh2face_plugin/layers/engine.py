@@ -25,11 +25,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..distributed import DistContext, global_sum
-from .formula import hard_mask, negative_logits, times_slope_
+from .formula import hard_mask, negative_logits, rows_of, times_slope_
 from . import products
-from .products import column_blocks, combine_logsumexp, online_logsumexp
+from .products import column_blocks, combine_logsumexp, online_logsumexp, take_columns
 
-__all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts"]
+__all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts", "normalize_rows"]
 
 LossParts = Dict[str, torch.Tensor]
 
@@ -65,11 +65,7 @@ class Columns:
         return self.weight.shape[0] if self.index is None else self.index.shape[0]
 
 
-def _take(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
-    return b[c0:c1] if index is None else b[index[c0:c1]]
-
-
-def _normalize_rows(w: torch.Tensor, eps: float = 1e-12):
+def normalize_rows(w: torch.Tensor, eps: float = 1e-12):
     """``w / max(|w|, eps)`` row-wise, and the denominators (as ``F.normalize``)."""
     norm = w.norm(dim=1).clamp_min(eps)
     return w / norm[:, None], norm
@@ -88,7 +84,7 @@ def _clamped(raw: torch.Tensor, copy: bool = False):
 
 def _product(x, weight, index, c0, c1, mm_dtype):
     """(<x_i, w_j/|w_j|> for the block, unclamped; the normalised block; its norms)."""
-    wn, wnorm = _normalize_rows(_take(weight, index, c0, c1))
+    wn, wnorm = normalize_rows(take_columns(weight, index, c0, c1))
     if mm_dtype is not None:
         return torch.mm(x.to(mm_dtype), wn.to(mm_dtype).t()).float(), wn, wnorm
     return torch.mm(x, wn.t()), wn, wnorm
@@ -157,11 +153,6 @@ def _blocks(cols: Columns, n: int, cuda: bool, products_too: bool):
             yield slice(0, n), c0, c1
 
 
-def _at(t, rows: slice):
-    """A per-row quantity for a block of rows: [R, 1] for tensors, floats as they are."""
-    return t[rows, None] if isinstance(t, torch.Tensor) else t
-
-
 class _HeadBlocks(torch.autograd.Function):
     """Outputs: the global logsumexp of the head's logits without the target entries, plus the
     target logit (``softmax``), and this shard's row sum of each row term."""
@@ -187,10 +178,10 @@ class _HeadBlocks(torch.autograd.Function):
                 cos = _clamped(raw)[0]
             rows, tc = _targets_in(call.tcol[r], c0, c1)
             for acc, term, targs in zip(sums, call.terms, args):
-                g = cos if term[2] is None else torch.mm(x[r], _take(term[2], cols.index, c0, c1).t())
+                g = cos if term[2] is None else torch.mm(x[r], take_columns(term[2], cols.index, c0, c1).t())
                 acc[r] += _term_rows(term, g, rows, tc, c0, c1, targs)
             if call.softmax:
-                logit = negative_logits(cos, _at(k, r), _at(call.thresh, r), a, q, b)
+                logit = negative_logits(cos, rows_of(k, r), rows_of(call.thresh, r), a, q, b)
                 if rows.numel():
                     logit[rows, tc] = float("-inf")
                 run_max[r], run_sum[r] = online_logsumexp(run_max[r], run_sum[r], logit)
@@ -236,10 +227,10 @@ class _HeadBlocks(torch.autograd.Function):
                     raw, wn, wnorm = _product(x, weight, cols.index, c0, c1, cols.matmul_dtype)
                 else:
                     raw = kept[:, c0:c1]
-                    wn, wnorm = _normalize_rows(_take(weight, cols.index, c0, c1))
+                    wn, wnorm = normalize_rows(take_columns(weight, cols.index, c0, c1))
                 cos, inside = _clamped(raw, copy=kept is not None)
             rows, tc = _targets_in(call.tcol[r], c0, c1)
-            kr, th = _at(k, r), _at(call.thresh, r)
+            kr, th = rows_of(k, r), rows_of(call.thresh, r)
             if softmax:
                 hard = hard_mask(cos, th, a, q, b)
                 dcos = negative_logits(cos, kr, th, a, q, b, hard).sub_(lse0[r, None]).exp_()
@@ -256,7 +247,7 @@ class _HeadBlocks(torch.autograd.Function):
             for gt, term, targs, tneed, tgrads in zip(g_terms, call.terms, args, arg_need, grad_args):
                 if gt is None:
                     continue
-                other = None if term[2] is None else _take(term[2], cols.index, c0, c1)
+                other = None if term[2] is None else take_columns(term[2], cols.index, c0, c1)
                 base = cos if other is None else torch.mm(x[r], other.t())
                 with torch.enable_grad():
                     gg = base.detach().requires_grad_()

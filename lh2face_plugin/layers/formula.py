@@ -16,9 +16,15 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["negative_logits", "times_slope_", "hard_mask"]
+__all__ = ["negative_logits", "times_slope_", "hard_mask", "rows_of"]
 
 Scale = Union[float, torch.Tensor]
+
+
+def rows_of(t: Optional[Scale], rows: slice) -> Optional[Scale]:
+    """A per-row argument (``k`` or ``t``) for a block of rows: [R, 1] for an [N] tensor; floats and
+    ``None`` as they are."""
+    return t[rows, None] if isinstance(t, torch.Tensor) else t
 
 
 def hard_mask(cos: torch.Tensor, thresh: Optional[torch.Tensor], a: float, q: float, b: float

@@ -17,13 +17,13 @@ global value, this shard's part of the gradient.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 
 from ..distributed import DistContext, _all_reduce
 
-__all__ = ["matmul_logsumexp", "column_blocks", "online_logsumexp", "combine_logsumexp", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
+__all__ = ["matmul_logsumexp", "column_blocks", "online_logsumexp", "combine_logsumexp", "take_columns", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 19
 """Entries per block on the CPU (2 MiB of float32: blocks stay in cache)."""
@@ -39,7 +39,8 @@ def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None, cu
         yield c0, min(cols, c0 + per)
 
 
-def _take(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
+def take_columns(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
+    """Rows ``c0:c1`` of the call's columns of ``b`` (through ``index`` when sampled)."""
     return b[c0:c1] if index is None else b[index[c0:c1]]
 
 
@@ -77,7 +78,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         run_max = a.new_full((r,), float("-inf"))
         run_sum = a.new_zeros(r)
         for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements, a.is_cuda):
-            s = torch.mm(a, _take(b, index, c0, c1).t()).mul_(scale)
+            s = torch.mm(a, take_columns(b, index, c0, c1).t()).mul_(scale)
             drop = _exclusion(s, exclude, col_mask, c0, c1)
             if drop is not None:
                 s.masked_fill_(drop, float("-inf"))
@@ -102,7 +103,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         lse0 = torch.where(finite, lse, torch.zeros_like(lse))
         g = torch.where(finite, grad, torch.zeros_like(grad)) * fctx.scale
         for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements, a.is_cuda):
-            bb = _take(b, index, c0, c1)
+            bb = take_columns(b, index, c0, c1)
             p = torch.mm(a, bb.t()).mul_(fctx.scale).sub_(lse0[:, None]).exp_().mul_(g[:, None])
             drop = _exclusion(p, exclude, col_mask, c0, c1)
             if drop is not None:

@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _helpers_dist import sharded_cross_entropy
 from _helpers_sharding import C, D, STEPS, problem, shard_range
 
-from lh2face_plugin.distributed import DistContext, sharded_cross_entropy
+from lh2face_plugin.distributed import DistContext
 
 BLOCK = 7  # entries per block: blocks of a column or two at N = 12
 

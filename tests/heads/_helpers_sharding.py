@@ -25,8 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _helpers_dist import sharded_cross_entropy
 
-from lh2face_plugin.distributed import DistContext, sharded_cross_entropy
+from lh2face_plugin.distributed import DistContext
 
 N, C, D, STEPS = 12, 11, 6, 3
 

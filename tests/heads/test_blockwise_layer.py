@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _helpers_blockwise import run_blockwise
+from _helpers_dist import sharded_cross_entropy
 from _helpers_heads import all_cases, build, make_inputs
 
-from lh2face_plugin.distributed import DistContext, sharded_cross_entropy
+from lh2face_plugin.distributed import DistContext
 from lh2face_plugin.layers.blockwise import blockwise_head_loss
 from lh2face_plugin.memory import peak_bytes
 
