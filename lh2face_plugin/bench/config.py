@@ -3,11 +3,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .specs import DEFAULT_HEADS, HeadSpec, parse_head_spec, parse_head_specs
 
-__all__ = ["BenchConfig"]
+__all__ = ["BenchConfig", "SCALES"]
+
+SCALES: Dict[str, Dict[str, Any]] = {
+    "toy": dict(network="compact-tiny", steps=500, batch_size=64, identities=200),
+    "cpu": dict(network="compact-tiny", steps=1500, batch_size=64, identities=600),
+    "gpu": dict(network="compact", steps=3000, batch_size=128, identities=2400),
+}
+"""Named settings of ``lh2face bench --scale``. Each sees its training set about 8 times (steps x batch /
+(identities x 20 images)), so data grows with the steps. ``toy`` (the default): about 15 minutes for the
+default comparison on 2 CPU cores, the reference at hard-HQ TAR@1e-2 about 7%; ``cpu``: about 50 minutes, the
+reference at about 14% (README, "A scale at which heads can differ"); ``gpu``: for ``--device cuda``
+(``benchmarks/gpu.sh``), not yet measured. ``--budget`` multiplies the steps of any of them."""
 
 
 @dataclass
@@ -57,6 +68,16 @@ class BenchConfig:
     device: str = "cpu"
     workers: int = 1
     control: Optional[str] = None
+
+    @classmethod
+    def at_scale(cls, scale: str = "toy", **settings: Any) -> "BenchConfig":
+        """A config with the :data:`SCALES` entry ``scale``'s network, steps, batch size and identities;
+        ``settings`` given as ``None`` take the scale's value, others override it."""
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        preset = SCALES[scale]
+        merged = {k: v for k, v in settings.items() if v is not None or k not in preset}
+        return cls(**{**preset, **merged})
 
     @property
     def total_steps(self) -> int:

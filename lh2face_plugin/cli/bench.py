@@ -7,6 +7,8 @@ import sys
 from ._common import add_command
 
 _DEFAULT_CONTROL = "default"
+_SCALE_NAMES = ("toy", "cpu", "gpu")
+"""The keys of lh2face_plugin.bench.config.SCALES, named here so that ``--help`` imports nothing."""
 
 
 def run(args) -> int:
@@ -21,13 +23,20 @@ def run(args) -> int:
     if args.list_defaults:
         print("\n".join(DEFAULT_HEADS))
         return 0
+    if args.list_scales:
+        from ..bench.config import SCALES
+
+        for name, s in SCALES.items():
+            print(f"{name}: --network {s['network']} --steps {s['steps']} --batch-size {s['batch_size']} "
+                  f"--identities {s['identities']}")
+        return 0
     if args.report is not None:
         if args.heads or args.control:
             raise ValueError("--report rebuilds the table of the runs stored in OUT and trains nothing; "
                              "drop --heads/--control (run lh2face bench --out OUT --heads ... to add runs)")
         rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet)
         return 0
-    cfg = BenchConfig(out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
+    cfg = BenchConfig.at_scale(args.scale, out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
                       reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
                       batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
                       lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
@@ -47,10 +56,11 @@ def register(subparsers) -> None:
                     """
   lh2face bench                                     # the default comparison (CPU; see the README for its time)
   lh2face bench --budget 0.2 --out runs/bench_smoke # a fifth of the steps
+  lh2face bench --scale cpu --control               # 1500 steps, 600 identities: about 50 min on 2 CPU cores
   lh2face bench --heads arcface cos24=cosface:s=24,m=0.35 lh2face lh2face-ps=lh2face:margin=per_sample \\
                 --reference cos24 --seeds 0 1 2
   lh2face bench --lr-sweep 0.05 0.1 0.2             # pick each head's learning rate on a validation set first
-  lh2face bench --device cuda --budget 4 --families 140
+  lh2face bench --scale gpu --device cuda --workers 8 --budget 2
   lh2face bench --control                           # also train the positive control (CosFace s=24, m=0)
   lh2face bench --heads lh2face-ps=lh2face:margin=per_sample   # adds a row: the stored runs are not retrained
   lh2face bench --report lh2face_runs/bench         # rebuild results.json, the table and plots; no training
@@ -78,12 +88,16 @@ The report states the smallest difference at hard-HQ TAR@1e-2 and 1e-1 the run c
     p.add_argument("--reference", default=None, help="label of the head differences are taken against "
                                                      "(default: the earlier table's, else the first head)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds (default: 0 1)")
+    p.add_argument("--scale", default="toy",
+                   help=f"preset of --network, --steps, --batch-size and --identities, each overridable: "
+                        f"{', '.join(_SCALE_NAMES)} (--list-scales prints them; default: %(default)s)")
+    p.add_argument("--list-scales", action="store_true", help="print the --scale presets and exit")
     p.add_argument("--budget", type=float, default=1.0, help="multiplies --steps (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=500, help="training steps per run before --budget "
-                                                          "(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
-    p.add_argument("--network", default="compact-tiny", help="compact-tiny, compact or compact-wide "
-                                                             "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run before --budget "
+                                                           "(default: the --scale's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the --scale's)")
+    p.add_argument("--network", default=None, help="compact-tiny, compact or compact-wide "
+                                                   "(default: the --scale's)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of every head without --lr-sweep "
                                                          "(default: %(default)s)")
     p.add_argument("--lr-sweep", nargs="+", type=float, metavar="LR",
@@ -94,7 +108,7 @@ The report states the smallest difference at hard-HQ TAR@1e-2 and 1e-1 the run c
     p.add_argument("--clip", default="scaled",
                    help="gradient clipping: scaled (0.1x the run's step-0 gradient norm, proportional to the head's "
                         "logit scale), off, or a fixed max norm (default: %(default)s)")
-    p.add_argument("--identities", type=int, default=200, help="training identities (default: %(default)s)")
+    p.add_argument("--identities", type=int, default=None, help="training identities (default: the --scale's)")
     p.add_argument("--images-per-id", type=int, default=20, help="images per training identity "
                                                                  "(default: %(default)s)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the training data (default: %(default)s)")

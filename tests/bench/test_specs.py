@@ -97,3 +97,32 @@ def test_each_spec_is_built_once_with_its_defaults_resolved_and_the_control_is_a
     assert (specs[1].name, specs[1].kwargs) == ("cosface", {"s": 24, "m": 0})
     specs, _ = BenchConfig(heads=("arcface", CONTROL_HEAD), control=CONTROL_HEAD).validate()
     assert [s.label for s in specs] == ["arcface", "control"]
+
+
+def test_scales_set_network_steps_batch_and_identities_and_flags_override_them(capsys):
+    from lh2face_plugin.bench.config import SCALES
+    from lh2face_plugin.cli import bench as bench_cli
+    from lh2face_plugin.cli import build_parser, main
+
+    toy = BenchConfig.at_scale("toy")
+    assert (toy.network, toy.steps, toy.batch_size, toy.identities) == (BenchConfig().network, BenchConfig().steps,
+                                                                        BenchConfig().batch_size,
+                                                                        BenchConfig().identities)
+    cpu = BenchConfig.at_scale("cpu", steps=None, identities=None, budget=2.0)
+    assert (cpu.network, cpu.steps, cpu.batch_size, cpu.identities) == ("compact-tiny", 1500, 64, 600)
+    assert cpu.total_steps == 3000
+    own = BenchConfig.at_scale("gpu", steps=700, network="compact-tiny", families=50)
+    assert (own.network, own.steps, own.batch_size, own.identities, own.families) == ("compact-tiny", 700, 128,
+                                                                                      2400, 50)
+    for s in SCALES.values():  # each sees its training set about 8 times (20 images per identity)
+        assert s["steps"] * s["batch_size"] / (s["identities"] * 20) == pytest.approx(8, rel=0.01)
+    with pytest.raises(ValueError, match="scale must be one of toy, cpu, gpu, got 'big'"):
+        BenchConfig.at_scale("big")
+    assert tuple(SCALES) == bench_cli._SCALE_NAMES
+    assert main(["bench", "--list-scales"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "cpu: --network compact-tiny --steps 1500 --batch-size 64 --identities 600"
+    args = build_parser().parse_args(["bench", "--scale", "cpu", "--steps", "9"])
+    assert (args.scale, args.steps, args.identities, args.network) == ("cpu", 9, None, None)
+    assert main(["bench", "--scale", "big", "--out", "unused"]) == 2
+    assert "scale must be one of toy, cpu, gpu, got 'big'" in capsys.readouterr().err
