@@ -8,8 +8,13 @@
 #   4. export of the lh2face r50 from step 3 with torch on the GPU vs onnxruntime (benchmarks/export_check.py).
 # Each piece has a time limit (the limits add up to 8 minutes) and leaves NAME.log, NAME.rc and
 # NAME.json in the output folder; benchmarks/gpu_report.py turns the JSON files into the table.
+# PIECES=bench runs another piece instead, under 9 minutes:
+#   5. lh2face bench --scale gpu --device cuda --control: the default head comparison (cosface-s24,
+#      arcface, adaface, lh2face, the positive control; seeds 0 and 1) at the GPU scale, its results in the
+#      table. Finished runs are kept in $GPU_BENCH_WORK/bench, so a rerun after a time-out goes on from them.
 #
 #   ARCFACE_TORCH_ROOT=~/insightface/recognition/arcface_torch bash benchmarks/gpu.sh [RESULTS_FOLDER]
+#   PIECES=bench bash benchmarks/gpu.sh [RESULTS_FOLDER]
 #
 # RESULTS_FOLDER (default $TMPDIR/lh2face_gpu_bench) gets the logs and JSON files; images, training
 # outputs and the ONNX file go to $GPU_BENCH_WORK (default $TMPDIR/lh2face_gpu_bench_work).
@@ -44,12 +49,16 @@ if [ -z "${ARCFACE_TORCH_ROOT:-}" ] || [ ! -f "$ARCFACE_TORCH_ROOT/partial_fc_v2
 fi
 export ARCFACE_TORCH_ROOT
 mkdir -p "$RESULTS" "$WORK"
-rm -f "$RESULTS"/*.json "$RESULTS"/*.rc
+PIECES=${PIECES:-step autocast train export}
+for piece in $PIECES; do   # the other pieces' results stay: the table gathers every piece run into RESULTS
+  rm -f "$RESULTS/$piece".json "$RESULTS/$piece"_*.json "$RESULTS/$piece".rc "$RESULTS/$piece"_*.rc
+done
 "$PY" -c "import torch; print('gpu.sh:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', 'torch', torch.__version__, 'checkout', '$ARCFACE_TORCH_ROOT')"
 
-run() {  # run NAME SECONDS command...
+run() {  # run NAME SECONDS command...: only the pieces PIECES names (step_fp16 and step_bf16 are "step")
   local name=$1 limit=$2
   shift 2
+  case " $PIECES " in *" ${name%%_*} "*) ;; *) return 0 ;; esac
   echo "== $name (at most ${limit} s)"
   local t0=$SECONDS
   timeout "$limit" "$@" > "$RESULTS/$name.log" 2>&1
@@ -67,6 +76,8 @@ if [ "${SMOKE:-0}" = 1 ]; then   # the script's own check on a CPU: tiny sizes, 
   TRAIN=(--network mbf --embedding-size 128 --batch-size 8 --steps 4 --classes 16 --per-class 2 --no-fp16 \
          --frequent 1 --workers 0 --timeout 200)
   EXPORT=(--network mbf)
+  BENCH=(--scale toy --steps 3 --batch-size 8 --identities 6 --images-per-id 4 --families 2 --bootstrap 40
+         --device cpu --workers 0)
 else
   DEV=cuda; SCALE=1
   STEP=(--classes 1000000 4000000 --repeats 3 --backbone r50 --layers plugin blockwise
@@ -74,6 +85,7 @@ else
   AUTOCAST=()
   TRAIN=(--steps 200 --classes 1000 --timeout 70)
   EXPORT=(--network r50)
+  BENCH=(--scale gpu --device cuda --workers 12)
 fi
 
 run step_fp16 $((100 * SCALE)) "$PY" benchmarks/step.py --device $DEV --dtype fp16 "${STEP[@]}" \
@@ -86,6 +98,9 @@ run train $((160 * SCALE)) "$PY" benchmarks/train_throughput.py --device $DEV "$
   --data "$WORK/images" --out "$WORK/train" --json "$RESULTS/train.json"
 run export $((80 * SCALE)) "$PY" benchmarks/export_check.py --device $DEV "${EXPORT[@]}" \
   --model "$WORK/train/lh2face/model.pt" --json "$RESULTS/export.json"
+run bench 540 "$PY" -c 'import sys; from lh2face_plugin.cli import main; sys.exit(main(sys.argv[1:]))' \
+  bench "${BENCH[@]}" --control --quiet --out "$WORK/bench"
+case " $PIECES " in *" bench "*) [ -f "$WORK/bench/results.json" ] && cp "$WORK/bench/results.json" "$RESULTS/bench.json" ;; esac
 
 echo
 "$PY" benchmarks/gpu_report.py "$RESULTS"

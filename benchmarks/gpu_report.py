@@ -68,14 +68,32 @@ def export_rows(data: dict) -> List[List[str]]:
              data["status"][:60]]]
 
 
+def bench_rows(data: dict) -> List[List[str]]:
+    """``lh2face bench``'s results.json: each head's hard-HQ TAR@1e-2 and its paired difference."""
+    cfg, ref, metric = data["config"], data["reference"], "hard_hq_tar@1e-2"
+    setting = (f"{cfg['network']}, {data['steps']} steps x {cfg['batch_size']}, {cfg['identities']} identities, "
+               f"{cfg['device']}")
+    rows = []
+    for label, head in data["heads"].items():
+        m = head["metrics"][metric]
+        value = f"hard-HQ TAR@1e-2 {100 * m['mean']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
+        d = data["differences"].get(label, {}).get(metric)
+        ratio = (f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] vs {ref}"
+                 if d else "reference")
+        rows.append(["head comparison", f"{setting}: {label} ({len(head['seeds'])} seeds)", value, ratio,
+                     d["verdict"] if d else ""])
+    return rows
+
+
 def main(argv=None) -> int:
     folder = (argv or sys.argv[1:] or ["work_dirs/gpu_bench"])[0]
     rows: List[List[str]] = []
-    makers = {"step": step_rows, "autocast": autocast_rows, "train": train_rows, "export": export_rows}
+    makers = {"step": step_rows, "autocast": autocast_rows, "train": train_rows, "export": export_rows,
+              "lh2face-bench": bench_rows}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as f:
             data = json.load(f)
-        rows += makers.get(data.get("benchmark"), lambda d: [])(data)
+        rows += makers.get(data.get("benchmark") or data.get("format"), lambda d: [])(data)
     for rc in sorted(glob.glob(os.path.join(folder, "*.rc"))):
         code = open(rc).read().strip()
         if code not in ("0", ""):

@@ -42,3 +42,20 @@ def test_step_benchmark_prints_every_layer_and_head(arcface_root, tmp_path):
         assert row in text
     variants = {r["variant"] for r in json.load(open(out))["records"]}
     assert {"plugin arcface", "plugin lh2face", "blockwise uss"} <= variants
+
+
+def test_gpu_script_bench_piece_tabulates_the_default_comparison(arcface_root, tmp_path):
+    results, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(results)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2", "SMOKE": "1", "PIECES": "bench",
+                                            "PYTHON": sys.executable, "GPU_BENCH_WORK": str(work),
+                                            "ARCFACE_TORCH_ROOT": arcface_root})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in results.iterdir()) == ["bench.json", "bench.log", "bench.rc"]
+    assert (results / "bench.rc").read_text().strip() == "0"
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| head comparison")]
+    labels = [r.split(" | ")[1].split(": ")[-1].split(" (")[0] for r in rows]
+    assert labels == ["cosface-s24", "arcface", "adaface", "lh2face", "control"]
+    assert "compact-tiny, 3 steps x 8, 6 identities, cpu" in rows[0] and "| reference |" in rows[0]
+    assert all(" vs cosface-s24 | " in r for r in rows[1:])
+    assert (work / "bench" / "control" / "seed1" / "model.pt").is_file()

@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                     """
   lh2face bench                                     # the default comparison (CPU; see the README for its time)
   lh2face bench --budget 0.2 --out runs/bench_smoke # a fifth of the steps
-  lh2face bench --scale cpu --control               # 1500 steps, 600 identities: about 50 min on 2 CPU cores
+  lh2face bench --scale cpu --control               # 1500 steps, 600 identities: about 53 min on 2 CPU cores
   lh2face bench --heads arcface cos24=cosface:s=24,m=0.35 lh2face lh2face-ps=lh2face:margin=per_sample \\
                 --reference cos24 --seeds 0 1 2
   lh2face bench --lr-sweep 0.05 0.1 0.2             # pick each head's learning rate on a validation set first
