@@ -55,10 +55,15 @@ for piece in $PIECES; do   # the other pieces' results stay: the table gathers e
 done
 "$PY" -c "import torch; print('gpu.sh:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', 'torch', torch.__version__, 'checkout', '$ARCFACE_TORCH_ROOT')"
 
+wants() {  # wants PIECE: whether PIECES names it
+  case " $PIECES " in *" $1 "*) return 0 ;; esac
+  return 1
+}
+
 run() {  # run NAME SECONDS command...: only the pieces PIECES names (step_fp16 and step_bf16 are "step")
   local name=$1 limit=$2
   shift 2
-  case " $PIECES " in *" ${name%%_*} "*) ;; *) return 0 ;; esac
+  wants "${name%%_*}" || return 0
   echo "== $name (at most ${limit} s)"
   local t0=$SECONDS
   timeout "$limit" "$@" > "$RESULTS/$name.log" 2>&1
@@ -100,7 +105,7 @@ run export $((80 * SCALE)) "$PY" benchmarks/export_check.py --device $DEV "${EXP
   --model "$WORK/train/lh2face/model.pt" --json "$RESULTS/export.json"
 run bench 540 "$PY" -c 'import sys; from lh2face_plugin.cli import main; sys.exit(main(sys.argv[1:]))' \
   bench "${BENCH[@]}" --control --quiet --out "$WORK/bench"
-case " $PIECES " in *" bench "*) [ -f "$WORK/bench/results.json" ] && cp "$WORK/bench/results.json" "$RESULTS/bench.json" ;; esac
+if wants bench && [ -f "$WORK/bench/results.json" ]; then cp "$WORK/bench/results.json" "$RESULTS/bench.json"; fi
 
 echo
 "$PY" benchmarks/gpu_report.py "$RESULTS"

@@ -37,13 +37,14 @@ def run(args) -> int:
         rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet)
         return 0
     cfg = BenchConfig.at_scale(args.scale, out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
-                      reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
-                      batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
-                      lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
-                      identities=args.identities, images_per_id=args.images_per_id, data_seed=args.data_seed,
-                      families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
-                      val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device, workers=args.workers,
-                      control=CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control)
+                               reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
+                               batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
+                               lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
+                               identities=args.identities, images_per_id=args.images_per_id, data_seed=args.data_seed,
+                               families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
+                               val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device,
+                               workers=args.workers,
+                               control=CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control)
     command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     run_bench(cfg, progress=not args.quiet, command=command)
     return 0

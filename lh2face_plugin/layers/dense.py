@@ -11,6 +11,7 @@ Two outputs:
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -34,8 +35,8 @@ class _MarginLogits(torch.autograd.Function):
     def forward(fctx, cosine, scale, thresh, hard, pos, target, psi, *psi_args):
         out = torch.empty_like(cosine)
         a, q, b = hard
-        for r0, r1 in _row_blocks(*cosine.shape):
-            out[r0:r1] = negative_logits(cosine[r0:r1], rows_of(scale, slice(r0, r1)), rows_of(thresh, slice(r0, r1)), a, q, b)
+        for r in itertools.starmap(slice, _row_blocks(*cosine.shape)):
+            out[r] = negative_logits(cosine[r], rows_of(scale, r), rows_of(thresh, r), a, q, b)
         if pos.numel():
             out[pos, target] = psi(cosine[pos, target], *psi_args).to(out.dtype)
         fctx.save_for_backward(cosine, pos, target, scale if isinstance(scale, torch.Tensor) else None, thresh,
@@ -53,9 +54,8 @@ class _MarginLogits(torch.autograd.Function):
         grad_cos = grad_scale = None
         if need_cos:
             grad_cos = torch.empty_like(cosine)
-            for r0, r1 in _row_blocks(*cosine.shape):
-                grad_cos[r0:r1] = times_slope_(grad_out[r0:r1].clone(), cosine[r0:r1], rows_of(scale, slice(r0, r1)),
-                                               rows_of(thresh, slice(r0, r1)), a, q)
+            for r in itertools.starmap(slice, _row_blocks(*cosine.shape)):
+                grad_cos[r] = times_slope_(grad_out[r].clone(), cosine[r], rows_of(scale, r), rows_of(thresh, r), a, q)
         if need_scale:
             grad_scale = torch.einsum("ij,ij->i", grad_out, cosine)
             if pos.numel():
