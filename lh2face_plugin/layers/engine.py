@@ -19,6 +19,7 @@ its gradient this rank's part.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,8 +27,7 @@ import torch
 
 from ..distributed import DistContext, global_sum
 from .formula import hard_mask, negative_logits, rows_of, times_slope_
-from . import products
-from .products import column_blocks, combine_logsumexp, online_logsumexp, take_columns
+from .products import TargetSlots, block_elements_for, column_blocks, combine_logsumexp, online_logsumexp, take_columns
 
 __all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts", "normalize_rows"]
 
@@ -71,15 +71,11 @@ def normalize_rows(w: torch.Tensor, eps: float = 1e-12):
     return w / norm[:, None], norm
 
 
-def _clamped(raw: torch.Tensor, copy: bool = False):
-    """(clamp(raw, -1, 1), the clamp's 0/1 gradient mask or None when nothing was clamped)."""
-    if raw.numel() == 0:
-        return raw, None
-    low, high = torch.aminmax(raw)
-    if float(low) >= -1.0 and float(high) <= 1.0:
-        return raw, None
-    inside = ((raw >= -1.0) & (raw <= 1.0)).to(raw.dtype)
-    return (raw.clamp(-1.0, 1.0) if copy else raw.clamp_(-1.0, 1.0)), inside
+def _clamped(raw: torch.Tensor, copy: bool = False, mask: bool = False):
+    """(clamp(raw, -1, 1), the bool mask of the entries the clamp cut, whose gradient is 0, or None
+    without ``mask``). Always the same ops, whatever the values: no host sync."""
+    outside = raw.abs() > 1.0 if mask else None
+    return (raw.clamp(-1.0, 1.0) if copy else raw.clamp_(-1.0, 1.0)), outside
 
 
 def _product(x, weight, index, c0, c1, mm_dtype):
@@ -88,11 +84,6 @@ def _product(x, weight, index, c0, c1, mm_dtype):
     if mm_dtype is not None:
         return torch.mm(x.to(mm_dtype), wn.to(mm_dtype).t()).float(), wn, wnorm
     return torch.mm(x, wn.t()), wn, wnorm
-
-
-def _targets_in(tcol, c0, c1):
-    rows = torch.nonzero((tcol >= c0) & (tcol < c1)).reshape(-1)
-    return rows, tcol[rows] - c0
 
 
 @dataclass
@@ -109,7 +100,7 @@ class _Call:
     softmax: bool
 
 
-def _term_rows(term, g, rows, cols, c0, c1, args) -> torch.Tensor:
+def _term_rows(term, g, slots: TargetSlots, c0, c1, args) -> torch.Tensor:
     """A row term's [R] row sums on a block: ``fn(g, *args)`` without the targets and masked columns."""
     fn, col_mask = term[0], term[1]
     y = fn(g, *args)
@@ -117,39 +108,37 @@ def _term_rows(term, g, rows, cols, c0, c1, args) -> torch.Tensor:
         y = y.clone()
     if col_mask is not None:
         y.mul_(col_mask[c0:c1])
-    if rows.numel():
-        y[rows, cols] = 0.0
-    return y.sum(dim=1)
+    return slots.fill_(y, c0, c1, 0.0).sum(dim=1)
 
 
-def _term_grads(term, y, inputs, grad_rows, rows, cols, c0, c1, exact: bool):
+def _term_grads(term, y, inputs, grad_rows, slots: TargetSlots, c0, c1, exact: bool):
     """Gradients of a row term's block sum w.r.t. ``inputs`` (the block first): each entry weighted
     by its row's gradient, the targets and masked columns left out. ``exact=False`` (only the
     block's gradient is needed) differentiates the whole block and zeroes those entries after."""
     col_mask = term[1]
     w = grad_rows[:, None].expand(y.shape)
     if exact:
-        w = w * col_mask[c0:c1] if col_mask is not None else w.clone()
-        if rows.numel():
-            w[rows, cols] = 0.0
+        w = w * col_mask[c0:c1] if col_mask is not None else w.contiguous()
+        slots.fill_(w, c0, c1, 0.0)
     grads = list(torch.autograd.grad(y, inputs, w, allow_unused=True))
     if not exact and grads[0] is not None:
         if col_mask is not None:
             grads[0].mul_(col_mask[c0:c1])
-        if rows.numel():
-            grads[0][rows, cols] = 0.0
+        slots.fill_(grads[0], c0, c1, 0.0)
     return grads
 
 
-def _blocks(cols: Columns, n: int, cuda: bool, products_too: bool):
-    """``(rows, c0, c1)`` blocks: whole rows of a dense matrix (contiguous), or column ranges for
-    every row where products are formed (the proxies', or a row term's other matrix)."""
+def _blocks(cols: Columns, n: int, device: torch.device, products_too: bool):
+    """``(rows, c0, c1)`` blocks of about :func:`.products.block_elements_for` entries: whole rows of
+    a dense matrix (contiguous), or column ranges for every row where products are formed (the
+    proxies', or a row term's other matrix). The plan depends on shapes only, never on values."""
+    budget = block_elements_for(device, cols.block_elements)
     if cols.cosine is not None and not products_too:
-        per = max(1, (cols.block_elements or products.BLOCK_ELEMENTS) // max(1, cols.num))
+        per = max(1, budget // max(1, cols.num))
         for r0 in range(0, n, per):
             yield slice(r0, min(n, r0 + per)), 0, cols.num
     else:
-        for c0, c1 in column_blocks(n, cols.num, cols.block_elements, cuda):
+        for c0, c1 in column_blocks(n, cols.num, budget):
             yield slice(0, n), c0, c1
 
 
@@ -159,6 +148,16 @@ class _HeadBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(fctx, call: _Call, cosine, x, weight, scale, target_logit, *term_args):
+        with _no_autocast(target_logit.device):
+            return _HeadBlocks._forward(fctx, call, cosine, x, weight, scale, target_logit, *term_args)
+
+    @staticmethod
+    def backward(fctx, g_lse, *g_terms):
+        with _no_autocast(fctx.device):
+            return _HeadBlocks._backward(fctx, g_lse, *g_terms)
+
+    @staticmethod
+    def _forward(fctx, call: _Call, cosine, x, weight, scale, target_logit, *term_args):
         cols = call.columns
         n = target_logit.shape[0]
         k = scale if scale is not None else call.scale
@@ -168,7 +167,8 @@ class _HeadBlocks(torch.autograd.Function):
         sums = [target_logit.new_zeros(n) for _ in call.terms]
         args = _split(term_args, call.terms)
         kept = target_logit.new_empty((n, cols.num)) if cols.cache and cosine is None else None
-        for r, c0, c1 in _blocks(cols, n, target_logit.is_cuda, any(t[2] is not None for t in call.terms)):
+        slots = TargetSlots(call.tcol)
+        for r, c0, c1 in _blocks(cols, n, target_logit.device, any(t[2] is not None for t in call.terms)):
             if cosine is not None:
                 cos = cosine[r, c0:c1]
             else:
@@ -176,14 +176,13 @@ class _HeadBlocks(torch.autograd.Function):
                 if kept is not None:
                     kept[:, c0:c1] = raw
                 cos = _clamped(raw)[0]
-            rows, tc = _targets_in(call.tcol[r], c0, c1)
+            sr = slots.rows(r)
             for acc, term, targs in zip(sums, call.terms, args):
                 g = cos if term[2] is None else torch.mm(x[r], take_columns(term[2], cols.index, c0, c1).t())
-                acc[r] += _term_rows(term, g, rows, tc, c0, c1, targs)
+                acc[r] += _term_rows(term, g, sr, c0, c1, targs)
             if call.softmax:
                 logit = negative_logits(cos, rows_of(k, r), rows_of(call.thresh, r), a, q, b)
-                if rows.numel():
-                    logit[rows, tc] = float("-inf")
+                sr.fill_(logit, c0, c1, float("-inf"))
                 run_max[r], run_sum[r] = online_logsumexp(run_max[r], run_sum[r], logit)
         if call.softmax:
             tl = torch.where(call.tcol >= 0, target_logit, torch.full_like(target_logit, float("-inf")))
@@ -191,12 +190,12 @@ class _HeadBlocks(torch.autograd.Function):
             lse = combine_logsumexp(run_max, run_sum, call.ctx)
         else:
             lse = target_logit.new_zeros(n)
-        fctx.call = call
+        fctx.call, fctx.device = call, target_logit.device
         fctx.save_for_backward(cosine, x, weight, scale, target_logit, lse, kept, *term_args)
         return (lse, *sums)
 
     @staticmethod
-    def backward(fctx, g_lse, *g_terms):
+    def _backward(fctx, g_lse, *g_terms):
         call = fctx.call
         cols = call.columns
         cosine, x, weight, scale, target_logit, lse, kept, *term_args = fctx.saved_tensors
@@ -218,8 +217,9 @@ class _HeadBlocks(torch.autograd.Function):
         arg_need = _split(need[6:], call.terms)
         grad_args = [[torch.zeros_like(t) if nd else None for t, nd in zip(ta, tn)] for ta, tn in zip(args, arg_need)]
         xm = x.to(cols.matmul_dtype) if cosine is None and cols.matmul_dtype is not None else x
-        for r, c0, c1 in _blocks(cols, n, target_logit.is_cuda, any(t[2] is not None for t in call.terms)):
-            inside = wn = None
+        slots = TargetSlots(call.tcol)
+        for r, c0, c1 in _blocks(cols, n, target_logit.device, any(t[2] is not None for t in call.terms)):
+            outside = wn = None
             if cosine is not None:
                 cos = cosine[r, c0:c1]
             else:
@@ -228,14 +228,13 @@ class _HeadBlocks(torch.autograd.Function):
                 else:
                     raw = kept[:, c0:c1]
                     wn, wnorm = normalize_rows(take_columns(weight, cols.index, c0, c1))
-                cos, inside = _clamped(raw, copy=kept is not None)
-            rows, tc = _targets_in(call.tcol[r], c0, c1)
+                cos, outside = _clamped(raw, copy=kept is not None, mask=True)
+            sr = slots.rows(r)
             kr, th = rows_of(k, r), rows_of(call.thresh, r)
             if softmax:
                 hard = hard_mask(cos, th, a, q, b)
                 dcos = negative_logits(cos, kr, th, a, q, b, hard).sub_(lse0[r, None]).exp_()
-                if rows.numel():
-                    dcos[rows, tc] = 0.0
+                sr.fill_(dcos, c0, c1, 0.0)
                 if grad_scale is not None:
                     grad_scale[r] += torch.mul(dcos, cos).sum(dim=1).mul_(g[r])
                 if hard is None:
@@ -254,7 +253,7 @@ class _HeadBlocks(torch.autograd.Function):
                     targ = [t.detach().requires_grad_(bool(nd)) for t, nd in zip(targs, tneed)]
                     y = term[0](gg, *targ)
                     inputs = [gg] + [t for t, nd in zip(targ, tneed) if nd]
-                    grads = _term_grads(term, y, inputs, gt[r], rows, tc, c0, c1, exact=len(inputs) > 1)
+                    grads = _term_grads(term, y, inputs, gt[r], sr, c0, c1, exact=len(inputs) > 1)
                 dg = grads.pop(0)
                 if dg is not None:
                     if other is None:
@@ -270,8 +269,8 @@ class _HeadBlocks(torch.autograd.Function):
                 if grad_cos is not None:
                     grad_cos[r, c0:c1] = dcos
                 continue
-            if inside is not None:
-                dcos.mul_(inside)
+            if outside is not None:
+                dcos.masked_fill_(outside, 0.0)
             if cols.matmul_dtype is not None:
                 dm = dcos.to(cols.matmul_dtype)
                 if grad_x is not None:
@@ -295,6 +294,14 @@ class _HeadBlocks(torch.autograd.Function):
             grad_w = _empty_sparse_like(weight)
         flat = [t for group in grad_args for t in group]
         return (None, grad_cos, grad_x, grad_w, grad_scale, grad_tl, *flat)
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off on ``device``: the products run in ``Columns.matmul_dtype`` and everything else in
+    float32, in the forward and in the backward's recomputation alike."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _split(flat: Sequence, terms: List[tuple]) -> List[list]:

@@ -10,8 +10,8 @@ pass, so their memory is a few blocks plus the gradients of the inputs:
 - :func:`matmul_logsumexp`: ``lse_i = log sum_j exp(scale * <a_i, b_j>)`` over
   the columns of every class shard (online max/sum, then one all-reduce pair).
 
-The head engine (:mod:`.engine`) walks the class columns the same way. It takes an optional column ``index`` into ``b`` (Partial FC's sampled classes,
-gathered block by block instead of copied), a per-row excluded column and a
+The head engine (:mod:`.engine`) walks the class columns the same way. It takes an optional
+column ``index`` into ``b`` (Partial FC's sampled classes, gathered block by block instead of copied), a per-row excluded column and a
 column mask. Their values follow :mod:`lh2face_plugin.distributed`'s rule:
 global value, this shard's part of the gradient.
 """
@@ -23,12 +23,32 @@ import torch
 
 from ..distributed import DistContext, _all_reduce
 
-__all__ = ["matmul_logsumexp", "column_blocks", "online_logsumexp", "combine_logsumexp", "take_columns", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
+__all__ = ["matmul_logsumexp", "column_blocks", "online_logsumexp", "combine_logsumexp", "take_columns",
+           "block_elements_for", "TargetSlots", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 19
 """Entries per block on the CPU (2 MiB of float32: blocks stay in cache)."""
 CUDA_BLOCK_ELEMENTS = 1 << 24
-"""Entries per block on CUDA (64 MiB of float32: few, large kernels)."""
+"""Most entries per block on CUDA (64 MiB of float32: few, large kernels)."""
+BLOCK_TEMPORARIES = 6
+"""[R, c] float32 temporaries alive at once while a block is evaluated (products, cosines, logits or their
+gradient, the hard-negative mask, a row term's output and its gradient)."""
+CUDA_BLOCK_MEMORY_FRACTION = 1 / 16
+"""Share of the device's memory that the temporaries of one block may take."""
+
+
+def block_elements_for(device: torch.device, block_elements: Optional[int] = None) -> int:
+    """Entries per block on ``device``: ``block_elements`` when given; on the CPU
+    :data:`BLOCK_ELEMENTS` (cache-sized); on CUDA the most entries whose
+    :data:`BLOCK_TEMPORARIES` float32 temporaries fit in :data:`CUDA_BLOCK_MEMORY_FRACTION` of the
+    device's memory, at most :data:`CUDA_BLOCK_ELEMENTS`. Read once per call, outside the block loop."""
+    if block_elements:
+        return int(block_elements)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return BLOCK_ELEMENTS
+    total = torch.cuda.get_device_properties(device).total_memory
+    return int(max(1 << 16, min(CUDA_BLOCK_ELEMENTS, total * CUDA_BLOCK_MEMORY_FRACTION // (4 * BLOCK_TEMPORARIES))))
 
 
 def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None, cuda: bool = False):
@@ -37,6 +57,36 @@ def column_blocks(rows: int, cols: int, block_elements: Optional[int] = None, cu
     per = max(1, (block_elements or (CUDA_BLOCK_ELEMENTS if cuda else BLOCK_ELEMENTS)) // max(1, rows))
     for c0 in range(0, cols, per):
         yield c0, min(cols, c0 + per)
+
+
+class TargetSlots:
+    """One excluded column per row (``-1``: none), found in a block without a host sync.
+
+    ``cols`` [R] int64 holds each row's column in the call; for the block ``c0:c1``, :meth:`fill_`
+    writes ``value`` at ``(i, cols[i] - c0)`` of the rows whose column falls inside, with one
+    gather and one scatter of [R, 1] (no ``nonzero``, no data-dependent shape)."""
+
+    __slots__ = ("cols",)
+
+    def __init__(self, cols: torch.Tensor):
+        self.cols = cols
+
+    def rows(self, r: slice) -> "TargetSlots":
+        return TargetSlots(self.cols[r])
+
+    def fill_(self, block: torch.Tensor, c0: int, c1: int, value: float) -> torch.Tensor:
+        """``block[i, cols[i] - c0] = value`` where ``c0 <= cols[i] < c1``, in place; returns ``block``."""
+        if block.numel() == 0:
+            return block
+        local = self.cols[:, None] - c0
+        inside = (local >= 0) & (local < c1 - c0)
+        slot = local.clamp(0, c1 - c0 - 1)
+        kept = block.gather(1, slot).masked_fill_(inside, value)
+        return block.scatter_(1, slot, kept)
+
+    def mask(self, shape, c0: int, c1: int, device) -> torch.Tensor:
+        """Bool [R, c1-c0], True at each row's column inside the block."""
+        return self.fill_(torch.zeros(shape, dtype=torch.bool, device=device), c0, c1, True)
 
 
 def take_columns(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
@@ -58,16 +108,14 @@ def _num_cols(b: torch.Tensor, index: Optional[torch.Tensor]) -> int:
 
 def _exclusion(block: torch.Tensor, exclude: Optional[torch.Tensor], col_mask: Optional[torch.Tensor],
                c0: int, c1: int) -> Optional[torch.Tensor]:
-    """Bool [R, c1-c0], True where an entry is left out, or None when nothing is."""
+    """Bool [R, c1-c0], True where an entry is left out, or None when nothing is (no host sync)."""
     out = None
     if col_mask is not None:
         out = (~col_mask[c0:c1])[None, :].expand_as(block).clone()
     if exclude is not None:
-        rows = torch.nonzero((exclude >= c0) & (exclude < c1)).reshape(-1)
-        if rows.numel():
-            if out is None:
-                out = torch.zeros_like(block, dtype=torch.bool)
-            out[rows, exclude[rows] - c0] = True
+        if out is None:
+            out = torch.zeros_like(block, dtype=torch.bool)
+        TargetSlots(exclude).fill_(out, c0, c1, True)
     return out
 
 
@@ -77,7 +125,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         r = a.shape[0]
         run_max = a.new_full((r,), float("-inf"))
         run_sum = a.new_zeros(r)
-        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements, a.is_cuda):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements_for(a.device, block_elements)):
             s = torch.mm(a, take_columns(b, index, c0, c1).t()).mul_(scale)
             drop = _exclusion(s, exclude, col_mask, c0, c1)
             if drop is not None:
@@ -102,7 +150,7 @@ class _MatmulLogSumExp(torch.autograd.Function):
         finite = torch.isfinite(lse)
         lse0 = torch.where(finite, lse, torch.zeros_like(lse))
         g = torch.where(finite, grad, torch.zeros_like(grad)) * fctx.scale
-        for c0, c1 in column_blocks(r, _num_cols(b, index), fctx.block_elements, a.is_cuda):
+        for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements_for(a.device, fctx.block_elements)):
             bb = take_columns(b, index, c0, c1)
             p = torch.mm(a, bb.t()).mul_(fctx.scale).sub_(lse0[:, None]).exp_().mul_(g[:, None])
             drop = _exclusion(p, exclude, col_mask, c0, c1)
