@@ -239,7 +239,11 @@ def _partial_fc(trainer: ModuleType, original, plugin_class: type):
         act = activation_of(trainer)
         if act is None or (act.spec.loss is None and act.spec.input_module is None):
             return original(margin_loss, embedding_size, num_classes, sample_rate, fp16)
-        pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16, **act.spec.partial_fc_kwargs)
+        options = dict(act.spec.partial_fc_kwargs)
+        fp16 = options.pop("fp16", fp16)
+        if act.config.get("fp16"):   # train_v2 then scales the loss with a GradScaler: a NaN step is skipped
+            options.setdefault("nonfinite", "nan")
+        pfc = plugin_class(margin_loss, embedding_size, num_classes, sample_rate, fp16, **options)
         act.adopt_partial_fc(pfc)
         return pfc
 

@@ -15,7 +15,11 @@ merges it over the checkout's ``configs/base.py`` (as ``get_config`` does) and
 ``steps_per_epoch``      cap on steps per epoch (smoke runs); unset: the loader.
 ``partial_fc_kwargs``    dict of the plugin's Partial FC options: ``blockwise``
                          (bool, the memory-lean layer), ``block_elements``
-                         (int, entries per block), ``cache_cosine`` (bool).
+                         (int, entries per block), ``cache_cosine`` (bool),
+                         ``fp16`` (bool, products in half: float16 on CUDA,
+                         bfloat16 on CPU), ``matmul_dtype`` ("float16" or
+                         "bfloat16"), ``nonfinite`` ("raise" or "nan"; "nan"
+                         by default when ``config.fp16``, so GradScaler skips).
 =======================  ====================================================
 
 A key spelled close to one of these (``loss_kwarg``, ``losses``) is an error with
@@ -246,11 +250,13 @@ def _kwargs(cfg: Mapping[str, Any], key: str, owner: str, where: str) -> Dict[st
     return dict(value)
 
 
-_PFC_OPTIONS = {"blockwise": bool, "block_elements": int, "cache_cosine": bool}
+_PFC_OPTIONS = {"blockwise": bool, "block_elements": int, "cache_cosine": bool, "fp16": bool,
+                "matmul_dtype": ("float16", "bfloat16"), "nonfinite": ("raise", "nan")}
 
 
 def _partial_fc_kwargs(cfg: Mapping[str, Any], where: str) -> Dict[str, Any]:
-    """``config.partial_fc_kwargs``, checked: known names, a bool or a positive int each."""
+    """``config.partial_fc_kwargs``, checked: known names, a bool, a positive int or one of the named
+    choices each."""
     options = _kwargs(cfg, "partial_fc_kwargs", "Partial FC", where)
     for name, value in options.items():
         kind = _PFC_OPTIONS.get(name)
@@ -263,6 +269,9 @@ def _partial_fc_kwargs(cfg: Mapping[str, Any], where: str) -> Dict[str, Any]:
             raise ValueError(f"{where}: config.partial_fc_kwargs[{name!r}] must be True or False, got {value!r}")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}: config.partial_fc_kwargs[{name!r}] must be a positive int, got {value!r}")
+        if isinstance(kind, tuple) and value not in kind:
+            raise ValueError(f"{where}: config.partial_fc_kwargs[{name!r}] must be one of "
+                             f"{', '.join(map(repr, kind))}, got {value!r}")
     return options
 
 

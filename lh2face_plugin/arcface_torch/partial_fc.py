@@ -65,6 +65,7 @@ from ..heads.base import Head
 from ..labels import check_labels
 from ..layers.blockwise import blockwise_head_loss
 from ..layers.dense import dense_head_loss
+from ..layers.precision import check_nonfinite, check_product_dtype, no_autocast, product_dtype
 
 __all__ = ["partial_fc_class", "check_global_labels", "PartialFCMixin"]
 
@@ -112,12 +113,22 @@ class PartialFCMixin:
         margin_loss: a plugin head, or any ``f(logits, labels)`` as in arcface_torch.
         embedding_size: D. num_classes: C over all ranks.
         sample_rate: fraction of this shard's classes per step (positives always kept).
-        fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
+        fp16: compute the cosine products in half (float16 on CUDA, bfloat16 on CPU); logits, loss
+            and gradients stay float32 (:mod:`lh2face_plugin.layers.precision`). arcface_torch's
+            ``train_v2`` passes ``False`` whatever ``config.fp16`` says; the recipe key
+            ``config.partial_fc_kwargs = {"fp16": True}`` turns it on. The caller's own autocast
+            (``torch.autocast``) also puts the products, and only them, in its dtype.
         blockwise: evaluate the head column block by column block (no [N, C] cosines); ``None``
             (default): blockwise on the CPU, where it measured both faster and leaner than the dense
             layer, dense on CUDA until a GPU has measured it (README, Benchmarks).
         block_elements: entries per block of the blockwise layer.
         cache_cosine: the blockwise layer keeps the cosines for the backward.
+        matmul_dtype: the products' half dtype (``torch.float16``/``torch.bfloat16`` or its name),
+            overriding the device default of ``fp16``; implies half products.
+        nonfinite: what a NaN/Inf in the embeddings or class proxies does: ``"raise"`` (every rank
+            raises the same one-line ``FloatingPointError`` after one collective) or ``"nan"`` (the
+            loss is NaN on every rank, so a GradScaler skips the step and lowers its scale). Default:
+            ``"nan"`` with half products, else ``"raise"``; a recipe with ``config.fp16`` gets ``"nan"``.
 
     Shape:
         local_embeddings [B, D] float, local_labels [B] or [B, 1] int64 (-1 = ignore the row)
@@ -127,10 +138,12 @@ class PartialFCMixin:
     blockwise: Optional[bool] = None
     block_elements: Optional[int] = None
     cache_cosine: bool = False
+    matmul_dtype: Optional[torch.dtype] = None
+    nonfinite: Optional[str] = None
 
     def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
                  fp16: bool = False, *, blockwise: Optional[bool] = None, block_elements: Optional[int] = None,
-                 cache_cosine: Optional[bool] = None):
+                 cache_cosine: Optional[bool] = None, matmul_dtype=None, nonfinite: Optional[str] = None):
         if not callable(margin_loss):
             raise TypeError(f"margin_loss must be callable, got {type(margin_loss).__name__}")
         if not 0.0 < float(sample_rate) <= 1.0:
@@ -143,6 +156,13 @@ class PartialFCMixin:
             self.block_elements = int(block_elements)
         if cache_cosine is not None:
             self.cache_cosine = bool(cache_cosine)
+        if matmul_dtype is not None:
+            if isinstance(matmul_dtype, str):
+                matmul_dtype = getattr(torch, matmul_dtype, matmul_dtype)
+            self.matmul_dtype = check_product_dtype(matmul_dtype, "Partial FC matmul_dtype")
+        if nonfinite is not None:
+            check_nonfinite(nonfinite)
+            self.nonfinite = nonfinite
         if isinstance(margin_loss, Head):
             margin_loss.require_layer("dense" if self.blockwise is False else "blockwise")
             margin_loss.setup_shard(self.num_local, embedding_size)
@@ -164,6 +184,21 @@ class PartialFCMixin:
     @property
     def head(self):
         return self.margin_softmax
+
+    def product_dtype(self, embeddings: torch.Tensor) -> Optional[torch.dtype]:
+        """The dtype of this step's cosine products: ``matmul_dtype``; else with ``fp16`` float16 on
+        CUDA, bfloat16 elsewhere; else the caller's autocast dtype; else ``None`` (float32)."""
+        if self.matmul_dtype is not None:
+            return self.matmul_dtype
+        if self.fp16:
+            return torch.float16 if embeddings.is_cuda else torch.bfloat16
+        return product_dtype(embeddings.float())
+
+    def nonfinite_policy(self, embeddings: torch.Tensor) -> str:
+        """``nonfinite`` as set, else ``"nan"`` when this step's products are in half, else ``"raise"``."""
+        if self.nonfinite is not None:
+            return self.nonfinite
+        return "nan" if self.product_dtype(embeddings) is not None else "raise"
 
     def _gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
         b = local_embeddings.shape[0]
@@ -240,23 +275,24 @@ class PartialFCMixin:
                 with torch.no_grad():
                     self.sample(labels, index_positive)  # the host's sampling; its weight copy is not used
                 class_index = self.weight_index
-            mm_dtype = (torch.float16 if embeddings.is_cuda else torch.bfloat16) if self.fp16 else None
+            mm_dtype = self.product_dtype(embeddings)
             return blockwise_head_loss(head, normalize(embeddings), self.weight, labels, norms=norms,
                                        index=class_index, ctx=ctx, block_elements=self.block_elements,
-                                       matmul_dtype=mm_dtype, cache_cosine=self.cache_cosine)
+                                       matmul_dtype=mm_dtype, cache_cosine=self.cache_cosine,
+                                       nonfinite=self.nonfinite_policy(embeddings))
         if self.sample_rate < 1:
             weight = self.sample(labels, index_positive)
             class_index = self.weight_index
         else:
             weight, class_index = self.weight, None
-        with torch.autocast(device_type=embeddings.device.type, enabled=bool(self.fp16),
-                            dtype=torch.float16 if embeddings.is_cuda else torch.bfloat16):
+        mm_dtype = self.product_dtype(embeddings)
+        with no_autocast(embeddings.device):
             x = normalize(embeddings)
             w = normalize(weight)
-            logits = linear(x, w)
+            logits = linear(x, w) if mm_dtype is None else linear(x.to(mm_dtype), w.to(mm_dtype))
         cosine = logits.float().clamp(-1, 1)
         if isinstance(head, Head):
             return dense_head_loss(head, cosine, labels, norms=norms, embeddings=x.float(), weights=w.float(),
-                                   class_index=class_index, ctx=ctx)
+                                   class_index=class_index, ctx=ctx, nonfinite=self.nonfinite_policy(embeddings))
         ce = self.dist_cross_entropy(head(cosine, labels), labels)
         return ce, {"ce": ce.detach()}

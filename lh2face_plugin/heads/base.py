@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from ..distributed import DistContext
+from ..finite import finite_problem, raise_nonfinite
 from ..labels import check_labels
 
 __all__ = ["Head", "HeadInputs", "HeadPlan", "HeadResult", "LogitSpec", "RowTerm", "HyperparameterMismatch", "as_cosine",
@@ -402,12 +403,15 @@ class Head(nn.Module):
     def inputs(self, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
                class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,
                target_cosine: Optional[torch.Tensor] = None,
-               proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> HeadInputs:
+               proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+               check_finite: bool = True) -> HeadInputs:
         """Validate and pack the inputs of one call.
 
         Exactly one of ``cosine`` (dense [N, C]) and ``target_cosine`` ([P],
         the cosines of the rows whose label is >= 0, in row order) is given;
         ``proxy_fn(cols)`` gives normalised proxies of some columns (see :meth:`HeadInputs.proxies`).
+        ``check_finite=False`` leaves NaN/Inf to the loss (a GradScaler then skips the step); else,
+        with ``check_inputs``, a NaN/Inf raises the same ``FloatingPointError`` on every rank.
 
         Raises:
             ValueError: an input of the wrong shape (naming it, its shape and the expected one),
@@ -429,11 +433,13 @@ class Head(nn.Module):
         norms = None if norms is None else _at_least_float32(norms.reshape(-1))
         embeddings = None if embeddings is None else _at_least_float32(embeddings)
         weights = None if weights is None else _at_least_float32(weights)
+        ctx = ctx if ctx is not None else DistContext.current()
         if self.check_inputs:
             check_labels(labels, num_classes, allow_ignore=True,
                          hint=f"this shard has {num_classes} classes; labels must be in [0, {num_classes}) "
                               "or -1 for a class on another shard")
-            self._check_finite(cosine, target_cosine, norms, embeddings, weights)
+            if check_finite:
+                raise_nonfinite(finite_problem(cosine, target_cosine, norms, embeddings, weights), ctx)
         pos = torch.nonzero(labels >= 0).reshape(-1)
         target = labels[pos]
         if cosine is not None:
@@ -441,31 +447,7 @@ class Head(nn.Module):
         elif target_cosine is None or target_cosine.shape[0] != pos.numel():
             raise ValueError("target_cosine must hold one cosine per row with a label >= 0")
         return HeadInputs(labels, pos, target, _at_least_float32(target_cosine), int(num_classes), norms, embeddings,
-                          weights, class_index, ctx if ctx is not None else DistContext.current(), proxy_fn)
-
-    @staticmethod
-    def _check_finite(cosine, target_cosine, norms, embeddings, weights) -> None:
-        for what, t in (("norms", norms), ("embeddings", embeddings), ("features (cosines)", cosine),
-                        ("target cosines", target_cosine)):
-            if t is None or bool(torch.isfinite(t).all()):
-                continue
-            bad = ~torch.isfinite(t.reshape(t.shape[0], -1))
-            if t is cosine and (embeddings is None or bool(torch.isfinite(embeddings).all())):
-                whole = torch.nonzero(bad.all(0)).reshape(-1)
-                if whole.numel():  # a column bad on every row: its class proxy, not a sample
-                    raise FloatingPointError(
-                        f"non-finite cosines in column {int(whole[0])} on every row (NaN/Inf in that class proxy "
-                        "of the FC weight). Disable this check with check_inputs=False.")
-            row = int(torch.nonzero(bad.any(1))[0])
-            raise FloatingPointError(
-                f"non-finite {what} at row {row} (NaN/Inf in the backbone output or the class proxies). "
-                "Typical causes: fp16 overflow without a GradScaler, a learning rate too high. "
-                "Disable this check with check_inputs=False."
-            )
-        if weights is not None and not bool(torch.isfinite(weights).all()):
-            row = int(torch.nonzero((~torch.isfinite(weights)).any(1))[0])
-            raise FloatingPointError(f"non-finite class proxy at column {row} (NaN/Inf in the FC weight). "
-                                     "Disable this check with check_inputs=False.")
+                          weights, class_index, ctx, proxy_fn)
 
     # -- hyperparameters -------------------------------------------------------------------
     def hparams(self) -> dict:

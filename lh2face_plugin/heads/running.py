@@ -3,7 +3,7 @@
 LH2Face's mean concentration and norm statistics, AdaFace's norm statistics and
 CurricularFace's ``t`` are exponential moving averages of a batch statistic::
 
-    r <- (1 - momentum) r + momentum * batch value          (training mode, non-empty batch)
+    r <- (1 - momentum) r + momentum * batch value          (training mode, non-empty, finite batch)
 
 started either by the first batch (``first_batch=True``) or from the buffer's initial value.
 The batch value is global: over the all-gathered rows under Partial FC (every rank holds the
@@ -84,12 +84,15 @@ class RunningStat:
             batch_std = ((s2 - s1 * batch_mean) / (n - 1)).clamp_min(0.0).sqrt()
         if training and float(n) >= max(1, self.min_rows):
             first = not self.tracked
-            for name, value in ((self.mean, batch_mean), (self.std, batch_std)):
-                if name is not None and value is not None:
-                    buf = getattr(self.owner, name)
-                    buf.copy_(value) if first else buf.lerp_(value.to(buf.dtype), self.momentum)
+            values_in = [(name, value) for name, value in ((self.mean, batch_mean), (self.std, batch_std))
+                         if name is not None and value is not None]
+            finite = torch.stack([torch.isfinite(value) for _, value in values_in]).all()
+            for name, value in values_in:   # a NaN batch (a step a GradScaler skips) changes nothing
+                buf = getattr(self.owner, name)
+                new = value.to(buf.dtype) if first else torch.lerp(buf, value.to(buf.dtype), self.momentum)
+                buf.copy_(torch.where(finite, new, buf))
             if self.counts and self.count is not None:
-                getattr(self.owner, self.count).add_(1)
+                getattr(self.owner, self.count).add_(finite.long())
         mean, std = self.running() if self.tracked else (batch_mean, batch_std)
         dtype = values.dtype
         return (None if mean is None else mean.to(dtype)), (None if std is None else std.to(dtype))

@@ -115,8 +115,9 @@ class USS(Head):
             return
         cls, feats = self._pending
         self._pending = None
-        self.memory[cls] = feats.to(self.memory.dtype)
-        self.filled[cls] = True
+        ok = torch.isfinite(feats).all(dim=1)   # a NaN step (skipped by a GradScaler) leaves the memory as it was
+        self.memory[cls] = torch.where(ok[:, None], feats.to(self.memory.dtype), self.memory[cls])
+        self.filled[cls] = self.filled[cls] | ok
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         self.flush()

@@ -17,6 +17,7 @@ import torch
 
 from ..distributed import DistContext
 from .engine import Columns, normalize_rows, head_loss
+from .precision import check_nonfinite, no_autocast, product_dtype
 
 __all__ = ["blockwise_head_loss"]
 
@@ -48,15 +49,22 @@ def _rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                         norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
                         ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
-                        matmul_dtype: Optional[torch.dtype] = None, cache_cosine: bool = False):
+                        matmul_dtype: Optional[torch.dtype] = None, cache_cosine: bool = False,
+                        nonfinite: str = "raise"):
     """A head's loss, ``mean_i (lse_i - out_iy) + sum(terms)``, column block by column block.
 
     Equals the dense layer (:func:`.dense.dense_head_loss` on the clamped cosines) to rounding.
 
+    Precision (:mod:`.precision`): the products run in ``matmul_dtype``; when it is ``None``, in
+    ``x``'s dtype if that is float16/bfloat16, else in the caller's autocast dtype if autocast is on,
+    else in float32. Everything else runs in float32 with autocast off, so the forward and the
+    backward's recomputation see the same values.
+
     Args:
         head: a :class:`~lh2face_plugin.heads.base.Head`.
-        x: [N, D] normalised embeddings (the gathered batch), differentiable.
-        weight: [C_all, D] raw class proxies of this shard (differentiable).
+        x: [N, D] normalised embeddings (the gathered batch), differentiable; float32, float64,
+            float16 or bfloat16.
+        weight: [C_all, D] raw class proxies of this shard (differentiable), float32 or float64.
         labels: [N] int64 column on this shard (into ``index`` when sampling) or -1.
         norms: [N] raw feature norms, for heads that need them.
         index: optional [C] int64 sampled rows of ``weight`` (Partial FC's ``weight_index``).
@@ -65,12 +73,30 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
         matmul_dtype: compute the products in this dtype (fp16/bf16 training), the rest in float32.
         cache_cosine: keep the [N, C] cosines (float32) for the backward instead of
             recomputing each block: one product less, one [N, C] tensor more.
+        nonfinite: ``"raise"`` (with the head's ``check_inputs``: one ``FloatingPointError``, the
+            same on every rank) or ``"nan"`` (the loss is NaN on every rank; a GradScaler skips the step).
 
     Returns:
         ``(loss, parts)``: the scalar loss (global value, local gradient) and its
         detached parts by name (``ce``, the head's terms and statistics).
     """
     head.require_layer("blockwise")
+    if not (isinstance(weight, torch.Tensor) and weight.dtype in (torch.float32, torch.float64)):
+        raise TypeError(f"class proxies (weight) must be float32 or float64, got {getattr(weight, 'dtype', weight)}: "
+                        "keep the FC weight in float32 and put only the products in half with matmul_dtype=")
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        raise TypeError(f"embeddings must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    matmul_dtype = product_dtype(x, matmul_dtype)
+    with no_autocast(x.device):
+        if x.dtype != weight.dtype:
+            x = x.to(weight.dtype)
+        if norms is not None and norms.dtype != weight.dtype:
+            norms = norms.to(weight.dtype)
+        return _blockwise(head, x, weight, labels, norms, index, ctx, block_elements, matmul_dtype, cache_cosine,
+                          check_nonfinite(nonfinite))
+
+
+def _blockwise(head, x, weight, labels, norms, index, ctx, block_elements, matmul_dtype, cache_cosine, check_finite):
     ctx = ctx if ctx is not None else DistContext.single()
     labels = labels.reshape(-1).long()
     holder = None
@@ -88,7 +114,9 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     if bool(in_range):
         wt, _ = normalize_rows(_rows(weight, cols if index is None else index[cols]))
         if matmul_dtype is not None:
-            target_cosine = (x[pos_rows].to(matmul_dtype) * wt.to(matmul_dtype)).float().sum(dim=1)
+            # rounded as the block products are: half inputs, float32 accumulation, a half result
+            xt, wh = x[pos_rows].to(matmul_dtype).to(x.dtype), wt.to(matmul_dtype).to(x.dtype)
+            target_cosine = (xt * wh).sum(dim=1).to(matmul_dtype).to(x.dtype)
         else:
             target_cosine = (x[pos_rows] * wt).sum(dim=1)
         target_cosine = target_cosine.clamp(-1.0, 1.0)
@@ -98,6 +126,6 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
         return normalize_rows(_rows(weight, c if index is None else index[c]))[0]
 
     inp = head.inputs(labels, columns.num, norms=norms, embeddings=x, weights=weights, class_index=index, ctx=ctx,
-                      target_cosine=target_cosine, proxy_fn=proxy_fn)
-    return head_loss(head, inp, columns, x)
+                      target_cosine=target_cosine, proxy_fn=proxy_fn, check_finite=check_finite)
+    return head_loss(head, inp, columns, x, check_finite)
 

@@ -18,6 +18,7 @@ import torch
 
 from .engine import Columns, head_loss, plan_terms, row_sums
 from .formula import negative_logits, rows_of, times_slope_
+from .precision import check_nonfinite, no_autocast
 
 __all__ = ["margin_logits", "evaluate_plan", "dense_head_loss", "ROW_BLOCK_ELEMENTS"]
 
@@ -126,16 +127,18 @@ def evaluate_plan(plan, inp, cosine: torch.Tensor, embeddings: Optional[torch.Te
 
 
 def dense_head_loss(head, cosine: torch.Tensor, labels: torch.Tensor, *, norms=None, embeddings=None, weights=None,
-                    class_index=None, ctx=None):
+                    class_index=None, ctx=None, nonfinite: str = "raise"):
     """The head's loss on a dense [N, C] cosine matrix: ``(loss, parts)`` (see :func:`.engine.head_loss`).
 
-    Args as :meth:`~lh2face_plugin.heads.base.Head.evaluate`.
+    Args as :meth:`~lh2face_plugin.heads.base.Head.evaluate`; half inputs are computed in float32
+    with autocast off. ``nonfinite`` as in :func:`.blockwise.blockwise_head_loss`.
     """
     from ..heads.base import as_cosine
 
     head.require_layer("dense")
-    with torch.autocast(device_type=cosine.device.type, enabled=False):
+    check_finite = check_nonfinite(nonfinite)
+    with no_autocast(cosine.device):
         cosine = as_cosine(cosine)
         inp = head.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
-                          class_index=class_index, ctx=ctx, cosine=cosine)
-        return head_loss(head, inp, Columns(cosine=cosine, index=class_index), inp.embeddings)
+                          class_index=class_index, ctx=ctx, cosine=cosine, check_finite=check_finite)
+        return head_loss(head, inp, Columns(cosine=cosine, index=class_index), inp.embeddings, check_finite)

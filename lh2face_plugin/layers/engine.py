@@ -19,13 +19,14 @@ its gradient this rank's part.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..distributed import DistContext, global_sum
+from ..finite import raise_nonfinite
+from .precision import no_autocast
 from .formula import hard_mask, negative_logits, rows_of, times_slope_
 from .products import TargetSlots, block_elements_for, column_blocks, combine_logsumexp, online_logsumexp, take_columns
 
@@ -148,12 +149,12 @@ class _HeadBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(fctx, call: _Call, cosine, x, weight, scale, target_logit, *term_args):
-        with _no_autocast(target_logit.device):
+        with no_autocast(target_logit.device):
             return _HeadBlocks._forward(fctx, call, cosine, x, weight, scale, target_logit, *term_args)
 
     @staticmethod
     def backward(fctx, g_lse, *g_terms):
-        with _no_autocast(fctx.device):
+        with no_autocast(fctx.device):
             return _HeadBlocks._backward(fctx, g_lse, *g_terms)
 
     @staticmethod
@@ -204,9 +205,9 @@ class _HeadBlocks(torch.autograd.Function):
         n = target_logit.shape[0]
         k = scale if scale is not None else call.scale
         a, q, b = call.hard
-        finite = torch.isfinite(lse)
-        lse0 = torch.where(finite, lse, torch.zeros_like(lse))
-        g = torch.where(finite, g_lse, torch.zeros_like(g_lse)) if g_lse is not None else None
+        live = lse != float("-inf")   # a row without any column has no softmax; NaN flows on (GradScaler)
+        lse0 = torch.where(live, lse, torch.zeros_like(lse))
+        g = torch.where(live, g_lse, torch.zeros_like(g_lse)) if g_lse is not None else None
         softmax = call.softmax and g is not None
         grad_cos = torch.empty_like(cosine) if cosine is not None and need[1] else None
         grad_x = torch.zeros_like(x) if x is not None and need[2] else None
@@ -288,20 +289,12 @@ class _HeadBlocks(torch.autograd.Function):
                     grad_w.index_add_(0, cols.index[c0:c1], gwn)
         grad_tl = None
         if softmax and need[5]:
-            grad_tl = torch.where((call.tcol >= 0) & finite, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
+            grad_tl = torch.where((call.tcol >= 0) & live, torch.exp(target_logit - lse0) * g, torch.zeros_like(g))
         if grad_w is not None and cols.holder is not None:
             cols.holder["grad"] = grad_w
             grad_w = _empty_sparse_like(weight)
         flat = [t for group in grad_args for t in group]
         return (None, grad_cos, grad_x, grad_w, grad_scale, grad_tl, *flat)
-
-
-def _no_autocast(device: torch.device):
-    """Autocast off on ``device``: the products run in ``Columns.matmul_dtype`` and everything else in
-    float32, in the forward and in the backward's recomputation alike."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _split(flat: Sequence, terms: List[tuple]) -> List[list]:
@@ -362,7 +355,8 @@ def row_sums(plan, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> L
     return list(_run(plan, inp, columns, x, False, None)[1:])
 
 
-def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, LossParts]:
+def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None, check_finite: bool = True
+              ) -> Tuple[torch.Tensor, LossParts]:
     """``mean_i (lse_i - out_iy) + sum(terms)`` of one head call: the loss of every layer.
 
     Args:
@@ -370,6 +364,8 @@ def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> 
         inp: its validated :class:`~lh2face_plugin.heads.base.HeadInputs`.
         columns: where the cosines come from.
         x: [N, D] normalised embeddings, for row terms over another matrix and the products.
+        check_finite: with the head's ``check_inputs``, a NaN/Inf logsumexp raises; ``False`` leaves
+            the loss NaN on every rank (the logsumexp is global), so a GradScaler skips the step.
 
     Returns:
         ``(loss, parts)``: the scalar loss (global value, this rank's gradient) and its detached
@@ -381,8 +377,8 @@ def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> 
     target_logit = torch.zeros(n, dtype=inp.dtype, device=inp.device)
     target_logit = target_logit.index_put((inp.pos,), spec.target_logits(inp.target_cosine).to(inp.dtype))
     lse, *sums = _run(plan, inp, columns, x, True, target_logit)
-    if head.check_inputs:
-        _require_finite_lse(lse, columns)
+    if head.check_inputs and check_finite:
+        _require_finite_lse(lse, columns, inp.ctx)
     ce = (lse.sum() - global_sum(target_logit[inp.pos].sum(), inp.ctx)) / max(1, n)
     terms = plan_terms(plan, sums, inp)
     loss = ce
@@ -393,18 +389,18 @@ def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> 
     return loss, parts
 
 
-def _require_finite_lse(lse: torch.Tensor, columns: Columns) -> None:
-    """NaN/+Inf in the logsumexp (the embeddings, norms and target cosines were checked before):
-    name the class proxy of this shard that caused it, or say it is on another shard."""
+def _require_finite_lse(lse: torch.Tensor, columns: Columns, ctx: DistContext) -> None:
+    """NaN/+Inf in the (global) logsumexp, the embeddings, norms and target cosines checked before:
+    every rank raises the same error, naming the shard and column of a non-finite class proxy."""
     bad = torch.isnan(lse) | (lse == float("inf"))
     if not bool(bad.any()):
         return
+    problem = None
     if columns.weight is not None:
         with torch.no_grad():
             w = columns.weight if columns.index is None else columns.weight[columns.index]
             found = torch.nonzero((~torch.isfinite(w)).any(1)).reshape(-1)
         if found.numel():
-            raise FloatingPointError(f"non-finite class proxy at column {int(found[0])} (NaN/Inf in the FC weight). "
-                                     "Disable this check with check_inputs=False.")
-    raise FloatingPointError(f"non-finite logits at row {int(torch.nonzero(bad)[0])}: a class proxy on another shard "
-                             "holds NaN/Inf (that rank names its column). Disable this check with check_inputs=False.")
+            problem = (5, int(found[0]))
+    raise_nonfinite(problem, ctx, otherwise=f"non-finite logits at row {int(torch.nonzero(bad)[0])} (NaN/Inf in "
+                    "the class proxies). Disable this check with check_inputs=False.")

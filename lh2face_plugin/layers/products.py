@@ -147,9 +147,9 @@ class _MatmulLogSumExp(torch.autograd.Function):
         grad_a = torch.zeros_like(a) if need_a else None
         grad_b = torch.zeros_like(b) if need_b else None
         r = a.shape[0]
-        finite = torch.isfinite(lse)
-        lse0 = torch.where(finite, lse, torch.zeros_like(lse))
-        g = torch.where(finite, grad, torch.zeros_like(grad)) * fctx.scale
+        live = lse != float("-inf")
+        lse0 = torch.where(live, lse, torch.zeros_like(lse))
+        g = torch.where(live, grad, torch.zeros_like(grad)) * fctx.scale
         for c0, c1 in column_blocks(r, _num_cols(b, index), block_elements_for(a.device, fctx.block_elements)):
             bb = take_columns(b, index, c0, c1)
             p = torch.mm(a, bb.t()).mul_(fctx.scale).sub_(lse0[:, None]).exp_().mul_(g[:, None])
@@ -173,11 +173,12 @@ def online_logsumexp(run_max: torch.Tensor, run_sum: torch.Tensor, block: torch.
 
 
 def combine_logsumexp(run_max: torch.Tensor, run_sum: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """log(sum) over shards of per-shard (max, sum of exp(x - max)) pairs; -inf for empty rows."""
+    """log(sum) over shards of per-shard (max, sum of exp(x - max)) pairs; -inf for empty rows, NaN on every
+    rank for a row that met a NaN on any shard."""
     if ctx.sharded:
         glob = _all_reduce(run_max, ctx, torch.distributed.ReduceOp.MAX)
         shift = torch.where(torch.isfinite(glob), glob, torch.zeros_like(glob))
-        local = torch.where(torch.isfinite(run_max), run_sum * torch.exp(run_max - shift), torch.zeros_like(run_sum))
+        local = torch.where(run_max == float("-inf"), torch.zeros_like(run_sum), run_sum * torch.exp(run_max - shift))
         total = _all_reduce(local, ctx)
     else:
         shift = torch.where(torch.isfinite(run_max), run_max, torch.zeros_like(run_max))
