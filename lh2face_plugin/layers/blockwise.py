@@ -46,6 +46,7 @@ def _rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return weight[rows]
 
 
+@torch.compiler.disable
 def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                         norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
                         ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
@@ -54,6 +55,11 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     """A head's loss, ``mean_i (lse_i - out_iy) + sum(terms)``, column block by column block.
 
     Equals the dense layer (:func:`.dense.dense_head_loss` on the clamped cosines) to rounding.
+
+    Under ``torch.compile`` this function runs eagerly (a graph break, :func:`torch.compiler.disable`):
+    its proxies' gradient is written through a holder and a sparse identity that no compiler backend
+    traces faithfully (inductor and aot_eager fail on the sparse tensor, eager drops all but the target
+    rows), so the rest of the step compiles and this layer's gradient stays exact.
 
     Precision (:mod:`.precision`): the products run in ``matmul_dtype``; when it is ``None``, in
     ``x``'s dtype if that is float16/bfloat16, else in the caller's autocast dtype if autocast is on,
