@@ -6,6 +6,7 @@ import argparse
 import configparser
 import contextlib
 import importlib.util
+import inspect
 import io
 import os
 import re
@@ -49,8 +50,8 @@ SHELL_FENCES = ("bash", "sh", "shell", "console")
 
 def _logical_lines(text: str) -> Iterator[Tuple[int, str, bool]]:
     """Lines of indented code blocks, with backslash continuations joined, and the code spans of prose lines; fenced
-    blocks count only when they are shell (a plain fence shows printed output, a python fence code). The flag says whether the
-    text is a whole command line (a code span in prose may name a subcommand without its arguments)."""
+    blocks count only when they are shell (a plain fence shows printed output, a python fence code). The flag says
+    whether the text is a whole command line (a code span in prose may name a subcommand without its arguments)."""
     lines = text.split("\n")
     fence = None
     i = 0
@@ -174,8 +175,6 @@ def test_every_registered_head_has_a_page():
         text = _read(f"docs/heads/{name}.md")
         for section in ("## Logits", "## Hyperparameters", "## Paper", "## Where it runs", "## Tests"):
             assert section in text, (name, section)
-        import inspect
-
         for p in inspect.signature(HEADS.get(name)).parameters.values():
             row = f"| `{p.name}` | `{p.default!r}` |"
             assert row in text, f"docs/heads/{name}.md: no row {row!r} (parameter or default changed?)"
@@ -236,7 +235,8 @@ def test_step_benchmark_json_renders(tmp_path):
                                                         date="2026-12-07", machine="test", version="0.1.0")))
     pages = gen.generate(str(tmp_path))
     page = pages["step-cpu.md"]
-    assert "### layer C=20000" in page and "| plugin lh2face | 95.0 | 0.95 | 104 | 1.30 | 1.50 | 1.10 | ≤ 1.15 |" in page
+    assert "### layer C=20000" in page
+    assert "| plugin lh2face | 95.0 | 0.95 | 104 | 1.30 | 1.50 | 1.10 | ≤ 1.15 |" in page
     assert "failed: out of memory" in page
     assert "[benchmarks/step.py: step-cpu](step-cpu.md)" in pages["index.md"]
     (folder / "step.json").write_text(json.dumps(dict(benchmark="other")))
