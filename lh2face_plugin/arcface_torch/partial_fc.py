@@ -115,7 +115,7 @@ class PartialFCMixin:
         fp16: compute the cosine matmul under autocast (float16 on CUDA, bfloat16 on CPU).
         blockwise: evaluate the head column block by column block (no [N, C] cosines); ``None``
             (default): blockwise on the CPU, where it measured both faster and leaner than the dense
-            layer, dense on CUDA until a GPU has measured it (README, Benchmarks).
+            layer, dense on CUDA until a GPU has measured it (docs/performance.md).
         block_elements: entries per block of the blockwise layer.
         cache_cosine: the blockwise layer keeps the cosines for the backward.
 
