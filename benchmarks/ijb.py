@@ -16,7 +16,7 @@ templates (G1 + G2: 3,531) x probe templates (19,593), 15,658,489 of the 69M pos
 pairs drawn at random; ``uniform`` draws both templates of every pair from all templates
 (no protocol looks like this; a worst case for the block products).
 
-BLAS uses the threads ``OMP_NUM_THREADS`` allows (the README's figures: 2), the passes
+BLAS uses the threads ``OMP_NUM_THREADS`` allows (the figures in docs/performance.md: 2), the passes
 over the pairs the CPU count (at most 8). On a shared machine the wall times swing; the
 CPU seconds (all threads) of both paths are printed too.
 

@@ -1,4 +1,4 @@
-"""The README's main job: synthetic data -> three heads trained -> evaluated -> exported.
+"""The main job of the README's first command: synthetic data -> three heads trained -> evaluated -> exported.
 
 ``lh2face quickstart`` runs, on CPU in minutes:
 

@@ -11,7 +11,7 @@ synthetic faces with ground-truth depth and pose (about 3 minutes on 2 CPU cores
 
 The pretrained reconstruction stays fixed (mode "frozen"): fine-tuning it with the
 self-supervised L_reco moved it away from the true depth and pose on synthetic faces within
-300 steps (README, "Renderer-augmented input"). The backbone learns from the RGB, canonical
+300 steps (docs/render.md, "Renderer-augmented input"). The backbone learns from the RGB, canonical
 face and depth, plus L_FR^canon and L_view on the canonical faces of the first eighth of each
 batch (canon_fraction 0.125: one extra backbone pass on 16 of 128 faces). mode="joint" with
 lambda_reco > 0 is the Unsup3d-style joint training.

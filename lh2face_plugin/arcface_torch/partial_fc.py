@@ -120,7 +120,7 @@ class PartialFCMixin:
             (``torch.autocast``) also puts the products, and only them, in its dtype.
         blockwise: evaluate the head column block by column block (no [N, C] cosines); ``None``
             (default): blockwise on the CPU, where it measured both faster and leaner than the dense
-            layer, dense on CUDA until a GPU has measured it (README, Benchmarks).
+            layer, dense on CUDA until a GPU has measured it (docs/performance.md).
         block_elements: entries per block of the blockwise layer.
         cache_cosine: the blockwise layer keeps the cosines for the backward.
         matmul_dtype: the products' half dtype (``torch.float16``/``torch.bfloat16`` or its name),

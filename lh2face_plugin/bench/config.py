@@ -17,8 +17,9 @@ SCALES: Dict[str, Dict[str, Any]] = {
 """Named settings of ``lh2face bench --scale``. Each sees its training set about 8 times (steps x batch /
 (identities x 20 images)), so data grows with the steps. ``toy`` (the default): about 15 minutes for the
 default comparison on 2 CPU cores, the reference at hard-HQ TAR@1e-2 about 7%; ``cpu``: about 53 minutes
-with ``--control``, the reference at 13.9% (README, "A scale at which heads can differ"); ``gpu``: for
-``--device cuda`` (``benchmarks/gpu.sh``), not yet measured. ``--budget`` multiplies the steps of any of them."""
+with ``--control``, the reference at 13.9% (docs/results/recorded-bench.md, "A scale at which heads can
+differ"); ``gpu``: for ``--device cuda`` (``benchmarks/gpu.sh``), not yet measured. ``--budget`` multiplies
+the steps of any of them."""
 
 
 @dataclass

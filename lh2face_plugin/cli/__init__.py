@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional, Tuple
 
 from .. import __version__
+from ._common import DOCS_URL
 
 EXTRAS = {
     "onnx": "zoo", "onnxruntime": "eval", "onnxscript": "zoo", "insightface": "zoo", "cv2": "eval",
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="LH2Face and friends for insightface's arcface_torch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'lh2face SUBCOMMAND --help' for examples. Errors print one line; LH2FACE_DEBUG=1 shows the "
-               "traceback.",
+               "traceback.\n\ndocumentation: " + DOCS_URL,
     )
     parser.add_argument("--version", action="version", version=f"lh2face-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")

@@ -3,15 +3,41 @@ from __future__ import annotations
 
 import argparse
 
+DOCS_URL = "https://lh2face-plugin.readthedocs.io/en/latest/"
+"""Base address of the documentation site (built from ``docs/`` by ``mkdocs``); the one place it is named."""
+
+DOCS_PAGES = {
+    "": "",
+    "bench": "bench/",
+    "data": "data/",
+    "doctor": "training/",
+    "eval": "evaluation/",
+    "export": "export/",
+    "heads": "heads/",
+    "quickstart": "getting-started/",
+    "render": "render/",
+    "train": "training/",
+}
+"""Subcommand (first word after ``lh2face``) -> its page under :data:`DOCS_URL` (``docs/<page>.md``)."""
+
+
+def docs_url(prog: str) -> str:
+    """The documentation page of the subcommand whose ``prog`` is e.g. ``"lh2face data build"``."""
+    words = prog.split()[1:]
+    key = words[0] if words else ""
+    if key not in DOCS_PAGES:
+        raise KeyError(f"lh2face {key}: no documentation page in lh2face_plugin.cli._common.DOCS_PAGES")
+    return DOCS_URL + DOCS_PAGES[key]
+
 
 def add_command(subparsers, name: str, help: str, examples: str, func) -> argparse.ArgumentParser:
-    """Add a subcommand whose ``--help`` ends with an Examples section."""
+    """Add a subcommand whose ``--help`` ends with an Examples section and a link to its documentation page."""
     p = subparsers.add_parser(
         name,
         help=help,
         description=help,
-        epilog="examples:\n" + examples.strip("\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.epilog = "examples:\n" + examples.strip("\n") + "\n\ndocumentation: " + docs_url(p.prog)
     p.set_defaults(func=func, _prog=p.prog)
     return p

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                     "train several heads x training seeds alike; compare them on held-out look-alike faces "
                     "(hard-HQ TAR@FAR, paired bootstrap CIs over families, seed spread)",
                     """
-  lh2face bench                                     # the default comparison (CPU; see the README for its time)
+  lh2face bench                                     # the default comparison (CPU; its time: docs page below)
   lh2face bench --budget 0.2 --out runs/bench_smoke # a fifth of the steps
   lh2face bench --scale cpu --control               # 1500 steps, 600 identities: about 53 min on 2 CPU cores
   lh2face bench --heads arcface cos24=cosface:s=24,m=0.35 lh2face lh2face-ps=lh2face:margin=per_sample \\
