@@ -51,7 +51,8 @@ except ImportError:  # pragma: no cover - not on Windows
 __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
-           "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot"]
+           "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot",
+           "derived"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -308,6 +309,23 @@ def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
 
         plt.close(fig)
     return path
+
+
+def derived(what: str, make: Callable[[], Any], *, results: str,
+            warn: Optional[Callable[[str], None]] = None) -> Any:
+    """Make an output derived from measured results that are already written (a plot, a table).
+
+    Measured results are written first, atomically; what is drawn or printed from them comes after,
+    through this function: a failure there warns in one line (naming ``what`` and the ``results``
+    file, which stays as written) and returns ``None`` instead of losing the run.
+    """
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 - any failure of a derived output leaves the results
+        first = (str(exc).splitlines() or [""])[0][:160]
+        line = f"warning: {what} not made ({type(exc).__name__}: {first}); the results are in {results}"
+        (warn or (lambda text: print(text, file=sys.stderr)))(line)
+        return None
 
 
 @contextlib.contextmanager

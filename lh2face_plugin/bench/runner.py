@@ -120,7 +120,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
 
     sets = score_runs(runs, ctx, device=cfg.device, progress=progress)
     fresh = [run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)]
-    record_results(out, fresh)
+    control = parse_head_spec(cfg.control).label if cfg.control else (previous or {}).get("control")
+    if previous and previous.get("comparable") == comparable and not sweep:
+        sweep = previous.get("lr_sweep")
+    train_data = {"path": os.path.relpath(data.dir, out), "fingerprint": data.key, "seed": cfg.data_seed,
+                  "identities": cfg.identities, "images_per_id": cfg.images_per_id}
+    # runs.json alone rebuilds the table (bench --report) should anything after this line fail
+    record_results(out, fresh, table={"comparable": comparable, "evalset": {"path": os.path.relpath(ctx.ev.path, out)},
+                                      "reference": reference, "control": control, "heads": _order(previous, specs),
+                                      "bootstrap": {"replicates": cfg.bootstrap, "seed": cfg.bootstrap_seed},
+                                      "config": _config_dict(cfg), "command": command, "lr_sweep": sweep,
+                                      "train_data": train_data})
     results, gather_notes = gather(out, comparable, _order(previous, specs))
     earlier = [r for r in results if r.key not in {f.key for f in fresh}]
     echo(f"[4/5] evaluate {len(runs)} models on the evaluation set"
@@ -129,16 +139,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
     by_key = {f.key: s for f, s in zip(fresh, sets)}
     scores = [by_key.get(r.key) or score_results([r], out, ctx, device=cfg.device, progress=progress)[0]
               for r in results]
-    control = parse_head_spec(cfg.control).label if cfg.control else (previous or {}).get("control")
     comparison = compare(results, scores, ctx.ev.num_families, reference=reference, replicates=cfg.bootstrap,
                          bootstrap_seed=cfg.bootstrap_seed, control=control, progress=progress)
-    if previous and previous.get("comparable") == comparable and not sweep:
-        sweep = previous.get("lr_sweep")
     return _finish(out, results, scores, comparison, ctx, comparable=comparable, config=_config_dict(cfg),
                    command=command, sweep=sweep, notes=gather_notes, reused={f.key: f.reused for f in fresh},
-                   train_data={"path": os.path.relpath(data.dir, out), "fingerprint": data.key,
-                               "seed": cfg.data_seed, "identities": cfg.identities,
-                               "images_per_id": cfg.images_per_id},
+                   train_data=train_data,
                    t0=t0, echo=echo)
 
 
@@ -148,19 +153,23 @@ def rebuild_report(out: str, *, reference: Optional[str] = None, device: str = "
     cached features (or saved models), without training; the evaluation set, the comparability, the
     reference, the control and the bootstrap settings are those of the folder's ``results.json``."""
     from .evalset import load_evalset, pair_counts
+    from ..fileio import resolve_inside
     from .results import read_results
     from .scores import PairIndex
-    from .store import gather
+    from .store import RUNS_FILE, gather, stored_table
 
     t0 = time.perf_counter()
     out = os.path.abspath(out)
-    previous = read_results(out)
+    previous = read_results(out) or stored_table(out)
     if previous is None:
-        raise FileNotFoundError(f"{out}: no results.json of lh2face bench to rebuild the report from")
+        if not os.path.exists(os.path.join(out, RUNS_FILE)):
+            raise FileNotFoundError(f"{out}: no {RUNS_FILE} of lh2face bench to rebuild the report from")
+        raise ValueError(f"{os.path.join(out, RUNS_FILE)} was written by an older lh2face bench (no \"table\" "
+                         "block); rerun lh2face bench into this folder once")
     if not previous.get("comparable"):
         raise ValueError(f"{out}/results.json was written by an older lh2face bench (no stored run keys); "
                          "rerun lh2face bench into this folder once")
-    ev = load_evalset(os.path.join(out, previous["evalset"]["path"]))
+    ev = load_evalset(resolve_inside(out, previous["evalset"]["path"], source=os.path.join(out, RUNS_FILE)))
     ctx = EvalContext(ev, PairIndex.build(ev), pair_counts(ev))
     results, notes = gather(out, previous["comparable"], list(previous.get("heads") or ()))
     if not results:
@@ -186,20 +195,29 @@ def _finish(out: str, results: Sequence[RunResult], scores: Sequence[Any], compa
     from .report import format_report
     from .results import evalset_block, summary_dict, write_results
 
+    from ..fileio import derived
+
     echo("[5/5] results")
-    plots = plot_comparison(out, results, scores, comparison, sweep)
-    summary = summary_dict(out, comparison, results, evalset=evalset_block(ctx, out), train_data=train_data,
-                           comparable=comparable, config=config, command=command, lr_sweep=sweep, plots=plots,
-                           notes=notes, reused=reused, wall_seconds=time.perf_counter() - t0)
-    path = write_results(out, summary)
+    kwargs = dict(evalset=evalset_block(ctx, out), train_data=train_data, comparable=comparable, config=config,
+                  command=command, lr_sweep=sweep, notes=notes, reused=reused)
+    summary = summary_dict(out, comparison, results, plots={}, wall_seconds=time.perf_counter() - t0, **kwargs)
+    path = write_results(out, summary)  # the measured results first; the plots and the table derive from them
+    plots = derived("plots", lambda: plot_comparison(out, results, scores, comparison, sweep), results=path,
+                    warn=echo) or {}
+    if plots:
+        summary = summary_dict(out, comparison, results, plots=plots, wall_seconds=time.perf_counter() - t0,
+                               **kwargs)
+        write_results(out, summary)
     echo("")
     for note in notes:
         echo(f"note: {note}")
-    for line in format_report(comparison, ctx, sweep):
+    lines = derived("the table", lambda: format_report(comparison, ctx, sweep), results=path, warn=echo) or []
+    for line in lines:
         echo(line)
     echo("")
     echo(f"results: {path}")
-    echo("plots:   " + "\n         ".join(plots.values()))
+    if plots:
+        echo("plots:   " + "\n         ".join(plots.values()))
     echo(f"models:  {out}/<head>/seed<k>/model.pt; e.g. {summary['reevaluate']}")
     echo(f"wall time {summary['wall_seconds']:.0f} s")
     return summary
