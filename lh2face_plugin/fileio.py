@@ -22,6 +22,11 @@ Every writer of the package goes through this module:
   entry, an image found in a dataset folder): it must resolve, symbolic links included, inside the
   dataset's folder.
 * :func:`sha256_file`: the one file hash.
+* :func:`writer_lock`: one writer per output folder. A command that writes ``OUT`` holds an
+  exclusive ``flock`` on ``.OUT.lh2face-lock`` beside it, which records the holder's pid and
+  command; a second writer stops at once (:class:`FolderBusy`: "another lh2face bench (pid N) is
+  writing OUT") or waits. The kernel drops the lock of a process that dies, so a lock file left by
+  a killed run (a dead pid) is simply taken over.
 
 Guarantees hold against exceptions and killed processes; single files are also ``fsync``-ed.
 """
@@ -52,7 +57,7 @@ __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
            "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot",
-           "derived"]
+           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -66,6 +71,10 @@ os.umask(_UMASK)
 
 class FolderNotOwned(FileExistsError):
     """A command was asked to write into a non-empty folder it did not make (pass ``overwrite``)."""
+
+
+class FolderBusy(FileExistsError):
+    """Another live process holds the writer lock of an output folder (:func:`writer_lock`)."""
 
 
 class OutsideRoot(ValueError):
@@ -326,6 +335,65 @@ def derived(what: str, make: Callable[[], Any], *, results: str,
         line = f"warning: {what} not made ({type(exc).__name__}: {first}); the results are in {results}"
         (warn or (lambda text: print(text, file=sys.stderr)))(line)
         return None
+
+
+LOCK_SUFFIX = ".lh2face-lock"
+"""The writer lock of ``PARENT/OUT`` is the file ``PARENT/.OUT.lh2face-lock`` (beside the folder, so a
+folder that is swapped in whole keeps its lock, and nothing is added inside it)."""
+
+
+def _lock_file(out: str) -> str:
+    parent, name = os.path.split(os.path.abspath(os.fspath(out)).rstrip(os.sep) or os.sep)
+    return os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+
+
+def _holder(fd: int) -> Dict[str, Any]:
+    try:
+        doc = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@contextlib.contextmanager
+def writer_lock(out: str, command: str, *, wait: bool = False,
+                on_wait: Optional[Callable[[str], None]] = None) -> Iterator[str]:
+    """Hold the one-writer lock of the output folder ``out`` while the block runs (yields the lock file).
+
+    ``command`` (e.g. ``"bench"``) is recorded with this process's pid. If another live process
+    holds the lock, raise :class:`FolderBusy` naming its command and pid, or, with ``wait``, block
+    until it ends (``on_wait`` gets a line first). A lock file whose holder is gone is taken over.
+    """
+    path = _lock_file(out)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        if not _lock(fd, blocking=False):
+            h = _holder(fd)
+            who = f"another lh2face {h.get('command') or 'command'} (pid {h.get('pid', '?')})"
+            if not wait:
+                os.close(fd)
+                raise FolderBusy(f"{who} is writing {out}; wait for it to finish, or pass --wait")
+            if on_wait is not None:
+                on_wait(f"waiting: {who} is writing {out}")
+            _lock(fd, blocking=True)
+        try:  # a holder that released has removed the file: lock the one at ``path`` now
+            same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 @contextlib.contextmanager

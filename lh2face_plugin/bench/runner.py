@@ -84,14 +84,25 @@ def _train_all(cfg: BenchConfig, specs: Sequence[HeadSpec], data, lrs: Dict[str,
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], None] = print,
-              command: Optional[str] = None) -> Dict[str, Any]:
+              command: Optional[str] = None, wait: bool = False) -> Dict[str, Any]:
     """Train the selected heads (reusing finished runs), store their results under their keys, and
-    compare every comparable stored run; returns the summary also written to ``cfg.out/results.json``."""
+    compare every comparable stored run; returns the summary also written to ``cfg.out/results.json``.
+
+    One writer per folder (:func:`~lh2face_plugin.fileio.writer_lock`): while another bench writes
+    ``cfg.out`` this raises ``FolderBusy`` at once, or with ``wait`` waits for it."""
+    from ..fileio import writer_lock
+
+    specs, notes = cfg.validate()
+    with writer_lock(os.path.abspath(cfg.out), "bench", wait=wait, on_wait=echo):
+        return _run_bench(cfg, specs, notes, progress, echo, command)
+
+
+def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progress: bool,
+               echo: Callable[[str], None], command: Optional[str]) -> Dict[str, Any]:
     from .results import check_out, read_results
     from .store import gather, record_results
     from .sweep import lr_sweep
 
-    specs, notes = cfg.validate()
     t0 = time.perf_counter()
     out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
@@ -148,18 +159,27 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
 
 
 def rebuild_report(out: str, *, reference: Optional[str] = None, device: str = "cpu", progress: bool = True,
-                   echo: Callable[[str], None] = print) -> Dict[str, Any]:
+                   echo: Callable[[str], None] = print, wait: bool = False) -> Dict[str, Any]:
     """Rebuild ``results.json``, the table and the plots of ``out`` from its stored runs and their
     cached features (or saved models), without training; the evaluation set, the comparability, the
-    reference, the control and the bootstrap settings are those of the folder's ``results.json``."""
-    from .evalset import load_evalset, pair_counts
+    reference, the control and the bootstrap settings are those of the folder's ``results.json``, else
+    of the ``"table"`` block ``runs.json`` keeps (so ``runs.json`` alone rebuilds them). One writer
+    per folder, as in :func:`run_bench`."""
+    from ..fileio import writer_lock
+
+    with writer_lock(os.path.abspath(out), "bench", wait=wait, on_wait=echo):
+        return _rebuild_report(os.path.abspath(out), reference, device, progress, echo)
+
+
+def _rebuild_report(out: str, reference: Optional[str], device: str, progress: bool,
+                    echo: Callable[[str], None]) -> Dict[str, Any]:
     from ..fileio import resolve_inside
+    from .evalset import load_evalset, pair_counts
     from .results import read_results
     from .scores import PairIndex
     from .store import RUNS_FILE, gather, stored_table
 
     t0 = time.perf_counter()
-    out = os.path.abspath(out)
     previous = read_results(out) or stored_table(out)
     if previous is None:
         if not os.path.exists(os.path.join(out, RUNS_FILE)):
