@@ -124,13 +124,36 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        """A stored record, checked against :data:`_SCHEMA`; a ``ValueError`` names the first bad key
+        (the caller adds the file). NaN metrics are stored as ``null``."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run record must be an object, not {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"reused"}
         missing = names - set(d)
         if missing:
             raise ValueError(f"stored run result lacks {sorted(missing)}")
+        for key, kinds in _SCHEMA.items():
+            v = d[key]
+            if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+                raise ValueError(f"key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                 f"not {type(v).__name__}")
+        for key in ("metrics", "summary", "head_state", "final"):
+            for k, v in d[key].items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise ValueError(f"key {key!r}: {str(k)[:40]!r} must be a number or null, not {type(v).__name__}")
         kw = {k: d[k] for k in names}
         kw["metrics"] = {k: float("nan") if v is None else float(v) for k, v in d["metrics"].items()}
         return cls(**kw)
+
+
+_SCHEMA = {
+    "key": (str,), "run_key": (str,), "label": (str,), "spec": (str,), "head": (str,), "head_kwargs": (dict,),
+    "hparams": (dict,), "input_module": (dict, type(None)), "seed": (int,), "lr": (int, float), "dir": (str,),
+    "model": (str,), "model_sha256": (str,), "network": (str,), "embedding_size": (int,), "train": (dict,),
+    "data": (str,), "evalset": (str,), "train_seconds": (int, float), "clip": (dict,), "head_state": (dict,),
+    "final": (dict,), "metrics": (dict,), "summary": (dict,),
+}
+"""The JSON types of a stored :class:`RunResult` (``runs.json``, ``results.json``)."""
 
 
 def comparable_digest(train: Mapping[str, Any], data: str, evalset: str) -> str:

@@ -171,6 +171,31 @@ def rebuild_report(out: str, *, reference: Optional[str] = None, device: str = "
         return _rebuild_report(os.path.abspath(out), reference, device, progress, echo)
 
 
+def _check_table(doc: Dict[str, Any], source: str) -> None:
+    """The keys ``bench --report`` reads from a stored table have their JSON types (one-line error
+    naming ``source`` and the key)."""
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{source}: key {key!r} must be {want}")
+
+    for key in ("comparable", "reference"):
+        if not isinstance(doc.get(key), str):
+            raise bad(key, "a string")
+    if not isinstance(doc.get("evalset"), dict) or not isinstance(doc["evalset"].get("path"), str):
+        raise bad("evalset.path", "a string")
+    boot = doc.get("bootstrap")
+    if not isinstance(boot, dict):
+        raise bad("bootstrap", "an object")
+    for key in ("replicates", "seed"):
+        v = boot.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "replicates" else 0):
+            raise bad(f"bootstrap.{key}", "an integer >= 1" if key == "replicates" else "an integer >= 0")
+    heads = doc.get("heads")
+    if heads is not None and not (isinstance(heads, (list, dict)) and all(isinstance(h, str) for h in heads)):
+        raise bad("heads", "a list (or an object) of labels")
+    if doc.get("control") is not None and not isinstance(doc["control"], str):
+        raise bad("control", "a label or null")
+
+
 def _rebuild_report(out: str, reference: Optional[str], device: str, progress: bool,
                     echo: Callable[[str], None]) -> Dict[str, Any]:
     from ..fileio import resolve_inside
@@ -180,7 +205,11 @@ def _rebuild_report(out: str, reference: Optional[str], device: str, progress: b
     from .store import RUNS_FILE, gather, stored_table
 
     t0 = time.perf_counter()
-    previous = read_results(out) or stored_table(out)
+    previous, source = read_results(out), os.path.join(out, "results.json")
+    if previous is None:
+        previous, source = stored_table(out), os.path.join(out, RUNS_FILE)
+    if previous is not None and previous.get("comparable"):
+        _check_table(previous, source)
     if previous is None:
         if not os.path.exists(os.path.join(out, RUNS_FILE)):
             raise FileNotFoundError(f"{out}: no {RUNS_FILE} of lh2face bench to rebuild the report from")
@@ -189,7 +218,7 @@ def _rebuild_report(out: str, reference: Optional[str], device: str, progress: b
     if not previous.get("comparable"):
         raise ValueError(f"{out}/results.json was written by an older lh2face bench (no stored run keys); "
                          "rerun lh2face bench into this folder once")
-    ev = load_evalset(resolve_inside(out, previous["evalset"]["path"], source=os.path.join(out, RUNS_FILE)))
+    ev = load_evalset(resolve_inside(out, previous["evalset"]["path"], source=f"{source} key 'evalset.path'"))
     ctx = EvalContext(ev, PairIndex.build(ev), pair_counts(ev))
     results, notes = gather(out, previous["comparable"], list(previous.get("heads") or ()))
     if not results:

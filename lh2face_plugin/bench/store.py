@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..fileio import resolve_inside
 from .records import RunResult
 
 __all__ = ["RUNS_FILE", "record_results", "stored_results", "stored_table", "gather"]
@@ -60,7 +61,22 @@ def stored_results(out: str) -> List[RunResult]:
         raise ValueError(f"{_path(out)}: unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{_path(out)} is not lh2face bench's run store; choose another --out")
-    return [RunResult.from_dict(d) for d in doc["runs"].values()]
+    runs = doc.get("runs")
+    if not isinstance(runs, dict):
+        raise ValueError(f"{_path(out)}: key 'runs' must be an object of run records, not {type(runs).__name__}")
+    results = []
+    for key, d in runs.items():
+        where = f"{_path(out)}: runs[{str(key)[:40]!r}]"
+        try:
+            r = RunResult.from_dict(d)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for name in ("dir", "model"):  # a record names files of OUT only
+            resolve_inside(out, getattr(r, name), source=f"{where} key {name!r}")
+        if os.path.dirname(os.path.normpath(r.model)) != os.path.normpath(r.dir):
+            raise ValueError(f"{where}: key 'model' ({r.model[:80]!r}) is not a file of its run folder 'dir'")
+        results.append(r)
+    return results
 
 
 def stored_table(out: str) -> Optional[Dict[str, Any]]:
