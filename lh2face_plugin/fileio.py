@@ -21,6 +21,10 @@ Every writer of the package goes through this module:
 * :func:`resolve_inside`: the one resolver of a path a dataset names (an IJB meta line, a manifest
   entry, an image found in a dataset folder): it must resolve, symbolic links included, inside the
   dataset's folder.
+* :func:`open_regular`: the one opener of a file whose path came from outside (an ``.idx``, a
+  ``.rec``, a ``.bin``, a list, an image, a ``data build`` folder's file): it opens without
+  blocking and reads only a regular file, checked on the opened descriptor (a FIFO does not hang,
+  ``/dev/zero`` does not fill memory).
 * :func:`sha256_file`: the one file hash.
 * :func:`writer_lock`: one writer per output folder. A command that writes ``OUT`` holds an
   exclusive ``flock`` on ``.OUT.lh2face-lock`` beside it, which records the holder's pid and
@@ -57,7 +61,7 @@ __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
            "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot",
-           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX"]
+           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX", "open_regular", "NotRegularFile"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -75,6 +79,10 @@ class FolderNotOwned(FileExistsError):
 
 class FolderBusy(FileExistsError):
     """Another live process holds the writer lock of an output folder (:func:`writer_lock`)."""
+
+
+class NotRegularFile(ValueError):
+    """A path named as input is a device, pipe or socket (or a folder), not a regular file."""
 
 
 class OutsideRoot(ValueError):
@@ -103,10 +111,45 @@ def resolve_inside(root: str, name: str, *, source: str, line: Optional[int] = N
     return path
 
 
+def open_regular(path: Any, what: str = "the input", *, text: bool = False, encoding: str = "utf-8",
+                 errors: str = "strict", newline: Optional[str] = None):
+    """Open ``path`` for reading only if it is a regular file, checked on the opened descriptor.
+
+    The file is opened with ``O_NONBLOCK`` (a FIFO does not hang the open), ``fstat`` must say
+    ``S_ISREG`` (a FIFO, socket, character device such as ``/dev/zero``, or folder is refused),
+    then blocking reads are restored. ``what`` names the file's role in the error, e.g. ``"an
+    index"``. Returns a binary file object, or a text one with ``text``.
+
+    Raises:
+        FileNotFoundError: no such file (naming it). NotRegularFile: one line naming it.
+    """
+    path = os.fspath(path)
+    name = os.fsdecode(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"{what} not found", name) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else \
+                "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise NotRegularFile(f"{name}: not a regular file ({kind}); {what} must be a file")
+        if fcntl is not None and flags & getattr(os, "O_NONBLOCK", 0):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    if text:
+        return open(fd, "r", encoding=encoding, errors=errors, newline=newline)
+    return open(fd, "rb")
+
+
 # --------------------------------------------------------------------------- hashing
 def sha256_update_file(digest: "hashlib._Hash", path: str, *, text: bool = False) -> None:
     """Feed the bytes of ``path`` to ``digest`` (``text``: CRLF read as LF)."""
-    with open(path, "rb") as f:
+    with open_regular(path, "a file to hash") as f:
         if text:
             digest.update(f.read().replace(b"\r\n", b"\n"))
             return

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 from typing import Optional, Tuple, Union
 
 import numpy as np
+
+from .fileio import NotRegularFile, open_regular
 
 try:
     import cv2
@@ -224,14 +225,12 @@ def read(path: Union[str, "os.PathLike[str]"], mode: str = "rgb", *, strict: boo
     path = os.fspath(path)
     name = where or path
     try:
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ImageError(f"{name}: not a regular file (a device, pipe or socket); an image must be a file")
+        with open_regular(path, "an image") as fh:
             data = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: image file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a folder, not an image file") from None
+    except NotRegularFile as exc:
+        raise ImageError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
     return decode(data, mode, where=name, strict=strict)
 
 

@@ -288,7 +288,9 @@ class TrainResult:
 def _read_info(out_dir: str) -> Optional[Dict[str, Any]]:
     path = os.path.join(out_dir, "train.json")
     try:
-        with open(path) as fh:
+        from .fileio import open_regular
+
+        with open_regular(path, "a train.json", text=True) as fh:
             info = json.load(fh)
     except (OSError, ValueError):
         return None

@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..fileio import resolve_inside
+from ..fileio import open_regular, resolve_inside
 from .records import RunResult
 
 __all__ = ["RUNS_FILE", "record_results", "stored_results", "stored_table", "gather"]
@@ -53,7 +53,7 @@ def record_results(out: str, results: Sequence[RunResult], table: Optional[Mappi
 def stored_results(out: str) -> List[RunResult]:
     """Every stored result, in the order first stored (none when ``OUT/runs.json`` does not exist)."""
     try:
-        with open(_path(out)) as fh:
+        with open_regular(_path(out), "the run store", text=True) as fh:
             doc = json.load(fh)
     except FileNotFoundError:
         return []
@@ -82,7 +82,7 @@ def stored_results(out: str) -> List[RunResult]:
 def stored_table(out: str) -> Optional[Dict[str, Any]]:
     """The ``"table"`` block of ``OUT/runs.json`` (see :func:`record_results`), or ``None``."""
     try:
-        with open(_path(out)) as fh:
+        with open_regular(_path(out), "the run store", text=True) as fh:
             doc = json.load(fh)
     except (OSError, ValueError):
         return None

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..images import MAX_BYTES, decode as decode_image, sniff
-from ..fileio import resolve_inside, save_figure, writing_folder
+from ..fileio import open_regular, resolve_inside, save_figure, writing_folder
 from . import recordio
 from .dataset import resolve_rec
 from .recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, RecordIOError, imencode, pack, unpack
@@ -54,7 +54,7 @@ def load_landmarks(path: PathLike) -> Dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     out: Dict[str, np.ndarray] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_regular(path, "a landmarks list", text=True, newline="") as f:
         for n, row in enumerate(csv.reader(f), 1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -195,7 +195,7 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
             for fname, source in zip(images, sources[cls]):
                 rel = f"{name}/{fname}"
                 path = os.path.join(folder, name, fname)
-                with open(source, "rb") as f:
+                with open_regular(source, "an image") as f:
                     raw = f.read(MAX_BYTES + 1)
                 lmk = None if points is None else points[rel]
                 body = _encode_face(path, raw, image_size, lmk, resize, quality)
@@ -424,8 +424,8 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
     """``property`` against the records: class count, image size, and every integer label in ``[0, K)``."""
     if not os.path.exists(prop):
         return
-    with open(prop, encoding="utf-8", errors="replace") as f:
-        summary.property = f.read().strip()
+    with open_regular(prop, "a property file", text=True, errors="replace") as f:
+        summary.property = f.read(4096).strip()
     try:
         declared, h, w = (int(v) for v in summary.property.split(","))
     except ValueError:
@@ -449,7 +449,7 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
 
 
 def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
+    with open_regular(path, "an index (.idx)") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 

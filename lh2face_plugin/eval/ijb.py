@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .. import images
-from ..fileio import resolve_inside, sha256_update_file
+from ..fileio import NotRegularFile, open_regular, resolve_inside, sha256_update_file
 from .embed import EmbedFn, extract_features
 
 
@@ -134,7 +135,7 @@ class IJBMeta:
 def _read_columns(path: str, ncols: int) -> Tuple[np.ndarray, np.ndarray]:
     """Rows of space-separated fields and their line numbers in the file (blank lines skipped)."""
     rows, lines = [], []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    with open_regular(path, "an IJB list", text=True, errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -166,7 +167,7 @@ def _ints(col: np.ndarray, lines: np.ndarray, path: str, what: str) -> np.ndarra
 
 def _data_line(path: str, row: int) -> int:
     """Line number of the ``row``-th data row (0-based) of a file read by ``np.loadtxt``."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open_regular(path, "an IJB list", text=True, errors="replace") as f:
         k = -1
         for n, line in enumerate(f, 1):
             if line.split("#", 1)[0].strip():
@@ -178,9 +179,14 @@ def _data_line(path: str, row: int) -> int:
 
 def _read_int_table(path: str, ncols: int) -> np.ndarray:
     try:
-        arr = np.loadtxt(path, dtype=np.int64, ndmin=2)
+        with open_regular(path, "an IJB list", text=True, errors="replace") as f:
+            arr = np.loadtxt(f, dtype=np.int64, ndmin=2)
     except ValueError as exc:
-        raise ValueError(f"{path}: expected rows of {ncols} integers ({exc})") from None
+        if isinstance(exc, NotRegularFile):
+            raise
+        m = re.search(r"at row (\d+)", str(exc))  # numpy's message quotes the file's text: name the line only
+        at = f" line {_data_line(path, int(m.group(1)))}" if m else ""
+        raise ValueError(f"{path}{at}: expected rows of {ncols} integers") from None
     if arr.shape[1] != ncols or len(arr) == 0:
         raise ValueError(f"{path}: expected rows of {ncols} integers, got shape {arr.shape}")
     return arr
@@ -192,7 +198,7 @@ def _read_onen_csv(path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     The first non-blank line is the header; the first two columns are TEMPLATE_ID, SUBJECT_ID.
     """
     rows, lines = [], []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    with open_regular(path, "an IJB list", text=True, errors="surrogateescape") as f:
         numbered = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()][1:]
     for n, line in numbered:
         try:
