@@ -49,6 +49,7 @@ Differences from mxnet, all on error paths or in what a process may do:
 from __future__ import annotations
 
 import io
+import math
 import mmap
 import numbers
 import os
@@ -545,9 +546,13 @@ class MXIndexedRecordIO(MXRecordIO):
         self._key = idx
 
     def read_idx(self, idx: Any) -> bytes:
-        """Payload of the record with key ``idx``."""
+        """Payload of the record with key ``idx``; an insightface header record (key 0) is checked
+        by :func:`check_header` first, for every reader (arcface_torch's through the mxnet shim too)."""
         self.seek(idx)
-        return self.read()
+        payload = self.read()
+        if idx == 0 and not isinstance(idx, bool) and payload is not None:
+            check_header(payload, len(self.keys), self._size, f"{self.uri}, key 0 (the header record)")
+        return payload
 
     def write_idx(self, idx: Any, buf: Buffer) -> None:
         """Append a record and index it under ``key_type(idx)``."""
@@ -686,6 +691,29 @@ def pack(header: Sequence[Any], s: Buffer) -> bytes:
         header = header._replace(flag=label.size, label=0)
         body = label.tobytes() + bytes(s)
     return _IR.pack(*header) + body
+
+
+def check_header(payload: Buffer, keys: int, rec_size: int, where: str) -> Optional[Tuple[int, int]]:
+    """``(N + 1, N + 1 + K)`` of an insightface header record (``flag == 2``), bounded before anyone
+    allocates by it: both whole numbers, ``1 <= N + 1 <= keys`` (the index must hold a key per
+    image, so a count is bounded by the ``.idx`` and, each record taking at least a header, by the
+    ``.rec``'s size) and ``K >= 0``. ``None`` for a record that is not such a header.
+
+    Raises:
+        ValueError: one line naming ``where``.
+    """
+    if len(payload) < _IR_SIZE or _IR.unpack_from(payload, 0)[0] != 2:
+        return None
+    header, _ = unpack(payload)
+    a, b = (float(v) for v in header.label[:2])
+    if not all(math.isfinite(v) and v == int(v) for v in (a, b)):
+        raise ValueError(f"{where}: the header's labels ({a!r}, {b!r}) are not whole numbers; expected "
+                         "[N + 1, N + 1 + K] (N images, K identities)")
+    most = min(keys, rec_size // (8 + _IR_SIZE))
+    if not 1 <= a <= max(most, 1) or b < a:
+        raise ValueError(f"{where}: the header declares {int(a) - 1} images and {int(b) - int(a)} identities, but "
+                         f"the index holds {keys} keys (the .rec {rec_size} bytes): a forged or damaged header")
+    return int(a), int(b)
 
 
 def unpack(s: Buffer) -> Tuple[IRHeader, bytes]:
