@@ -7,8 +7,9 @@ the header (JPEG SOF marker, PNG IHDR chunk) and checked against :data:`MAX_PIXE
 size against :data:`MAX_BYTES`, and the decoding budget (:func:`decoding_cost`) before any decoder
 runs: the decoded bytes (pixels x channels x bytes per sample) against :data:`MAX_DECODED_BYTES`
 and, for a JPEG, the number of scans counted from its markers against :data:`MAX_JPEG_SCANS` and
-scans x pixels against :data:`MAX_SCAN_WORK` (a progressive JPEG whose scans repeat is a CPU bomb). With ``strict`` truncated JPEG and
-PNG files are refused too (OpenCV would decode them with a grey bottom and a warning). Errors are
+scans x pixels against :data:`MAX_SCAN_WORK` (a progressive JPEG whose scans repeat is a CPU bomb).
+With ``strict`` truncated JPEG and PNG files are refused too (OpenCV would decode them with a grey
+bottom and a warning). Errors are
 :class:`ImageError` (a ``ValueError``) naming the image and the cause, never its bytes.
 
 The codec is OpenCV when installed (mxnet's), else Pillow; both return OpenCV's conventions

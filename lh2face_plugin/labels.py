@@ -77,8 +77,9 @@ def whole_labels(values, *, describe_row: Optional[Callable[[int], str]] = None,
 def record_label(label: Any, where: str, num_classes: Optional[int] = None) -> int:
     """The class id of one record's header label (a number, or the first of its labels), checked:
     a whole number (:func:`whole_labels`), ``>= 0``, and ``< num_classes`` when the header record
-    gives it (``K > 0``; else below 2**31). The one label check of :class:`~lh2face_plugin.data.dataset.FaceRecordDataset`
-    and of the host loader's guard (:mod:`lh2face_plugin.arcface_torch.loader`).
+    gives it (``K > 0``; else below 2**31). The one label check of
+    :class:`~lh2face_plugin.data.dataset.FaceRecordDataset` and of the host loader's guard
+    (:mod:`lh2face_plugin.arcface_torch.loader`).
 
     Raises:
         ValueError: one line naming ``where`` (the record).
