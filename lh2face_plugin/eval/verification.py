@@ -76,11 +76,12 @@ def safe_load_pickle(path: str):
         data = f.read()
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: not a plain verification set ({exc}); .bin files may only hold bytes, "
+    except pickle.UnpicklingError as exc:  # pickle's own messages quote bytes of the file: only ours is kept
+        why = str(exc) if str(exc).startswith("refusing to load") else "not a pickle"
+        raise ValueError(f"{path}: not a plain verification set ({why}); .bin files may only hold bytes, "
                          f"lists, tuples, bools and numpy arrays") from None
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable pickle ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: unreadable pickle ({type(exc).__name__})") from None
 
 
 def load_bin(path: str) -> Tuple[list, np.ndarray]:
