@@ -77,7 +77,8 @@ def safe_load_pickle(path: str):
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:  # pickle's own messages quote bytes of the file: only ours is kept
-        why = str(exc) if str(exc).startswith("refusing to load") else "not a pickle"
+        ours = ("refusing to load", "object dtype", "_codecs.encode")
+        why = str(exc) if str(exc).startswith(ours) else "not a pickle"
         raise ValueError(f"{path}: not a plain verification set ({why}); .bin files may only hold bytes, "
                          f"lists, tuples, bools and numpy arrays") from None
     except Exception as exc:
