@@ -61,7 +61,8 @@ __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
            "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot",
-           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX", "open_regular", "NotRegularFile"]
+           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX", "open_regular", "NotRegularFile",
+           "naming_errors"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -304,6 +305,21 @@ class Staged:
 
 
 @contextlib.contextmanager
+def naming_errors(path: Any) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block that names no file (a full disk: "[Errno 28] No space
+    left on device", "[Errno 27] File too large", numpy's "73728 requested and 7648 written") as the
+    same error naming ``path``, the file being written; errors that name a file pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        named = OSError(exc.errno, exc.strerror or " ".join(str(exc).split()) or type(exc).__name__,
+                        os.fsdecode(os.fspath(path)))
+        raise named from exc
+
+
+@contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a staging path beside ``path``; it replaces ``path`` only if the block succeeds.
 
@@ -313,8 +329,9 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     staged = Staged(path, suffix=suffix)
     os.chmod(staged.path, 0o666 & ~_UMASK)
     try:
-        yield staged.path
-        staged.commit()
+        with naming_errors(path):
+            yield staged.path
+            staged.commit()
     finally:
         staged.discard()
 

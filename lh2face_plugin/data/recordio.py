@@ -62,7 +62,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import images
-from ..fileio import Staged
+from ..fileio import Staged, naming_errors
 
 __all__ = [
     "MXRecordIO",
@@ -218,7 +218,8 @@ class MXRecordIO:
             self._check_pid(allow_reset=False)
             fh, staged, self._fh, self._staged = self._fh, self._staged, None, None
             self.is_open = False
-            _flush(fh)
+            with naming_errors(self.uri):
+                _flush(fh)
             self._commit_pair(staged)
         else:
             self.is_open = False
@@ -367,6 +368,10 @@ class MXRecordIO:
         n = len(data)
         if n > _LEN_MASK:
             raise ValueError(f"{self.uri}: record of {n} bytes is too large (RecordIO limit is {_LEN_MASK} bytes)")
+        with naming_errors(self.uri):  # a full disk names the .rec
+            self._write_parts(data, n)
+
+    def _write_parts(self, data: bytes, n: int) -> None:
         out, view = self._fh, memoryview(data)
         lower = n & ~3
         dptr = 0
@@ -505,7 +510,8 @@ class MXIndexedRecordIO(MXRecordIO):
         if not self.is_open:
             return
         if self.writable:
-            _flush(self.fidx)
+            with naming_errors(self.idx_path):
+                _flush(self.fidx)
         super().close()
 
     def _commit_pair(self, staged: Staged) -> None:
@@ -562,7 +568,8 @@ class MXIndexedRecordIO(MXRecordIO):
                              "keys of an index must be unique")
         pos = self.tell()
         self.write(buf)
-        self.fidx.write(f"{key}\t{pos}\n")
+        with naming_errors(self.idx_path):
+            self.fidx.write(f"{key}\t{pos}\n")
         self.idx[key] = pos
         self.keys.append(key)
 
