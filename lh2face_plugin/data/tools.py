@@ -24,7 +24,7 @@ import warnings
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -293,6 +293,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     identity_ranges: List[Tuple[int, int]] = []
     reservoir: List[Tuple[int, float, bytes]] = []
     offsets: List[int] = []
+    image_offsets = array("q")
     problems: List[str] = []
     undecodable: List[str] = []
     shapes: Counter = Counter()
@@ -327,6 +328,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                 continue
             image_widths.add(len(labels))
             first_labels.append(labels[0])
+            image_offsets.append(pos)
             if strict:
                 try:
                     shapes[decode_image(body, "bgr", where=f"record #{ordinal}", strict=True,
@@ -347,7 +349,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                             empty_records=empty, label_widths=dict(widths), header=header0, indexed=indexed)
     for problem in problems:
         summary.broken(problem)
-    _check_index(summary, idx_path, offsets)
+    index = _check_index(summary, idx_path, offsets)
     finite = np.isfinite(labels_arr)
     if not finite.all():
         summary.problems.append(f"{int((~finite).sum())} image record(s) have a NaN or infinite label, e.g. record "
@@ -364,6 +366,8 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
         summary.layout = (f"insightface (header record, {'scalar' if image_widths == {1} else 'multi-value'} image "
                           "labels, identity records)")
         _check_insightface(summary, header0, identity_ranges, labels_arr)
+        if index is not None:
+            _check_index_labels(summary, identity_ranges, index, np.frombuffer(image_offsets, np.int64), labels_arr)
     elif not image_widths:
         summary.layout = "no image records"
     elif image_widths == {1}:
@@ -394,23 +398,24 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     return summary
 
 
-def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> None:
-    """Compare the ``.idx`` with the records found by the sequential scan."""
+def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> Optional[Tuple[Any, Any]]:
+    """Compare the ``.idx`` with the records found by the sequential scan; returns ``(keys, key ->
+    offset)`` of a readable index (``None`` otherwise)."""
     if not os.path.exists(idx_path):
         summary.broken(f"{idx_path}: missing; random access (arcface_torch's MXFaceDataset, DALI) needs "
                                 "the index written with the .rec")
-        return
+        return None
     try:
         index = MXIndexedRecordIO(idx_path, summary.rec, "r")
     except ValueError as exc:  # RecordIOError: garbage, not UTF-8, duplicate keys
         summary.broken(str(exc))
-        return
+        return None
     keys, where = index.keys, index.idx
     index.close()
     if not keys:
         summary.broken(f"{idx_path}: empty index, but the .rec holds {summary.records} record(s)"
                                 if summary.records else f"{idx_path}: empty index")
-        return
+        return None
     starts = set(offsets)
     bad = [k for k in keys if where[k] not in starts]
     if bad:
@@ -418,6 +423,31 @@ def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> N
                                 f"{bad[0]!r} at byte {where[bad[0]]}: index and .rec do not match")
     if len(keys) != len(offsets):
         summary.broken(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
+    return keys, where
+
+
+def _check_index_labels(summary: RecordSummary, ranges: List[Tuple[int, int]], index: Tuple[Any, Any],
+                        image_offsets: np.ndarray, labels: np.ndarray) -> None:
+    """Read as arcface_torch reads (key ``k`` through the ``.idx``): the record each key of identity
+    record ``c``'s range ``[lo, hi)`` points at must carry label ``c`` (an index whose keys point at
+    another identity's records trains every such image under the wrong class)."""
+    keys, where = index
+    wrong, first = 0, None
+    for cls, (lo, hi) in enumerate(ranges):
+        for key in range(lo, min(hi, lo + len(labels) + 1)):
+            if key not in where:
+                continue
+            at = int(np.searchsorted(image_offsets, where[key]))
+            if at >= len(image_offsets) or image_offsets[at] != where[key]:
+                continue  # not an image record: reported by the index check
+            if labels[at] != cls:
+                wrong += 1
+                first = first or (key, cls, float(labels[at]))
+    if wrong:
+        key, cls, found = first
+        summary.problems.append(f"{summary.rec}: {wrong} key(s) of the index point at a record of another "
+                                f"identity, e.g. key {key} (identity record {cls}'s range) reads a record labelled "
+                                f"{found:g}: the .idx and the identity records disagree; rebuild the index")
 
 
 def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarray] = None) -> None:
