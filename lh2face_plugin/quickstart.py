@@ -243,7 +243,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
         "hard_hq_set": hard_set,
         "heads": {h: {"head": r.run.spec.name, "head_kwargs": r.run.spec.kwargs,
                       "verify": {k: r.verify[k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
-                      "ijb": {k: r.ijb[k] for k in ("tar_at_far", "auc", "pairs", "templates")},
+                      "ijb": {k: r.ijb.get(k) for k in ("tar_at_far", "far_measured", "tar_at_far_unresolved",
+                                                        "auc", "pairs", "duplicate_pairs", "templates")},
                       "hard_hq": r.hard_hq.metrics,
                       "clip": r.run.info["clip"], "train_seconds": r.run.seconds,
                       "model": r.run.model_path, "network": cfg.network}

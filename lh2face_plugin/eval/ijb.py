@@ -553,6 +553,36 @@ def _in_intervals(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float, w
     return cand[ok]
 
 
+def unique_template_pairs(pairs: np.ndarray, where: str,
+                          line_of: Optional[Callable[[int], int]] = None) -> np.ndarray:
+    """Rows of ``pairs`` ``(t1, t2, label)`` to evaluate: each unordered template pair once, first
+    listing kept, as a ``.bin``'s repeated pairs are (:func:`~lh2face_plugin.eval.verification.unique_pairs`).
+
+    A pair listed twice would count twice in every TAR and FAR; repeats are dropped with a warning
+    giving their count. A pair listed both as genuine and as impostor raises ``ValueError`` naming
+    both lines.
+    """
+    import warnings
+
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+    if not len(p):
+        return np.zeros(0, dtype=np.int64)
+    key = np.sort(p[:, :2], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    clash = p[:, 2] != p[first[inverse], 2]
+    if clash.any():
+        row, earlier = int(np.argmax(clash)), int(first[inverse[int(np.argmax(clash))]])
+        at = (lambda r: f"line {line_of(r)}") if line_of else (lambda r: f"row {r}")
+        raise ValueError(f"{where}: {at(row)} repeats the template pair of {at(earlier)} with the other label; "
+                         "the pair list is inconsistent")
+    keep = np.sort(first)
+    if len(keep) < len(p):
+        warnings.warn(f"{where}: {len(p) - len(keep)} of {len(p)} template pairs repeat an earlier pair (the same two "
+                      "templates, in either order); each pair is evaluated once", UserWarning, stacklevel=2)
+    return keep.astype(np.int64)
+
+
 def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templates: np.ndarray,
                       medias: np.ndarray, pairs: np.ndarray,
                       fars: Sequence[float] = metrics.IJB_FARS, pairs_path: Optional[str] = None) -> Dict[str, object]:
@@ -580,13 +610,16 @@ def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templat
     feats, uniq = template_features(x, templates, medias)
     line_of = (lambda i: _data_line(pairs_path, i)) if pairs_path else None
     where = pairs_path or "template pair file"
+    keep = unique_template_pairs(pairs, where, line_of)
+    duplicates = int(len(pairs) - len(keep))
+    pairs = pairs[keep]
     i1 = template_index(uniq, pairs[:, 0], f"{where}, first column,", line_of)
     i2 = template_index(uniq, pairs[:, 1], f"{where}, second column,", line_of)
     scores = pair_scores(feats, i1, i2)
     labels = pairs[:, 2]
     fpr, tpr, _ = metrics.roc_curve(labels, scores)
     return {"images": int(len(f)), "templates": int(len(uniq)), "pairs": int(len(pairs)),
-            **metrics.tar_at_far(labels, scores, fars),
+            "duplicate_pairs": duplicates, **metrics.tar_at_far(labels, scores, fars),
             "arcface_torch": {"convention": metrics.ARCFACE_TORCH_IJB,
                               "tar_at_far": metrics.tar_at_far_nearest(fpr, tpr, fars)},
             "auc": metrics.auc(fpr, tpr), "roc": {"fpr": fpr, "tpr": tpr}, "scores": scores, "labels": labels,
