@@ -69,6 +69,10 @@ def test_bench_writes_results_before_plots_and_the_report_rebuilds_from_runs_jso
     with open(os.path.join(out, "results.json")) as fh:
         first = json.load(fh)
     assert first["plots"] == {} and set(first["heads"]) == {"cosface", "arcface"}
+    for run in first["runs"]:  # issue 23 item 11: the measured FAR beside every TAR
+        tars = {m for m in run["metrics"] if "_tar@" in m}
+        assert set(run["far_measured"]) == tars
+        assert all(v is None or v <= float(m.split("@")[1]) for m, v in run["far_measured"].items())
     assert "differences vs cosface" in text
 
     monkeypatch.undo()
