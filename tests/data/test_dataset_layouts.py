@@ -38,7 +38,7 @@ def write_insightface(folder, vector_labels):
         w.write_idx(0, pack(IRHeader(0, [n + 1, n + 1 + k], 0, 0), b""))
         for key, (img, lab) in enumerate(zip(images, LABELS), 1):
             label = [float(lab), 0.0] if vector_labels else float(lab)
-            w.write_idx(key, pack_img(IRHeader(0, label, key, 0), img, img_fmt=".png"))
+            w.write_idx(key, pack_img(IRHeader(0, label, key, 0), img, quality=3, img_fmt=".png"))
         for cls in range(k):
             w.write_idx(n + 1 + cls, pack(IRHeader(0, [1.0, 2.0], 0, 0), b""))
     return rec, list(range(1, n + 1)), images
@@ -52,7 +52,7 @@ def write_im2rec(folder, keys, vector_labels):
         for key, img, lab in zip(keys, images, LABELS):
             # im2rec --pack-label: the .lst row's labels (here the class and an extra value), flag = their count
             label = [float(lab), 7.5] if vector_labels else float(lab)
-            w.write_idx(key, pack_img(IRHeader(0, label, key, 0), img, img_fmt=".png"))
+            w.write_idx(key, pack_img(IRHeader(0, label, key, 0), img, quality=3, img_fmt=".png"))
     return rec, list(keys), images
 
 
