@@ -163,21 +163,29 @@ def build(name, kwargs, num_classes, dim):
     return head
 
 
-def make_inputs(n=6, c=5, d=4, seed=0, dtype=torch.float64, norm_range=(3.0, 14.0)):
-    """Raw embeddings z [N, D], proxies w [C, D], labels [N] with every class reachable."""
+def make_inputs(n=6, c=5, d=4, seed=0, dtype=torch.float64, norm_range=(3.0, 14.0), off_shard=False):
+    """Raw embeddings z [N, D], proxies w [C, D], labels [N] with every class reachable.
+
+    The edge rows are always there: row 0 has label 0 (a label that must not read as "off-shard") and the
+    last row the last class; with ``off_shard`` row 1 has label -1 (its class lives on another shard).
+    """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, d, generator=g, dtype=dtype)
     z = F.normalize(z, dim=1) * torch.empty(n, 1, dtype=dtype).uniform_(*norm_range, generator=g)
     w = torch.randn(c, d, generator=g, dtype=dtype)
     labels = torch.randint(0, c, (n,), generator=g)
+    labels[0], labels[-1] = 0, c - 1
+    if off_shard:
+        labels[1] = -1
     return z, w, labels
 
 
 def head_loss(head, z, w, labels, class_index=None, ctx=None):
-    """Cross-entropy of the head's logits + its extra term, single process; returns (loss, logits)."""
+    """Cross-entropy of the head's logits (rows of label -1 left out) + its extra term, single process;
+    returns (loss, logits)."""
     x = F.normalize(z, dim=1)
     wn = F.normalize(w, dim=1)
     cos = (x @ wn.t()).clamp(-1, 1)
     out = head.evaluate(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
-    loss = F.cross_entropy(out.logits, labels)
+    loss = F.cross_entropy(out.logits, labels, ignore_index=-1)
     return (loss if out.extra is None else loss + out.extra), out.logits

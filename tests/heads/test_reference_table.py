@@ -63,8 +63,8 @@ def full_kwargs(name, kwargs):
 
 def problem(seed):
     """z [7, D] with norms over [1, 16] (both of LH2Face's test bounds), labels with 0, -1 and C - 1."""
-    z, w, labels = make_inputs(n=7, c=C, d=D, seed=seed, norm_range=(1.0, 16.0))
-    labels[0], labels[1], labels[2] = 0, -1, C - 1
+    z, w, labels = make_inputs(n=7, c=C, d=D, seed=seed, norm_range=(1.0, 16.0), off_shard=True)
+    assert labels[0] == 0 and labels[1] == -1 and labels[-1] == C - 1
     return z, w, labels
 
 
