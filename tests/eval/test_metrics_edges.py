@@ -187,3 +187,15 @@ def test_identification_counts_ties_and_empty_cases(no_warnings):
     assert nobody["mated"] == 0 and math.isnan(nobody["rank"][1]) and math.isnan(nobody["tpir"][0.25])
     empty = metrics.identification(np.zeros((3, 0)), np.array([1, 2, 3]), np.array([], int), fpirs=(0.5,))
     assert empty["non_mated"] == 3 and empty["threshold"][0.5] == -math.inf and math.isnan(empty["tpir"][0.5])
+
+
+def test_kfold_defaults_are_ten_folds_and_the_training_counts_exclude_the_test_fold():
+    rng = np.random.default_rng(0)
+    same = rng.random(120) < 0.5
+    dist = np.where(same, rng.normal(0.9, 0.4, 120), rng.normal(1.5, 0.4, 120)).clip(0, 4)
+    thresholds = np.arange(0, 4, 0.05)
+    ours = metrics.kfold_accuracy(dist, same, thresholds=thresholds)
+    assert ours["accuracy"].shape == (10,)
+    assert np.array_equal(ours["threshold"], loop_kfold(dist, same, 10, thresholds)[0])
+    assert metrics.kfold_val_at_far(dist, same, 0.1) == metrics.kfold_val_at_far(dist, same, 0.1, 10)
+    assert metrics.kfold_val_at_far(dist, same, 0.1) != metrics.kfold_val_at_far(dist, same, 0.1, 11)
