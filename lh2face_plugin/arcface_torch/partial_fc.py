@@ -64,6 +64,7 @@ from ..distributed import DistContext
 from ..heads.base import Head
 from ..labels import check_labels
 from ..layers.blockwise import blockwise_head_loss
+from ..layers.contract import Layer
 from ..layers.dense import dense_head_loss
 from ..layers.precision import check_nonfinite, check_product_dtype, no_autocast, product_dtype
 
@@ -164,7 +165,7 @@ class PartialFCMixin:
             check_nonfinite(nonfinite)
             self.nonfinite = nonfinite
         if isinstance(margin_loss, Head):
-            margin_loss.require_layer("dense" if self.blockwise is False else "blockwise")
+            margin_loss.require_layer(Layer.DENSE if self.blockwise is False else Layer.BLOCKWISE)
             margin_loss.setup_shard(self.num_local, embedding_size)
         self._input_model: Optional[weakref.ref] = None
         self.last_terms: Dict[str, torch.Tensor] = {}

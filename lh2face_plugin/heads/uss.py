@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_gather_rows, all_reduce_grad, global_mean_stat, global_sum
+from ..distributed import DistContext, all_gather_rows, all_reduce_grad, global_mean_stat, global_sum, reduce_target
 from ..registry import HEADS, register_head
 from ..layers.products import matmul_logsumexp
 from .base import Head, HeadInputs, HeadPlan, RowTerm, check_choice, check_int, check_positive, check_range
@@ -196,8 +196,6 @@ class USS(Head):
         """b = the mean over rows of logsumexp_j gamma * g_neg_j. ``rows_split``: each shard holds
         its own rows and every column (batch negatives), else every shard the same rows and its
         own columns."""
-        from ..distributed import DistContext, reduce_target
-
         lse = matmul_logsumexp(rows, cols, self.gamma, index=index, exclude=exclude, col_mask=filled,
                                ctx=DistContext.single() if rows_split else ctx)
         ok = torch.isfinite(lse)

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ..distributed import DistContext
+from .contract import Layer
 from .engine import Columns, normalize_rows, head_loss
 from .precision import check_nonfinite, no_autocast, product_dtype
 
@@ -86,7 +87,7 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
         ``(loss, parts)``: the scalar loss (global value, local gradient) and its
         detached parts by name (``ce``, the head's terms and statistics).
     """
-    head.require_layer("blockwise")
+    head.require_layer(Layer.BLOCKWISE)
     if not (isinstance(weight, torch.Tensor) and weight.dtype in (torch.float32, torch.float64)):
         raise TypeError(f"class proxies (weight) must be float32 or float64, got {getattr(weight, 'dtype', weight)}: "
                         "keep the FC weight in float32 and put only the products in half with matmul_dtype=")

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from .contract import HeadInputs, HeadPlan, HeadResult, Layer, as_cosine
 from .engine import Columns, head_loss, plan_terms, row_sums
 from .formula import negative_logits, rows_of, times_slope_
 from .precision import check_nonfinite, no_autocast
@@ -93,7 +94,7 @@ def margin_logits(
     hard_b: float = 0.0,
     hard_q: float = 0.0,
 ) -> torch.Tensor:
-    """The [N, C] logits of a :class:`~lh2face_plugin.heads.base.LogitSpec`, one new tensor.
+    """The [N, C] logits of a :class:`~lh2face_plugin.layers.contract.LogitSpec`, one new tensor.
 
     Args:
         cosine: [N, C] float cosines (not modified).
@@ -114,11 +115,10 @@ def margin_logits(
                                psi, *psi_args)
 
 
-def evaluate_plan(plan, inp, cosine: torch.Tensor, embeddings: Optional[torch.Tensor] = None):
-    """A :class:`~lh2face_plugin.heads.base.HeadResult`: the dense logits of ``plan`` on ``cosine``
+def evaluate_plan(plan: HeadPlan, inp: HeadInputs, cosine: torch.Tensor,
+                  embeddings: Optional[torch.Tensor] = None) -> HeadResult:
+    """A :class:`~.contract.HeadResult`: the dense logits of ``plan`` on ``cosine``
     and its terms (row terms summed over rows and shards, weighted, divided by N)."""
-    from ..heads.base import HeadResult
-
     spec = plan.logits
     logits = margin_logits(cosine, inp.pos, inp.target, spec.psi, spec.psi_args, scale=spec.scale,
                            thresh=spec.thresh, hard_a=spec.hard_a, hard_b=spec.hard_b, hard_q=spec.hard_q)
@@ -133,9 +133,7 @@ def dense_head_loss(head, cosine: torch.Tensor, labels: torch.Tensor, *, norms=N
     Args as :meth:`~lh2face_plugin.heads.base.Head.evaluate`; half inputs are computed in float32
     with autocast off. ``nonfinite`` as in :func:`.blockwise.blockwise_head_loss`.
     """
-    from ..heads.base import as_cosine
-
-    head.require_layer("dense")
+    head.require_layer(Layer.DENSE)
     check_finite = check_nonfinite(nonfinite)
     with no_autocast(cosine.device):
         cosine = as_cosine(cosine)

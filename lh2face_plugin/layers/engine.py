@@ -1,8 +1,8 @@
 """The head engine: a head's loss evaluated over column blocks, for every layer.
 
-A head describes one call (:class:`~lh2face_plugin.heads.base.HeadPlan`): its logits
-(:class:`~lh2face_plugin.heads.base.LogitSpec`), ready terms and row terms
-(:class:`~lh2face_plugin.heads.base.RowTerm`). :func:`head_loss` turns that description into
+A head describes one call (:class:`~.contract.HeadPlan`): its logits
+(:class:`~.contract.LogitSpec`), ready terms and row terms
+(:class:`~.contract.RowTerm`). :func:`head_loss` turns that description into
 
     loss = mean_i (lse_i - out_iy) + sum(terms)
 
@@ -26,6 +26,7 @@ import torch
 
 from ..distributed import DistContext, global_sum
 from ..finite import raise_nonfinite
+from .contract import HeadInputs, HeadPlan
 from .precision import no_autocast
 from .formula import hard_mask, negative_logits, rows_of, times_slope_
 from .products import TargetSlots, block_elements_for, column_blocks, combine_logsumexp, online_logsumexp, take_columns
@@ -311,7 +312,7 @@ def _empty_sparse_like(t: torch.Tensor) -> torch.Tensor:
                                    t.shape, check_invariants=False)
 
 
-def _run(plan, inp, columns: Columns, x: Optional[torch.Tensor], softmax: bool,
+def _run(plan: HeadPlan, inp: HeadInputs, columns: Columns, x: Optional[torch.Tensor], softmax: bool,
          target_logit: Optional[torch.Tensor]):
     spec = plan.logits
     n = inp.num_rows
@@ -337,7 +338,7 @@ def _run(plan, inp, columns: Columns, x: Optional[torch.Tensor], softmax: bool,
     return _HeadBlocks.apply(call, columns.cosine, x, columns.weight, scale, target_logit, *flat)
 
 
-def plan_terms(plan, sums: Sequence[torch.Tensor], inp) -> Dict[str, torch.Tensor]:
+def plan_terms(plan: HeadPlan, sums: Sequence[torch.Tensor], inp: HeadInputs) -> Dict[str, torch.Tensor]:
     """The plan's terms: ready terms, plus each row term as ``weight * (global sum of its rows) / N``
     (added to the ready term of the same name, if any)."""
     terms = dict(plan.terms)
@@ -348,20 +349,20 @@ def plan_terms(plan, sums: Sequence[torch.Tensor], inp) -> Dict[str, torch.Tenso
     return terms
 
 
-def row_sums(plan, inp, columns: Columns, x: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+def row_sums(plan: HeadPlan, inp: HeadInputs, columns: Columns, x: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
     """This shard's [N] row sums of each row term of ``plan`` (no softmax)."""
     if not plan.row_terms:
         return []
     return list(_run(plan, inp, columns, x, False, None)[1:])
 
 
-def head_loss(head, inp, columns: Columns, x: Optional[torch.Tensor] = None, check_finite: bool = True
+def head_loss(head, inp: HeadInputs, columns: Columns, x: Optional[torch.Tensor] = None, check_finite: bool = True
               ) -> Tuple[torch.Tensor, LossParts]:
     """``mean_i (lse_i - out_iy) + sum(terms)`` of one head call: the loss of every layer.
 
     Args:
         head: a :class:`~lh2face_plugin.heads.base.Head`.
-        inp: its validated :class:`~lh2face_plugin.heads.base.HeadInputs`.
+        inp: its validated :class:`~.contract.HeadInputs`.
         columns: where the cosines come from.
         x: [N, D] normalised embeddings, for row terms over another matrix and the products.
         check_finite: with the head's ``check_inputs``, a NaN/Inf logsumexp raises; ``False`` leaves

@@ -1,6 +1,6 @@
 """The logit formula of the head contract, evaluated in one place.
 
-Every head describes its non-target logits as (:class:`~lh2face_plugin.heads.base.LogitSpec`)::
+Every head describes its non-target logits as (:class:`~.contract.LogitSpec`)::
 
     out_ij = k_i c_ij + [c_ij > t_i] (a c_ij + q c_ij^2 + b)          j != y_i
 

@@ -121,3 +121,13 @@ def test_every_builtin_head_builds_with_defaults_and_has_a_docstring():
         assert isinstance(head, Head) and type(head).__doc__ and head.hparams(), name
         out = head.evaluate(x @ w.t(), torch.tensor([0, 1]), norms=torch.tensor([20.0, 30.0]), embeddings=x, weights=w)
         assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all(), name
+
+
+def test_layers_are_named_by_type():
+    from lh2face_plugin.layers.contract import Layer
+
+    class NoPlan(Head):
+        pass
+
+    with pytest.raises(TypeError, match="cannot run on the blockwise layer: it implements no plan"):
+        NoPlan().require_layer(Layer.BLOCKWISE)
