@@ -45,8 +45,8 @@ import math
 import torch
 
 from ..registry import register_head
+from .angular import angle
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
-from .margins import ACOS_EPS
 from .running import RunningStat
 
 __all__ = ["AdaFace", "NORM_CLIP", "EPS"]
@@ -57,8 +57,7 @@ EPS = 1e-3
 
 def adaface_target(c: torch.Tensor, g_angle: torch.Tensor, g_add: torch.Tensor, s: float) -> torch.Tensor:
     """``s * (cos(clip(acos(c) + g_angle, eps, pi - eps)) - g_add)``."""
-    theta = torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-    return s * (torch.cos((theta + g_angle).clamp(EPS, math.pi - EPS)) - g_add)
+    return s * (torch.cos((angle(c) + g_angle).clamp(EPS, math.pi - EPS)) - g_add)
 
 
 @register_head("adaface")

@@ -32,8 +32,8 @@ import torch
 
 from ..distributed import reduce_target
 from ..registry import register_head
+from .angular import cos_plus
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
-from .margins import ACOS_EPS
 from .running import RunningStat
 
 __all__ = ["CurricularFace", "curricular_target"]
@@ -43,8 +43,7 @@ NO_HARD = 2.0  # a boundary above every cosine: rows whose class is on no shard 
 
 def curricular_target(c: torch.Tensor, m: float) -> torch.Tensor:
     """``cos(acos(c) + m)`` where ``c > cos(pi - m)``, else ``c - m sin m``."""
-    theta = torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-    return torch.where(c > math.cos(math.pi - m), torch.cos(theta + m), c - m * math.sin(m))
+    return torch.where(c > math.cos(math.pi - m), cos_plus(c, m), c - m * math.sin(m))
 
 
 @register_head("curricularface")
@@ -82,8 +81,7 @@ class CurricularFace(Head):
         both = reduce_target(torch.stack([ct, has]), ctx)
         ct, has = both[0], both[1]
         t = float(self.t_stat(ct[has > 0], ctx)[0])
-        theta = torch.acos(ct.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-        thresh = torch.where(has > 0, torch.cos(theta + self.m), torch.full_like(ct, NO_HARD))
+        thresh = torch.where(has > 0, cos_plus(ct, self.m), torch.full_like(ct, NO_HARD))
         s, m = self.s, self.m
 
         def psi(c):

@@ -28,8 +28,9 @@ import torch
 
 from ..distributed import reduce_target
 from ..registry import register_head
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_choice, check_int, check_positive, check_range
-from .margins import ACOS_EPS
+from .angular import cos_plus
+from .base import (Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_choice, check_int, check_positive,
+                   check_range)
 
 __all__ = ["ElasticFace"]
 
@@ -95,7 +96,7 @@ class ElasticFace(Head):
 
         def psi(c, mt):
             if arc:
-                return s * torch.cos(torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS)) + mt)
+                return s * cos_plus(c, mt)
             return s * (c - mt)
 
         stats = {"margin": margins.mean() if margins.numel() else margins.new_tensor(self.m)}

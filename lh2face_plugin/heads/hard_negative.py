@@ -13,8 +13,8 @@ import math
 import torch
 
 from ..distributed import reduce_target
+from .angular import cos_plus
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_choice, check_range
-from .margins import ACOS_EPS
 
 __all__ = ["HardNegativeSoftmax", "margin_fn"]
 
@@ -25,8 +25,7 @@ def margin_fn(kind: str, c: torch.Tensor, m: float) -> torch.Tensor:
         return c
     if kind == "am":
         return c - m
-    theta = torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-    return torch.cos(theta + m)
+    return cos_plus(c, m)
 
 
 class HardNegativeSoftmax(Head):

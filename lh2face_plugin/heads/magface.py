@@ -40,16 +40,15 @@ import torch
 
 from ..distributed import global_mean_stat, global_sum
 from ..registry import register_head
+from .angular import cos_plus
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_positive, check_range
-from .margins import ACOS_EPS
 
 __all__ = ["MagFace", "magface_target"]
 
 
 def magface_target(c: torch.Tensor, margin: torch.Tensor, easy_margin: bool) -> torch.Tensor:
     """``cos(acos(c) + margin)`` where the margin applies, its fallback elsewhere (see the module docstring)."""
-    theta = torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-    with_margin = torch.cos(theta + margin)
+    with_margin = cos_plus(c, margin)
     if easy_margin:
         return torch.where(c > 0, with_margin, c)
     return torch.where(c > torch.cos(math.pi - margin), with_margin, c - margin * torch.sin(margin))

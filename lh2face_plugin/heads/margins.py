@@ -25,19 +25,16 @@ import math
 import torch
 
 from ..registry import register_head
+from .angular import angle
 from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_range
 
-__all__ = ["CombinedMargin", "ArcFace", "CosFace", "arc_target", "ACOS_EPS"]
-
-ACOS_EPS = 1e-6
-
+__all__ = ["CombinedMargin", "ArcFace", "CosFace", "arc_target"]
 
 def arc_target(c: torch.Tensor, m1: float, m2: float, m3: float) -> torch.Tensor:
     """``cos(m1 * acos(c) + m2) - m3`` with ``c`` clamped inside (-1, 1)."""
     if m1 == 1.0 and m2 == 0.0:
         return c - m3
-    theta = torch.acos(c.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
-    return torch.cos(theta * m1 + m2) - m3
+    return torch.cos(angle(c) * m1 + m2) - m3
 
 
 @register_head("combined")
