@@ -75,6 +75,10 @@ class Registry:
             except Exception as exc:  # a broken third-party plugin must not hide the built-ins
                 self._entries[key] = _broken_entry(self.kind, ep.name, ep.value, exc)
 
+    def holds(self, obj: Any) -> bool:
+        """Whether ``obj`` is registered already (entry points are not loaded for this)."""
+        return any(entry is obj for entry in self._entries.values())
+
     def names(self) -> List[str]:
         self._load()
         return sorted(self._entries)

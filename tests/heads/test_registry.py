@@ -123,6 +123,17 @@ def test_every_builtin_head_builds_with_defaults_and_has_a_docstring():
         assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all(), name
 
 
+def test_every_builtin_head_is_a_name_of_the_heads_package():
+    """Heads are found one way: each registered built-in head is importable from lh2face_plugin.heads."""
+    import lh2face_plugin.heads as heads
+    from _helpers_heads import builtin_heads
+
+    for name in builtin_heads():
+        factory = HEADS.get(name)
+        assert getattr(heads, factory.__name__) is factory and factory.__name__ in heads.__all__, name
+    from lh2face_plugin.heads import ElasticFace  # noqa: F401  (the head the hand-written list once left out)
+
+
 def test_layers_are_named_by_type():
     from lh2face_plugin.layers.contract import Layer
 
