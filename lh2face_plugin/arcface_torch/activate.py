@@ -163,7 +163,8 @@ class Activation:
         rebind: Dict[str, Callable[[ModuleType, Any], Any]] = {
             "PartialFC_V2": lambda t, o: _partial_fc(t, o, partial_fc_class(sys.modules.get(o.__module__))),
             "CombinedMarginLoss": _margin_loss, "get_model": _get_model, "get_dataloader": _get_dataloader,
-            "get_config": _get_config, "CallBackLogging": term_logging}
+            "get_config": _get_config,
+            "CallBackLogging": lambda t, o: term_logging(o, functools.partial(activation_of, t))}
         for name, original in self._originals.items():
             setattr(trainer, name, rebind[name](trainer, original))
         lr_module = sys.modules.get("lr_scheduler")

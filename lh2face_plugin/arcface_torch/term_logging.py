@@ -19,8 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import defaultdict
-from types import ModuleType
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping
 
 __all__ = ["term_logging", "TermLogging", "format_terms"]
 
@@ -68,14 +67,16 @@ class TermLogging:
             self._steps = 0
 
 
-def term_logging(trainer: ModuleType, original):
-    """The factory rebound as ``trainer.CallBackLogging``: the host's class, wrapped."""
-    from .activate import activation_of
+def term_logging(original, activation: Callable[[], Any]):
+    """The factory rebound as the trainer's ``CallBackLogging``: the host's class, wrapped.
+
+    ``activation()`` returns the trainer's :class:`~.activate.Activation` (or ``None``) when a logger is built.
+    """
 
     @functools.wraps(original)
     def CallBackLogging(*args, **kwargs):
         inner = original(*args, **kwargs)
-        act = activation_of(trainer)
+        act = activation()
         if act is None or act.spec.loss is None:
             return inner
         return TermLogging(inner, lambda: act.partial_fc)
