@@ -15,13 +15,14 @@ global depthwise 7x7 convolution (the GDC head of MobileFaceNets, Chen et al.,
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+
+from .arcface_torch.locate import ENV_VAR
+from .arcface_torch.networks import host_get_model
 
 __all__ = ["CompactFaceNet", "build_backbone", "available_backbones", "load_backbone", "load_weights",
            "read_state_dict"]
@@ -193,24 +194,13 @@ def _infer_embedding_size(state: Mapping[str, Tensor]) -> Optional[int]:
 
 def _host_get_model(arcface_root: Optional[str]):
     """``backbones.get_model`` from the user's arcface_torch checkout."""
-    from .arcface_torch.locate import ENV_VAR, locate_checkout
-
     if not (arcface_root or os.environ.get(ENV_VAR)):
         raise ValueError(
             "this network is not one of ours "
             f"({', '.join(available_backbones())}); give the arcface_torch checkout with "
             f"--arcface-root / arcface_root= or {ENV_VAR} to build its networks"
         )
-    root = locate_checkout(arcface_root).root        # the one place that finds and checks a checkout
-    loaded = sys.modules.get("backbones")
-    if loaded is not None:
-        where = os.path.dirname(os.path.dirname(os.path.abspath(getattr(loaded, "__file__", "") or "")))
-        if where != root:
-            raise RuntimeError(f"a different 'backbones' module is already imported (from {where}), not {root}")
-        return loaded.get_model
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("backbones").get_model
+    return host_get_model(arcface_root)
 
 
 def _describe_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> Optional[str]:

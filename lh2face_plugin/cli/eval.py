@@ -123,7 +123,7 @@ def _ijb(args) -> int:
     results_path = os.path.join(args.out, "results.json")
     if args.reference:
         from ..eval import metrics
-        from ..eval.reference import run_eval_ijbc
+        from ..arcface_torch.reference import run_eval_ijbc
 
         root = args.arcface_root or os.environ.get("ARCFACE_TORCH_ROOT")
         if not root or not args.network:

@@ -95,7 +95,7 @@ def test_train_eval_and_export_locate_the_checkout_alike(tmp_path, monkeypatch):
     evaluation and the export's network loader through the same locate_checkout."""
     from _helpers_arcface_torch import forget_host_modules, write_fake_checkout
     from lh2face_plugin.backbones import _host_get_model
-    from lh2face_plugin.eval.reference import _check_root
+    from lh2face_plugin.arcface_torch.reference import _check_root
 
     clone = tmp_path / "insightface"
     inner = write_fake_checkout(str(clone / "recognition" / "arcface_torch"))

@@ -25,7 +25,7 @@ def ijbc(tmp_path_factory):
 
 
 def test_functions_on_same_features(arcface_root, host_requirements, ijbc):
-    from lh2face_plugin.eval.reference import compat, load_functions
+    from lh2face_plugin.arcface_torch.reference import compat, load_functions
 
     ref = load_functions(arcface_root, "eval_ijbc.py")
     meta = IJBMeta(ijbc, "IJBC")
@@ -52,7 +52,8 @@ def test_full_script_matches(arcface_root, host_requirements, ijbc, tmp_path):
     import torch
 
     from lh2face_plugin.eval.embed import load_embedder
-    from lh2face_plugin.eval.reference import arcface_backbone, run_eval_ijbc
+    from lh2face_plugin.arcface_torch.networks import arcface_backbone
+    from lh2face_plugin.arcface_torch.reference import run_eval_ijbc
 
     torch.manual_seed(0)
     model = str(tmp_path / "model.pt")

@@ -134,7 +134,7 @@ def test_same_numbers_as_arcface_torch(arcface_root, bin_file):
     pytest.importorskip("sklearn")
     import torch
 
-    from lh2face_plugin.eval.reference import compat, verification_functions
+    from lh2face_plugin.arcface_torch.reference import compat, verification_functions
 
     path, _, issame = bin_file
     net = TinyNet()

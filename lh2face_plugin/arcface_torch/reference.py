@@ -1,6 +1,6 @@
 """Run arcface_torch's own evaluation code in this process, on numpy 2 and without menpo.
 
-This is the only module of :mod:`lh2face_plugin.eval` that imports the host. Inside
+The reference side of ``lh2face eval --reference`` (see :mod:`lh2face_plugin.eval`). Inside
 :func:`compat` (undone on exit): the checkout is on ``sys.path``; ``np.int``,
 ``np.float``, ``np.bool`` and ``np.object`` are the builtins they once aliased; a stub
 ``menpo.visualize.viewmatplotlib`` offers ``sample_colours_from_colourmap``; on a machine
@@ -21,7 +21,8 @@ from typing import Dict, Iterator
 
 import numpy as np
 
-from ..arcface_torch.compat import tolerant_interp1d
+from .compat import tolerant_interp1d
+from .locate import locate_checkout
 
 _ALIASES = {"int": int, "float": float, "bool": bool, "object": object}
 
@@ -41,8 +42,6 @@ def _menpo_stub() -> Dict[str, types.ModuleType]:
 
 
 def _check_root(root: str) -> str:
-    from ..arcface_torch.locate import locate_checkout
-
     return locate_checkout(root).root        # the one place that finds and checks a checkout
 
 
@@ -106,17 +105,6 @@ def verification_functions(root: str) -> Dict[str, object]:
     ns = load_functions(root, os.path.join("eval", "verification.py"))
     ns["interpolate"] = types.SimpleNamespace(interp1d=tolerant_interp1d)
     return ns
-
-
-def arcface_backbone(network: str, root: str, **kwargs):
-    """``backbones.get_model(network, dropout=0, fp16=False, **kwargs)`` from the checkout."""
-    with compat(root):
-        import backbones
-
-        try:
-            return backbones.get_model(network, dropout=0.0, fp16=False, **kwargs)
-        except ValueError:
-            raise ValueError(f"arcface_torch has no network named {network!r} (e.g. r18, r50, r100, mbf)") from None
 
 
 def run_eval_ijbc(root: str, model: str, network: str, image_path: str, target: str, result_dir: str,
