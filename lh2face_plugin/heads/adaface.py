@@ -44,9 +44,11 @@ import math
 
 import torch
 
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from ..registry import register_head
 from .angular import angle
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
+from .base import Head
+from .hparams import check_positive, check_range
 from .running import RunningStat
 
 __all__ = ["AdaFace", "NORM_CLIP", "EPS"]

@@ -31,9 +31,11 @@ import math
 import torch
 
 from ..distributed import reduce_target
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from ..registry import register_head
 from .angular import cos_plus
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_positive, check_range
+from .base import Head
+from .hparams import check_positive, check_range
 from .running import RunningStat
 
 __all__ = ["CurricularFace", "curricular_target"]

@@ -27,10 +27,11 @@ from typing import Optional
 import torch
 
 from ..distributed import reduce_target
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from ..registry import register_head
 from .angular import cos_plus
-from .base import (Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_choice, check_int, check_positive,
-                   check_range)
+from .base import Head
+from .hparams import check_bool, check_choice, check_int, check_positive, check_range
 
 __all__ = ["ElasticFace"]
 

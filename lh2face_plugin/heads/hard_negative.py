@@ -13,8 +13,10 @@ import math
 import torch
 
 from ..distributed import reduce_target
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from .angular import cos_plus
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_choice, check_range
+from .base import Head
+from .hparams import check_choice, check_range
 
 __all__ = ["HardNegativeSoftmax", "margin_fn"]
 

@@ -48,10 +48,11 @@ from typing import Optional
 import torch
 
 from ..distributed import all_gather_rows, global_sum
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec, RowTerm
 from ..layers.products import matmul_logsumexp
 from ..registry import register_head
-from .base import (Head, HeadInputs, HeadPlan, LogitSpec, RowTerm, check_bool, check_choice, check_int,
-                   check_positive, check_range)
+from .base import Head
+from .hparams import check_bool, check_choice, check_int, check_positive, check_range
 from .running import RunningStat
 from .vmf import log_cn
 

@@ -39,9 +39,11 @@ import warnings
 import torch
 
 from ..distributed import global_mean_stat, global_sum
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from ..registry import register_head
 from .angular import cos_plus
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_positive, check_range
+from .base import Head
+from .hparams import check_bool, check_positive, check_range
 
 __all__ = ["MagFace", "magface_target"]
 

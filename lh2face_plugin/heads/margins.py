@@ -24,9 +24,11 @@ import math
 
 import torch
 
+from ..layers.contract import HeadInputs, HeadPlan, LogitSpec
 from ..registry import register_head
 from .angular import angle
-from .base import Head, HeadInputs, HeadPlan, LogitSpec, check_bool, check_range
+from .base import Head
+from .hparams import check_bool, check_range
 
 __all__ = ["CombinedMargin", "ArcFace", "CosFace", "arc_target"]
 

@@ -12,8 +12,8 @@ positive (``easy_margin``); the target's gradient is the true one.
 from __future__ import annotations
 
 from ..registry import register_head
-from .base import check_bool, check_choice, check_range
 from .hard_negative import HardNegativeSoftmax
+from .hparams import check_bool, check_choice, check_range
 
 __all__ = ["MVSoftmax"]
 

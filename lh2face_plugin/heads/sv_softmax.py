@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ..registry import register_head
-from .base import check_choice, check_range
 from .hard_negative import HardNegativeSoftmax
+from .hparams import check_choice, check_range
 
 __all__ = ["SVSoftmax"]
 

@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import DistContext, all_gather_rows, all_reduce_grad, global_mean_stat, global_sum, reduce_target
-from ..registry import HEADS, register_head
+from ..layers.contract import HeadInputs, HeadPlan, RowTerm
 from ..layers.products import matmul_logsumexp
-from .base import Head, HeadInputs, HeadPlan, RowTerm, check_choice, check_int, check_positive, check_range
+from ..registry import HEADS, register_head
+from .base import Head
+from .hparams import check_choice, check_int, check_positive, check_range
 
 __all__ = ["USS"]
 
