@@ -36,7 +36,7 @@ def _imports(name: str) -> List[ast.AST]:
 
 
 def _targets(name: str, node: ast.AST) -> List[str]:
-    """The modules an import statement names, absolute (``from .x import y`` gives ``pkg.x.y`` where that is a module)."""
+    """The modules an import names, absolute (``from .x import y`` gives ``pkg.x.y`` where that is a module)."""
     if isinstance(node, ast.Import):
         return [a.name for a in node.names]
     if node.level:

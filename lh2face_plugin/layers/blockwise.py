@@ -16,9 +16,10 @@ from typing import Optional
 import torch
 
 from ..distributed import DistContext
-from .contract import Layer
-from .engine import Columns, normalize_rows, head_loss
+from .contract import Layer, Planner
+from .engine import Columns, head_loss
 from .precision import check_nonfinite, no_autocast, product_dtype
+from .products import normalize_rows
 
 __all__ = ["blockwise_head_loss"]
 
@@ -48,7 +49,7 @@ def _rows(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.compiler.disable
-def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+def blockwise_head_loss(head: Planner, x: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                         norms: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
                         ctx: Optional[DistContext] = None, block_elements: Optional[int] = None,
                         matmul_dtype: Optional[torch.dtype] = None, cache_cosine: bool = False,
@@ -68,7 +69,7 @@ def blockwise_head_loss(head, x: torch.Tensor, weight: torch.Tensor, labels: tor
     backward's recomputation see the same values.
 
     Args:
-        head: a :class:`~lh2face_plugin.heads.base.Head`.
+        head: a head (:class:`~.contract.Planner`), e.g. a :class:`~lh2face_plugin.heads.base.Head`.
         x: [N, D] normalised embeddings (the gathered batch), differentiable; float32, float64,
             float16 or bfloat16.
         weight: [C_all, D] raw class proxies of this shard (differentiable), float32 or float64.

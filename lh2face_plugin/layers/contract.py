@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Protocol, Tuple, Union
 
 import torch
 
@@ -44,8 +44,8 @@ from ..distributed import DistContext
 from ..finite import finite_problem, raise_nonfinite
 from ..labels import check_labels
 
-__all__ = ["Layer", "LogitSpec", "RowTerm", "HeadPlan", "HeadResult", "HeadInputs", "as_cosine", "check_shapes",
-           "at_least_float32", "head_inputs"]
+__all__ = ["Layer", "Planner", "LogitSpec", "RowTerm", "HeadPlan", "HeadResult", "HeadInputs", "as_cosine",
+           "check_shapes", "at_least_float32", "head_inputs"]
 
 
 class Layer(enum.Enum):
@@ -206,6 +206,21 @@ class HeadInputs:
         return torch.zeros((), dtype=self.dtype, device=self.device)
 
 
+class Planner(Protocol):
+    """What a layer needs of a head (:class:`~lh2face_plugin.heads.base.Head` is one)."""
+
+    needs_norms: bool
+    needs_embeddings: bool
+    needs_weights: bool
+    check_inputs: bool
+
+    def plan(self, inp: HeadInputs) -> HeadPlan: ...
+
+    def inputs(self, labels: torch.Tensor, num_classes: int, **kwargs) -> HeadInputs: ...
+
+    def require_layer(self, layer: Layer) -> None: ...
+
+
 # ----------------------------------------------------------------------------- validation
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -241,14 +256,13 @@ def check_shapes(n: int, num_classes: int, *, norms=None, embeddings=None, weigh
             dims["D"] = shape[want.index("D")]
 
 
-def head_inputs(head, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
-                class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,
-                target_cosine: Optional[torch.Tensor] = None,
+def head_inputs(head: Planner, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None,
+                weights=None, class_index=None, ctx: Optional[DistContext] = None,
+                cosine: Optional[torch.Tensor] = None, target_cosine: Optional[torch.Tensor] = None,
                 proxy_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                 check_finite: bool = True) -> HeadInputs:
     """Validate and pack the inputs of one call of ``head`` (``Head.inputs``).
 
-    ``head`` gives ``needs_norms``, ``needs_embeddings``, ``needs_weights`` and ``check_inputs``.
     Exactly one of ``cosine`` (dense [N, C]) and ``target_cosine`` ([P], the cosines of the rows
     whose label is >= 0, in row order) is given; ``proxy_fn(cols)`` gives normalised proxies of some
     columns (see :meth:`HeadInputs.proxies`). ``check_finite=False`` leaves NaN/Inf to the loss (a

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .contract import HeadInputs, HeadPlan, HeadResult, Layer, as_cosine
+from .contract import HeadInputs, HeadPlan, HeadResult, Layer, Planner, as_cosine
 from .engine import Columns, head_loss, plan_terms, row_sums
 from .formula import negative_logits, rows_of, times_slope_
 from .precision import check_nonfinite, no_autocast
@@ -126,8 +126,8 @@ def evaluate_plan(plan: HeadPlan, inp: HeadInputs, cosine: torch.Tensor,
     return HeadResult(logits, plan_terms(plan, sums, inp), dict(plan.stats))
 
 
-def dense_head_loss(head, cosine: torch.Tensor, labels: torch.Tensor, *, norms=None, embeddings=None, weights=None,
-                    class_index=None, ctx=None, nonfinite: str = "raise"):
+def dense_head_loss(head: Planner, cosine: torch.Tensor, labels: torch.Tensor, *, norms=None, embeddings=None,
+                    weights=None, class_index=None, ctx=None, nonfinite: str = "raise"):
     """The head's loss on a dense [N, C] cosine matrix: ``(loss, parts)`` (see :func:`.engine.head_loss`).
 
     Args as :meth:`~lh2face_plugin.heads.base.Head.evaluate`; half inputs are computed in float32

@@ -26,12 +26,13 @@ import torch
 
 from ..distributed import DistContext, global_sum
 from ..finite import raise_nonfinite
-from .contract import HeadInputs, HeadPlan
+from .contract import HeadInputs, HeadPlan, Planner
 from .precision import no_autocast
 from .formula import hard_mask, negative_logits, rows_of, times_slope_
-from .products import TargetSlots, block_elements_for, column_blocks, combine_logsumexp, online_logsumexp, take_columns
+from .products import (TargetSlots, block_elements_for, column_blocks, combine_logsumexp, normalize_rows,
+                       online_logsumexp, take_columns)
 
-__all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts", "normalize_rows"]
+__all__ = ["Columns", "head_loss", "row_sums", "plan_terms", "LossParts"]
 
 LossParts = Dict[str, torch.Tensor]
 
@@ -65,12 +66,6 @@ class Columns:
         if self.cosine is not None:
             return self.cosine.shape[1]
         return self.weight.shape[0] if self.index is None else self.index.shape[0]
-
-
-def normalize_rows(w: torch.Tensor, eps: float = 1e-12):
-    """``w / max(|w|, eps)`` row-wise, and the denominators (as ``F.normalize``)."""
-    norm = w.norm(dim=1).clamp_min(eps)
-    return w / norm[:, None], norm
 
 
 def _clamped(raw: torch.Tensor, copy: bool = False, mask: bool = False):
@@ -356,12 +351,12 @@ def row_sums(plan: HeadPlan, inp: HeadInputs, columns: Columns, x: Optional[torc
     return list(_run(plan, inp, columns, x, False, None)[1:])
 
 
-def head_loss(head, inp: HeadInputs, columns: Columns, x: Optional[torch.Tensor] = None, check_finite: bool = True
-              ) -> Tuple[torch.Tensor, LossParts]:
+def head_loss(head: Planner, inp: HeadInputs, columns: Columns, x: Optional[torch.Tensor] = None,
+              check_finite: bool = True) -> Tuple[torch.Tensor, LossParts]:
     """``mean_i (lse_i - out_iy) + sum(terms)`` of one head call: the loss of every layer.
 
     Args:
-        head: a :class:`~lh2face_plugin.heads.base.Head`.
+        head: a head (:class:`~.contract.Planner`).
         inp: its validated :class:`~.contract.HeadInputs`.
         columns: where the cosines come from.
         x: [N, D] normalised embeddings, for row terms over another matrix and the products.

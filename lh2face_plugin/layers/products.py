@@ -24,7 +24,7 @@ import torch
 from ..distributed import DistContext, _all_reduce
 
 __all__ = ["matmul_logsumexp", "column_blocks", "online_logsumexp", "combine_logsumexp", "take_columns",
-           "block_elements_for", "TargetSlots", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
+           "normalize_rows", "block_elements_for", "TargetSlots", "BLOCK_ELEMENTS", "CUDA_BLOCK_ELEMENTS"]
 
 BLOCK_ELEMENTS = 1 << 19
 """Entries per block on the CPU (2 MiB of float32: blocks stay in cache)."""
@@ -87,6 +87,12 @@ class TargetSlots:
     def mask(self, shape, c0: int, c1: int, device) -> torch.Tensor:
         """Bool [R, c1-c0], True at each row's column inside the block."""
         return self.fill_(torch.zeros(shape, dtype=torch.bool, device=device), c0, c1, True)
+
+
+def normalize_rows(w: torch.Tensor, eps: float = 1e-12):
+    """``w / max(|w|, eps)`` row-wise, and the denominators (as ``F.normalize``)."""
+    norm = w.norm(dim=1).clamp_min(eps)
+    return w / norm[:, None], norm
 
 
 def take_columns(b: torch.Tensor, index: Optional[torch.Tensor], c0: int, c1: int) -> torch.Tensor:
