@@ -27,7 +27,7 @@ import torch
 from ..distributed import DistContext
 from ..layers.contract import (HeadInputs, HeadPlan, HeadResult, Layer, LogitSpec, RowTerm, as_cosine, check_shapes,
                                head_inputs)
-from ..layers.dense import evaluate_plan
+from ..layers.dense import evaluate_head, margin_loss_logits
 from .hparams import (HyperparameterMismatch, HyperparameterState, check_bool, check_choice, check_int,
                       check_positive, check_range)
 
@@ -75,29 +75,13 @@ class Head(HyperparameterState):
     # -- calls -----------------------------------------------------------------------------
     def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """arcface_torch's ``margin_loss(logits, labels) -> logits``: [N, C] cosines of this shard
-        (labels -1 off-shard) to [N, C] float32 logits.
+        (labels -1 off-shard) to [N, C] float32 logits (:func:`~lh2face_plugin.layers.dense.margin_loss_logits`).
 
         Raises:
             TypeError: the head needs norms, embeddings or class proxies, or adds loss terms,
                 which arcface_torch's ``PartialFC_V2`` cannot pass or add.
         """
-        needs = [n for n, f in (("norms", self.needs_norms), ("embeddings", self.needs_embeddings),
-                                ("class proxies", self.needs_weights)) if f]
-        if needs:
-            raise TypeError(self._host_message(f"needs {' and '.join(needs)}"))
-        self.require_layer(Layer.DENSE)
-        with torch.autocast(device_type=cosine.device.type, enabled=False):
-            cosine = as_cosine(cosine)
-            inp = self.inputs(labels, cosine.shape[1], cosine=cosine)
-            plan = self.plan(inp)
-        if plan.terms or plan.row_terms:
-            raise TypeError(self._host_message(f"adds loss terms ({', '.join([*plan.terms, *plan.row_terms])})"))
-        return evaluate_plan(plan, inp, cosine).logits
-
-    def _host_message(self, why: str) -> str:
-        return (f"{type(self).__name__} {why}: arcface_torch's PartialFC_V2 passes its margin_loss only the "
-                "cosines; use lh2face_plugin's Partial FC (lh2face_plugin.arcface_torch.partial_fc_class(host), "
-                "or config.loss in a recipe) instead")
+        return margin_loss_logits(self, cosine, labels)
 
     def evaluate(
         self,
@@ -110,13 +94,9 @@ class Head(HyperparameterState):
         class_index: Optional[torch.Tensor] = None,
         ctx: Optional[DistContext] = None,
     ) -> HeadResult:
-        """Dense logits and terms of ``cosine`` [N, C] (see the module docstring)."""
-        self.require_layer(Layer.DENSE)
-        with torch.autocast(device_type=cosine.device.type, enabled=False):
-            cosine = as_cosine(cosine)
-            inp = self.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
-                              class_index=class_index, ctx=ctx, cosine=cosine)
-            return evaluate_plan(self.plan(inp), inp, cosine, inp.embeddings)
+        """Dense logits and terms of ``cosine`` [N, C] (:func:`~lh2face_plugin.layers.dense.evaluate_head`)."""
+        return evaluate_head(self, cosine, labels, norms=norms, embeddings=embeddings, weights=weights,
+                             class_index=class_index, ctx=ctx)
 
     def inputs(self, labels: torch.Tensor, num_classes: int, *, norms=None, embeddings=None, weights=None,
                class_index=None, ctx: Optional[DistContext] = None, cosine: Optional[torch.Tensor] = None,

@@ -6,8 +6,9 @@ Two outputs:
   (:func:`.engine.head_loss`), without writing the [N, C] logits; the classifier and the
   plugin's Partial FC use it;
 - :func:`margin_logits` / :func:`evaluate_plan`: the [N, C] logits themselves (one new
-  tensor, built over row blocks with :mod:`.formula`), for ``Head.evaluate`` and for
-  arcface_torch's own ``PartialFC_V2``, which takes ``margin_loss(logits, labels) -> logits``.
+  tensor, built over row blocks with :mod:`.formula`), for :func:`evaluate_head` (``Head.evaluate``)
+  and :func:`margin_loss_logits` (``Head.forward``), the adapter to arcface_torch's own ``PartialFC_V2``,
+  which takes ``margin_loss(logits, labels) -> logits``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .engine import Columns, head_loss, plan_terms, row_sums
 from .formula import negative_logits, rows_of, times_slope_
 from .precision import check_nonfinite, no_autocast
 
-__all__ = ["margin_logits", "evaluate_plan", "dense_head_loss", "ROW_BLOCK_ELEMENTS"]
+__all__ = ["margin_logits", "evaluate_plan", "margin_loss_logits", "evaluate_head", "dense_head_loss",
+           "ROW_BLOCK_ELEMENTS"]
 
 ROW_BLOCK_ELEMENTS = 1 << 22
 
@@ -124,6 +126,46 @@ def evaluate_plan(plan: HeadPlan, inp: HeadInputs, cosine: torch.Tensor,
                            thresh=spec.thresh, hard_a=spec.hard_a, hard_b=spec.hard_b, hard_q=spec.hard_q)
     sums = row_sums(plan, inp, Columns(cosine=cosine, index=inp.class_index), embeddings)
     return HeadResult(logits, plan_terms(plan, sums, inp), dict(plan.stats))
+
+
+def margin_loss_logits(head: Planner, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """arcface_torch's ``margin_loss(logits, labels) -> logits`` for ``head`` (``Head.forward``): [N, C]
+    cosines of this shard (labels -1 off-shard) to [N, C] float32 logits.
+
+    Raises:
+        TypeError: the head needs norms, embeddings or class proxies, or adds loss terms,
+            which arcface_torch's ``PartialFC_V2`` cannot pass or add.
+    """
+    needs = [n for n, f in (("norms", head.needs_norms), ("embeddings", head.needs_embeddings),
+                            ("class proxies", head.needs_weights)) if f]
+    if needs:
+        raise TypeError(_host_message(head, f"needs {' and '.join(needs)}"))
+    head.require_layer(Layer.DENSE)
+    with torch.autocast(device_type=cosine.device.type, enabled=False):
+        cosine = as_cosine(cosine)
+        inp = head.inputs(labels, cosine.shape[1], cosine=cosine)
+        plan = head.plan(inp)
+    if plan.terms or plan.row_terms:
+        raise TypeError(_host_message(head, f"adds loss terms ({', '.join([*plan.terms, *plan.row_terms])})"))
+    return evaluate_plan(plan, inp, cosine).logits
+
+
+def _host_message(head: Planner, why: str) -> str:
+    return (f"{type(head).__name__} {why}: arcface_torch's PartialFC_V2 passes its margin_loss only the "
+            "cosines; use lh2face_plugin's Partial FC (lh2face_plugin.arcface_torch.partial_fc_class(host), "
+            "or config.loss in a recipe) instead")
+
+
+def evaluate_head(head: Planner, cosine: torch.Tensor, labels: torch.Tensor, *, norms: Optional[torch.Tensor] = None,
+                  embeddings: Optional[torch.Tensor] = None, weights: Optional[torch.Tensor] = None,
+                  class_index: Optional[torch.Tensor] = None, ctx=None) -> HeadResult:
+    """Dense logits and terms of ``head`` on ``cosine`` [N, C] (``Head.evaluate``; tests, references)."""
+    head.require_layer(Layer.DENSE)
+    with torch.autocast(device_type=cosine.device.type, enabled=False):
+        cosine = as_cosine(cosine)
+        inp = head.inputs(labels, cosine.shape[1], norms=norms, embeddings=embeddings, weights=weights,
+                          class_index=class_index, ctx=ctx, cosine=cosine)
+        return evaluate_plan(head.plan(inp), inp, cosine, inp.embeddings)
 
 
 def dense_head_loss(head: Planner, cosine: torch.Tensor, labels: torch.Tensor, *, norms=None, embeddings=None,
