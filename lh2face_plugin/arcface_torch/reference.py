@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterator
 
 import numpy as np
+import torch
 
 from .compat import tolerant_interp1d
 from .locate import locate_checkout
@@ -29,7 +30,7 @@ _ALIASES = {"int": int, "float": float, "bool": bool, "object": object}
 
 def _menpo_stub() -> Dict[str, types.ModuleType]:
     def sample_colours_from_colourmap(n_colours, colour_map):
-        from matplotlib import colormaps
+        from matplotlib import colormaps  # optional and heavy: only when the host's script draws
 
         cmap = colormaps[colour_map]
         return [cmap(i / max(n_colours - 1, 1))[:3] for i in range(n_colours)]
@@ -48,8 +49,6 @@ def _check_root(root: str) -> str:
 @contextmanager
 def compat(root: str) -> Iterator[str]:
     """Context in which arcface_torch's eval code imports and runs; yields the checkout path."""
-    import torch
-
     root = _check_root(root)
     saved_path, saved_argv = list(sys.path), list(sys.argv)
     added = [n for n in _ALIASES if n not in np.__dict__]
