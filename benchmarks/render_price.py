@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import platform
 import statistics
@@ -289,6 +290,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # 3. ONNX inference
         if args.onnx_networks:
             from lh2face_plugin.export.onnx import export_onnx
+
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)   # "torchvision is not installed" notes
 
             print(f"\n== inference: exported ONNX, onnxruntime CPU, {args.threads} threads, batch {args.onnx_batch}, "
                   f"median of {args.onnx_repeats} calls ==")

@@ -102,6 +102,22 @@ def test_activation_pairs_the_render_model_with_the_partial_fc(fake_trainer):
         pfc.pair_input_model(torch.nn.Linear(2, 2))
 
 
+def test_wrapping_records_the_input_module_beside_the_future_model(fake_trainer, tmp_path):
+    from lh2face_plugin.arcface_torch.input_record import RECORD_NAME, read_record
+
+    out = tmp_path / "run"
+    act.activate(fake_trainer, {"input_module": "render", "input_module_kwargs": {"width": 4}, "output": str(out)})
+    fake_trainer.get_model("r50", dropout=0.0, fp16=True, num_features=D)
+    record = read_record(str(out / "model.pt"))
+    assert (record["name"], record["network"], record["kwargs"]) == ("render", "r50", {"width": 4})
+    assert record["get_model_kwargs"] == {"dropout": 0.0, "fp16": True, "num_features": D}
+    assert record["resolved"]["width"] == 4 and record["resolved"]["lambda_canon"] == 0.0
+    (out / RECORD_NAME).write_text("[]")
+    with pytest.raises(ValueError, match="not a record of lh2face_plugin's input module"):
+        read_record(str(out / "model.pt"))
+    assert read_record(str(tmp_path / "model.pt")) is None
+
+
 def test_no_input_module_pairs_nothing(fake_trainer):
     act.activate(fake_trainer, {"loss": "arcface"})
     fake_trainer.get_model("r50")
