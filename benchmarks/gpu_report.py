@@ -20,6 +20,8 @@ def step_rows(data: dict) -> List[List[str]]:
     for r in data["records"]:
         kind, _, rest = r["section"].partition(" ")
         size = rest.replace("C=", "C_local=") + (f" N={data['rows']}" if kind == "layer" else "")
+        if data.get("sample_rate", 1.0) < 1:
+            size += f" sample_rate={data['sample_rate']:g}"
         setting = f"{data['dtype']} {size}: {r['variant']}"
         check = "classification layer step" if kind == "layer" else "whole training step"
         if r.get("failed"):
@@ -54,11 +56,54 @@ def train_rows(data: dict) -> List[List[str]]:
     rows = []
     for r in data["rows"]:
         sps = r.get("samples_per_s")
-        rows.append(["training throughput", f"{data['network']}, batch {data['batch_size']}, {r['steps']} steps: "
-                                           f"{r['loss']}",
-                     f"{sps:,.0f} samples/s" if sps else r["status"],
+        scale = ""
+        if r.get("scale_first") is not None:
+            scale = f"; grad scale {r['scale_first']:g} -> {r['scale_last']:g}, {r['scale_falls']} fall(s)"
+        rows.append(["training throughput", f"{data['network']}, batch {data['batch_size']}, {r['steps']} steps, "
+                                           f"fp16={data.get('fp16')}: {r['loss']}",
+                     (f"{sps:,.0f} samples/s" if sps else r["status"]) + scale,
                      f"{_fmt(r.get('ratio_to_arcface'))}x ArcFace" if r.get("ratio_to_arcface") else "",
                      r["status"]])
+    return rows
+
+
+def precision_rows(data: dict) -> List[List[str]]:
+    rows = []
+    for prec in sorted({r["precision"] for r in data["rows"]}):
+        for layer in ("dense", "blockwise"):
+            sel = [r for r in data["rows"] if r["precision"] == prec and r["layer"] == layer]
+            if not sel:
+                continue
+            worst = max(sel, key=lambda r: r["grad"])
+            bad = [r["head"] for r in sel if not r["ok"]]
+            rows.append(["precision", f"{prec}, {layer} layer, every head vs float32 ({data['device']})",
+                         f"{len(sel) - len(bad)}/{len(sel)} ok",
+                         f"worst gradient {worst['grad']:.1e} ({worst['head']}), vs float64 {worst['grad64']:.1e}; "
+                         f"loss <= {max(r['loss'] for r in sel):.1e}",
+                         "failed: " + ", ".join(bad) if bad else "ok"])
+    return rows
+
+
+def syncs_rows(data: dict) -> List[List[str]]:
+    sel = data["rows"]
+    bad = [f"{r['head']}/{r['layer']}" for r in sel if not r["ok"]]
+    most = max(sel, key=lambda r: r["syncs_many_blocks"])
+    warned = [r["cuda_warnings"] for r in sel if r.get("cuda_warnings") is not None]
+    return [["host syncs per step", f"every head x layer x sampling, 1 block vs many ({data['device']})",
+             f"{len(sel) - len(bad)}/{len(sel)} equal", f"at most {most['syncs_many_blocks']} per step "
+             f"({most['head']}/{most['layer']})" + (f"; CUDA reports at most {max(warned)}" if warned else ""),
+             "grow with blocks: " + ", ".join(bad) if bad else "ok"]]
+
+
+def compile_rows(data: dict) -> List[List[str]]:
+    rows = []
+    for r in data["rows"]:
+        setting = f"{r['head']}, {r['layer']} layer, backend {r['backend']} ({data['device']})"
+        if "error" in r:
+            rows.append(["torch.compile", setting, r["error"][:60], "", "failed"])
+            continue
+        rows.append(["torch.compile", setting, f"gradient error {r['grad_err']:.1e}",
+                     f"step {r['ms']:.1f} ms, {r['ms'] / r['eager_ms']:.2f}x eager", "ok" if r["ok"] else "WRONG"])
     return rows
 
 
@@ -89,7 +134,7 @@ def main(argv=None) -> int:
     folder = (argv or sys.argv[1:] or ["work_dirs/gpu_bench"])[0]
     rows: List[List[str]] = []
     makers = {"step": step_rows, "autocast": autocast_rows, "train": train_rows, "export": export_rows,
-              "lh2face-bench": bench_rows}
+              "lh2face-bench": bench_rows, "precision": precision_rows, "syncs": syncs_rows, "compile": compile_rows}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as f:
             data = json.load(f)

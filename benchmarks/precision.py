@@ -13,8 +13,8 @@ For each registered head (its defaults; LH2Face also without its proxy terms), e
 the loss and the gradients of the embeddings and class proxies are compared with the same
 call in float32 (``loss``, ``grad``: relative differences, the gradient's as the largest
 Frobenius ratio) and in float64 (``loss64``, ``grad64``). A row fails when a value is not
-finite or a difference exceeds :data:`TOL`. The rows are written to ``--json`` one by one as
-they finish (JSON lines), so a time-out keeps what finished.
+finite or a difference exceeds :data:`TOL`. ``--json`` is rewritten as each row finishes, so a
+time-out keeps what finished.
 
     python benchmarks/precision.py --device cpu                       # CPU: bf16 and emulated fp16
     python benchmarks/precision.py --device cuda --rows 256 --classes 20000 --dim 512
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 
 import lh2face_plugin
 from lh2face_plugin.layers.blockwise import blockwise_head_loss
+from lh2face_plugin.fileio import write_json
 from lh2face_plugin.layers.dense import dense_head_loss
 from lh2face_plugin.layers.precision import no_autocast
 
@@ -115,7 +114,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def table(device: torch.device, rows: int, classes: int, dim: int, json_path: Optional[str] = None,
           names: Optional[List[str]] = None, block_elements: Optional[int] = None) -> List[dict]:
-    """Every (head, layer, precision) row; each appended to ``json_path`` (JSON lines) as it finishes."""
+    """Every (head, layer, precision) row; ``json_path`` rewritten as each finishes."""
     z, w, labels = problem(rows, classes, dim, device)
     out = []
     for label, name, kw in heads():
@@ -127,7 +126,7 @@ def table(device: torch.device, rows: int, classes: int, dim: int, json_path: Op
             ref64 = step(head0, layer, "fp32", z.double(), w.double(), labels, block_elements)
             for prec in precisions(device):
                 loss, gz, gw = step(head0, layer, prec, z, w, labels, block_elements)
-                finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gz).all()) and bool(torch.isfinite(gw).all())
+                finite = all(bool(torch.isfinite(t).all()) for t in (loss, gz, gw))
                 row = dict(head=label, layer=layer, precision=prec, device=str(device), finite=finite,
                            loss=abs(float(loss - ref[0])) / max(abs(float(ref[0])), 1e-30),
                            grad=max(rel(gz, ref[1]), rel(gw, ref[2])),
@@ -137,8 +136,7 @@ def table(device: torch.device, rows: int, classes: int, dim: int, json_path: Op
                 row["ok"] = finite and row["loss"] <= tol[0] and row["grad"] <= tol[1]
                 out.append(row)
                 if json_path:
-                    with open(json_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    write_json(json_path, dict(benchmark="precision", device=str(device), rows=out))
     return out
 
 
@@ -149,7 +147,8 @@ def format_table(rows: List[dict]) -> str:
         tol = TOL[r["precision"]]
         lines.append(f"{r['head']:<20}{r['layer']:<11}{r['precision']:<15}{r['loss']:>14.1e}{r['grad']:>14.1e}"
                      f"{r['loss64']:>14.1e}{r['grad64']:>14.1e}  "
-                     f"{'ok' if r['ok'] else ('NON-FINITE' if not r['finite'] else 'FAIL')} (tol {tol[0]:g}/{tol[1]:g})")
+                     f"{'ok' if r['ok'] else ('NON-FINITE' if not r['finite'] else 'FAIL')} "
+                     f"(tol {tol[0]:g}/{tol[1]:g})")
     return "\n".join(lines)
 
 
@@ -161,13 +160,11 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--heads", nargs="+", help="only these heads (labels or registry names)")
     p.add_argument("--block-elements", type=int, help="entries per block of the blockwise layer")
-    p.add_argument("--json", help="append the rows to this file, one JSON object a line, as they finish")
+    p.add_argument("--json", help="write the rows to this JSON file, rewritten as each row finishes")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("precision: no CUDA device is visible to torch")
         return 2
-    if args.json and os.path.exists(args.json):
-        os.remove(args.json)
     device = torch.device(args.device)
     print(f"heads x layers in mixed precision on {device}: N={args.rows} C={args.classes} D={args.dim}, "
           "embedding norms 10-40; relative differences")

@@ -86,13 +86,16 @@ from lh2face_plugin.memory import peak_bytes
 
 MiB = 2 ** 20
 
-# name -> f(host partial_fc_v2 module, margin head, embedding_size, num_classes, sample_rate, fp16) -> layer
+# name -> f(host partial_fc_v2 module, margin head, embedding_size, num_classes, sample_rate, fp16, product dtype)
+# -> layer; the plugin's layers take the product dtype (--dtype's half dtype), the host's PartialFC_V2 only fp16
 LAYERS: Dict[str, Callable] = {
-    "arcface_torch": lambda host, head, d, c, rate, fp16: host.PartialFC_V2(head, d, c, rate, fp16),
-    "plugin": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(head, d, c, rate, fp16, blockwise=False),
-    "blockwise": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(head, d, c, rate, fp16, blockwise=True),
-    "blockwise-cached": lambda host, head, d, c, rate, fp16: partial_fc_class(host)(
-        head, d, c, rate, fp16, blockwise=True, cache_cosine=True),
+    "arcface_torch": lambda host, head, d, c, rate, fp16, mm: host.PartialFC_V2(head, d, c, rate, fp16),
+    "plugin": lambda host, head, d, c, rate, fp16, mm: partial_fc_class(host)(head, d, c, rate, fp16, blockwise=False,
+                                                                              matmul_dtype=mm),
+    "blockwise": lambda host, head, d, c, rate, fp16, mm: partial_fc_class(host)(head, d, c, rate, fp16,
+                                                                                 blockwise=True, matmul_dtype=mm),
+    "blockwise-cached": lambda host, head, d, c, rate, fp16, mm: partial_fc_class(host)(
+        head, d, c, rate, fp16, blockwise=True, cache_cosine=True, matmul_dtype=mm),
 }
 
 # (label, registered head, kwargs): every head at its defaults, plus LH2Face without its proxy losses
@@ -221,16 +224,17 @@ def _no_weight_draw() -> Iterator[None]:
 
 
 def build_variants(host, losses, layers: List[str], dim: int, classes: int, rate: float, fp16: bool,
-                   device: torch.device, weight: torch.nn.Parameter) -> List[Variant]:
+                   device: torch.device, weight: torch.nn.Parameter, mm: Optional[torch.dtype] = None
+                   ) -> List[Variant]:
     with _no_weight_draw():
         out = [Variant(BASELINE, "arcface_torch", "arcface_torch",
                        LAYERS["arcface_torch"](host, losses.CombinedMarginLoss(64, 1.0, 0.5, 0.0), dim, classes,
-                                               rate, fp16))]
+                                               rate, fp16, mm))]
         for layer_name in layers:
             for label, name, kw in HEADS:
                 head = make_head(name, kw, dim)
                 out.append(Variant(f"{layer_name} {label}", layer_name, label,
-                                   LAYERS[layer_name](host, head, dim, classes, rate, fp16)))
+                                   LAYERS[layer_name](host, head, dim, classes, rate, fp16, mm)))
     for v in out:
         v.layer.weight = weight          # one weight for all: memory for one, same values for all
         v.layer.to(device)
@@ -376,7 +380,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--arcface-root", default=os.environ.get("ARCFACE_TORCH_ROOT", ""))
     p.add_argument("--check-meter", action="store_true", help="print the memory meter check and exit")
-    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--json", help="also write the rows to this JSON file (rewritten after each table, so a "
+                                  "time-out keeps the tables that finished)")
     args = p.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -407,25 +412,30 @@ def main(argv=None) -> None:
             torch.cuda.set_device(device)
         dist.init_process_group(backend, init_method=f"file://{os.path.join(tmp, 'pg')}", rank=0, world_size=1)
         records: list = []
+
+        def save() -> None:
+            if args.json:
+                write_json(args.json, dict(benchmark="step", device=str(device), dtype=args.dtype, rows=args.rows,
+                                           dim=args.dim, sample_rate=args.sample_rate, records=records))
+
         try:
             host, losses = host_modules(args.arcface_root)
             print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} N={args.rows} "
                   f"D={args.dim} sample_rate={args.sample_rate} dtype={args.dtype} median of {args.repeats} "
                   f"(1 warm-up); checkout {args.arcface_root}")
             for c in classes:
-                run_size(args, host, losses, c, device, amp, fp16, backbone, b_rows, records)
+                run_size(args, host, losses, c, device, amp, fp16, backbone, b_rows, records, save)
         finally:
             dist.destroy_process_group()
-    if args.json:
-        write_json(args.json, dict(benchmark="step", device=str(device), dtype=args.dtype, rows=args.rows,
-                                   dim=args.dim, sample_rate=args.sample_rate, records=records))
+    save()
 
 
 def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: bool, backbone: str,
-             b_rows: int, records: list) -> None:
+             b_rows: int, records: list, save: Callable[[], None]) -> None:
     gen = torch.Generator(device).manual_seed(0)
     weight = torch.nn.Parameter(torch.randn((classes, args.dim), generator=gen, device=device).mul_(0.01))
-    variants = build_variants(host, losses, args.layers, args.dim, classes, args.sample_rate, fp16, device, weight)
+    variants = build_variants(host, losses, args.layers, args.dim, classes, args.sample_rate, fp16, device, weight,
+                              amp if fp16 else None)
     emb = torch.randn((args.rows, args.dim), generator=gen, device=device).mul_(8).requires_grad_()
     labels = torch.randint(0, classes, (args.rows,), generator=gen, device=device)
     grad_bytes = classes * args.dim * 4
@@ -436,6 +446,7 @@ def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: 
           f"{grad_bytes / MiB:,.0f} MiB")
     run_variants(variants, lambda v: layer_step(v, emb, labels, amp, device), device, args.repeats)
     print_table(variants, grad_bytes, f"layer C={classes}", records)
+    save()
     if backbone != "none":
         net = backbone_for(backbone, args.dim, amp is not None, args.arcface_root, device)
         for v in variants:
@@ -446,6 +457,7 @@ def run_size(args, host, losses, classes: int, device: torch.device, amp, fp16: 
         print(f"\nwhole step, {backbone} backbone, batch {b_rows}, C_local = {classes:,}")
         run_variants(variants, lambda v: whole_step(v, net, images, blabels, amp, device), device, args.repeats)
         print_table(variants, grad_bytes, f"whole {backbone} batch={b_rows} C={classes}", records)
+        save()
     for v in variants:
         v.layer.weight = None
     del variants, weight

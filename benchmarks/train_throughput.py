@@ -55,6 +55,7 @@ config.val_targets = []
 '''
 
 SPEED = re.compile(r"Speed ([0-9.]+) samples/sec\s+Loss (\S+)")
+SCALE = re.compile(r"Fp16 Grad Scale: *([0-9.]+)")
 
 
 def write_recipe(path: str, loss: str, output: str, args, epochs: int) -> None:
@@ -70,16 +71,22 @@ def write_recipe(path: str, loss: str, output: str, args, epochs: int) -> None:
 
 
 def parse_log(path: str) -> Dict[str, Optional[float]]:
-    """Median samples/s after the first two readings, the last logged loss, and the reading count."""
-    speeds, losses = [], []
+    """Median samples/s after the first two readings, the last logged loss, the reading count and, under
+    fp16, the GradScaler's scale: first and last logged, and the number of readings where it fell (each
+    fall is at least one step the GradScaler skipped for an inf/NaN gradient)."""
+    speeds, losses, scales = [], [], []
     if os.path.isfile(path):
         with open(path) as f:
-            for m in SPEED.finditer(f.read()):
-                speeds.append(float(m.group(1)))
-                losses.append(float(m.group(2)))
+            text = f.read()
+        for m in SPEED.finditer(text):
+            speeds.append(float(m.group(1)))
+            losses.append(float(m.group(2)))
+        scales = [float(m.group(1)) for m in SCALE.finditer(text)]
     kept = speeds[2:] if len(speeds) > 2 else speeds
     return dict(samples_per_s=statistics.median(kept) if kept else None, last_loss=losses[-1] if losses else None,
-                readings=len(speeds))
+                readings=len(speeds), scale_first=scales[0] if scales else None,
+                scale_last=scales[-1] if scales else None,
+                scale_falls=sum(b < a for a, b in zip(scales, scales[1:])) if scales else None)
 
 
 def lh2face_command() -> List[str]:
@@ -113,11 +120,6 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("train_throughput: no CUDA device is visible to torch")
         return 2
-    try:
-        import torchvision  # noqa: F401  (arcface_torch's dataset.py imports it)
-    except Exception as exc:
-        print(f"train_throughput: arcface_torch's loader needs torchvision, not importable here ({exc})")
-        return 2
     from lh2face_plugin.arcface_torch.smoke import random_image_folder
 
     t0 = time.perf_counter()
@@ -131,6 +133,15 @@ def main(argv=None) -> int:
     epochs = max(1, math.ceil(args.steps / steps_per_epoch))
     os.makedirs(args.out, exist_ok=True)
     rows = []
+
+    def save(rows):
+        if args.json:
+            from lh2face_plugin.fileio import write_json
+
+            write_json(args.json, dict(benchmark="train", device=args.device, network=args.network,
+                                       batch_size=args.batch_size, fp16=not args.no_fp16, rows=rows,
+                                       model=os.path.join(os.path.abspath(args.out), "lh2face", "model.pt")))
+
     for loss in args.losses:
         output = os.path.abspath(os.path.join(args.out, loss))
         shutil.rmtree(output, ignore_errors=True)
@@ -149,23 +160,22 @@ def main(argv=None) -> int:
         rows.append(dict(loss=loss, status=status, wall_s=wall, steps=steps_per_epoch * epochs, **res))
         if status != "ok":
             print(f"{loss}: {status}; last lines:\n  " + "\n  ".join(tail))
+        save(rows)
     base = next((r["samples_per_s"] for r in rows if r["loss"] == "arcface" and r["samples_per_s"]), None)
     print(f"\ntraining throughput: {args.network}, batch {args.batch_size}, fp16={not args.no_fp16}, "
           f"{args.device}, {steps_per_epoch * epochs} steps ({epochs} epochs of {steps_per_epoch})")
-    print(f"{'loss':<14}{'status':<16}{'samples/s':>12}{'/ ArcFace':>11}{'last loss':>11}{'wall s':>9}")
+    print(f"{'loss':<14}{'status':<16}{'samples/s':>12}{'/ ArcFace':>11}{'last loss':>11}{'wall s':>9}"
+          f"{'grad scale':>22}{'falls':>7}")
     for r in rows:
         sps = r["samples_per_s"]
         ratio = sps / base if sps and base else None
         r["ratio_to_arcface"] = ratio
+        scale = f"{r['scale_first']:g} -> {r['scale_last']:g}" if r.get("scale_first") is not None else "-"
         print(f"{r['loss']:<14}{r['status']:<16}{(f'{sps:,.0f}' if sps else '-'):>12}"
               f"{(f'{ratio:.2f}' if ratio else '-'):>11}"
-              f"{(format(r['last_loss'], '.3f') if r['last_loss'] is not None else '-'):>11}{r['wall_s']:>9.0f}")
-    if args.json:
-        from lh2face_plugin.fileio import write_json
-
-        write_json(args.json, dict(benchmark="train", device=args.device, network=args.network,
-                                   batch_size=args.batch_size, rows=rows,
-                                   model=os.path.join(os.path.abspath(args.out), "lh2face", "model.pt")))
+              f"{(format(r['last_loss'], '.3f') if r['last_loss'] is not None else '-'):>11}{r['wall_s']:>9.0f}"
+              f"{scale:>22}{'-' if r.get('scale_falls') is None else r['scale_falls']:>7}")
+    save(rows)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -21,7 +21,16 @@ Every writer of the package goes through this module:
 * :func:`resolve_inside`: the one resolver of a path a dataset names (an IJB meta line, a manifest
   entry, an image found in a dataset folder): it must resolve, symbolic links included, inside the
   dataset's folder.
+* :func:`open_regular`: the one opener of a file whose path came from outside (an ``.idx``, a
+  ``.rec``, a ``.bin``, a list, an image, a ``data build`` folder's file): it opens without
+  blocking and reads only a regular file, checked on the opened descriptor (a FIFO does not hang,
+  ``/dev/zero`` does not fill memory).
 * :func:`sha256_file`: the one file hash.
+* :func:`writer_lock`: one writer per output folder. A command that writes ``OUT`` holds an
+  exclusive ``flock`` on ``.OUT.lh2face-lock`` beside it, which records the holder's pid and
+  command; a second writer stops at once (:class:`FolderBusy`: "another lh2face bench (pid N) is
+  writing OUT") or waits. The kernel drops the lock of a process that dies, so a lock file left by
+  a killed run (a dead pid) is simply taken over.
 
 Guarantees hold against exceptions and killed processes; single files are also ``fsync``-ed.
 """
@@ -51,7 +60,9 @@ except ImportError:  # pragma: no cover - not on Windows
 __all__ = ["atomic_path", "scratch_folder", "Staged", "cleanup_stale", "cleanup_stale_in", "write_json", "write_text",
            "save_npy", "save_figure", "copy_file", "sha256_file", "sha256_update_file", "writing_folder",
            "publish_folder", "read_manifest", "verify_manifest", "write_manifest", "update_json", "MANIFEST",
-           "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot"]
+           "FolderNotOwned", "FolderWriter", "owned_files", "check_replacements", "resolve_inside", "OutsideRoot",
+           "derived", "writer_lock", "FolderBusy", "LOCK_SUFFIX", "open_regular", "NotRegularFile",
+           "naming_errors"]
 
 MANIFEST = ".lh2face-manifest.json"
 """File, inside a folder a command wrote, listing what it made: ``{"format", "command", "files": {rel:
@@ -65,6 +76,14 @@ os.umask(_UMASK)
 
 class FolderNotOwned(FileExistsError):
     """A command was asked to write into a non-empty folder it did not make (pass ``overwrite``)."""
+
+
+class FolderBusy(FileExistsError):
+    """Another live process holds the writer lock of an output folder (:func:`writer_lock`)."""
+
+
+class NotRegularFile(ValueError):
+    """A path named as input is a device, pipe or socket (or a folder), not a regular file."""
 
 
 class OutsideRoot(ValueError):
@@ -93,10 +112,45 @@ def resolve_inside(root: str, name: str, *, source: str, line: Optional[int] = N
     return path
 
 
+def open_regular(path: Any, what: str = "the input", *, text: bool = False, encoding: str = "utf-8",
+                 errors: str = "strict", newline: Optional[str] = None):
+    """Open ``path`` for reading only if it is a regular file, checked on the opened descriptor.
+
+    The file is opened with ``O_NONBLOCK`` (a FIFO does not hang the open), ``fstat`` must say
+    ``S_ISREG`` (a FIFO, socket, character device such as ``/dev/zero``, or folder is refused),
+    then blocking reads are restored. ``what`` names the file's role in the error, e.g. ``"an
+    index"``. Returns a binary file object, or a text one with ``text``.
+
+    Raises:
+        FileNotFoundError: no such file (naming it). NotRegularFile: one line naming it.
+    """
+    path = os.fspath(path)
+    name = os.fsdecode(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"{what} not found", name) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else \
+                "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise NotRegularFile(f"{name}: not a regular file ({kind}); {what} must be a file")
+        if fcntl is not None and flags & getattr(os, "O_NONBLOCK", 0):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    if text:
+        return open(fd, "r", encoding=encoding, errors=errors, newline=newline)
+    return open(fd, "rb")
+
+
 # --------------------------------------------------------------------------- hashing
 def sha256_update_file(digest: "hashlib._Hash", path: str, *, text: bool = False) -> None:
     """Feed the bytes of ``path`` to ``digest`` (``text``: CRLF read as LF)."""
-    with open(path, "rb") as f:
+    with open_regular(path, "a file to hash") as f:
         if text:
             digest.update(f.read().replace(b"\r\n", b"\n"))
             return
@@ -251,6 +305,21 @@ class Staged:
 
 
 @contextlib.contextmanager
+def naming_errors(path: Any) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block that names no file (a full disk: "[Errno 28] No space
+    left on device", "[Errno 27] File too large", numpy's "73728 requested and 7648 written") as the
+    same error naming ``path``, the file being written; errors that name a file pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        named = OSError(exc.errno, exc.strerror or " ".join(str(exc).split()) or type(exc).__name__,
+                        os.fsdecode(os.fspath(path)))
+        raise named from exc
+
+
+@contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a staging path beside ``path``; it replaces ``path`` only if the block succeeds.
 
@@ -260,8 +329,9 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     staged = Staged(path, suffix=suffix)
     os.chmod(staged.path, 0o666 & ~_UMASK)
     try:
-        yield staged.path
-        staged.commit()
+        with naming_errors(path):
+            yield staged.path
+            staged.commit()
     finally:
         staged.discard()
 
@@ -308,6 +378,82 @@ def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
 
         plt.close(fig)
     return path
+
+
+def derived(what: str, make: Callable[[], Any], *, results: str,
+            warn: Optional[Callable[[str], None]] = None) -> Any:
+    """Make an output derived from measured results that are already written (a plot, a table).
+
+    Measured results are written first, atomically; what is drawn or printed from them comes after,
+    through this function: a failure there warns in one line (naming ``what`` and the ``results``
+    file, which stays as written) and returns ``None`` instead of losing the run.
+    """
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 - any failure of a derived output leaves the results
+        first = (str(exc).splitlines() or [""])[0][:160]
+        line = f"warning: {what} not made ({type(exc).__name__}: {first}); the results are in {results}"
+        (warn or (lambda text: print(text, file=sys.stderr)))(line)
+        return None
+
+
+LOCK_SUFFIX = ".lh2face-lock"
+"""The writer lock of ``PARENT/OUT`` is the file ``PARENT/.OUT.lh2face-lock`` (beside the folder, so a
+folder that is swapped in whole keeps its lock, and nothing is added inside it)."""
+
+
+def _lock_file(out: str) -> str:
+    parent, name = os.path.split(os.path.abspath(os.fspath(out)).rstrip(os.sep) or os.sep)
+    return os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+
+
+def _holder(fd: int) -> Dict[str, Any]:
+    try:
+        doc = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@contextlib.contextmanager
+def writer_lock(out: str, command: str, *, wait: bool = False,
+                on_wait: Optional[Callable[[str], None]] = None) -> Iterator[str]:
+    """Hold the one-writer lock of the output folder ``out`` while the block runs (yields the lock file).
+
+    ``command`` (e.g. ``"bench"``) is recorded with this process's pid. If another live process
+    holds the lock, raise :class:`FolderBusy` naming its command and pid, or, with ``wait``, block
+    until it ends (``on_wait`` gets a line first). A lock file whose holder is gone is taken over.
+    """
+    path = _lock_file(out)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        if not _lock(fd, blocking=False):
+            h = _holder(fd)
+            who = f"another lh2face {h.get('command') or 'command'} (pid {h.get('pid', '?')})"
+            if not wait:
+                os.close(fd)
+                raise FolderBusy(f"{who} is writing {out}; wait for it to finish, or pass --wait")
+            if on_wait is not None:
+                on_wait(f"waiting: {who} is writing {out}")
+            _lock(fd, blocking=True)
+        try:  # a holder that released has removed the file: lock the one at ``path`` now
+            same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -3,9 +3,13 @@
 One decoder (:func:`decode`, :func:`read`) serves RecordIO records, ``.bin`` verification sets,
 IJB loose crops and folders of faces, behind one gate (:func:`admit`): only JPEG and PNG (what
 arcface_torch's data holds) are decoded, recognised by their magic bytes; their size is read from
-the header (JPEG SOF marker, PNG IHDR chunk) and checked against :data:`MAX_PIXELS`, and the
-encoded size against :data:`MAX_BYTES`, before any decoder runs. With ``strict`` truncated JPEG and
-PNG files are refused too (OpenCV would decode them with a grey bottom and a warning). Errors are
+the header (JPEG SOF marker, PNG IHDR chunk) and checked against :data:`MAX_PIXELS`, the encoded
+size against :data:`MAX_BYTES`, and the decoding budget (:func:`decoding_cost`) before any decoder
+runs: the decoded bytes (pixels x channels x bytes per sample) against :data:`MAX_DECODED_BYTES`
+and, for a JPEG, the number of scans counted from its markers against :data:`MAX_JPEG_SCANS` and
+scans x pixels against :data:`MAX_SCAN_WORK` (a progressive JPEG whose scans repeat is a CPU bomb).
+With ``strict`` truncated JPEG and PNG files are refused too (OpenCV would decode them with a grey
+bottom and a warning). Errors are
 :class:`ImageError` (a ``ValueError``) naming the image and the cause, never its bytes.
 
 The codec is OpenCV when installed (mxnet's), else Pillow; both return OpenCV's conventions
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 from typing import Optional, Tuple, Union
 
 import numpy as np
+
+from .fileio import NotRegularFile, open_regular
 
 try:
     import cv2
@@ -27,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the backend
     cv2 = None
 
 __all__ = ["decode", "read", "encode", "sniff", "admit", "ImageError", "MAX_PIXELS", "MAX_BYTES", "FORMATS",
-           "BACKEND"]
+           "BACKEND", "MAX_DECODED_BYTES", "MAX_JPEG_SCANS", "MAX_SCAN_WORK", "decoding_cost"]
 
 BACKEND = "cv2" if cv2 is not None else "pillow"
 FORMATS = ("JPEG", "PNG")
@@ -36,6 +41,17 @@ MAX_PIXELS = 8192 * 8192
 """Largest image decoded: 67,108,864 pixels (8192 x 8192; 192 MiB as 8-bit BGR), read from the header."""
 MAX_BYTES = 64 << 20
 """Largest encoded image decoded: 64 MiB."""
+MAX_DECODED_BYTES = 192 << 20
+"""Largest decoded image: 192 MiB = width x height x channels x bytes per sample, as the header
+declares them (PNG IHDR bit depth and colour type, a palette counted as 3 channels; JPEG SOF precision
+and component count). 8192 x 8192 8-bit RGB fits; a 16-bit RGBA PNG of that size (512 MiB) does not."""
+MAX_JPEG_SCANS = 64
+"""Most scans (SOS markers) in one JPEG. A baseline JPEG has one per component group (<= 4), a
+progressive one about 6 to 12 (libjpeg's default script: 10 for colour); each scan is a pass over the
+whole image, so repeated scans multiply the decoding work without growing the file much."""
+MAX_SCAN_WORK = 16 * MAX_PIXELS
+"""Most decoding work of one JPEG, as scans x pixels: an 8192 x 8192 image may have 16 scans, a
+112 x 112 face the :data:`MAX_JPEG_SCANS`. Scans are counted from the markers before decoding."""
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
 _MODES = ("bgr", "rgb", "gray", "unchanged")
@@ -136,7 +152,63 @@ def admit(buf: Buffer, where: str = "image") -> Tuple[str, Tuple[int, int]]:
         raise ImageError(f"{where}: the {fmt} header declares {width}x{height} pixels, {width * height / 1e6:.0f} "
                          f"megapixels, more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit against decompression "
                          "bombs; use a smaller image")
+    data = buf if isinstance(buf, bytes) else bytes(memoryview(buf).cast("B"))
+    decoded, scans = decoding_cost(data)
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(f"{where}: the {fmt} header declares {width}x{height} pixels that decode to "
+                         f"{decoded / 2 ** 20:.0f} MiB (channels x bit depth), more than the "
+                         f"{MAX_DECODED_BYTES >> 20} MiB limit of one decoded image; use a smaller or 8-bit image")
+    if scans > MAX_JPEG_SCANS or scans * width * height > MAX_SCAN_WORK:
+        raise ImageError(f"{where}: a JPEG of {scans} scans at {width}x{height} pixels, more decoding work than "
+                         f"the limit ({MAX_JPEG_SCANS} scans, and scans x pixels <= {MAX_SCAN_WORK // MAX_PIXELS} x "
+                         f"{MAX_PIXELS}); re-encode it (baseline or a standard progressive script)")
     return fmt, (int(width), int(height))
+
+
+def decoding_cost(data: bytes) -> Tuple[int, int]:
+    """``(decoded bytes, scans)`` of a JPEG or PNG from its header and markers, without decoding.
+
+    Decoded bytes: width x height x channels x bytes per sample (PNG: IHDR colour type and bit
+    depth, a palette as 3 channels; JPEG: SOF component count and precision). Scans: the JPEG's
+    start-of-scan markers (``FF DA``; inside entropy-coded data an ``FF`` is always followed by
+    ``00`` or a restart marker, so every ``FF DA`` is a scan), 1 for a PNG. ``(0, 0)`` when unknown.
+    """
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height = struct.unpack_from(">II", data, 16)
+        depth, colour = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+        return width * height * channels * (2 if depth > 8 else 1), 1
+    if data[:3] == b"\xff\xd8\xff":
+        frame = _jpeg_frame(data)
+        if frame is None:
+            return 0, data.count(b"\xff\xda")
+        width, height, components, precision = frame
+        return width * height * max(components, 1) * (2 if precision > 8 else 1), data.count(b"\xff\xda")
+    return 0, 0
+
+
+def _jpeg_frame(buf: bytes) -> Optional[Tuple[int, int, int, int]]:
+    """``(width, height, components, precision)`` of a JPEG's frame header (SOF), or ``None``."""
+    pos, n = 2, len(buf)
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in _SOF and pos + 10 <= n:
+            precision = buf[pos + 4]
+            height, width = struct.unpack_from(">HH", buf, pos + 5)
+            return width, height, buf[pos + 9], precision
+        if marker == 0xDA:
+            return None
+        (length,) = struct.unpack_from(">H", buf, pos + 2)
+        pos += 2 + length
+    return None
 
 
 def _truncation(buf: bytes, fmt: Optional[str]) -> Optional[str]:
@@ -224,14 +296,12 @@ def read(path: Union[str, "os.PathLike[str]"], mode: str = "rgb", *, strict: boo
     path = os.fspath(path)
     name = where or path
     try:
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ImageError(f"{name}: not a regular file (a device, pipe or socket); an image must be a file")
+        with open_regular(path, "an image") as fh:
             data = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: image file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a folder, not an image file") from None
+    except NotRegularFile as exc:
+        raise ImageError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
     return decode(data, mode, where=name, strict=strict)
 
 

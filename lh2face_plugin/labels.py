@@ -10,7 +10,7 @@ first: a NaN or a fraction would otherwise fail or truncate (2.5 trains as class
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -72,3 +72,26 @@ def whole_labels(values, *, describe_row: Optional[Callable[[int], str]] = None,
         raise ValueError(f"label is not a whole number at {where}: {float(values[row])!r} (expected an integer "
                          f"class id{'; ' + hint if hint else ''}); fix or drop the record")
     return values.long()
+
+
+def record_label(label: Any, where: str, num_classes: Optional[int] = None) -> int:
+    """The class id of one record's header label (a number, or the first of its labels), checked:
+    a whole number (:func:`whole_labels`), ``>= 0``, and ``< num_classes`` when the header record
+    gives it (``K > 0``; else below 2**31). The one label check of
+    :class:`~lh2face_plugin.data.dataset.FaceRecordDataset` and of the host loader's guard
+    (:mod:`lh2face_plugin.arcface_torch.loader`).
+
+    Raises:
+        ValueError: one line naming ``where`` (the record).
+    """
+    import numbers
+
+    first = label if isinstance(label, numbers.Number) else label[:1]
+    value = int(whole_labels(first, describe_row=lambda _: where)[0])
+    if num_classes is not None and num_classes <= 0:  # a header without identity records: no class count
+        num_classes = None
+    top = num_classes if num_classes is not None else 2 ** 31
+    if not 0 <= value < top:
+        known = f"the header record's {num_classes} identities" if num_classes is not None else "int32"
+        raise ValueError(f"label {value} at {where} is outside [0, {top}) ({known}); fix or drop the record")
+    return value

@@ -185,7 +185,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     from .eval.plots import plot_roc
     from .export.modelzoo import pack_model_zoo, verify_pack
     from .export.onnx import export_onnx
-    from .fileio import sha256_file, write_json
+    from .fileio import derived, sha256_file, write_json
     from .training import plot_training
 
     specs = cfg.validate()
@@ -235,25 +235,16 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
         pack_model_zoo(onnx_path, pack_dir, model_id=f"{first_spec.folder}-quickstart")
         zoo = verify_pack(pack_dir, reference=model)
 
-    plots = {
-        "roc": plot_roc({h: (r.ijb["roc"]["fpr"], r.ijb["roc"]["tpr"]) for h, r in results.items()},
-                        os.path.join(out, "roc_ijb_synth.png"), title="IJB-SYNTH 1:1 (all pairs)"),
-        "roc_hard_hq": plot_roc({r.spec.label: s.roc("hard_hq") for r, s in zip(runs, sets)},
-                                os.path.join(out, "roc_hard_hq.png"), fars=(1e-3, 1e-2, 1e-1),
-                                title="held-out hard high-quality pairs (look-alike impostors)"),
-        "training": plot_training({h: r.run.trained.history for h, r in results.items()},
-                                  os.path.join(out, "training.png")),
-    }
     hard_set = {"families": cfg.eval_families, "seed": cfg.eval_seed, "genuine_pairs": counts["genuine"],
                 "impostor_pairs": counts["impostor"], "quality_threshold": HIGH_QUALITY,
                 "bootstrap": cfg.bootstrap, "sha256": ctx.sha256}
-    table = _format_table(results)
     summary = {
         "config": {**dataclasses.asdict(cfg), "heads": list(cfg.heads)},
         "hard_hq_set": hard_set,
         "heads": {h: {"head": r.run.spec.name, "head_kwargs": r.run.spec.kwargs,
                       "verify": {k: r.verify[k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
-                      "ijb": {k: r.ijb[k] for k in ("tar_at_far", "auc", "pairs", "templates")},
+                      "ijb": {k: r.ijb.get(k) for k in ("tar_at_far", "far_measured", "tar_at_far_unresolved",
+                                                        "auc", "pairs", "duplicate_pairs", "templates")},
                       "hard_hq": r.hard_hq.metrics,
                       "clip": r.run.info["clip"], "train_seconds": r.run.seconds,
                       "model": r.run.model_path, "network": cfg.network}
@@ -261,9 +252,27 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
         "differences": diffs,
         "export": {"onnx": onnx_path, "parity": dataclasses.asdict(report) if dataclasses.is_dataclass(report)
                    else str(report), "pack": pack_dir, "insightface": zoo},
-        "plots": plots, "wall_seconds": time.perf_counter() - t0,
+        "plots": {}, "wall_seconds": time.perf_counter() - t0,
     }
-    write_json(os.path.join(out, "results.json"), to_json(summary))
+    results_path = os.path.join(out, "results.json")
+    write_json(results_path, to_json(summary))  # the measured results first; plots and the table derive from them
+
+    def draw():
+        return {
+            "roc": plot_roc({h: (r.ijb["roc"]["fpr"], r.ijb["roc"]["tpr"]) for h, r in results.items()},
+                            os.path.join(out, "roc_ijb_synth.png"), title="IJB-SYNTH 1:1 (all pairs)"),
+            "roc_hard_hq": plot_roc({r.spec.label: s.roc("hard_hq") for r, s in zip(runs, sets)},
+                                    os.path.join(out, "roc_hard_hq.png"), fars=(1e-3, 1e-2, 1e-1),
+                                    title="held-out hard high-quality pairs (look-alike impostors)"),
+            "training": plot_training({h: r.run.trained.history for h, r in results.items()},
+                                      os.path.join(out, "training.png")),
+        }
+
+    plots = derived("plots", draw, results=results_path, warn=echo) or {}
+    if plots:
+        summary["plots"] = plots
+        write_json(results_path, to_json(summary))
+    table = derived("the table", lambda: _format_table(results), results=results_path, warn=echo) or ""
     cos = zoo.get("cosine", {})
     echo("")
     echo(table)
@@ -282,8 +291,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     echo(f"        onnxruntime vs torch, min cosine at batch 1 and 8: {_min_cos(report):.7f}")
     echo(f"pack:   {pack_dir} (insightface loads it as {', '.join(sorted(set(zoo.get('routed', {}).values())))}; "
          f"embedding cosine to torch {min(cos.values()) if cos else float('nan'):.7f})")
-    echo("plots:  " + "\n        ".join(plots.values()))
-    echo(f"results: {os.path.join(out, 'results.json')}   wall time {summary['wall_seconds']:.0f} s")
+    if plots:
+        echo("plots:  " + "\n        ".join(plots.values()))
+    echo(f"results: {results_path}   wall time {summary['wall_seconds']:.0f} s")
     return summary
 
 

@@ -329,7 +329,9 @@ class TrainResult:
 def _read_info(out_dir: str) -> Optional[Dict[str, Any]]:
     path = os.path.join(out_dir, "train.json")
     try:
-        with open(path) as fh:
+        from .fileio import open_regular
+
+        with open_regular(path, "a train.json", text=True) as fh:
             info = json.load(fh)
     except (OSError, ValueError):
         return None
@@ -347,11 +349,34 @@ def _rebuild(model_path: str, info: Dict[str, Any]) -> torch.nn.Module:
     An input module is built without its ``checkpoint`` and ``mode`` parameters: ``model.pt`` holds its
     weights (``render.*``), so the model reloads after the checkpoint file is gone, and the mode (which
     part trains) means nothing to a model rebuilt for evaluation."""
+    record = os.path.join(os.path.dirname(os.path.abspath(model_path)), "train.json")
     module = info.get("input_module") or {}
+    if not isinstance(module, dict) or not all(isinstance(module.get(k) or {}, dict) for k in ("kwargs", "resolved")):
+        raise ValueError(f"{record}: key 'input_module' must be an object with 'name' and 'kwargs'")
     recorded = recorded_input_kwargs(module) if module.get("name") else {}
     kwargs = {k: v for k, v in recorded.items() if k not in ("checkpoint", "mode")}
-    model, _ = build_model(info["network"], int(info["embedding_size"]), module.get("name"), kwargs)
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    network, size = info.get("network"), info.get("embedding_size")
+    if not isinstance(network, str) or isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{record}: keys 'network' (a name) and 'embedding_size' (an integer >= 1) are required")
+    state = torch.load(model_path, map_location="cpu", weights_only=True)  # sizes bounded by the file
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{model_path}: not a state dict of tensors")
+
+    def build():
+        return build_model(network, size, module.get("name"), kwargs)[0]
+
+    with torch.device("meta"):  # train.json's architecture, no memory: its sizes are checked first
+        skeleton = build()
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        key = next(k for k in list(want) + list(have) if want.get(k) != have.get(k))
+        raise ValueError(f"{record}: the model it describes ({network}, embedding_size {size}"
+                         f"{', input module ' + str(module.get('name')) if module.get('name') else ''}) does not fit "
+                         f"{os.path.basename(model_path)}: tensor {key!r} is {want.get(key, 'absent')} there and "
+                         f"{have.get(key, 'absent')} in the file")
+    model = build()
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -61,6 +61,28 @@ def test_gpu_script_bench_piece_tabulates_the_default_comparison(arcface_root, t
     assert (work / "bench" / "control" / "seed1" / "model.pt").is_file()
 
 
+def test_gpu_script_smoke_runs_every_piece_and_summarises(arcface_root, tmp_path):
+    """SMOKE=1 bash benchmarks/gpu.sh: every default piece on the CPU at tiny sizes, each piece's JSON and
+    exit status 0, and one summary with a row per check (issue 22, item 6)."""
+    results, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(results)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2", "SMOKE": "1",
+                                            "PYTHON": sys.executable, "GPU_BENCH_WORK": str(work),
+                                            "ARCFACE_TORCH_ROOT": arcface_root})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    pieces = ["compile", "correct_precision", "correct_syncs", "export", "step_n32", "step_n64", "train"]
+    assert sorted(p.stem for p in results.glob("*.json")) == pieces
+    assert all((results / f"{p}.rc").read_text().strip() == "0" for p in pieces)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    checks = {line.split(" | ")[0][2:] for line in table[2:]}
+    assert checks == {"torch.compile", "precision", "host syncs per step", "export parity",
+                      "classification layer step", "training throughput"}
+    assert not [line for line in table if line.rstrip(" |").endswith(("failed", "WRONG"))]
+    steps = json.load(open(results / "step_n64.json"))
+    assert steps["sample_rate"] == 0.2 and steps["dtype"] == "fp16"
+    assert {r["variant"] for r in steps["records"]} >= {"plugin lh2face", "blockwise uss"}
+
+
 def test_render_price_prints_size_step_and_onnx_rows(tmp_path):
     """benchmarks/render_price.py at tiny sizes: every table, the JSON rows, ratios against the plain backbone."""
     pytest.importorskip("onnxruntime")

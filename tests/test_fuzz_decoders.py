@@ -1,4 +1,6 @@
-"""Fuzz: random bytes and random or mutated image headers through the decoder gate and the RecordIO reader.
+"""Fuzz: random bytes and random or mutated image headers through the decoder gate and the RecordIO reader;
+a progressive-scan family (Pillow's progressive JPEGs with their last scan spliced in again and again) and a
+bit-depth family (PNG headers of every colour type and bit depth up to 8192 x 8192) for the decoding budget.
 
 The inputs are seeded. Each run happens in a child process so that its peak memory is its own: it must
 finish within a fixed time, grow its peak resident memory by less than a fixed bound, and raise nothing
@@ -87,8 +89,61 @@ CHILD = textwrap.dedent(r'''
         except Exception as exc:
             bad.append(f"{fn.__name__}: {type(exc).__name__}: {exc}"[:300])
 
+    def progressive(w, h, repeats):
+        """A progressive JPEG (Pillow) whose last scan is spliced in ``repeats`` more times before EOI."""
+        import io
+        from PIL import Image
+
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(out, "JPEG", progressive=True,
+                                                                             quality=int(rng.integers(50, 95)))
+        data = out.getvalue()
+        last, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+        return data[:end] + data[last:end] * repeats + data[end:]
+
+    def png_depth(w, h):
+        colour = int(rng.choice([0, 2, 3, 4, 6]))
+        depth = int(rng.choice({0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16]}[colour]))
+        ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(256))) + \
+            chunk(b"IEND", b""), w * h * {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}[colour] * (2 if depth > 8 else 1)
+
     mode = sys.argv[1]
-    if mode == "images":
+    if mode == "scans":  # the progressive-scan family: repeated scans multiply the work of a decode
+        for n in range(int(sys.argv[3])):
+            w, h, repeats = int(rng.integers(8, 160)), int(rng.integers(8, 160)), int(rng.integers(0, 120))
+            data = progressive(w, h, repeats)
+            scans = data.count(b"\xff\xda")
+            try:
+                images.admit(data)
+                if scans > images.MAX_JPEG_SCANS:
+                    bad.append(f"admitted {scans} scans at {w}x{h}")
+                call(images.decode, data, "bgr", backend=["cv2", "pillow"][n % 2])
+            except images.ImageError as exc:
+                if scans <= images.MAX_JPEG_SCANS or "scans" not in str(exc):
+                    bad.append(f"refused {scans} scans at {w}x{h}: {exc}"[:300])
+            if n % 10 == 0:  # the same scans declared at 8192 x 8192: refused by scans x pixels
+                big = bytearray(data)
+                sof = next(i for i in range(2, len(big) - 1) if big[i] == 0xFF and big[i + 1] == 0xC2)
+                struct.pack_into(">HH", big, sof + 5, 8192, 8192)
+                try:
+                    images.admit(bytes(big))
+                    if scans * 8192 * 8192 > images.MAX_SCAN_WORK:
+                        bad.append(f"admitted {scans} scans at 8192x8192")
+                except images.ImageError:
+                    pass
+    elif mode == "depth":  # the bit-depth family: decoded bytes = pixels x channels x bytes per sample
+        for n in range(int(sys.argv[3])):
+            side = lambda: int(rng.choice([int(rng.integers(1, 9000)), 4096, 6000, 8192]))
+            data, decoded = png_depth(side(), side())
+            try:
+                images.admit(data)
+                if decoded > images.MAX_DECODED_BYTES:
+                    bad.append(f"admitted {decoded} decoded bytes")
+            except images.ImageError:
+                continue
+            call(images.decode, data, str(rng.choice(["bgr", "unchanged"])), backend=["cv2", "pillow"][n % 2])
+    elif mode == "images":
         for n in range(int(sys.argv[3])):
             data = sample()
             call(images.decode, data, str(rng.choice(["bgr", "rgb", "gray", "unchanged"])), strict=bool(n % 2),
@@ -141,6 +196,20 @@ def _run_child(*args: str) -> dict:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_decoder_gate_fuzz(seed):
     res = _run_child("images", str(seed), "600")
+    assert res["bad"] == [], res["bad"][:5]
+    assert res["grown_mb"] < MEMORY_LIMIT_MB, f"peak memory grew by {res['grown_mb']} MB"
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_progressive_scan_family(seed):
+    res = _run_child("scans", str(seed), "60")
+    assert res["bad"] == [], res["bad"][:5]
+    assert res["grown_mb"] < MEMORY_LIMIT_MB, f"peak memory grew by {res['grown_mb']} MB"
+
+
+@pytest.mark.parametrize("seed", [4])
+def test_bit_depth_family(seed):
+    res = _run_child("depth", str(seed), "300")
     assert res["bad"] == [], res["bad"][:5]
     assert res["grown_mb"] < MEMORY_LIMIT_MB, f"peak memory grew by {res['grown_mb']} MB"
 

@@ -153,3 +153,44 @@ def test_one_helper_per_guarantee():
                         _hashes_what_it_reads(fn):
                     offenders.append(f"{rel}: {getattr(fn, 'name', 'lambda')} hashes file bytes itself")
     assert offenders == []
+
+
+def test_the_decoding_budget_bounds_decoded_bytes_and_jpeg_scans():
+    """Issue 23 item 2: a 16-bit RGBA 8192x8192 PNG decodes to 512 MiB (refused; 8-bit RGB at that size,
+    192 MiB, is not); a progressive JPEG whose scan repeats is refused from its markers, undecoded."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from lh2face_plugin.images import MAX_DECODED_BYTES, MAX_JPEG_SCANS, admit, decoding_cost
+
+    def png(w, h, depth, colour):
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)) + \
+            chunk(b"IEND", b"")
+
+    assert decoding_cost(png(8192, 8192, 16, 6)) == (512 << 20, 1)
+    with pytest.raises(ImageError, match="decode to 512 MiB .* more than the 192 MiB limit"):
+        admit(png(8192, 8192, 16, 6))
+    assert admit(png(8192, 8192, 8, 2)) == ("PNG", (8192, 8192)) and MAX_DECODED_BYTES == 192 << 20
+
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        out, "JPEG", progressive=True)
+    data = out.getvalue()
+    assert admit(data) == ("JPEG", (64, 64)) and decoding_cost(data)[1] == 10  # libjpeg's script: 10 scans
+    last, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+    bomb = data[:end] + data[last:end] * MAX_JPEG_SCANS + data[end:]
+    with pytest.raises(ImageError, match=rf"a JPEG of {10 + MAX_JPEG_SCANS} scans at 64x64 pixels"):
+        admit(bomb)
+    big = bytearray(data)  # the same 10 scans declared at 8192 x 8192: within 16 scans x 64 megapixels
+    sof = big.index(b"\xff\xc2")
+    struct.pack_into(">HH", big, sof + 5, 8192, 8192)
+    assert admit(bytes(big))[1] == (8192, 8192)
+    big = bytearray(data[:end] + data[last:end] * 7 + data[end:])
+    struct.pack_into(">HH", big, sof + 5, 8192, 8192)
+    with pytest.raises(ImageError, match="a JPEG of 17 scans at 8192x8192"):
+        admit(bytes(big))

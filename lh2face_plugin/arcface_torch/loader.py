@@ -7,9 +7,11 @@ forever. :func:`guard_loader` changes one loader, and nothing else, so that:
 
 - an item that fails raises :class:`RecordError` naming its record (``.rec`` path, key and
   byte offset; an image folder's file), from the loader's workers as from the thread;
-- a label stored as NaN, an infinity or a fraction is refused as the record is read
-  (:func:`lh2face_plugin.labels.whole_labels`), instead of failing later or training 2.5
-  as class 2;
+- a label stored as NaN, an infinity or a fraction, or outside the header record's identities, is
+  refused as the record is read (:func:`lh2face_plugin.labels.record_label`, shared with
+  :class:`~lh2face_plugin.data.dataset.FaceRecordDataset`), instead of failing later or training
+  2.5 as class 2; the header record's count is bounded by the index before the host allocates by
+  it (:func:`lh2face_plugin.data.recordio.check_header`, in the reader);
 - the exception reaches the training loop: the prefetch thread ends its queue as at the end
   of an epoch, and the loader raises the exception instead of stopping.
 
@@ -18,13 +20,12 @@ The process then exits with the error, and torchrun stops the other ranks. The r
 """
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Any, Optional
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..labels import whole_labels
+from ..labels import record_label
 
 __all__ = ["RecordError", "guard_loader", "describe_item"]
 
@@ -62,15 +63,16 @@ def describe_item(dataset: Any, index: int) -> str:
 class _CheckedRecords:
     """An indexed RecordIO reader whose ``read_idx`` refuses a record whose label is not a whole number."""
 
-    def __init__(self, records: Any):
+    def __init__(self, records: Any, num_classes: Optional[int] = None):
         self.records = records
+        self.num_classes = num_classes
 
     def read_idx(self, key: Any) -> bytes:
         from ..data.recordio import unpack
 
-        payload = self.records.read_idx(key)
-        label = unpack(payload)[0].label
-        whole_labels(label if isinstance(label, numbers.Number) else label[:1], describe_row=lambda _: f"record {key}")
+        payload = self.records.read_idx(key)  # key 0: recordio.check_header bounds the header's count
+        if key != 0 or self.num_classes is None:  # key 0 of a file with a header record is that header
+            record_label(unpack(payload)[0].label, f"record {key}", self.num_classes)
         return payload
 
     def __getattr__(self, name: str) -> Any:
@@ -170,7 +172,9 @@ def guard_loader(loader: Any) -> Any:
         return loader
     dataset = loader.dataset
     if hasattr(dataset, "imgrec") and not isinstance(dataset.imgrec, _CheckedRecords):
-        dataset.imgrec = _CheckedRecords(dataset.imgrec)
+        header0 = getattr(dataset, "header0", None)
+        classes = header0[1] - header0[0] if isinstance(header0, tuple) and len(header0) == 2 else None
+        dataset.imgrec = _CheckedRecords(dataset.imgrec, classes)
     _name_items(dataset)
     host = type(loader)
     if hasattr(host, "__next__") and not isinstance(loader, _PrefetchErrors):

@@ -26,7 +26,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["family_weights", "bootstrap_metrics", "percentile_ci", "summarize_heads", "compare_heads", "verdict", "LEVEL"]
+__all__ = ["family_weights", "bootstrap_metrics", "percentile_ci", "summarize_heads", "compare_heads", "verdict",
+           "contains", "LEVEL"]
 
 LEVEL = 0.95
 
@@ -76,6 +77,18 @@ def percentile_ci(values: np.ndarray, level: float = LEVEL) -> List[float]:
     return [float(lo), float(hi)]
 
 
+def contains(ci: Sequence[float], estimate: float) -> bool:
+    """The interval ``ci`` holds ``estimate`` (``True`` when either is unknown: nothing to report).
+
+    With discrete statistics (TARs at a FAR) the percentile interval of the bootstrap distribution
+    can sit beside the whole-set estimate; the report names every such interval.
+    """
+    lo, hi = ci
+    if not all(v is not None and math.isfinite(v) for v in (lo, hi, estimate)):
+        return True
+    return lo <= estimate <= hi
+
+
 def _pooled(reps: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack([np.asarray(r, dtype=np.float64) for r in reps]), axis=0)
 
@@ -119,7 +132,8 @@ def compare_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Seque
 
     Returns:
         head -> ``diff`` (seed-mean difference on the whole set), ``ci``, ``half_width``,
-        ``seed_spread`` (max of the two heads' seed ranges), ``verdict``.
+        ``seed_spread`` (max of the two heads' seed ranges), ``verdict``, ``ci_contains_diff``
+        (:func:`contains`: a percentile interval need not contain its estimate).
     """
     if reference not in point:
         raise KeyError(f"reference {reference!r} is not among the heads {sorted(point)}")
@@ -135,5 +149,5 @@ def compare_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Seque
         head_range = float(np.ptp(values)) if len(values) > 1 else math.nan
         spread = max(head_range, ref_range) if math.isfinite(head_range) and math.isfinite(ref_range) else math.nan
         out[head] = {"diff": diff, "ci": ci, "half_width": (ci[1] - ci[0]) / 2.0, "seed_spread": spread,
-                     "verdict": verdict(diff, ci, spread)}
+                     "verdict": verdict(diff, ci, spread), "ci_contains_diff": contains(ci, diff)}
     return out

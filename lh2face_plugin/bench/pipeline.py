@@ -123,7 +123,8 @@ def run_result(run: Run, scores: Any, data: TrainData, ctx: EvalContext, out: st
         model=os.path.relpath(run.model_path, out), model_sha256=info["model_sha256"], network=info["network"],
         embedding_size=int(info["embedding_size"]), train=dict(info["settings"]), data=data.key, evalset=ctx.sha256,
         train_seconds=run.seconds, clip=dict(info["clip"]), head_state=dict(info["head_state"]),
-        final=dict(info["final"]), metrics=scores.metrics(None), summary=scores.summary(), reused=run.reused)
+        final=dict(info["final"]), metrics=scores.metrics(None), summary=scores.summary(),
+        far_measured=scores.far_measured(), reused=run.reused)
 
 
 def _nanmedian(values: Sequence[float]) -> float:

@@ -9,9 +9,24 @@ from typing import Any, Dict, Optional, Sequence
 from .records import Comparison, RunResult
 from .report import is_rate
 
-__all__ = ["plot_comparison", "FOREST_METRICS"]
+__all__ = ["plot_comparison", "error_bar", "FOREST_METRICS"]
 
 FOREST_METRICS = ("hard_hq_tar@1e-1", "hard_hq_tar@1e-2", "all_hq_tar@1e-3", "overall_tar@1e-3", "rho_norm_quality")
+
+
+def error_bar(lo: float, hi: float) -> tuple:
+    """``(centre, half)`` of an error bar drawn from the interval's bounds ``[lo, hi]`` alone.
+
+    The bar spans exactly the interval; the point estimate is drawn as its own marker. A percentile
+    interval need not contain its estimate (with discrete TARs a difference often sits on, or
+    beyond, an edge), so the bar is never measured from the estimate: its half-width is
+    ``max(0, (hi - lo) / 2)``, never negative (the report says which intervals miss their estimate).
+    Unknown bounds give ``(nan, 0)``: no bar.
+    """
+    lo, hi = (float(v) if v is not None else math.nan for v in (lo, hi))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return math.nan, 0.0
+    return (lo + hi) / 2.0, max(0.0, (hi - lo) / 2.0)
 
 
 def _save(fig, path: str) -> str:
@@ -46,8 +61,10 @@ def _forest(c: Comparison, path: str) -> str:
             if sp is not None and math.isfinite(sp):
                 ax.fill_betweenx([y - 0.3, y + 0.3], -sp * scale, sp * scale, color="0.85", lw=0)
             colour = {"win": "tab:green", "loss": "tab:red"}.get(d["verdict"], "tab:blue")
-            ax.errorbar([d["diff"] * scale], [y], xerr=[[d["diff"] * scale - lo], [hi - d["diff"] * scale]],
-                        fmt="o", color=colour, capsize=3)
+            centre, half = error_bar(lo, hi)
+            if math.isfinite(centre):
+                ax.errorbar([centre], [y], xerr=[half], fmt="none", ecolor=colour, capsize=3)
+            ax.plot([d["diff"] * scale], [y], "o", color=colour)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels if k == 0 else [""] * len(labels))

@@ -84,6 +84,8 @@ class RunResult:
         train_seconds, clip, head_state, final: from the run's ``train.json``.
         metrics: every :data:`~lh2face_plugin.bench.scores.METRICS` value on the whole set.
         summary: descriptive numbers (:meth:`~lh2face_plugin.bench.scores.ScoreSet.summary`).
+        far_measured: the FAR each TAR of ``metrics`` measures on the whole set
+            (:meth:`~lh2face_plugin.bench.scores.ScoreSet.far_measured`; absent from older records).
         reused: the model was reused in the invocation that made this record (not stored).
     """
 
@@ -111,6 +113,7 @@ class RunResult:
     final: Dict[str, float]
     metrics: Dict[str, float]
     summary: Dict[str, float] = field(default_factory=dict)
+    far_measured: Dict[str, float] = field(default_factory=dict)
     reused: bool = field(default=False, compare=False)
 
     def comparable(self) -> str:
@@ -124,13 +127,41 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        """A stored record, checked against :data:`_SCHEMA`; a ``ValueError`` names the first bad key
+        (the caller adds the file). NaN metrics are stored as ``null``."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run record must be an object, not {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"reused"}
-        missing = names - set(d)
+        missing = names - set(d) - _OPTIONAL
         if missing:
             raise ValueError(f"stored run result lacks {sorted(missing)}")
-        kw = {k: d[k] for k in names}
+        for key, kinds in _SCHEMA.items():
+            if key in _OPTIONAL and key not in d:
+                continue
+            v = d[key]
+            if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+                raise ValueError(f"key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                 f"not {type(v).__name__}")
+        for key in ("metrics", "summary", "head_state", "final", "far_measured"):
+            for k, v in d.get(key, {}).items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise ValueError(f"key {key!r}: {str(k)[:40]!r} must be a number or null, not {type(v).__name__}")
+        kw = {k: d[k] for k in names if k in d}
         kw["metrics"] = {k: float("nan") if v is None else float(v) for k, v in d["metrics"].items()}
+        kw["far_measured"] = {k: float("nan") if v is None else float(v) for k, v in d.get("far_measured", {}).items()}
         return cls(**kw)
+
+
+_SCHEMA = {
+    "key": (str,), "run_key": (str,), "label": (str,), "spec": (str,), "head": (str,), "head_kwargs": (dict,),
+    "hparams": (dict,), "input_module": (dict, type(None)), "seed": (int,), "lr": (int, float), "dir": (str,),
+    "model": (str,), "model_sha256": (str,), "network": (str,), "embedding_size": (int,), "train": (dict,),
+    "data": (str,), "evalset": (str,), "train_seconds": (int, float), "clip": (dict,), "head_state": (dict,),
+    "final": (dict,), "metrics": (dict,), "summary": (dict,), "far_measured": (dict,),
+}
+_OPTIONAL = frozenset({"far_measured"})
+"""Keys a record written by an older bench may lack."""
+"""The JSON types of a stored :class:`RunResult` (``runs.json``, ``results.json``)."""
 
 
 def comparable_digest(train: Mapping[str, Any], data: str, evalset: str) -> str:

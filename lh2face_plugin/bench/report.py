@@ -69,6 +69,21 @@ def _mde_lines(c: Comparison) -> List[str]:
     return lines
 
 
+def _outside_lines(c: Comparison) -> List[str]:
+    """A note per difference whose percentile interval does not contain its estimate."""
+    from .bootstrap import contains
+
+    lines = []
+    for lab, per in c.differences.items():
+        for m, d in per.items():
+            if not contains(d["ci"], d["diff"]):
+                lo, hi = d["ci"]
+                lines.append(f"note: {lab} {m}: the 95% percentile interval [{fmt(m, lo, True)}, {fmt(m, hi, True)}] "
+                             f"does not contain the estimate {fmt(m, d['diff'], True)} (a discrete statistic; the "
+                             "forest plot draws the interval's bounds and the estimate apart)")
+    return lines
+
+
 def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None) -> List[str]:
     """The printed tables: per head (seed-mean [95% CI]), then differences to the reference.
 
@@ -111,6 +126,7 @@ def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None)
                 rows.append([lab, m, fmt(m, d["diff"], True), f"[{fmt(m, lo, True)}, {fmt(m, hi, True)}]",
                              fmt(m, sp) if sp is not None else "n/a", d["verdict"]])
         lines.append(table(header, rows))
+        lines += _outside_lines(c)
     if lr_sweep:
         lines += ["", f"learning rate per head (sweep on the validation set, {lr_sweep['metric']}, seed "
                       f"{lr_sweep['seed']}): " + ", ".join(f"{lab} {v['chosen']:g}"

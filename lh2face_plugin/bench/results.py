@@ -41,8 +41,10 @@ def _path(out: str) -> str:
 
 def read_results(out: str) -> Optional[Dict[str, Any]]:
     """The bench's earlier ``results.json`` in ``out``, or ``None`` (absent or not the bench's)."""
+    from ..fileio import open_regular
+
     try:
-        with open(_path(out)) as fh:
+        with open_regular(_path(out), "results.json", text=True) as fh:
             doc = json.load(fh)
     except (OSError, ValueError):
         return None

@@ -84,14 +84,25 @@ def _train_all(cfg: BenchConfig, specs: Sequence[HeadSpec], data, lrs: Dict[str,
 
 
 def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], None] = print,
-              command: Optional[str] = None) -> Dict[str, Any]:
+              command: Optional[str] = None, wait: bool = False) -> Dict[str, Any]:
     """Train the selected heads (reusing finished runs), store their results under their keys, and
-    compare every comparable stored run; returns the summary also written to ``cfg.out/results.json``."""
+    compare every comparable stored run; returns the summary also written to ``cfg.out/results.json``.
+
+    One writer per folder (:func:`~lh2face_plugin.fileio.writer_lock`): while another bench writes
+    ``cfg.out`` this raises ``FolderBusy`` at once, or with ``wait`` waits for it."""
+    from ..fileio import writer_lock
+
+    specs, notes = cfg.validate()
+    with writer_lock(os.path.abspath(cfg.out), "bench", wait=wait, on_wait=echo):
+        return _run_bench(cfg, specs, notes, progress, echo, command)
+
+
+def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progress: bool,
+               echo: Callable[[str], None], command: Optional[str]) -> Dict[str, Any]:
     from .results import check_out, read_results
     from .store import gather, record_results
     from .sweep import lr_sweep
 
-    specs, notes = cfg.validate()
     t0 = time.perf_counter()
     out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
@@ -120,7 +131,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
 
     sets = score_runs(runs, ctx, device=cfg.device, progress=progress)
     fresh = [run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)]
-    record_results(out, fresh)
+    control = parse_head_spec(cfg.control).label if cfg.control else (previous or {}).get("control")
+    if previous and previous.get("comparable") == comparable and not sweep:
+        sweep = previous.get("lr_sweep")
+    train_data = {"path": os.path.relpath(data.dir, out), "fingerprint": data.key, "seed": cfg.data_seed,
+                  "identities": cfg.identities, "images_per_id": cfg.images_per_id}
+    # runs.json alone rebuilds the table (bench --report) should anything after this line fail
+    record_results(out, fresh, table={"comparable": comparable, "evalset": {"path": os.path.relpath(ctx.ev.path, out)},
+                                      "reference": reference, "control": control, "heads": _order(previous, specs),
+                                      "bootstrap": {"replicates": cfg.bootstrap, "seed": cfg.bootstrap_seed},
+                                      "config": _config_dict(cfg), "command": command, "lr_sweep": sweep,
+                                      "train_data": train_data})
     results, gather_notes = gather(out, comparable, _order(previous, specs))
     earlier = [r for r in results if r.key not in {f.key for f in fresh}]
     echo(f"[4/5] evaluate {len(runs)} models on the evaluation set"
@@ -129,38 +150,75 @@ def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], Non
     by_key = {f.key: s for f, s in zip(fresh, sets)}
     scores = [by_key.get(r.key) or score_results([r], out, ctx, device=cfg.device, progress=progress)[0]
               for r in results]
-    control = parse_head_spec(cfg.control).label if cfg.control else (previous or {}).get("control")
     comparison = compare(results, scores, ctx.ev.num_families, reference=reference, replicates=cfg.bootstrap,
                          bootstrap_seed=cfg.bootstrap_seed, control=control, progress=progress)
-    if previous and previous.get("comparable") == comparable and not sweep:
-        sweep = previous.get("lr_sweep")
     return _finish(out, results, scores, comparison, ctx, comparable=comparable, config=_config_dict(cfg),
                    command=command, sweep=sweep, notes=gather_notes, reused={f.key: f.reused for f in fresh},
-                   train_data={"path": os.path.relpath(data.dir, out), "fingerprint": data.key,
-                               "seed": cfg.data_seed, "identities": cfg.identities,
-                               "images_per_id": cfg.images_per_id},
+                   train_data=train_data,
                    t0=t0, echo=echo)
 
 
 def rebuild_report(out: str, *, reference: Optional[str] = None, device: str = "cpu", progress: bool = True,
-                   echo: Callable[[str], None] = print) -> Dict[str, Any]:
+                   echo: Callable[[str], None] = print, wait: bool = False) -> Dict[str, Any]:
     """Rebuild ``results.json``, the table and the plots of ``out`` from its stored runs and their
     cached features (or saved models), without training; the evaluation set, the comparability, the
-    reference, the control and the bootstrap settings are those of the folder's ``results.json``."""
+    reference, the control and the bootstrap settings are those of the folder's ``results.json``, else
+    of the ``"table"`` block ``runs.json`` keeps (so ``runs.json`` alone rebuilds them). One writer
+    per folder, as in :func:`run_bench`."""
+    from ..fileio import writer_lock
+
+    with writer_lock(os.path.abspath(out), "bench", wait=wait, on_wait=echo):
+        return _rebuild_report(os.path.abspath(out), reference, device, progress, echo)
+
+
+def _check_table(doc: Dict[str, Any], source: str) -> None:
+    """The keys ``bench --report`` reads from a stored table have their JSON types (one-line error
+    naming ``source`` and the key)."""
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{source}: key {key!r} must be {want}")
+
+    for key in ("comparable", "reference"):
+        if not isinstance(doc.get(key), str):
+            raise bad(key, "a string")
+    if not isinstance(doc.get("evalset"), dict) or not isinstance(doc["evalset"].get("path"), str):
+        raise bad("evalset.path", "a string")
+    boot = doc.get("bootstrap")
+    if not isinstance(boot, dict):
+        raise bad("bootstrap", "an object")
+    for key in ("replicates", "seed"):
+        v = boot.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "replicates" else 0):
+            raise bad(f"bootstrap.{key}", "an integer >= 1" if key == "replicates" else "an integer >= 0")
+    heads = doc.get("heads")
+    if heads is not None and not (isinstance(heads, (list, dict)) and all(isinstance(h, str) for h in heads)):
+        raise bad("heads", "a list (or an object) of labels")
+    if doc.get("control") is not None and not isinstance(doc["control"], str):
+        raise bad("control", "a label or null")
+
+
+def _rebuild_report(out: str, reference: Optional[str], device: str, progress: bool,
+                    echo: Callable[[str], None]) -> Dict[str, Any]:
+    from ..fileio import resolve_inside
     from .evalset import load_evalset, pair_counts
     from .results import read_results
     from .scores import PairIndex
-    from .store import gather
+    from .store import RUNS_FILE, gather, stored_table
 
     t0 = time.perf_counter()
-    out = os.path.abspath(out)
-    previous = read_results(out)
+    previous, source = read_results(out), os.path.join(out, "results.json")
     if previous is None:
-        raise FileNotFoundError(f"{out}: no results.json of lh2face bench to rebuild the report from")
+        previous, source = stored_table(out), os.path.join(out, RUNS_FILE)
+    if previous is not None and previous.get("comparable"):
+        _check_table(previous, source)
+    if previous is None:
+        if not os.path.exists(os.path.join(out, RUNS_FILE)):
+            raise FileNotFoundError(f"{out}: no {RUNS_FILE} of lh2face bench to rebuild the report from")
+        raise ValueError(f"{os.path.join(out, RUNS_FILE)} was written by an older lh2face bench (no \"table\" "
+                         "block); rerun lh2face bench into this folder once")
     if not previous.get("comparable"):
         raise ValueError(f"{out}/results.json was written by an older lh2face bench (no stored run keys); "
                          "rerun lh2face bench into this folder once")
-    ev = load_evalset(os.path.join(out, previous["evalset"]["path"]))
+    ev = load_evalset(resolve_inside(out, previous["evalset"]["path"], source=f"{source} key 'evalset.path'"))
     ctx = EvalContext(ev, PairIndex.build(ev), pair_counts(ev))
     results, notes = gather(out, previous["comparable"], list(previous.get("heads") or ()))
     if not results:
@@ -186,20 +244,29 @@ def _finish(out: str, results: Sequence[RunResult], scores: Sequence[Any], compa
     from .report import format_report
     from .results import evalset_block, summary_dict, write_results
 
+    from ..fileio import derived
+
     echo("[5/5] results")
-    plots = plot_comparison(out, results, scores, comparison, sweep)
-    summary = summary_dict(out, comparison, results, evalset=evalset_block(ctx, out), train_data=train_data,
-                           comparable=comparable, config=config, command=command, lr_sweep=sweep, plots=plots,
-                           notes=notes, reused=reused, wall_seconds=time.perf_counter() - t0)
-    path = write_results(out, summary)
+    kwargs = dict(evalset=evalset_block(ctx, out), train_data=train_data, comparable=comparable, config=config,
+                  command=command, lr_sweep=sweep, notes=notes, reused=reused)
+    summary = summary_dict(out, comparison, results, plots={}, wall_seconds=time.perf_counter() - t0, **kwargs)
+    path = write_results(out, summary)  # the measured results first; the plots and the table derive from them
+    plots = derived("plots", lambda: plot_comparison(out, results, scores, comparison, sweep), results=path,
+                    warn=echo) or {}
+    if plots:
+        summary = summary_dict(out, comparison, results, plots=plots, wall_seconds=time.perf_counter() - t0,
+                               **kwargs)
+        write_results(out, summary)
     echo("")
     for note in notes:
         echo(f"note: {note}")
-    for line in format_report(comparison, ctx, sweep):
+    lines = derived("the table", lambda: format_report(comparison, ctx, sweep), results=path, warn=echo) or []
+    for line in lines:
         echo(line)
     echo("")
     echo(f"results: {path}")
-    echo("plots:   " + "\n         ".join(plots.values()))
+    if plots:
+        echo("plots:   " + "\n         ".join(plots.values()))
     echo(f"models:  {out}/<head>/seed<k>/model.pt; e.g. {summary['reevaluate']}")
     echo(f"wall time {summary['wall_seconds']:.0f} s")
     return summary

@@ -210,6 +210,17 @@ class _Split:
             out.append(math.nan if k < 0 else (float(tail[k]) / gsum if k < gw.size else 0.0))
         return out
 
+    def far_measured(self, fars: Sequence[float], table: np.ndarray, num_families: int) -> List[float]:
+        """The FAR each target measures on the whole set (every family once): the impostor weight
+        accepted at :meth:`tar`'s threshold over the total, NaN where the target is not resolvable."""
+        w = np.ones(num_families)
+        points = far_thresholds(self.imp_desc, fars, table[self.imp_code],
+                                None if self.complete else self.imp_total(w, table), self.imp_tie)
+        if any(p.threshold is None for p in points):
+            desc, code = self.full()
+            points = far_thresholds(desc, fars, table[code])
+        return [float(p.far_measured) for p in points]
+
     def auc(self, w: np.ndarray, table: np.ndarray) -> float:
         gw = w[self.gen_fam]
         iw = table[self.imp_code[self.auc_order]]
@@ -360,6 +371,16 @@ class ScoreSet:
             "rho_norm_quality": _weighted_pearson(rn, self.ranks["quality"].ranks(c), c),
             "rho_norm_abs_yaw": _weighted_pearson(rn, self.ranks["abs_yaw"].ranks(c), c),
         }
+
+    def far_measured(self) -> Dict[str, float]:
+        """The FAR measured beside each TAR of :meth:`metrics` on the whole set (``{metric: far}``)."""
+        table = pair_weight_table(np.ones(self.num_families))
+        out: Dict[str, float] = {}
+        for split, fars in (("hard_hq", (1e-1, 1e-2)), ("yawed", (1e-1, 1e-2)), ("all_hq", (1e-3,)),
+                            ("overall", (1e-3,))):
+            for far, value in zip(fars, self.splits[split].far_measured(fars, table, self.num_families)):
+                out[f"{split}_tar@{far:.0e}".replace("e-0", "e-")] = value
+        return out
 
     def roc(self, split: str = "hard_hq") -> Tuple[np.ndarray, np.ndarray]:
         """Unweighted ROC (fpr, tpr) of a split, for plots."""

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS"]
+__all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS",
+           "OUTPUT_NAMES", "check_label"]
 
 DEFAULT_HEADS: Tuple[str, ...] = (
     "cosface-s24=cosface:s=24,m=0.35",
@@ -31,6 +32,14 @@ from the reference could not have told a smaller difference either."""
 
 RESERVED_LABELS = ("data", "evalset", "valset", "lr_sweep")
 """Folder names of ``OUT`` that are not runs."""
+
+OUTPUT_NAMES = RESERVED_LABELS + ("runs.json", "results.json", "forest.png", "roc_hard_hq.png", "roc_ijb_synth.png",
+                                  "training.png", "lr_sweep.png", ".lh2face-manifest.json")
+"""Every name ``lh2face bench`` and ``lh2face quickstart`` write directly in ``OUT``: a head's folder
+(its label made safe, :attr:`HeadSpec.folder`) may be none of them (compared without case)."""
+
+MAX_LABEL = 100
+"""Longest head label (characters): its folder name, with ``seed<k>`` below, stays a short path."""
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -116,6 +125,21 @@ def _name_params(text: str, body: str, what: str, form: str) -> Tuple[str, Dict[
     return name, kwargs
 
 
+def check_label(spec: HeadSpec) -> None:
+    """Refuse, in one line, a label whose folder is not a safe file-name component of ``OUT`` or
+    collides with an output name (:data:`OUTPUT_NAMES`); called before anything is built or trained."""
+    folder = spec.folder
+    if len(spec.label) > MAX_LABEL:
+        raise ValueError(f"head label {spec.label[:40]!r}... is {len(spec.label)} characters long (at most "
+                         f"{MAX_LABEL}); write LABEL=SPEC with a shorter label")
+    if folder in (".", "..") or folder.startswith(".") or not _LABEL_RE.match(folder):
+        raise ValueError(f"head label {spec.label!r} does not make a safe folder name (letters, digits, '._+-', "
+                         "not starting with '.'); write LABEL=SPEC")
+    if folder.lower() in {n.lower() for n in OUTPUT_NAMES}:
+        raise ValueError(f"head label {spec.label!r} collides with the output name {folder!r} (reserved: "
+                         f"{', '.join(OUTPUT_NAMES)}); write LABEL=SPEC with another label")
+
+
 def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
                      notes: List[str] = None) -> List[HeadSpec]:
     """Parse and check specs: the head is registered, its parameters build, labels are unique.
@@ -127,8 +151,10 @@ def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
     from ..registry import HEADS
 
     specs: List[HeadSpec] = []
-    for t in texts:
-        spec = parse_head_spec(t)
+    parsed = [parse_head_spec(t) for t in texts]
+    for spec in parsed:
+        check_label(spec)  # before any head is built (and long before anything trains)
+    for spec in parsed:
         try:
             HEADS.get(spec.name)
         except KeyError:
@@ -156,9 +182,6 @@ def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
         raise ValueError("no head to compare")
     seen: Dict[str, str] = {}
     for s in specs:
-        if s.folder in RESERVED_LABELS:
-            raise ValueError(f"head label {s.label!r} is reserved (folders {', '.join(RESERVED_LABELS)}); "
-                             f"write LABEL={s.text}")
         if s.folder in seen:
             raise ValueError(f"head specs {seen[s.folder]!r} and {s.text!r} have the same label/folder "
                              f"{s.folder!r}; give one a label: LABEL={s.text}")

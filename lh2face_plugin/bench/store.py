@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..fileio import open_regular, resolve_inside
 from .records import RunResult
 
-__all__ = ["RUNS_FILE", "record_results", "stored_results", "gather"]
+__all__ = ["RUNS_FILE", "record_results", "stored_results", "stored_table", "gather"]
 
 RUNS_FILE = "runs.json"
 FORMAT = "lh2face-bench-runs"
@@ -26,8 +27,12 @@ def _path(out: str) -> str:
     return os.path.join(out, RUNS_FILE)
 
 
-def record_results(out: str, results: Sequence[RunResult]) -> None:
-    """Store ``results`` under their keys (replacing records of the same key), atomically and locked."""
+def record_results(out: str, results: Sequence[RunResult], table: Optional[Mapping[str, Any]] = None) -> None:
+    """Store ``results`` under their keys (replacing records of the same key), atomically and locked.
+
+    ``table``: what ``bench --report`` needs to rebuild the table from this file alone (the
+    comparability digest, evaluation set path, reference, control, bootstrap settings, head order),
+    kept under ``"table"``."""
     from ..fileio import update_json
     from .results import to_json
 
@@ -38,6 +43,8 @@ def record_results(out: str, results: Sequence[RunResult]) -> None:
             raise ValueError(f"{_path(out)} is not lh2face bench's run store; choose another --out")
         for r in results:
             doc["runs"][r.key] = to_json(r.to_dict())
+        if table is not None:
+            doc["table"] = to_json(dict(table))
         return doc
 
     update_json(_path(out), update)
@@ -46,7 +53,7 @@ def record_results(out: str, results: Sequence[RunResult]) -> None:
 def stored_results(out: str) -> List[RunResult]:
     """Every stored result, in the order first stored (none when ``OUT/runs.json`` does not exist)."""
     try:
-        with open(_path(out)) as fh:
+        with open_regular(_path(out), "the run store", text=True) as fh:
             doc = json.load(fh)
     except FileNotFoundError:
         return []
@@ -54,7 +61,33 @@ def stored_results(out: str) -> List[RunResult]:
         raise ValueError(f"{_path(out)}: unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{_path(out)} is not lh2face bench's run store; choose another --out")
-    return [RunResult.from_dict(d) for d in doc["runs"].values()]
+    runs = doc.get("runs")
+    if not isinstance(runs, dict):
+        raise ValueError(f"{_path(out)}: key 'runs' must be an object of run records, not {type(runs).__name__}")
+    results = []
+    for key, d in runs.items():
+        where = f"{_path(out)}: runs[{str(key)[:40]!r}]"
+        try:
+            r = RunResult.from_dict(d)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for name in ("dir", "model"):  # a record names files of OUT only
+            resolve_inside(out, getattr(r, name), source=f"{where} key {name!r}")
+        if os.path.dirname(os.path.normpath(r.model)) != os.path.normpath(r.dir):
+            raise ValueError(f"{where}: key 'model' ({r.model[:80]!r}) is not a file of its run folder 'dir'")
+        results.append(r)
+    return results
+
+
+def stored_table(out: str) -> Optional[Dict[str, Any]]:
+    """The ``"table"`` block of ``OUT/runs.json`` (see :func:`record_results`), or ``None``."""
+    try:
+        with open_regular(_path(out), "the run store", text=True) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    table = doc.get("table") if isinstance(doc, dict) and doc.get("format") == FORMAT else None
+    return table if isinstance(table, dict) else None
 
 
 def _holds(out: str, r: RunResult) -> bool:

@@ -29,6 +29,8 @@ _OS_HINTS = {
     errno.EACCES: "check its permissions, or choose another location (e.g. another --out)",
     errno.EPERM: "check its permissions, or choose another location (e.g. another --out)",
     errno.ENOSPC: "the disk is full: free some space or choose another --out",
+    errno.EFBIG: "the file is larger than this file system or the process's file-size limit (ulimit -f) "
+                 "allows: choose another --out or raise the limit",
     errno.EDQUOT: "the disk quota is exhausted: free some space or choose another --out",
     errno.ENOENT: "check the path",
     errno.EEXIST: "a file of that name is in the way (a folder was expected there): choose another path",

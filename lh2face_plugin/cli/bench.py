@@ -34,7 +34,8 @@ def run(args) -> int:
         if args.heads or args.control:
             raise ValueError("--report rebuilds the table of the runs stored in OUT and trains nothing; "
                              "drop --heads/--control (run lh2face bench --out OUT --heads ... to add runs)")
-        rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet)
+        rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet,
+                       wait=args.wait)
         return 0
     cfg = BenchConfig.at_scale(args.scale, out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
                                reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
@@ -46,7 +47,7 @@ def run(args) -> int:
                                workers=args.workers,
                                control=CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control)
     command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
-    run_bench(cfg, progress=not args.quiet, command=command)
+    run_bench(cfg, progress=not args.quiet, command=command, wait=args.wait)
     return 0
 
 
@@ -123,3 +124,5 @@ The report states the smallest difference at hard-HQ TAR@1e-2 and 1e-1 the run c
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--wait", action="store_true",
+                   help="if another lh2face bench is writing OUT, wait for it to finish (default: stop at once)")

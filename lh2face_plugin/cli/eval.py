@@ -88,7 +88,7 @@ def _verify(args) -> int:
     from ..eval import evaluate_verification
     from ..eval.plots import plot_roc
     from ..eval.report import check_results, out_file, verification_table, write_results
-    from ..fileio import sha256_file
+    from ..fileio import derived, sha256_file
 
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"{args.model}: model file not found")
@@ -109,12 +109,16 @@ def _verify(args) -> int:
     for name, path in zip(names, args.bins):
         results[name] = evaluate_verification(embed, path, batch_size=args.batch_size, folds=args.folds,
                                               cache_dir=os.path.join(args.out, "features", name), cache_key=key)
-    print(verification_table(results))
-    for name, res in results.items():
+    for name, res in results.items():  # the measured results first; the table and plots derive from them
         write_results(out_file(args.out, "results.json"), {name: res}, run=runs[name])
+    print(derived("the table", lambda: verification_table(results), results=results_path) or "")
     print(f"wrote {results_path}")
     for name, res in results.items():
-        print(f"wrote {plot_roc({name: (res['roc']['fpr'], res['roc']['tpr'])}, _roc_path(args.out, name), title=f'{name} verification ROC (cosine)')}")
+        png = derived("the ROC plot", lambda name=name, res=res: plot_roc(
+            {name: (res["roc"]["fpr"], res["roc"]["tpr"])}, _roc_path(args.out, name),
+            title=f"{name} verification ROC (cosine)"), results=results_path)
+        if png:
+            print(f"wrote {png}")
     return 0
 
 
@@ -129,6 +133,7 @@ def _ijb_data(root: str, target: str) -> str:
 def _ijb(args) -> int:
     from ..eval.plots import plot_roc
     from ..eval.report import check_results, ijb_table, out_file, write_results
+    from ..fileio import derived
 
     results_path = os.path.join(args.out, "results.json")
     if args.reference:
@@ -164,11 +169,14 @@ def _ijb(args) -> int:
         res = evaluate_ijb(embed, args.root, args.target, batch_size=args.batch_size,
                            cache_dir=os.path.join(args.out, "features", args.target), cache_key=key,
                            workers=args.workers, identification=not args.no_1n)
-        print(ijb_table(res))
     print(f"wrote {write_results(out_file(args.out, 'results.json'), {name: res}, run=run)}")
-    png = plot_roc({name: (res["roc"]["fpr"], res["roc"]["tpr"])}, _roc_path(args.out, name),
-                   title=f"{args.target} 1:1 ROC")
-    print(f"wrote {png}")
+    if not args.reference:
+        print(derived("the table", lambda: ijb_table(res), results=results_path) or "")
+    png = derived("the ROC plot", lambda: plot_roc({name: (res["roc"]["fpr"], res["roc"]["tpr"])},
+                                                   _roc_path(args.out, name), title=f"{args.target} 1:1 ROC"),
+                  results=results_path)
+    if png:
+        print(f"wrote {png}")
     return 0
 
 

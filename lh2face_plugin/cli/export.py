@@ -7,6 +7,13 @@ from ._common import add_command
 
 
 def run(args) -> int:
+    from ..fileio import writer_lock
+
+    with writer_lock(os.path.abspath(args.out), "export", wait=args.wait, on_wait=print):
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..export.modelzoo import RECOGNITION_FILE, fill_pack, inspect_recognition_onnx, verify_pack, writing_pack
     from ..export.onnx import check_onnx, export_onnx
 
@@ -85,3 +92,5 @@ def register(subparsers) -> None:
     p.add_argument("--detector", help="a detector .onnx to include, e.g. SCRFD's det_10g.onnx (FaceAnalysis needs one)")
     p.add_argument("--license", help="file copied to MODEL.LICENSE")
     p.add_argument("--no-verify", action="store_true", help="skip the insightface round trip")
+    p.add_argument("--wait", action="store_true",
+                   help="if another lh2face export is writing --out, wait for it to finish (default: stop at once)")

@@ -1,7 +1,6 @@
 """A torch ``Dataset`` over an insightface ``train.rec`` (no mxnet needed)."""
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Optional, Tuple, Union
 
@@ -10,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import images
+from ..labels import record_label
 from . import recordio
 from .recordio import MXIndexedRecordIO, unpack
 
@@ -60,9 +60,14 @@ class FaceRecordDataset(Dataset):
         if not self.record.keys:
             raise ValueError(f"{self.idx_path}: the index is empty, the dataset has no images")
         first = self.record.keys[0]
-        header, _ = unpack(self.record.read_idx(first))
+        payload = self.record.read_idx(first)  # key 0: recordio.check_header bounds the count by the index
+        header, _ = unpack(payload)
         if header.flag > 0 and first == 0:
-            self.header0 = (int(header.label[0]), int(header.label[1]))
+            self.header0 = recordio.check_header(payload, len(self.record.keys), os.path.getsize(self.rec_path),
+                                                 f"{self.rec_path}, key 0 (the header record)")
+            if self.header0 is None:
+                raise ValueError(f"{self.rec_path}, key 0: a header record needs 2 labels [N + 1, N + 1 + K], "
+                                 f"found {header.flag}")
             self.imgidx = np.arange(1, self.header0[0], dtype=np.int64)
         else:
             self.imgidx = np.asarray(self.record.keys)
@@ -86,7 +91,7 @@ class FaceRecordDataset(Dataset):
             raise
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        label = header.label if isinstance(header.label, numbers.Number) else header.label[0]
+        label = record_label(header.label, f"{self.rec_path}, record {key}", self.num_classes)
         bgr = images.decode(payload, "bgr", where=where, backend=recordio.IMAGE_BACKEND)
         if bgr.shape[:2] != self.image_size:
             raise ValueError(f"{self.rec_path}, key {key}: image is {bgr.shape[0]}x{bgr.shape[1]}, expected "
@@ -96,4 +101,4 @@ class FaceRecordDataset(Dataset):
             rgb = rgb[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()
         image = image.div_(255.0).sub_(0.5).div_(0.5)
-        return image, torch.tensor(int(label), dtype=torch.long)
+        return image, torch.tensor(label, dtype=torch.long)

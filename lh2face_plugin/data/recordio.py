@@ -49,18 +49,20 @@ Differences from mxnet, all on error paths or in what a process may do:
 from __future__ import annotations
 
 import io
+import math
 import mmap
 import numbers
 import os
 import struct
 import warnings
 from collections import namedtuple
+from collections.abc import Mapping, Sequence as _Sequence
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import images
-from ..fileio import Staged
+from ..fileio import Staged, naming_errors
 
 __all__ = [
     "MXRecordIO",
@@ -188,8 +190,10 @@ class MXRecordIO:
         self.is_open = True
 
     def _map_file(self) -> None:
+        from ..fileio import open_regular
+
         try:
-            fh = open(self.uri, "rb")
+            fh = open_regular(self.uri, "a RecordIO file")
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.uri}: RecordIO file not found") from None
         size = os.fstat(fh.fileno()).st_size
@@ -214,7 +218,8 @@ class MXRecordIO:
             self._check_pid(allow_reset=False)
             fh, staged, self._fh, self._staged = self._fh, self._staged, None, None
             self.is_open = False
-            _flush(fh)
+            with naming_errors(self.uri):
+                _flush(fh)
             self._commit_pair(staged)
         else:
             self.is_open = False
@@ -363,6 +368,10 @@ class MXRecordIO:
         n = len(data)
         if n > _LEN_MASK:
             raise ValueError(f"{self.uri}: record of {n} bytes is too large (RecordIO limit is {_LEN_MASK} bytes)")
+        with naming_errors(self.uri):  # a full disk names the .rec
+            self._write_parts(data, n)
+
+    def _write_parts(self, data: bytes, n: int) -> None:
         out, view = self._fh, memoryview(data)
         lower = n & ~3
         dptr = 0
@@ -432,7 +441,16 @@ class MXIndexedRecordIO(MXRecordIO):
             raise
 
     def _load_index(self) -> None:
-        with open(self.idx_path, "rb") as f:
+        from ..fileio import open_regular
+
+        if self.key_type is int:
+            compact = _read_int_index(self.idx_path)
+            if compact is not None:
+                self.idx, self.keys = compact, compact.key_list()
+                if len(compact.sorted_keys) > 1 and (compact.sorted_keys[1:] == compact.sorted_keys[:-1]).any():
+                    self._duplicate_error([int(k) for k in compact.keys])
+                return
+        with open_regular(self.idx_path, "an index (.idx)") as f:
             raw = f.read()
         try:
             text = raw.decode("utf-8")
@@ -461,13 +479,16 @@ class MXIndexedRecordIO(MXRecordIO):
         self.keys = keys
         self.idx = dict(zip(keys, offsets))
         if len(self.idx) != len(keys):
-            first: Dict[Any, int] = {}
-            for n, key in enumerate(keys, 1):
-                if key in first:
-                    raise RecordIOError(self.idx_path, f"line {n}: key {key!r} is also on line {first[key]}; "
-                                        "keys must be unique (a duplicate would silently replace the record); "
-                                        "rebuild the index")
-                first[key] = n
+            self._duplicate_error(keys)
+
+    def _duplicate_error(self, keys: Sequence[Any]) -> None:
+        first: Dict[Any, int] = {}
+        for n, key in enumerate(keys, 1):
+            if key in first:
+                raise RecordIOError(self.idx_path, f"line {n}: key {key!r} is also on line {first[key]}; "
+                                    "keys must be unique (a duplicate would silently replace the record); "
+                                    "rebuild the index")
+            first[key] = n
 
     def _raise_bad_index_line(self, lines: Sequence[str]) -> None:
         for n, line in enumerate(lines, 1):
@@ -489,7 +510,8 @@ class MXIndexedRecordIO(MXRecordIO):
         if not self.is_open:
             return
         if self.writable:
-            _flush(self.fidx)
+            with naming_errors(self.idx_path):
+                _flush(self.fidx)
         super().close()
 
     def _commit_pair(self, staged: Staged) -> None:
@@ -530,9 +552,13 @@ class MXIndexedRecordIO(MXRecordIO):
         self._key = idx
 
     def read_idx(self, idx: Any) -> bytes:
-        """Payload of the record with key ``idx``."""
+        """Payload of the record with key ``idx``; an insightface header record (key 0) is checked
+        by :func:`check_header` first, for every reader (arcface_torch's through the mxnet shim too)."""
         self.seek(idx)
-        return self.read()
+        payload = self.read()
+        if idx == 0 and not isinstance(idx, bool) and payload is not None:
+            check_header(payload, len(self.keys), self._size, f"{self.uri}, key 0 (the header record)")
+        return payload
 
     def write_idx(self, idx: Any, buf: Buffer) -> None:
         """Append a record and index it under ``key_type(idx)``."""
@@ -542,9 +568,117 @@ class MXIndexedRecordIO(MXRecordIO):
                              "keys of an index must be unique")
         pos = self.tell()
         self.write(buf)
-        self.fidx.write(f"{key}\t{pos}\n")
+        with naming_errors(self.idx_path):
+            self.fidx.write(f"{key}\t{pos}\n")
         self.idx[key] = pos
         self.keys.append(key)
+
+
+class _KeyList(_Sequence):
+    """The keys of a compact index in file order, as a read-only list of ints (8 bytes a key)."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [int(k) for k in self._keys[i]]
+        return int(self._keys[i])
+
+    def __iter__(self):
+        return (int(k) for k in self._keys)
+
+    def __array__(self, dtype=None, copy=None):
+        return self._keys if dtype is None else self._keys.astype(dtype)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+class _CompactIndex(Mapping):
+    """``key -> byte offset`` of an ``.idx`` of integer keys in numpy arrays (16 bytes a line when the
+    keys ascend, 32 otherwise, against ~150 for a dict and a list): keys in file order, offsets, and a
+    sorted view for lookups."""
+
+    def __init__(self, keys: np.ndarray, offsets: np.ndarray) -> None:
+        self.keys, self.offsets = keys, offsets
+        if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):  # the usual index: no second copy
+            self.sorted_keys, self._order = keys, None
+        else:
+            order = np.argsort(keys, kind="stable")
+            self.sorted_keys, self._order = keys[order], order
+
+    def key_list(self) -> _KeyList:
+        return _KeyList(self.keys)
+
+    def _find(self, key: Any) -> int:
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+            raise KeyError(key)
+        i = int(np.searchsorted(self.sorted_keys, key))
+        if i >= len(self.sorted_keys) or self.sorted_keys[i] != key:
+            raise KeyError(key)
+        return i if self._order is None else int(self._order[i])
+
+    def __getitem__(self, key: Any) -> int:
+        return int(self.offsets[self._find(key)])
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            self._find(key)
+            return True
+        except KeyError:
+            return False
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        return (int(k) for k in self.keys)
+
+
+def _read_int_index(path: str, chunk: int = 1 << 18) -> Optional[_CompactIndex]:
+    """An ``.idx`` of ``int<TAB>int`` lines parsed into two preallocated int64 arrays (16 bytes a line,
+    plus one chunk's tokens), or ``None`` when a line is not of that form (the caller then reads it
+    line by line for the error). Only a regular file is read (:func:`~lh2face_plugin.fileio.open_regular`)."""
+    from ..fileio import open_regular
+
+    with open_regular(path, "an index (.idx)") as f:
+        size, last = 0, b""
+        for block in iter(lambda: f.read(chunk), b""):
+            size, last = size + block.count(b"\n"), block[-1:]
+        lines = size + (1 if last not in (b"", b"\n") else 0)
+        keys, offsets = np.empty(lines, np.int64), np.empty(lines, np.int64)
+        f.seek(0)
+        done, rest = 0, b""
+        while True:
+            block = f.read(chunk)
+            data = rest + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+            if data:
+                n = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                if data.count(b"\t") != n or done + n > lines:
+                    return None
+                tokens = np.array(data.replace(b"\t", b"\n").split(b"\n")[:2 * n])
+                if len(tokens) != 2 * n or (tokens == b"").any():
+                    return None
+                try:
+                    pairs = tokens.astype(np.int64).reshape(-1, 2)
+                except (ValueError, OverflowError):
+                    return None
+                if (pairs[:, 1] < 0).any():
+                    return None
+                keys[done:done + n], offsets[done:done + n] = pairs[:, 0], pairs[:, 1]
+                done += n
+            if not block:
+                break
+    if done != lines:
+        return None
+    return _CompactIndex(keys, offsets)
 
 
 # -- payload --------------------------------------------------------------
@@ -564,6 +698,29 @@ def pack(header: Sequence[Any], s: Buffer) -> bytes:
         header = header._replace(flag=label.size, label=0)
         body = label.tobytes() + bytes(s)
     return _IR.pack(*header) + body
+
+
+def check_header(payload: Buffer, keys: int, rec_size: int, where: str) -> Optional[Tuple[int, int]]:
+    """``(N + 1, N + 1 + K)`` of an insightface header record (``flag == 2``), bounded before anyone
+    allocates by it: both whole numbers, ``1 <= N + 1 <= keys`` (the index must hold a key per
+    image, so a count is bounded by the ``.idx`` and, each record taking at least a header, by the
+    ``.rec``'s size) and ``K >= 0``. ``None`` for a record that is not such a header.
+
+    Raises:
+        ValueError: one line naming ``where``.
+    """
+    if len(payload) < _IR_SIZE or _IR.unpack_from(payload, 0)[0] != 2:
+        return None
+    header, _ = unpack(payload)
+    a, b = (float(v) for v in header.label[:2])
+    if not all(math.isfinite(v) and v == int(v) for v in (a, b)):
+        raise ValueError(f"{where}: the header's labels ({a!r}, {b!r}) are not whole numbers; expected "
+                         "[N + 1, N + 1 + K] (N images, K identities)")
+    most = min(keys, rec_size // (8 + _IR_SIZE))
+    if not 1 <= a <= max(most, 1) or b < a:
+        raise ValueError(f"{where}: the header declares {int(a) - 1} images and {int(b) - int(a)} identities, but "
+                         f"the index holds {keys} keys (the .rec {rec_size} bytes): a forged or damaged header")
+    return int(a), int(b)
 
 
 def unpack(s: Buffer) -> Tuple[IRHeader, bytes]:

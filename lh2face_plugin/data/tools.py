@@ -24,13 +24,13 @@ import warnings
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from ..images import MAX_BYTES, decode as decode_image, sniff
-from ..fileio import resolve_inside, save_figure, writing_folder
+from ..fileio import open_regular, resolve_inside, save_figure, writing_folder
 from . import recordio
 from .dataset import resolve_rec
 from .recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, RecordIOError, imencode, pack, unpack
@@ -54,7 +54,7 @@ def load_landmarks(path: PathLike) -> Dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     out: Dict[str, np.ndarray] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_regular(path, "a landmarks list", text=True, newline="") as f:
         for n, row in enumerate(csv.reader(f), 1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -195,7 +195,7 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
             for fname, source in zip(images, sources[cls]):
                 rel = f"{name}/{fname}"
                 path = os.path.join(folder, name, fname)
-                with open(source, "rb") as f:
+                with open_regular(source, "an image") as f:
                     raw = f.read(MAX_BYTES + 1)
                 lmk = None if points is None else points[rel]
                 body = _encode_face(path, raw, image_size, lmk, resize, quality)
@@ -293,6 +293,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     identity_ranges: List[Tuple[int, int]] = []
     reservoir: List[Tuple[int, float, bytes]] = []
     offsets: List[int] = []
+    image_offsets = array("q")
     problems: List[str] = []
     undecodable: List[str] = []
     shapes: Counter = Counter()
@@ -327,6 +328,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                 continue
             image_widths.add(len(labels))
             first_labels.append(labels[0])
+            image_offsets.append(pos)
             if strict:
                 try:
                     shapes[decode_image(body, "bgr", where=f"record #{ordinal}", strict=True,
@@ -347,7 +349,7 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
                             empty_records=empty, label_widths=dict(widths), header=header0, indexed=indexed)
     for problem in problems:
         summary.broken(problem)
-    _check_index(summary, idx_path, offsets)
+    index = _check_index(summary, idx_path, offsets)
     finite = np.isfinite(labels_arr)
     if not finite.all():
         summary.problems.append(f"{int((~finite).sum())} image record(s) have a NaN or infinite label, e.g. record "
@@ -364,6 +366,8 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
         summary.layout = (f"insightface (header record, {'scalar' if image_widths == {1} else 'multi-value'} image "
                           "labels, identity records)")
         _check_insightface(summary, header0, identity_ranges, labels_arr)
+        if index is not None:
+            _check_index_labels(summary, identity_ranges, index, np.frombuffer(image_offsets, np.int64), labels_arr)
     elif not image_widths:
         summary.layout = "no image records"
     elif image_widths == {1}:
@@ -394,23 +398,24 @@ def inspect_record(rec: PathLike, sheet: Optional[PathLike] = None, samples: int
     return summary
 
 
-def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> None:
-    """Compare the ``.idx`` with the records found by the sequential scan."""
+def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> Optional[Tuple[Any, Any]]:
+    """Compare the ``.idx`` with the records found by the sequential scan; returns ``(keys, key ->
+    offset)`` of a readable index (``None`` otherwise)."""
     if not os.path.exists(idx_path):
         summary.broken(f"{idx_path}: missing; random access (arcface_torch's MXFaceDataset, DALI) needs "
                                 "the index written with the .rec")
-        return
+        return None
     try:
         index = MXIndexedRecordIO(idx_path, summary.rec, "r")
     except ValueError as exc:  # RecordIOError: garbage, not UTF-8, duplicate keys
         summary.broken(str(exc))
-        return
+        return None
     keys, where = index.keys, index.idx
     index.close()
     if not keys:
         summary.broken(f"{idx_path}: empty index, but the .rec holds {summary.records} record(s)"
                                 if summary.records else f"{idx_path}: empty index")
-        return
+        return None
     starts = set(offsets)
     bad = [k for k in keys if where[k] not in starts]
     if bad:
@@ -418,14 +423,39 @@ def _check_index(summary: RecordSummary, idx_path: str, offsets: List[int]) -> N
                                 f"{bad[0]!r} at byte {where[bad[0]]}: index and .rec do not match")
     if len(keys) != len(offsets):
         summary.broken(f"{idx_path}: {len(keys)} keys for {len(offsets)} records read from the .rec")
+    return keys, where
+
+
+def _check_index_labels(summary: RecordSummary, ranges: List[Tuple[int, int]], index: Tuple[Any, Any],
+                        image_offsets: np.ndarray, labels: np.ndarray) -> None:
+    """Read as arcface_torch reads (key ``k`` through the ``.idx``): the record each key of identity
+    record ``c``'s range ``[lo, hi)`` points at must carry label ``c`` (an index whose keys point at
+    another identity's records trains every such image under the wrong class)."""
+    keys, where = index
+    wrong, first = 0, None
+    for cls, (lo, hi) in enumerate(ranges):
+        for key in range(lo, min(hi, lo + len(labels) + 1)):
+            if key not in where:
+                continue
+            at = int(np.searchsorted(image_offsets, where[key]))
+            if at >= len(image_offsets) or image_offsets[at] != where[key]:
+                continue  # not an image record: reported by the index check
+            if labels[at] != cls:
+                wrong += 1
+                first = first or (key, cls, float(labels[at]))
+    if wrong:
+        key, cls, found = first
+        summary.problems.append(f"{summary.rec}: {wrong} key(s) of the index point at a record of another "
+                                f"identity, e.g. key {key} (identity record {cls}'s range) reads a record labelled "
+                                f"{found:g}: the .idx and the identity records disagree; rebuild the index")
 
 
 def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarray] = None) -> None:
     """``property`` against the records: class count, image size, and every integer label in ``[0, K)``."""
     if not os.path.exists(prop):
         return
-    with open(prop, encoding="utf-8", errors="replace") as f:
-        summary.property = f.read().strip()
+    with open_regular(prop, "a property file", text=True, errors="replace") as f:
+        summary.property = f.read(4096).strip()
     try:
         declared, h, w = (int(v) for v in summary.property.split(","))
     except ValueError:
@@ -449,7 +479,7 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
 
 
 def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
+    with open_regular(path, "an index (.idx)") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 

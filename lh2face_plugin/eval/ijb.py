@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .. import images
-from ..fileio import resolve_inside, sha256_update_file
+from ..fileio import NotRegularFile, open_regular, resolve_inside, sha256_update_file
 from .embed import EmbedFn, extract_features
 
 
@@ -134,7 +135,7 @@ class IJBMeta:
 def _read_columns(path: str, ncols: int) -> Tuple[np.ndarray, np.ndarray]:
     """Rows of space-separated fields and their line numbers in the file (blank lines skipped)."""
     rows, lines = [], []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    with open_regular(path, "an IJB list", text=True, errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -166,7 +167,7 @@ def _ints(col: np.ndarray, lines: np.ndarray, path: str, what: str) -> np.ndarra
 
 def _data_line(path: str, row: int) -> int:
     """Line number of the ``row``-th data row (0-based) of a file read by ``np.loadtxt``."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open_regular(path, "an IJB list", text=True, errors="replace") as f:
         k = -1
         for n, line in enumerate(f, 1):
             if line.split("#", 1)[0].strip():
@@ -178,9 +179,14 @@ def _data_line(path: str, row: int) -> int:
 
 def _read_int_table(path: str, ncols: int) -> np.ndarray:
     try:
-        arr = np.loadtxt(path, dtype=np.int64, ndmin=2)
+        with open_regular(path, "an IJB list", text=True, errors="replace") as f:
+            arr = np.loadtxt(f, dtype=np.int64, ndmin=2)
     except ValueError as exc:
-        raise ValueError(f"{path}: expected rows of {ncols} integers ({exc})") from None
+        if isinstance(exc, NotRegularFile):
+            raise
+        m = re.search(r"at row (\d+)", str(exc))  # numpy's message quotes the file's text: name the line only
+        at = f" line {_data_line(path, int(m.group(1)))}" if m else ""
+        raise ValueError(f"{path}{at}: expected rows of {ncols} integers") from None
     if arr.shape[1] != ncols or len(arr) == 0:
         raise ValueError(f"{path}: expected rows of {ncols} integers, got shape {arr.shape}")
     return arr
@@ -192,7 +198,7 @@ def _read_onen_csv(path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     The first non-blank line is the header; the first two columns are TEMPLATE_ID, SUBJECT_ID.
     """
     rows, lines = [], []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    with open_regular(path, "an IJB list", text=True, errors="surrogateescape") as f:
         numbered = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()][1:]
     for n, line in numbered:
         try:
@@ -547,6 +553,36 @@ def _in_intervals(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float, w
     return cand[ok]
 
 
+def unique_template_pairs(pairs: np.ndarray, where: str,
+                          line_of: Optional[Callable[[int], int]] = None) -> np.ndarray:
+    """Rows of ``pairs`` ``(t1, t2, label)`` to evaluate: each unordered template pair once, first
+    listing kept, as a ``.bin``'s repeated pairs are (:func:`~lh2face_plugin.eval.verification.unique_pairs`).
+
+    A pair listed twice would count twice in every TAR and FAR; repeats are dropped with a warning
+    giving their count. A pair listed both as genuine and as impostor raises ``ValueError`` naming
+    both lines.
+    """
+    import warnings
+
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+    if not len(p):
+        return np.zeros(0, dtype=np.int64)
+    key = np.sort(p[:, :2], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    clash = p[:, 2] != p[first[inverse], 2]
+    if clash.any():
+        row, earlier = int(np.argmax(clash)), int(first[inverse[int(np.argmax(clash))]])
+        at = (lambda r: f"line {line_of(r)}") if line_of else (lambda r: f"row {r}")
+        raise ValueError(f"{where}: {at(row)} repeats the template pair of {at(earlier)} with the other label; "
+                         "the pair list is inconsistent")
+    keep = np.sort(first)
+    if len(keep) < len(p):
+        warnings.warn(f"{where}: {len(p) - len(keep)} of {len(p)} template pairs repeat an earlier pair (the same two "
+                      "templates, in either order); each pair is evaluated once", UserWarning, stacklevel=2)
+    return keep.astype(np.int64)
+
+
 def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templates: np.ndarray,
                       medias: np.ndarray, pairs: np.ndarray,
                       fars: Sequence[float] = metrics.IJB_FARS, pairs_path: Optional[str] = None) -> Dict[str, object]:
@@ -574,13 +610,16 @@ def verification_1to1(features: np.ndarray, detector_scores: np.ndarray, templat
     feats, uniq = template_features(x, templates, medias)
     line_of = (lambda i: _data_line(pairs_path, i)) if pairs_path else None
     where = pairs_path or "template pair file"
+    keep = unique_template_pairs(pairs, where, line_of)
+    duplicates = int(len(pairs) - len(keep))
+    pairs = pairs[keep]
     i1 = template_index(uniq, pairs[:, 0], f"{where}, first column,", line_of)
     i2 = template_index(uniq, pairs[:, 1], f"{where}, second column,", line_of)
     scores = pair_scores(feats, i1, i2)
     labels = pairs[:, 2]
     fpr, tpr, _ = metrics.roc_curve(labels, scores)
     return {"images": int(len(f)), "templates": int(len(uniq)), "pairs": int(len(pairs)),
-            **metrics.tar_at_far(labels, scores, fars),
+            "duplicate_pairs": duplicates, **metrics.tar_at_far(labels, scores, fars),
             "arcface_torch": {"convention": metrics.ARCFACE_TORCH_IJB,
                               "tar_at_far": metrics.tar_at_far_nearest(fpr, tpr, fars)},
             "auc": metrics.auc(fpr, tpr), "roc": {"fpr": fpr, "tpr": tpr}, "scores": scores, "labels": labels,

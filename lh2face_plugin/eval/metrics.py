@@ -304,7 +304,8 @@ def identification(probe_scores: np.ndarray, probe_subjects: np.ndarray, gallery
     mated = np.isin(ps, gs)
     order = np.argsort(-s, axis=1, kind="stable")
     hit = gs[order] == ps[:, None]
-    first_hit = np.where(hit.any(1), hit.argmax(1), s.shape[1])
+    # no gallery: nobody is mated (argmax of an empty row would raise)
+    first_hit = np.where(hit.any(1), hit.argmax(1), s.shape[1]) if s.shape[1] else np.zeros(len(ps), np.int64)
     n_mated = int(mated.sum())
     out: Dict[str, object] = {"mated": n_mated, "non_mated": int((~mated).sum()), "rank": {}, "tpir": {},
                               "threshold": {}}

@@ -144,6 +144,8 @@ def ijb_table(result: Mapping) -> str:
           [_tar_cell(result, f) for f in fars] + [f"{100 * result['auc']:.2f}"]
     text = "TAR (%) at FAR (measured FAR)\n" + table(header, [row])
     notes = _unresolved({result["target"]: result})
+    if result.get("duplicate_pairs"):
+        notes.append(f"  {result['target']}: {result['duplicate_pairs']} repeated template pair(s) evaluated once")
     text += ("\n" + "\n".join(notes) if notes else "") + _compat({result["target"]: result}, fars)
     ident = result.get("identification")
     if ident:

@@ -70,15 +70,19 @@ class SafeUnpickler(pickle.Unpickler):
 
 def safe_load_pickle(path: str):
     """Load a pickle with :class:`SafeUnpickler` (``encoding='bytes'`` for Python 2 files)."""
-    with open(path, "rb") as f:
+    from ..fileio import open_regular
+
+    with open_regular(path, "a verification set (.bin)") as f:
         data = f.read()
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: not a plain verification set ({exc}); .bin files may only hold bytes, "
+    except pickle.UnpicklingError as exc:  # pickle's own messages quote bytes of the file: only ours is kept
+        ours = ("refusing to load", "object dtype", "_codecs.encode")
+        why = str(exc) if str(exc).startswith(ours) else "not a pickle"
+        raise ValueError(f"{path}: not a plain verification set ({why}); .bin files may only hold bytes, "
                          f"lists, tuples, bools and numpy arrays") from None
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable pickle ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: unreadable pickle ({type(exc).__name__})") from None
 
 
 def load_bin(path: str) -> Tuple[list, np.ndarray]:
@@ -86,9 +90,9 @@ def load_bin(path: str) -> Tuple[list, np.ndarray]:
 
     Images stay as stored (encoded bytes or uint8 arrays); see :func:`decode_image`.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"verification set not found: {path}")
-    obj = safe_load_pickle(path)
+    obj = safe_load_pickle(path)  # a regular file only (a FIFO, a device are refused)
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise ValueError(f"{path}: expected a pickled (images, issame) pair, found {type(obj).__name__}")
     bins, issame = obj

@@ -241,3 +241,41 @@ def test_a_capped_epoch_ends_its_prefetch_thread_and_workers(host_dataset, tmp_p
             assert multiprocessing.active_children() == [], f"epoch {epoch}: the loader's workers still run"
             loader.loader.iter.join(5.0)
             assert not loader.loader.iter.is_alive(), f"epoch {epoch}: the prefetch thread still runs"
+
+
+def _forge_header(root, images, identities=0):
+    """Rewrite the header record of ``root`` to declare ``images`` images (same byte length)."""
+    with recordio.MXIndexedRecordIO(os.path.join(root, "train.idx"), os.path.join(root, "train.rec"), "r") as r:
+        offset = r.idx[0]
+    with open(os.path.join(root, "train.rec"), "r+b") as fh:
+        fh.seek(offset + 8 + 24)
+        fh.write(np.array([images + 1, images + 1 + identities], dtype=np.float32).tobytes())
+
+
+def test_one_record_reader_bounds_the_header_and_checks_labels_for_ours_and_the_host(host_dataset, tmp_path):
+    """FaceRecordDataset and the guarded host loader share the checks (issue 23 item 4): a forged
+    header count is refused before anything is allocated by it (it took 15.5 GB at 2e9), and a label
+    2.5, 1e10 or NaN is refused naming its record (2.5 trained as class 2, 1e10 silently)."""
+    from lh2face_plugin.arcface_torch.compat import cpu_only
+    from lh2face_plugin.arcface_torch.loader import RecordError, guard_loader
+    from lh2face_plugin.data.dataset import FaceRecordDataset
+
+    root = write_rec(tmp_path / "forged", [0, 1, 0, 1])
+    _forge_header(root, 1_000_000)
+    with pytest.raises(ValueError, match=r"key 0 \(the header record\): the header declares 1000000 images .* "
+                                         r"the index holds 5 keys"):
+        FaceRecordDataset(root)
+    if getattr(sys.modules["mxnet"], "__version__", None) == "lh2face-shim":  # real mxnet reads it itself
+        with pytest.raises(ValueError, match=r"declares 1000000 images"):
+            host_dataset.MXFaceDataset(root, 0)
+
+    for k, bad in enumerate((2.5, 1e10, float("nan"))):
+        root = write_rec(tmp_path / f"bad{k}", [0, 1, bad, 1])
+        ds = FaceRecordDataset(root, random_flip=False)
+        ds[0]
+        with pytest.raises(ValueError, match=rf"record 3") as err:
+            ds[2]
+        assert "\n" not in str(err.value)
+        with cpu_only(sys.modules["utils.utils_distributed_sampler"]):
+            kind, exc = _epoch_within(guard_loader(host_dataset.get_dataloader(root, 0, 4, False, False, 2048, 0)))
+        assert kind == "raised" and isinstance(exc, RecordError) and "record 3" in str(exc), exc

@@ -90,7 +90,7 @@ def test_a_new_head_adds_a_row_the_report_rebuilds_and_the_control_and_mde_are_r
 
 def test_report_and_reference_errors(tmp_path, capsys):
     assert main(["bench", "--report", str(tmp_path / "nothing")]) != 0
-    assert "no results.json of lh2face bench" in capsys.readouterr().err
+    assert "no runs.json of lh2face bench" in capsys.readouterr().err
     assert main(["bench", "--report", str(tmp_path), "--heads", "arcface"]) != 0
     assert "trains nothing" in capsys.readouterr().err
     assert main(["bench", "--out", str(tmp_path / "x"), "--heads", "arcface", "--reference", "nope"] + TINY) != 0

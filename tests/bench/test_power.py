@@ -42,3 +42,22 @@ def test_mde_summary_is_the_median_over_comparisons_and_unknown_without_spread()
     assert s["per_head"]["c"] == pytest.approx(0.01) and math.isnan(s["per_head"]["single"])
     assert s["comparisons"] == 3 and s["value"] == pytest.approx(0.02)
     assert s["ci_lower_half"] == pytest.approx(0.02) and s["seed_spread"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("missing", ["diff", "lo", "seed_spread"])
+def test_mde_is_unknown_when_any_one_part_is_missing(missing):
+    parts = {"diff": 0.02, "lo": 0.0, "seed_spread": 0.01}
+    parts[missing] = None
+    assert math.isnan(minimal_detectable_effect(parts["diff"], [parts["lo"], 0.04], parts["seed_spread"]))
+
+
+def test_mde_summary_of_no_known_comparison_is_nan_without_numpy_warnings():
+    import warnings
+
+    diffs = {"single": {"m": {"diff": 0.0, "ci": [-0.01, 0.01], "seed_spread": math.nan}},
+             "no-ci": {"m": {"diff": 0.01, "ci": [None, None], "seed_spread": 0.02}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a median of an empty list would warn "Mean of empty slice"
+        s = detectable_effect(diffs, "m")
+    assert s["comparisons"] == 0 and set(s["per_head"]) == {"single", "no-ci"}
+    assert all(math.isnan(s[k]) for k in ("value", "ci_lower_half", "seed_spread"))

@@ -126,3 +126,27 @@ def test_scales_set_network_steps_batch_and_identities_and_flags_override_them(c
     assert (args.scale, args.steps, args.identities, args.network) == ("cpu", 9, None, None)
     assert main(["bench", "--scale", "big", "--out", "unused"]) == 2
     assert "scale must be one of toy, cpu, gpu, got 'big'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label", ["runs.json", "results.json", "forest.png", "RESULTS.JSON", "training.png",
+                                   "data", "lr_sweep.png", "x" * 101])
+def test_a_label_colliding_with_an_output_is_refused_before_any_work(tmp_path, capsys, label):
+    from lh2face_plugin.cli import main
+
+    out = tmp_path / "bench"
+    rc = main(["bench", "--out", str(out), "--heads", f"{label}=arcface", "cosface", "--seeds", "0", "--steps", "2",
+               "--batch-size", "8", "--identities", "6", "--images-per-id", "4", "--families", "2", "--bootstrap",
+               "20", "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and not out.exists()  # refused at once: no data, no training
+    assert len(err) == 1 and "head label" in err[0]
+
+
+def test_check_label_accepts_spec_labels_and_refuses_dot_names():
+    from lh2face_plugin.bench.specs import HeadSpec, check_label, parse_head_spec
+
+    check_label(parse_head_spec("cosface:s=24,m=0.35"))
+    check_label(parse_head_spec("cos24=cosface:s=24"))
+    for bad in (".hidden", "..", "."):
+        with pytest.raises(ValueError, match="safe folder name"):
+            check_label(HeadSpec(bad, "arcface", text=bad))

@@ -217,3 +217,21 @@ def test_build_owns_only_what_its_manifest_proves(image_folder, tmp_path):
     assert (out / "train.rec").read_bytes() == b"someone's own file"
     build_dataset(root, out, progress=False, overwrite=True)
     assert _records(out)[0][0].label.tolist() == [7, 10]
+
+
+def test_inspect_strict_checks_each_key_against_the_identity_ranges(tmp_path, capsys):
+    """Issue 23 item 9: an .idx whose keys point at another identity's records (every offset still the
+    start of a record) fails --strict, read as arcface_torch reads: key -> record -> label."""
+    write_insightface_rec(str(tmp_path), [2, 3])
+    (tmp_path / "property").write_text("2,112,112\n")
+    assert main(["data", "inspect", str(tmp_path), "--no-sheet", "--strict", "--quiet"]) == 0
+    capsys.readouterr()
+    idx = tmp_path / "train.idx"
+    lines = idx.read_text().splitlines()
+    offsets = {int(k): v for k, v in (line.split("\t") for line in lines)}
+    offsets[1], offsets[3] = offsets[3], offsets[1]  # key 1 (identity 0) now reads an image of identity 1
+    idx.write_text("".join(f"{k}\t{v}\n" for k, v in offsets.items()))
+    assert main(["data", "inspect", str(tmp_path), "--no-sheet", "--strict", "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert "2 key(s) of the index point at a record of another identity, e.g. key 1 (identity record 0's " \
+           "range) reads a record labelled 1" in text

@@ -352,3 +352,25 @@ def test_image_names_resolve_inside_the_loose_crops(tmp_path):
         where = f"{meta / 'synth_face_tid_mid.txt'} line 2"
         assert text.startswith(f"{where}: names {name!r}, which resolves outside"), text
         assert "\n" not in text and "root:" not in text
+
+
+def test_repeated_template_pairs_are_evaluated_once_with_a_warning_and_a_count(tmp_path):
+    """Issue 23 item 11: a pair listed again (in either order) counts once, as a .bin's repeated pairs do;
+    a repeat with the other label is refused naming both lines."""
+    feats, templates, medias = synthetic_features(seed=2)
+    flip = np.stack([feats, feats[:, ::-1] * 0.5], axis=1)
+    scores = np.random.default_rng(3).uniform(0.3, 1.0, len(feats)).astype(np.float32)
+    uniq = np.unique(templates)
+    pairs = np.array([(a, b, int(a % 7 == b % 7)) for i, a in enumerate(uniq) for b in uniq[i + 1:]])
+    once = verification_1to1(flip, scores, templates, medias, pairs)
+    repeated = np.concatenate([pairs, pairs[:40], pairs[40:70][:, [1, 0, 2]]])
+    with pytest.warns(UserWarning, match=f"70 of {len(repeated)} template pairs repeat an earlier pair"):
+        res = verification_1to1(flip, scores, templates, medias, repeated)
+    assert res["pairs"] == len(pairs) and res["duplicate_pairs"] == 70 and once["duplicate_pairs"] == 0
+    assert res["tar_at_far"] == once["tar_at_far"] and res["far_measured"] == once["far_measured"]
+    assert set(res["far_measured"]) == set(res["tar_at_far"])  # the measured FAR beside every TAR
+    path = tmp_path / "p.txt"
+    clash = np.concatenate([pairs[:5], [[pairs[2, 1], pairs[2, 0], 1 - pairs[2, 2]]]])
+    np.savetxt(path, clash, fmt="%d")
+    with pytest.raises(ValueError, match=r"p\.txt: line 6 repeats the template pair of line 3 with the other label"):
+        verification_1to1(flip, scores, templates, medias, clash, pairs_path=str(path))

@@ -33,7 +33,7 @@ def _inputs(z, step):
 def dense_steps(head, z, w, labels, subset):
     """The reference: one process, dense logits, all classes (or the sampled subset)."""
     col = {int(c): i for i, c in enumerate(subset.tolist())}
-    y = torch.tensor([col[int(v)] for v in labels])
+    y = torch.tensor([col.get(int(v), -1) for v in labels])  # -1: a class on no shard
     index = None if len(subset) == C else subset
     out = []
     for step in range(STEPS):

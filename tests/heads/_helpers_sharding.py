@@ -41,11 +41,13 @@ def shard_range(rank, world):
 def problem(sampled: bool):
     from _helpers_heads import make_inputs
 
-    z, w, labels = make_inputs(n=N, c=C, d=D, seed=3)
+    # rows of label 0 (rank 0's first column), -1 (a class on no shard) and C - 1 (the last rank's last column)
+    z, w, labels = make_inputs(n=N, c=C, d=D, seed=3, off_shard=True)
     if sampled:
         g = torch.Generator().manual_seed(5)
-        neg = [j for j in torch.randperm(C, generator=g).tolist() if j not in set(labels.tolist())][:2]
-        subset = torch.tensor(sorted(set(labels.tolist()) | set(neg)))
+        positives = {y for y in labels.tolist() if y >= 0}
+        neg = [j for j in torch.randperm(C, generator=g).tolist() if j not in positives][:2]
+        subset = torch.tensor(sorted(positives | set(neg)))
     else:
         subset = torch.arange(C)
     return z, w, labels, subset
@@ -174,7 +176,7 @@ def data_parallel_checks(world, rank):
 
     out = {}
     for name in ("adaface", "curricularface", "magface"):
-        z, w, labels = make_inputs(n=N, c=C, d=D, seed=8)
+        z, w, labels = make_inputs(n=N, c=C, d=D, seed=8, off_shard=True)
         mine = torch.arange(N)[rank::world]
         heads = {"ref": build(name, TEST_KWARGS[name], C, D), "dp": build(name, TEST_KWARGS[name], C, D)}
         worst = [0.0, 0.0, 0.0]
