@@ -15,7 +15,8 @@
    iresnet50 when ARCFACE_TORCH_ROOT is set, else our ``compact`` backbone (a stand-in, stated
    in the output). Rows: the module alone (joint), with the extra backbone passes of
    ``canon_fraction`` of the batch, and a frozen reconstruction with the canonical pass (the
-   shipped render recipe).
+   render recipe until issue 26; these rows set ``lambda_canon=0.5, lambda_view=0.1``, no longer the defaults).
+   ``benchmarks/render_price.py`` prices the current defaults.
 
     OMP_NUM_THREADS=2 python benchmarks/render.py                 # prints its steps and seconds
     python benchmarks/render.py --skip-cost                       # quality only
@@ -113,10 +114,12 @@ def cost(args) -> None:
     torch.manual_seed(0)
     x = torch.rand(args.cost_batch, 3, 112, 112) * 2 - 1
     plain = make().train()
-    joint = RenderInputModule(width=args.width, mode="joint")
+    terms = {"lambda_canon": 0.5, "lambda_view": 0.1}   # the canonical terms these rows time (off by default)
+    joint = RenderInputModule(width=args.width, mode="joint", **terms)
     with tempfile.TemporaryDirectory() as tmp:  # a frozen module keeps a saved reconstruction fixed
         joint.save_reconstruction(os.path.join(tmp, "render.pt"))
-        frozen = RenderInputModule(width=args.width, mode="frozen", checkpoint=os.path.join(tmp, "render.pt"))
+        frozen = RenderInputModule(width=args.width, mode="frozen", checkpoint=os.path.join(tmp, "render.pt"),
+                                   **terms)
     wrapped = {"joint": joint.wrap(make()).train(), "frozen": frozen.wrap(make()).train()}
 
     def plain_step():
@@ -173,7 +176,7 @@ def main() -> None:
     p.add_argument("--canon-fractions", type=float, nargs="*", default=[0.125, 0.25],
                    help="canon_fraction values timed with the backbone passes on canonical and re-rendered faces")
     p.add_argument("--frozen-canon-fractions", type=float, nargs="*", default=[0.125],
-                   help="canon_fraction values timed with a frozen reconstruction (the shipped render recipe)")
+                   help="canon_fraction values timed with a frozen reconstruction and the canonical terms")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true")

@@ -9,7 +9,8 @@ and ``tests/test_docs.py`` fails while a page differs from what the committed fi
 Formats read (one per folder, found by content):
 
 * ``lh2face bench``: ``results.json`` (``"format": "lh2face-bench"``) and ``runs.json`` beside it;
-* ``benchmarks/step.py --json FILE``: a JSON object with ``"benchmark": "step"`` and its ``records``.
+* ``benchmarks/step.py --json FILE``: a JSON object with ``"benchmark": "step"`` and its ``records``;
+* ``benchmarks/render_price.py --json FILE``: a JSON object with ``"benchmark": "render_price"`` and its ``rows``.
 
 Usage::
 
@@ -61,11 +62,13 @@ def detect(folder: str) -> Tuple[str, Dict[str, Any]]:
     res = files.get("results.json")
     if isinstance(res, dict) and res.get("format") == "lh2face-bench":
         return "bench", files
-    steps = {n: d for n, d in files.items() if isinstance(d, dict) and d.get("benchmark") == "step"}
-    if steps:
-        return "step", steps
-    raise ValueError(f"{folder}: no lh2face bench results.json and no benchmarks/step.py JSON; known formats: "
-                     "results.json with format 'lh2face-bench', a JSON object with benchmark 'step'")
+    for kind in ("step", "render_price"):
+        docs = {n: d for n, d in files.items() if isinstance(d, dict) and d.get("benchmark") == kind}
+        if docs:
+            return kind, docs
+    raise ValueError(f"{folder}: no lh2face bench results.json and no benchmarks/step.py or render_price.py JSON; "
+                     "known formats: results.json with format 'lh2face-bench', a JSON object with benchmark 'step' "
+                     "or 'render_price'")
 
 
 def folders(root: str = RESULTS) -> List[str]:
@@ -283,7 +286,37 @@ def render_step(name: str, source: Mapping[str, Any], files: Mapping[str, Any]) 
     return "\n".join(out).rstrip("\n") + "\n", {}
 
 
-RENDERERS = {"bench": render_bench, "step": render_step}
+def render_price(name: str, source: Mapping[str, Any], files: Mapping[str, Any]) -> Tuple[str, Dict[str, str]]:
+    title = source.get("title") or f"benchmarks/render_price.py: {name}"
+    out = [GENERATED, "", f"# {title}", ""]
+    if source.get("summary"):
+        out += [str(source["summary"]), ""]
+    out += ["## Where it comes from", "", provenance(source, name, sorted(files)), ""]
+    for fname, doc in files.items():
+        rows = doc.get("rows", [])
+        out += [f"## `{fname}`", "",
+                f"{doc.get('threads')} threads, torch {doc.get('torch')}; training step at batch {doc.get('batch')}, "
+                f"median of {doc.get('repeats')} interleaved rounds; ONNX at batch {doc.get('onnx_batch')}, median "
+                f"of {doc.get('onnx_repeats')} calls. GMACs: {doc.get('flops')}.", ""]
+        size = [[str(r["model"]), _num(r["params"] / 1e6, ".3f"), _num(r.get("gmacs"), ".3f"),
+                 _num(r.get("params_ratio"), ".3f"), _num(r.get("gmacs_ratio"), ".3f")]
+                for r in rows if r.get("table") == "size"]
+        step = [[str(r["network"]), str(r["variant"]), _num(r["seconds"], ".3f"), _num(r["ratio"], ".2f")]
+                for r in rows if r.get("table") == "step"]
+        onnx = [[str(r["network"]), str(r["variant"]), _num(r["ms_per_image"], ".2f"), _num(r["ratio"], ".2f"),
+                 _num(r.get("onnx_mb"), ".1f")] for r in rows if r.get("table") == "onnx"]
+        if size:
+            out += ["### Size (forward, 1x3x112x112)", "",
+                    _table(["model", "parameters (M)", "GMACs", "parameters / plain", "GMACs / plain"], size), ""]
+        if step:
+            out += ["### Training step (CPU)", "", _table(["backbone", "variant", "seconds", "/ plain"], step), ""]
+        if onnx:
+            out += ["### Exported ONNX, onnxruntime (CPU)", "",
+                    _table(["backbone", "variant", "ms / image", "/ plain", "file MB"], onnx), ""]
+    return "\n".join(out).rstrip("\n") + "\n", {}
+
+
+RENDERERS = {"bench": render_bench, "step": render_step, "render_price": render_price}
 
 
 # ------------------------------------------------------------------------------------------------- pages

@@ -229,7 +229,9 @@ def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: s
             input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> str:
     """Key of a run: the training settings, the head and every hyperparameter it is built with (its
     defaults resolved, so a changed default is another run), the data's digest, and the input module
-    with its parameters (a ``checkpoint`` parameter by its file's content)."""
+    with its parameters (a ``checkpoint`` parameter by its file's content) plus the current defaults of
+    the parameters whose default changed (its class's ``PREVIOUS_DEFAULTS``): a recorded run that relied
+    on an old default is not reused as the new one, while one that named its values keeps its key."""
     from .registry import HEADS
 
     resolved = HEADS.build(head, **dict(head_kwargs)).hparams()
@@ -239,10 +241,49 @@ def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: s
         from .fileio import sha256_file
 
         kw = dict(input_kwargs or {})
+        current = _resolved_input_kwargs(input_module, {})
+        for name in _previous_defaults(input_module):
+            kw.setdefault(name, current[name])
         if isinstance(kw.get("checkpoint"), str) and os.path.isfile(kw["checkpoint"]):
             kw["checkpoint"] = sha256_file(kw["checkpoint"])
         obj["input_module"] = {"name": input_module, "kwargs": kw}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _previous_defaults(input_module: str) -> Dict[str, Any]:
+    """The input module class's ``PREVIOUS_DEFAULTS``: parameters whose default changed, at their old values."""
+    from .registry import INPUT_MODULES
+
+    return dict(getattr(INPUT_MODULES.get(input_module), "PREVIOUS_DEFAULTS", None) or {})
+
+
+def _resolved_input_kwargs(input_module: str, kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Every constructor parameter of the input module, ``kwargs`` over its current defaults."""
+    import inspect
+
+    from .registry import INPUT_MODULES
+
+    factory = INPUT_MODULES.get(input_module)
+    resolve = getattr(factory, "resolved_kwargs", None)
+    if resolve is not None:
+        return dict(resolve(dict(kwargs)))
+    params = inspect.signature(factory).parameters
+    out = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    out.update(kwargs)
+    return out
+
+
+def recorded_input_kwargs(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """The parameters a run's input module was built with, from its ``train.json`` ``"input_module"``.
+
+    A record written since defaults can change holds them all (``"resolved"``). An older one holds only
+    the parameters given; those not given took the defaults of the time, which for parameters whose default
+    changed since are the class's ``PREVIOUS_DEFAULTS``.
+    """
+    if record.get("resolved") is not None:
+        return dict(record["resolved"])
+    kwargs = dict(record.get("kwargs") or {})
+    return {**_previous_defaults(record["name"]), **kwargs}
 
 
 def build_model(network: str, embedding_size: int, input_module: Optional[str] = None,
@@ -310,9 +351,10 @@ def _rebuild(model_path: str, info: Dict[str, Any]) -> torch.nn.Module:
     part trains) means nothing to a model rebuilt for evaluation."""
     record = os.path.join(os.path.dirname(os.path.abspath(model_path)), "train.json")
     module = info.get("input_module") or {}
-    if not isinstance(module, dict) or not isinstance(module.get("kwargs") or {}, dict):
+    if not isinstance(module, dict) or not all(isinstance(module.get(k) or {}, dict) for k in ("kwargs", "resolved")):
         raise ValueError(f"{record}: key 'input_module' must be an object with 'name' and 'kwargs'")
-    kwargs = {k: v for k, v in (module.get("kwargs") or {}).items() if k not in ("checkpoint", "mode")}
+    recorded = recorded_input_kwargs(module) if module.get("name") else {}
+    kwargs = {k: v for k, v in recorded.items() if k not in ("checkpoint", "mode")}
     network, size = info.get("network"), info.get("embedding_size")
     if not isinstance(network, str) or isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"{record}: keys 'network' (a name) and 'embedding_size' (an integer >= 1) are required")
@@ -515,8 +557,9 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
             "settings": cfg.settings(), "data": {"path": os.path.abspath(data_dir), "fingerprint": data_key,
                                                  "classes": num_classes, "images": len(dataset)},
             "network": cfg.network, "embedding_size": cfg.embedding_size,
-            "input_module": None if input_module is None else {"name": input_module,
-                                                                "kwargs": dict(input_kwargs or {})},
+            "input_module": None if input_module is None else {
+                "name": input_module, "kwargs": dict(input_kwargs or {}),
+                "resolved": _resolved_input_kwargs(input_module, input_kwargs or {})},
             "clip": clipper.activity(), "head_state": head_state,
             "final": {k: float(np.mean(history[k][-20:])) for k in ("loss", "accuracy", "norm")},
             "history": history, "seconds": seconds}

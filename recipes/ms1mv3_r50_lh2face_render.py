@@ -12,9 +12,11 @@ synthetic faces with ground-truth depth and pose (about 3 minutes on 2 CPU cores
 The pretrained reconstruction stays fixed (mode "frozen"): fine-tuning it with the
 self-supervised L_reco moved it away from the true depth and pose on synthetic faces within
 300 steps (docs/render.md, "Renderer-augmented input"). The backbone learns from the RGB, canonical
-face and depth, plus L_FR^canon and L_view on the canonical faces of the first eighth of each
-batch (canon_fraction 0.125: one extra backbone pass on 16 of 128 faces). mode="joint" with
-lambda_reco > 0 is the Unsup3d-style joint training.
+face and depth, with the head's loss alone: L_FR^canon and L_view are off (lambda_canon=0,
+lambda_view=0, the module's defaults), as measured (docs/render.md, "Defaults": with them hard-HQ
+TAR@1e-2 fell by 2.6 points with CosFace and 1.3 with LH2Face on the toy bench). Set lambda_canon=0.5,
+lambda_view=0.1 to add them on the first canon_fraction (0.125) of each batch: one extra backbone
+pass on 16 of 128 faces. mode="joint" with lambda_reco > 0 is the Unsup3d-style joint training.
 """
 from lh2face_plugin.arcface_torch.activate import new_config, set_input_module, set_loss
 
@@ -42,4 +44,4 @@ config.val_targets = ["lfw", "cfp_fp", "agedb_30"]
 set_loss(config, "lh2face", alpha=0.35, kappa_min=16.0, kappa_max=64.0, vmf_dim=512,
          lambda_pps=0.1, lambda_pns=0.1, lambda_pp=0.1)
 set_input_module(config, "render", checkpoint="work_dirs/render_synthetic.pt", mode="frozen",
-                 lambda_canon=0.5, lambda_view=0.1, canon_fraction=0.125)
+                 lambda_canon=0.0, lambda_view=0.0, canon_fraction=0.125)

@@ -81,3 +81,33 @@ def test_gpu_script_smoke_runs_every_piece_and_summarises(arcface_root, tmp_path
     steps = json.load(open(results / "step_n64.json"))
     assert steps["sample_rate"] == 0.2 and steps["dtype"] == "fp16"
     assert {r["variant"] for r in steps["records"]} >= {"plugin lh2face", "blockwise uss"}
+
+
+def test_render_price_prints_size_step_and_onnx_rows(tmp_path):
+    """benchmarks/render_price.py at tiny sizes: every table, the JSON rows, ratios against the plain backbone."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "price.json"
+    text = _run(["benchmarks/render_price.py", "--networks", "compact-tiny", "--step-networks", "compact-tiny",
+                 "--onnx-networks", "compact-tiny", "--width", "4", "--batch", "8", "--repeats", "1",
+                 "--onnx-repeats", "2", "--classes", "10", "--json", str(out)])
+    doc = json.load(open(out))
+    assert doc["benchmark"] == "render_price" and doc["batch"] == 8
+    rows = {(r["table"], r.get("model") or f"{r['network']} {r['variant']}"): r for r in doc["rows"]}
+    module, plain, wrapped = (rows[("size", m)] for m in ("render input module", "compact-tiny",
+                                                         "compact-tiny + render input"))
+    assert wrapped["params"] - plain["params"] >= module["params"] > 0, "the reconstruction sits in the wrapped model"
+    assert wrapped["params_ratio"] == pytest.approx(wrapped["params"] / plain["params"])
+    try:
+        import ptflops  # noqa: F401
+    except ImportError:
+        assert module["gmacs"] is None and "n/a" in text
+    else:
+        assert wrapped["gmacs"] > plain["gmacs"] > 0 and module["gmacs"] > 0
+    steps = [r for r in doc["rows"] if r["table"] == "step"]
+    assert [r["variant"].split(" (")[0].split(",")[0] for r in steps] == ["plain", "+ render input", "+ render input"]
+    assert steps[0]["ratio"] == 1.0 and all(r["seconds"] > 0 for r in steps)
+    assert steps[2]["input_kwargs"]["canon_fraction"] == 0.25, "2 of 8 rows: BatchNorm needs 2"
+    onnx = [r for r in doc["rows"] if r["table"] == "onnx"]
+    assert [r["variant"] for r in onnx] == ["plain", "+ render input"] and all(r["ms_per_image"] > 0 for r in onnx)
+    assert "== inference: exported ONNX" in text and text.rstrip().endswith(f"wrote {out}")

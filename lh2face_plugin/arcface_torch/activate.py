@@ -10,7 +10,8 @@ input module). :meth:`Activation.attach` stores it on the ``train_v2`` namespace
 ``PartialFC_V2``    the plugin's subclass (:mod:`.partial_fc`) when ``config.loss``
                     or ``config.input_module`` is set, else the checkout's own class
 ``CombinedMarginLoss``  the head ``config.loss`` names, else the checkout's own class
-``get_model``       wraps the backbone with ``config.input_module`` if set
+``get_model``       wraps the backbone with ``config.input_module`` if set, and records how
+                    (:mod:`.input_record`: ``lh2face eval`` rebuilds the saved model from it)
 ``get_dataloader``  gives the loader the one error path of :func:`.loader.guard_loader` (a bad
                     record ends the run, named) and caps an epoch at ``config.steps_per_epoch``
 ``get_config``      also accepts recipes outside ``configs/`` (``lh2face train``)
@@ -275,6 +276,9 @@ def _get_model(trainer: ModuleType, original):
             raise TypeError(f"input module {act.spec.input_module!r} has no wrap(backbone) method")
         model = module.wrap(backbone)
         act.adopt_model(model)
+        from .input_record import write_record
+
+        write_record(act.config.get("output"), act.spec.input_module, act.spec.input_module_kwargs, name, kwargs)
         return model
 
     return get_model

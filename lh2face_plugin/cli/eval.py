@@ -11,7 +11,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model.pt (arcface_torch or ours) or an exported .onnx")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--network", help="backbone name of a .pt model, e.g. r50 (from ARCFACE_TORCH_ROOT if set); "
-                                     "a bench run trained behind @render reloads from its train.json")
+                                     "a model trained behind @render or config.input_module reloads from the "
+                                     "record beside it")
     g.add_argument("--onnx", action="store_true", help="the model is an ONNX file (onnxruntime)")
     p.add_argument("--arcface-root", default=None, help="arcface_torch checkout (default: $ARCFACE_TORCH_ROOT)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
@@ -45,13 +46,27 @@ def _embedder(args):
 
 
 def _input_module_run(args):
-    """The embedder of a run trained behind an input module (``lh2face bench`` ``@render`` specs): its
-    ``model.pt`` is the wrapped model, rebuilt from the ``train.json`` beside it; ``None`` for other models."""
+    """The embedder of a run trained behind an input module: its ``model.pt`` is the wrapped model, rebuilt
+    from the ``train.json`` beside it (``lh2face bench`` ``@render`` specs) or from the
+    ``lh2face_input_module.json`` that an arcface_torch run with ``config.input_module`` wrote beside it;
+    ``None`` for other models."""
     if args.onnx or args.model.lower().endswith(".onnx"):
         return None
+    from ..arcface_torch.input_record import load_model, read_record
     from ..training import load_trained_model, trained_info
 
     info = trained_info(args.model)
+    record = read_record(args.model) if info is None else None
+    if record is not None:
+        if args.network and args.network != record["network"]:
+            raise ValueError(f"{args.model} was trained with config.network = {record['network']!r} behind the "
+                             f"{record['name']!r} input module, not --network {args.network}")
+        from ..eval.embed import torch_embedder
+        from ..finite import require_finite_parameters
+
+        model = load_model(args.model, record, arcface_root=args.arcface_root)
+        require_finite_parameters(model, args.model)
+        return torch_embedder(model, device=args.device)
     if info is None or not info.get("input_module"):
         return None
     if args.network and args.network != info.get("network"):

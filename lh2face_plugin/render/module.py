@@ -2,7 +2,7 @@
 
 Usage with any backbone (3x112x112 in ``[-1, 1]`` -> embedding)::
 
-    render = build_input_module("render", lambda_reco=1.0, lambda_canon=0.5, lambda_view=0.1)
+    render = build_input_module("render", mode="frozen", checkpoint="render.pt")  # the measured default terms
     model = render.wrap(backbone)           # model(images) -> embeddings; exports to ONNX
     emb, out = model.forward_train(images)  # out = render(images): input / canonical / depth / aux
     terms = render.losses(out, embed_fn=model.backbone, input_embedding=emb,
@@ -10,7 +10,9 @@ Usage with any backbone (3x112x112 in ``[-1, 1]`` -> embedding)::
     loss = head_loss(emb, labels) + terms["total"]
 
 ``terms["total"] = lambda_reco * L_reco + lambda_canon * L_FR^canon + lambda_view * L_view``
-(:mod:`lh2face_plugin.render.losses` defines the terms). A loss that only sees the
+(:mod:`lh2face_plugin.render.losses` defines the terms). ``lambda_canon`` and ``lambda_view``
+default to 0: both terms lowered accuracy where they were measured (docs/render.md, "Defaults"), and
+with both at 0 no canonical embedding is computed. A loss that only sees the
 embeddings, as in arcface_torch's ``train_v2``, gets ``out`` from the model instead: in
 training mode ``model(images)`` keeps it as a pending item (:class:`RenderAugmentedModel`).
 """
@@ -49,7 +51,10 @@ class RenderInputModule(nn.Module):
     Args:
         lambda_reco: weight of ``L_reco`` (photometric + symmetry + identity).
         lambda_canon: weight of ``L_FR^canon``, the head's loss on the canonical embedding.
-        lambda_view: weight of ``L_view``, input / canonical embedding agreement.
+            Default 0: measured to lower hard-HQ TAR@1e-2 (docs/render.md, "Defaults").
+        lambda_view: weight of ``L_view``, input / canonical embedding agreement. Default 0,
+            as ``lambda_canon``. With both at 0 (and no identity term) :meth:`losses` makes
+            no extra backbone pass.
         mode: ``"joint"`` trains the reconstruction with recognition; ``"frozen"``
             keeps the ``checkpoint``'s fixed (e.g. after ``lh2face render pretrain``).
         checkpoint: reconstruction weights written by :meth:`save_reconstruction`;
@@ -64,7 +69,8 @@ class RenderInputModule(nn.Module):
         canon_fraction: fraction of the batch (first rows) whose canonical face and
             re-rendered view are embedded for ``L_FR^canon``, ``L_view`` and the identity
             term: one extra backbone call on ``2 * canon_fraction`` of the batch (on
-            ``canon_fraction`` when the identity term is off).
+            ``canon_fraction`` when the identity term is off). Default 0.125, the setting
+            measured (docs/render.md); it costs nothing when no term needs the pass.
         fusion: how :meth:`wrap` feeds the 7 channels to a backbone: ``"widen"`` its
             first 3-channel convolution or prepend an ``"adapter"`` (see :mod:`.fusion`).
         albedo: the canonical albedo that ``L_reco`` re-renders: ``"predicted"``, the
@@ -80,11 +86,16 @@ class RenderInputModule(nn.Module):
           ``"grid"``: the frontalisation grid).
     """
 
+    PREVIOUS_DEFAULTS = {"lambda_canon": 0.5, "lambda_view": 0.1, "canon_fraction": 1.0}
+    """Defaults these parameters had before the measured ones (issue 26). A run recorded then (a
+    ``train.json`` without ``"resolved"``) that did not name them trained with these values; a run key
+    always names them (:func:`lh2face_plugin.training.run_key`), so such a run is not reused as a new one."""
+
     def __init__(
         self,
         lambda_reco: float = 1.0,
-        lambda_canon: float = 0.5,
-        lambda_view: float = 0.1,
+        lambda_canon: float = 0.0,
+        lambda_view: float = 0.0,
         mode: str = "joint",
         checkpoint: Optional[str] = None,
         width: int = 16,
@@ -94,7 +105,7 @@ class RenderInputModule(nn.Module):
         flip_weight: float = 0.5,
         identity_weight: float = 0.1,
         inverse_iterations: int = 6,
-        canon_fraction: float = 1.0,
+        canon_fraction: float = 0.125,
         fusion: str = "widen",
         albedo: str = "predicted",
     ) -> None:
@@ -128,9 +139,31 @@ class RenderInputModule(nn.Module):
         if mode == "frozen":
             self.net.requires_grad_(False)
 
+    @classmethod
+    def resolved_kwargs(cls, kwargs: Dict[str, object]) -> Dict[str, object]:
+        """``kwargs`` with every other constructor parameter at its default: what a module built with
+        ``kwargs`` uses (recorded in ``train.json`` as ``"resolved"``)."""
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters
+        out = {n: p.default for n, p in params.items() if n != "self" and p.default is not inspect.Parameter.empty}
+        out.update(kwargs)
+        return out
+
     @property
     def max_depth(self) -> float:
         return self.net.max_depth
+
+    @property
+    def reco_on(self) -> bool:
+        """Whether :meth:`losses` computes ``L_reco`` (joint mode with ``lambda_reco > 0``)."""
+        return self.mode == "joint" and self.lambda_reco > 0
+
+    @property
+    def has_loss_terms(self) -> bool:
+        """Whether :meth:`losses` can add anything to the loss: ``L_reco`` in joint mode, or a canonical
+        term with a weight above 0. Without any, a wrapped model keeps no pending item."""
+        return self.reco_on or self.lambda_canon > 0 or self.lambda_view > 0
 
     def train(self, mode: bool = True) -> "RenderInputModule":
         super().train(mode)
@@ -198,15 +231,21 @@ class RenderInputModule(nn.Module):
         Returns:
             dict of scalars ``"photo"``, ``"flip"``, ``"identity"``, ``"reco"``, ``"canon"``,
             ``"view"``, ``"total"`` (weighted sum), plus ``"canon_embedding"`` ``(K, D)``
-            and ``"canon_rows"`` (K) when ``embed_fn`` is given. Terms that cannot be
-            computed from the arguments are zero.
+            and ``"canon_rows"`` (K) when the canonical pass ran. Terms that cannot be
+            computed from the arguments, or whose weight is 0, are zero.
+
+        The canonical pass (one ``embed_fn`` call) runs only for a term with a weight above 0:
+        ``L_FR^canon`` (``lambda_canon``, needs ``canon_loss_fn``), ``L_view`` (``lambda_view``) or
+        the identity term of ``L_reco`` (joint mode); ``canon_loss_fn`` is called only for
+        ``lambda_canon > 0``. The decision depends on the module's settings and on which arguments
+        are given, never on the data, so every rank of a distributed run makes the same calls.
         """
         images: Tensor = out["aux"]["images"]
         rec: Reconstruction = out["aux"]["reconstruction"]
         zero = images.new_zeros(())
         terms: Dict[str, Tensor] = {k: zero for k in ("photo", "flip", "identity", "reco", "canon", "view")}
         target = (images + 1) / 2
-        reco_on = self.mode == "joint" and self.lambda_reco > 0
+        reco_on = self.reco_on
         canonical, depth = out["canonical"], out["depth"]
         renders = None
         if reco_on:
@@ -214,10 +253,12 @@ class RenderInputModule(nn.Module):
             terms["photo"] = photometric_nll(renders["view"], target, rec.confidence[:, :1], renders["valid"])
             terms["flip"] = photometric_nll(renders["view_flip"], target, rec.confidence[:, 1:], renders["valid_flip"])
         batches = []
-        if embed_fn is not None:
+        want_identity = reco_on and self.identity_weight > 0 and input_embedding is not None
+        want_canon = self.lambda_canon > 0 and canon_loss_fn is not None
+        want_view = self.lambda_view > 0 and input_embedding is not None
+        if embed_fn is not None and (want_identity or want_canon or want_view):
             k = max(1, int(round(self.canon_fraction * images.shape[0])))
             batches.append(self.fuse(canonical[:k], canonical[:k], depth[:k]))
-            want_identity = reco_on and self.identity_weight > 0 and input_embedding is not None
             if want_identity:
                 batches.append(self.fuse(renders["view"][:k] * 2 - 1, canonical[:k], depth[:k]))
             emb = embed_fn(torch.cat(batches, dim=0))
@@ -226,9 +267,9 @@ class RenderInputModule(nn.Module):
             terms["canon_rows"] = k
             if want_identity:
                 terms["identity"] = cosine_distance(emb[k:], input_embedding[:k].detach())
-            if input_embedding is not None:
+            if want_view:
                 terms["view"] = cosine_distance(input_embedding[:k], e_canon)
-            if canon_loss_fn is not None:
+            if want_canon:
                 terms["canon"] = canon_loss_fn(e_canon)
         terms["reco"] = (self.photo_weight * terms["photo"] + self.flip_weight * terms["flip"]
                          + self.identity_weight * terms["identity"])
@@ -295,7 +336,8 @@ class RenderAugmentedModel(nn.Module):
     ``PartialFC`` does, see :mod:`lh2face_plugin.arcface_torch.partial_fc`). Each training
     forward replaces the item, :meth:`pop_pending` and ``eval()`` clear it, copies and pickles
     of the model carry none, and evaluation-mode forwards keep nothing, so evaluation and
-    export are unchanged.
+    export are unchanged. A module without loss terms (:attr:`RenderInputModule.has_loss_terms`:
+    frozen, ``lambda_canon = lambda_view = 0``) leaves no item, so the loss is the head's alone.
 
     Attributes:
         render: the :class:`RenderInputModule`.
@@ -312,7 +354,8 @@ class RenderAugmentedModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         if not self.training:
             return self.backbone(self.render(images)["input"])
-        embeddings, self._pending = self.forward_train(images)
+        embeddings, out = self.forward_train(images)
+        self._pending = out if self.render.has_loss_terms else None
         return embeddings
 
     def forward_train(self, images: Tensor) -> Tuple[Tensor, Dict[str, object]]:

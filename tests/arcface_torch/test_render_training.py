@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import lh2face_plugin
-from _helpers_render import TinyBackbone, posed_render_module, random_faces
+from _helpers_render import WITH_TERMS, TinyBackbone, posed_render_module, random_faces
 from lh2face_plugin.arcface_torch import activate as act
 from lh2face_plugin.distributed import DistContext
 
@@ -16,7 +16,7 @@ B, C, D = 4, 10, 16
 
 
 def _model(**kwargs):
-    return posed_render_module(**kwargs).wrap(TinyBackbone(embedding_size=D)).train()
+    return posed_render_module(**{**WITH_TERMS, **kwargs}).wrap(TinyBackbone(embedding_size=D)).train()
 
 
 def _grads(module):
@@ -102,6 +102,22 @@ def test_activation_pairs_the_render_model_with_the_partial_fc(fake_trainer):
         pfc.pair_input_model(torch.nn.Linear(2, 2))
 
 
+def test_wrapping_records_the_input_module_beside_the_future_model(fake_trainer, tmp_path):
+    from lh2face_plugin.arcface_torch.input_record import RECORD_NAME, read_record
+
+    out = tmp_path / "run"
+    act.activate(fake_trainer, {"input_module": "render", "input_module_kwargs": {"width": 4}, "output": str(out)})
+    fake_trainer.get_model("r50", dropout=0.0, fp16=True, num_features=D)
+    record = read_record(str(out / "model.pt"))
+    assert (record["name"], record["network"], record["kwargs"]) == ("render", "r50", {"width": 4})
+    assert record["get_model_kwargs"] == {"dropout": 0.0, "fp16": True, "num_features": D}
+    assert record["resolved"]["width"] == 4 and record["resolved"]["lambda_canon"] == 0.0
+    (out / RECORD_NAME).write_text("[]")
+    with pytest.raises(ValueError, match="not a record of lh2face_plugin's input module"):
+        read_record(str(out / "model.pt"))
+    assert read_record(str(tmp_path / "model.pt")) is None
+
+
 def test_no_input_module_pairs_nothing(fake_trainer):
     act.activate(fake_trainer, {"loss": "arcface"})
     fake_trainer.get_model("r50")
@@ -172,6 +188,25 @@ def test_partial_fc_without_a_pending_item_is_the_plain_head_loss(real_pfc_class
     emb = model(x)
     torch.testing.assert_close(pfc(emb, labels), _hand_head_loss(head, pfc.weight)(emb, labels))
 
+
+
+@pytest.mark.arcface_torch
+def test_partial_fc_with_the_default_frozen_module_is_the_plain_head_loss(real_pfc_class, tmp_path):
+    """The recipe's configuration (frozen, lambda_canon = lambda_view = 0): the loss is the head's alone, and
+    the Partial FC makes no canonical call (no second collective, no backbone pass on canonical faces)."""
+    ckpt = str(tmp_path / "render.pt")
+    posed_render_module().save_reconstruction(ckpt)
+    model = lh2face_plugin.build_input_module("render", width=4, mode="frozen", checkpoint=ckpt)
+    model = model.wrap(TinyBackbone(embedding_size=D)).train()
+    head = lh2face_plugin.build_head("arcface", s=8.0, m=0.5)
+    pfc = real_pfc_class(head, D, C, 1.0, False)
+    pfc.pair_input_model(model)
+    pfc._canonical_loss = lambda labels: pytest.fail("no canonical loss at the defaults")
+    x, labels = random_faces(B), torch.arange(B) % C
+    emb = model(x)
+    loss = pfc(emb, labels.clone())
+    torch.testing.assert_close(loss, _hand_head_loss(head, pfc.weight)(emb, labels))
+    assert not any(k.startswith("render_") for k in pfc.last_terms)
 
 
 def test_canonical_call_leaves_head_state_alone(real_pfc_class):

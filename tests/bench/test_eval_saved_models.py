@@ -47,6 +47,32 @@ def test_a_render_run_reloads_as_the_wrapped_model_without_its_checkpoint(saved_
         load_trained_model(str(copy / "model.pt"))
 
 
+def test_a_render_run_recorded_before_the_measured_defaults_reloads_with_its_own_values(saved_runs, tmp_path):
+    """train.json records every parameter the module was built with ("resolved"); a record written before
+    that holds only the given ones, and reloads with the defaults of its time (PREVIOUS_DEFAULTS)."""
+    _, render = saved_runs
+    record = render.info["input_module"]
+    assert record["kwargs"] == {"checkpoint": record["kwargs"]["checkpoint"], "width": 4, "mode": "frozen",
+                                "canon_fraction": 0.5}
+    resolved = record["resolved"]
+    assert (resolved["lambda_canon"], resolved["lambda_view"], resolved["canon_fraction"]) == (0.0, 0.0, 0.5)
+    model = load_trained_model(render.model_path)
+    assert (model.render.lambda_canon, model.render.lambda_view, model.render.canon_fraction) == (0.0, 0.0, 0.5)
+    old = tmp_path / "old"
+    shutil.copytree(os.path.dirname(render.model_path), old)
+    with open(old / "train.json") as fh:
+        info = json.load(fh)
+    del info["input_module"]["resolved"]             # as written before issue 26
+    with open(old / "train.json", "w") as fh:
+        json.dump(info, fh)
+    legacy = load_trained_model(str(old / "model.pt"))
+    assert (legacy.render.lambda_canon, legacy.render.lambda_view) == (0.5, 0.1), "the defaults of its time"
+    assert legacy.render.canon_fraction == 0.5, "a value it named stays"
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(legacy(x), model(x))
+
+
 @pytest.mark.parametrize("label,network", [("arcface", ["--network", "compact-tiny"]), ("lh2face-r", [])])
 def test_lh2face_eval_verify_reevaluates_every_saved_model(saved_runs, tiny_train_data, tmp_path, capsys, label,
                                                            network):

@@ -155,7 +155,8 @@ def test_a_render_input_module_trains_behind_the_same_backbone(tiny_train_data, 
     assert r.history["norm"][0] == pytest.approx(plain.history["norm"][0], rel=1e-5)
     # the canonical rows' head loss and the view term are added to the head's loss (LH2Face's is negative)
     assert abs(r.history["loss"][0] - plain.history["loss"][0]) > 1e-3
-    assert r.info["input_module"] == {"name": "render", "kwargs": kw}
+    assert r.info["input_module"]["kwargs"] == kw and r.info["input_module"]["name"] == "render"
+    assert r.info["input_module"]["resolved"] == {**build_input_module("render").resolved_kwargs({}), **kw}
     assert r.info["head_state"]["num_batches_tracked"] == 2, "the canonical rows leave the head's state alone"
     again = train_model(cfg, tiny_train_data, "lh2face", str(tmp_path / "r"), progress=False,
                         input_module="render", input_kwargs=kw)
@@ -185,3 +186,23 @@ def test_run_key_follows_the_head_defaults(monkeypatch):
     defaults[names.index("pp_scope") - (len(names) - len(defaults))] = "shard"
     monkeypatch.setattr(LH2Face.__init__, "__defaults__", tuple(defaults))
     assert run_key(cfg, "lh2face", {}, "data") != before, "the same spec with a changed default is another run"
+
+
+def test_run_key_of_an_input_module_names_its_changed_defaults(monkeypatch):
+    """A render run that relied on a default which has changed since (lambda_canon, lambda_view,
+    canon_fraction: PREVIOUS_DEFAULTS) gets another key, and one that named those values keeps its key."""
+    from lh2face_plugin.render.module import RenderInputModule
+    from lh2face_plugin.training import run_key
+
+    cfg = TrainConfig()
+    given = {"mode": "frozen", "width": 4}
+    named = {**given, "lambda_canon": 0.0, "lambda_view": 0.0, "canon_fraction": 0.125}
+    bare, explicit = (run_key(cfg, "arcface", {}, "data", "render", kw) for kw in (given, named))
+    assert bare == explicit, "the defaults are the named values"
+    init = RenderInputModule.__init__
+    defaults = list(init.__defaults__)
+    names = init.__code__.co_varnames[1:init.__code__.co_argcount]
+    defaults[names.index("lambda_canon") - (len(names) - len(defaults))] = 0.5
+    monkeypatch.setattr(init, "__defaults__", tuple(defaults))
+    assert run_key(cfg, "arcface", {}, "data", "render", given) != bare, "a changed default is another run"
+    assert run_key(cfg, "arcface", {}, "data", "render", named) == explicit

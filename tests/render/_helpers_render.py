@@ -22,6 +22,10 @@ class TinyBackbone(nn.Module):
         return self.fc(torch.relu(self.conv2(x)).flatten(1))
 
 
+WITH_TERMS = {"lambda_canon": 0.5, "lambda_view": 0.1}
+"""The canonical-face terms at the weights that were the defaults before issue 26 (now off by default)."""
+
+
 def posed_render_module(seed: int = 0, **kwargs):
     """A small render module whose (otherwise zero-initialised) depth and view heads are random,
     so that the frontalisation is not the identity warp."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from _helpers_render import TinyBackbone, posed_render_module, random_faces
+from _helpers_render import WITH_TERMS, TinyBackbone, posed_render_module, random_faces
 from lh2face_plugin import available_input_modules, build_input_module
 from lh2face_plugin.render.module import RenderAugmentedModel, RenderInputModule
 
@@ -34,7 +34,7 @@ def test_output_shapes_and_untrained_module_is_the_identity_warp():
 
 
 def test_gradients_reach_every_reconstruction_output():
-    m = posed_render_module()
+    m = posed_render_module(canon_fraction=1.0, **WITH_TERMS)
     model = m.wrap(TinyBackbone())
     x = random_faces(3)
     emb, out = model.forward_train(x)
@@ -107,7 +107,7 @@ def test_frozen_mode_has_no_reconstruction_gradient_or_loss(tmp_path):
     src = posed_render_module()
     path = tmp_path / "rec.pt"
     src.save_reconstruction(str(path))
-    m = build_input_module("render", width=4, mode="frozen", checkpoint=str(path))
+    m = build_input_module("render", width=4, mode="frozen", checkpoint=str(path), **WITH_TERMS)
     assert all(not p.requires_grad for p in m.net.parameters())
     model = m.wrap(TinyBackbone()).train()
     assert not m.net.training
@@ -119,6 +119,49 @@ def test_frozen_mode_has_no_reconstruction_gradient_or_loss(tmp_path):
     assert t["reco"] == 0
     t["total"].backward()
     assert model.backbone.conv.weight.grad is not None
+
+
+def test_defaults_are_the_measured_configuration():
+    """lambda_canon = lambda_view = 0 and canon_fraction 0.125 (docs/render.md, "Defaults")."""
+    m = build_input_module("render", width=4)
+    assert (m.lambda_canon, m.lambda_view, m.canon_fraction) == (0.0, 0.0, 0.125)
+    assert set(RenderInputModule.PREVIOUS_DEFAULTS) == {"lambda_canon", "lambda_view", "canon_fraction"}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "joint"])
+def test_without_canonical_terms_no_canonical_pass_is_made(tmp_path, mode):
+    """At the defaults the canonical face feeds the input only: no extra backbone pass, no L_FR^canon call;
+    a frozen module leaves no pending item, so a loss popping it adds nothing."""
+    path = tmp_path / "rec.pt"
+    posed_render_module().save_reconstruction(str(path))
+    kwargs = {"checkpoint": str(path), "mode": mode} if mode == "frozen" else {"identity_weight": 0.0}
+    m = build_input_module("render", width=4, **kwargs)
+    model = m.wrap(TinyBackbone()).train()
+    calls = []
+
+    def embed(x):
+        calls.append(("embed", x.shape[0]))
+        return model.backbone(x)
+
+    def canon_loss(e):
+        calls.append(("canon", e.shape[0]))
+        return e.sum()
+
+    x = random_faces(8)
+    emb, out = model.forward_train(x)
+    t = m.losses(out, embed_fn=embed, input_embedding=emb, canon_loss_fn=canon_loss)
+    assert calls == [] and "canon_rows" not in t and "canon_embedding" not in t
+    assert float(t["canon"]) == float(t["view"]) == 0.0
+    model(x)
+    assert (model.pop_pending() is None) == (mode == "frozen")
+    for weights, want in (({"lambda_canon": 0.5}, [("embed", 1), ("canon", 1)]),
+                          ({"lambda_view": 0.1}, [("embed", 1)])):
+        calls.clear()
+        for name, value in weights.items():
+            setattr(m, name, value)
+        t = m.losses(out, embed_fn=embed, input_embedding=emb, canon_loss_fn=canon_loss)
+        assert calls == want and t["canon_rows"] == 1, weights   # 0.125 of 8 rows
+        m.lambda_canon = m.lambda_view = 0.0
 
 
 def test_frozen_mode_without_checkpoint_is_refused():
