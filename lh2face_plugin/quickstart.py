@@ -36,9 +36,11 @@ from typing import Any, Callable, Dict, Sequence, Union
 
 import numpy as np
 
+from .bench.specs import preset
+
 __all__ = ["QuickstartConfig", "QuickstartHead", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
 
-DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", "cosface-s24=cosface:s=24,m=0.35")
+DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", preset("cosface-s24"))
 """LH2Face (exported), ArcFace at arcface_torch's defaults, CosFace at LH2Face's logit scale."""
 
 

@@ -13,10 +13,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS",
-           "OUTPUT_NAMES", "check_label"]
+           "OUTPUT_NAMES", "check_label", "PRESETS", "preset"]
+
+PRESETS: Dict[str, str] = {
+    "cosface-s24": "cosface:s=24,m=0.35",
+    "control": "cosface:s=24,m=0",
+}
+"""Named variants: label -> ``NAME[:key=value,...]``. ``cosface-s24`` is CosFace at LH2Face's mean
+kappa (METHODS.md section 6); ``control`` the same scale without a margin (``lh2face bench --control``)."""
+
+
+def preset(label: str) -> str:
+    """The full spec ``LABEL=NAME:...`` of the preset ``label`` (:data:`PRESETS`)."""
+    return f"{label}={PRESETS[label]}"
+
 
 DEFAULT_HEADS: Tuple[str, ...] = (
-    "cosface-s24=cosface:s=24,m=0.35",
+    preset("cosface-s24"),
     "arcface",
     "adaface",
     "lh2face",
@@ -25,7 +38,7 @@ DEFAULT_HEADS: Tuple[str, ...] = (
 kappa, METHODS.md section 6), ArcFace at arcface_torch's defaults, AdaFace and LH2Face.
 Default entries whose head is not registered in this installation are skipped with a note."""
 
-CONTROL_HEAD = "control=cosface:s=24,m=0"
+CONTROL_HEAD = preset("control")
 """The positive control of ``lh2face bench --control``: plain normalised softmax at the reference's
 scale (CosFace s=24 without its margin), a head with a known handicap: a bench that cannot tell it
 from the reference could not have told a smaller difference either."""
@@ -88,12 +101,15 @@ def _value(text: str) -> Any:
 
 
 def parse_head_spec(text: str) -> HeadSpec:
-    """Parse one spec; the error names the spec and what was expected.
+    """Parse one spec (a :data:`PRESETS` name stands for its full spec); the error names the spec and
+    what was expected.
 
     Raises:
         ValueError: malformed spec.
     """
     raw = str(text).strip()
+    if raw in PRESETS:
+        raw = preset(raw)
     label, sep, rest = raw.partition("=")
     if sep and (":" not in label) and label and _LABEL_RE.match(label):
         body = rest.strip()

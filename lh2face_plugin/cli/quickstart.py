@@ -47,7 +47,7 @@ One training seed cannot rank heads: 'lh2face bench' compares them with seeds an
                         "(default: %(default)s)")
     p.add_argument("--heads", nargs="+", metavar="SPEC",
                    help="head specs [LABEL=]NAME[:k=v,...]; the first is exported "
-                        "(default: lh2face arcface cosface-s24=cosface:s=24,m=0.35)")
+                        "(default: lh2face arcface cosface-s24, the preset cosface:s=24,m=0.35)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training data (default: %(default)s)")
     p.add_argument("--train-seed", type=int, default=0,

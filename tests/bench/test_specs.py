@@ -150,3 +150,14 @@ def test_check_label_accepts_spec_labels_and_refuses_dot_names():
     for bad in (".hidden", "..", "."):
         with pytest.raises(ValueError, match="safe folder name"):
             check_label(HeadSpec(bad, "arcface", text=bad))
+
+
+def test_presets_are_named_specs():
+    from lh2face_plugin.bench.specs import CONTROL_HEAD, PRESETS, preset
+
+    s = parse_head_spec("cosface-s24")
+    assert (s.label, s.name, s.kwargs, s.text) == ("cosface-s24", "cosface", {"s": 24, "m": 0.35},
+                                                   "cosface-s24=cosface:s=24,m=0.35")
+    assert DEFAULT_HEADS[0] == preset("cosface-s24") and CONTROL_HEAD == preset("control")
+    assert parse_head_spec(preset("control")) == parse_head_spec("control")
+    assert set(PRESETS) >= {"cosface-s24", "control"}
