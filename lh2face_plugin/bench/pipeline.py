@@ -66,9 +66,8 @@ def train_run(spec: HeadSpec, seed: int, lr: float, train_config: Callable[[floa
     from ..training import train_model
 
     name = name or f"{spec.label} seed{seed}"
-    tr = train_model(train_config(lr, seed), data.dir, spec.name, run_dir, head_kwargs=spec.kwargs, label=name,
-                     progress=progress, reuse_from=reuse_from, data_key=data.key, echo=echo,
-                     input_module=spec.input_module, input_kwargs=spec.input_kwargs)
+    tr = train_model(train_config(lr, seed), data.dir, spec, run_dir, label=name, progress=progress,
+                     reuse_from=reuse_from, data_key=data.key, echo=echo)
     return Run(spec, int(seed), float(lr), run_dir, name, tr)
 
 

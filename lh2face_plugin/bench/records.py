@@ -116,6 +116,13 @@ class RunResult:
     far_measured: Dict[str, float] = field(default_factory=dict)
     reused: bool = field(default=False, compare=False)
 
+    @property
+    def head_spec(self) -> HeadSpec:
+        """The head this run trained, as it was specified (its hyperparameters resolved)."""
+        module = self.input_module or {}
+        return HeadSpec(self.label, self.head, dict(self.head_kwargs), self.spec, module.get("name"),
+                        dict(module.get("kwargs") or {}), dict(self.hparams))
+
     def comparable(self) -> str:
         """What runs of one table share: the training settings but seed and lr, the data, the evaluation set."""
         return comparable_digest(self.train, self.data, self.evalset)
