@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Sequence, Union
 
 import numpy as np
 
-from .bench.specs import preset
+from .headspec import preset
 
 __all__ = ["QuickstartConfig", "QuickstartHead", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
 
