@@ -143,7 +143,7 @@ def _format_table(results: Dict[str, QuickstartHead]) -> str:
     heads = list(results)
 
     def hh(metric):
-        return lambda r: _fmt_ci(r.hard_hq.metrics[metric]["mean"], r.hard_hq.metrics[metric]["ci"])
+        return lambda r: _fmt_ci(r.hard_hq.metrics[metric].mean, r.hard_hq.metrics[metric].ci)
 
     rows = [
         ("verify.bin accuracy (10-fold)", lambda r: f"{100 * r.verify['accuracy']:.2f}%"),
@@ -154,7 +154,7 @@ def _format_table(results: Dict[str, QuickstartHead]) -> str:
         ("hard HQ TAR@FAR=1e-1 [95% CI]", hh("hard_hq_tar@1e-1")),
         ("hard HQ TAR@FAR=1e-2 [95% CI]", hh("hard_hq_tar@1e-2")),
         ("hard HQ AUC [95% CI]", hh("hard_hq_auc")),
-        ("rho(|z|, quality)", lambda r: f"{r.hard_hq.metrics['rho_norm_quality']['mean']:+.3f}"),
+        ("rho(|z|, quality)", lambda r: f"{r.hard_hq.metrics['rho_norm_quality'].mean:+.3f}"),
         ("train accuracy (last 20 steps)",
          lambda r: f"{100 * np.mean(r.run.trained.history['accuracy'][-20:]):.1f}%"),
         ("clipped steps", lambda r: f"{100 * r.run.clip_fraction:.0f}%"),
@@ -224,7 +224,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     comparison = compare([run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)], sets,
                          ctx.ev.num_families, reference=first, replicates=cfg.bootstrap, progress=progress)
     results = {r.spec.label: QuickstartHead(r, *own[r.spec.label], comparison.heads[r.spec.label]) for r in runs}
-    diffs = {m: {h: {k: v for k, v in per[m].items() if k != "mde"} for h, per in comparison.differences.items()}
+    diffs = {m: {h: per[m] for h, per in comparison.differences.items()}
              for m in _DIFF_METRICS} if len(results) > 1 else {}
 
     echo(f"[4/4] export the {first} model to ONNX and an insightface model-zoo pack")
@@ -247,11 +247,11 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
                       "verify": {k: r.verify[k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
                       "ijb": {k: r.ijb.get(k) for k in ("tar_at_far", "far_measured", "tar_at_far_unresolved",
                                                         "auc", "pairs", "duplicate_pairs", "templates")},
-                      "hard_hq": r.hard_hq.metrics,
+                      "hard_hq": {m: e.to_dict() for m, e in r.hard_hq.metrics.items()},
                       "clip": r.run.info["clip"], "train_seconds": r.run.seconds,
                       "model": r.run.model_path, "network": cfg.network}
                   for h, r in results.items()},
-        "differences": diffs,
+        "differences": {m: {h: d.to_dict(mde=False) for h, d in per.items()} for m, per in diffs.items()},
         "export": {"onnx": onnx_path, "parity": dataclasses.asdict(report) if dataclasses.is_dataclass(report)
                    else str(report), "pack": pack_dir, "insightface": zoo},
         "plots": {}, "wall_seconds": time.perf_counter() - t0,
@@ -285,9 +285,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     echo("         One training seed: the intervals leave out seed-to-seed variation ('lh2face bench' measures it).")
     for m, per in diffs.items():
         for h, d in per.items():
-            diff, lo, hi = (0.0 - 100 * v + 0.0 for v in (d["diff"], d["ci"][1], d["ci"][0]))  # first - h
+            diff, lo, hi = (0.0 - 100 * v + 0.0 for v in (d.diff, d.ci.hi, d.ci.lo))  # first - h
             echo(f"         {first} - {h}, hard HQ TAR@FAR={m.split('@')[1]}: {diff:+.1f} points, "
-                 f"95% CI [{lo:+.1f}, {hi:+.1f}] ({_FLIP.get(d['verdict'], d['verdict'])})")
+                 f"95% CI [{lo:+.1f}, {hi:+.1f}] ({_FLIP.get(d.verdict, d.verdict)})")
     echo("")
     echo(f"export: {onnx_path}")
     echo(f"        onnxruntime vs torch, min cosine at batch 1 and 8: {_min_cos(report):.7f}")

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from .metrics import Difference, Estimate
 from .specs import HeadSpec
 
 __all__ = ["Run", "RunResult", "HeadSummary", "Comparison", "result_key", "comparable_digest", "COMPARABLE_DROP"]
@@ -186,8 +187,7 @@ class HeadSummary:
         label, spec, head, head_kwargs, input_module: what was trained.
         lr: peak learning rate (of its first run; a sweep picks one per head).
         seeds: its training seeds.
-        metrics: metric -> :func:`~lh2face_plugin.bench.bootstrap.summarize_heads` entry
-            (``mean``, ``ci``, ``half_width``, ``seed_values``, ``seed_sd``, ``seed_range``).
+        metrics: metric -> its :class:`~lh2face_plugin.bench.metrics.Estimate` over the seeds.
         clip_fraction, clip_fraction_last_quarter: clipped steps, mean over seeds.
         train_accuracy, train_norm: last 20 steps' training accuracy and raw norm, mean over seeds.
     """
@@ -199,11 +199,17 @@ class HeadSummary:
     input_module: Optional[Dict[str, Any]]
     lr: float
     seeds: List[int]
-    metrics: Dict[str, Dict[str, Any]]
+    metrics: Dict[str, Estimate]
     clip_fraction: float
     clip_fraction_last_quarter: float
     train_accuracy: float
     train_norm: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        """As stored in ``results.json`` (metrics as their JSON objects)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["metrics"] = {m: e.to_dict() for m, e in self.metrics.items()}
+        return d
 
 
 @dataclass
@@ -213,9 +219,8 @@ class Comparison:
     Attributes:
         reference: label every difference is taken against.
         heads: label -> :class:`HeadSummary`, in table order.
-        differences: label -> metric -> :func:`~lh2face_plugin.bench.bootstrap.compare_heads`
-            entry (``diff``, ``ci``, ``half_width``, ``seed_spread``, ``verdict``) plus ``mde``
-            (:func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
+        differences: label -> metric -> :class:`~lh2face_plugin.bench.metrics.Difference` (its ``mde``
+            by :func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
         ci_half_width: metric -> medians of the achieved half-widths (``single_run_median``,
             ``head_median``, ``difference_median``).
         mde: metric -> :func:`~lh2face_plugin.bench.power.detectable_effect` summary.
@@ -225,7 +230,7 @@ class Comparison:
 
     reference: str
     heads: Dict[str, HeadSummary]
-    differences: Dict[str, Dict[str, Dict[str, Any]]]
+    differences: Dict[str, Dict[str, Difference]]
     ci_half_width: Dict[str, Dict[str, float]]
     mde: Dict[str, Dict[str, Any]]
     control: Optional[str]
