@@ -1,4 +1,5 @@
-"""Typed metric values of a comparison: an interval, a head's estimate over seeds, a difference to the reference.
+"""Typed metric values of a comparison: an interval, a head's estimate over seeds, a difference to the reference,
+the minimal detectable effect.
 
 Each is stored as the JSON object it always was (:meth:`to_dict` / :meth:`from_dict`; ``ci`` as ``[lo, hi]``).
 """
@@ -9,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
-__all__ = ["Interval", "Estimate", "Difference"]
+__all__ = ["Interval", "Estimate", "Difference", "DetectableEffect"]
 
 
 def _num(v: Any) -> float:
@@ -83,3 +84,24 @@ class Difference:
         mde: Optional[Any] = d.get("mde")
         return cls(_num(d["diff"]), Interval.of(d["ci"]), _num(d["half_width"]), _num(d["seed_spread"]),
                    str(d["verdict"]), bool(d["ci_contains_diff"]), _num(mde))
+
+
+@dataclass(frozen=True)
+class DetectableEffect:
+    """The minimal detectable effect of one metric over the comparisons (:func:`~lh2face_plugin.bench.power.
+    detectable_effect`): its median ``value``, the medians of its two parts, how many comparisons had both,
+    and each head's own."""
+
+    value: float
+    ci_lower_half: float
+    seed_spread: float
+    comparisons: int
+    per_head: Dict[str, float]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DetectableEffect":
+        return cls(_num(d["value"]), _num(d["ci_lower_half"]), _num(d["seed_spread"]), int(d["comparisons"]),
+                   {str(k): _num(v) for k, v in d["per_head"].items()})

@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .metrics import Difference, Estimate
 from .records import Comparison, HeadSummary, Run, RunResult, result_key
 from .specs import HeadSpec
+
+if TYPE_CHECKING:
+    from .evalset import EvalSet
+    from .scores import PairIndex
 
 __all__ = ["TrainData", "EvalContext", "prepare_data", "prepare_evalset", "train_run", "score_runs",
            "score_results", "run_result", "compare"]
@@ -30,8 +34,8 @@ class TrainData:
 class EvalContext:
     """The held-out evaluation set with its pair index and pair counts."""
 
-    ev: Any
-    index: Any
+    ev: "EvalSet"
+    index: "PairIndex"
     counts: Dict[str, Dict[str, int]]
 
     @property

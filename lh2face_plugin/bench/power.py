@@ -15,11 +15,11 @@ over the comparisons with the reference (the control's included).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from .metrics import Difference
+from .metrics import DetectableEffect, Difference
 
 __all__ = ["minimal_detectable_effect", "detectable_effect", "MDE_METRICS"]
 
@@ -37,7 +37,7 @@ def minimal_detectable_effect(diff: float, ci: Sequence[float], seed_spread: flo
     return max(diff - lo, seed_spread)
 
 
-def detectable_effect(differences: Mapping[str, Mapping[str, Difference]], metric: str) -> Dict[str, Any]:
+def detectable_effect(differences: Mapping[str, Mapping[str, Difference]], metric: str) -> DetectableEffect:
     """Median over the comparisons of the minimal detectable effect at ``metric``, and its two parts.
 
     Args:
@@ -56,7 +56,6 @@ def detectable_effect(differences: Mapping[str, Mapping[str, Difference]], metri
             halves.append(d.diff - d.ci.lo)
             spreads.append(d.seed_spread)
     finite = [v for v in per_head.values() if math.isfinite(v)]
-    return {"value": float(np.median(finite)) if finite else math.nan,
-            "ci_lower_half": float(np.median(halves)) if halves else math.nan,
-            "seed_spread": float(np.median(spreads)) if spreads else math.nan,
-            "comparisons": len(finite), "per_head": per_head}
+    return DetectableEffect(float(np.median(finite)) if finite else math.nan,
+                            float(np.median(halves)) if halves else math.nan,
+                            float(np.median(spreads)) if spreads else math.nan, len(finite), per_head)

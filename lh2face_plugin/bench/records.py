@@ -5,10 +5,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
-from .metrics import Difference, Estimate
+from .metrics import DetectableEffect, Difference, Estimate
 from .specs import HeadSpec
+
+if TYPE_CHECKING:  # torch is imported with training only
+    from ..training import TrainResult
 
 __all__ = ["Run", "RunResult", "HeadSummary", "Comparison", "result_key", "comparable_digest", "COMPARABLE_DROP"]
 
@@ -25,7 +28,7 @@ class Run:
         seed, lr: training seed and peak learning rate.
         dir: the run folder (``model.pt``, ``train.json``, feature caches).
         name: display name (``label seed<k>``, or the label alone).
-        trained: :class:`~lh2face_plugin.training.TrainResult` (model, path, ``train.json`` content).
+        trained: the model, its path and its ``train.json`` content.
     """
 
     spec: HeadSpec
@@ -33,7 +36,7 @@ class Run:
     lr: float
     dir: str
     name: str
-    trained: Any
+    trained: "TrainResult"
 
     @property
     def model(self):
@@ -223,7 +226,7 @@ class Comparison:
             by :func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
         ci_half_width: metric -> medians of the achieved half-widths (``single_run_median``,
             ``head_median``, ``difference_median``).
-        mde: metric -> :func:`~lh2face_plugin.bench.power.detectable_effect` summary.
+        mde: metric -> :class:`~lh2face_plugin.bench.metrics.DetectableEffect`.
         control: label of the positive-control head, or ``None``.
         replicates, bootstrap_seed: the bootstrap.
     """
@@ -232,7 +235,7 @@ class Comparison:
     heads: Dict[str, HeadSummary]
     differences: Dict[str, Dict[str, Difference]]
     ci_half_width: Dict[str, Dict[str, float]]
-    mde: Dict[str, Dict[str, Any]]
+    mde: Dict[str, DetectableEffect]
     control: Optional[str]
     replicates: int
     bootstrap_seed: int

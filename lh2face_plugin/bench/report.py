@@ -60,12 +60,12 @@ def _control_lines(c: Comparison) -> List[str]:
 def _mde_lines(c: Comparison) -> List[str]:
     lines = []
     for m, s in c.mde.items():
-        if not s["comparisons"]:
+        if not s.comparisons:
             lines.append(f"minimal detectable effect, {m}: unknown (needs >= 2 training seeds per head)")
             continue
-        lines.append(f"minimal detectable effect, {m}: a win needed > {fmt(m, s['value'])} points "
-                     f"(median over {s['comparisons']} comparisons of max(diff - CI low, seed spread); "
-                     f"CI lower half-width {fmt(m, s['ci_lower_half'])}, seed spread {fmt(m, s['seed_spread'])})")
+        lines.append(f"minimal detectable effect, {m}: a win needed > {fmt(m, s.value)} points "
+                     f"(median over {s.comparisons} comparisons of max(diff - CI low, seed spread); "
+                     f"CI lower half-width {fmt(m, s.ci_lower_half)}, seed spread {fmt(m, s.seed_spread)})")
     return lines
 
 

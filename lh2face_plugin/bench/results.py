@@ -91,7 +91,7 @@ def summary_dict(out: str, comparison: Comparison, results: Sequence[RunResult],
                                   "seed spread (the larger of the two heads' per-seed ranges)",
                       "mde": "smallest difference the run could have called a win: max(diff - CI low, seed spread) "
                              "per comparison; median over the comparisons"},
-        "ci_half_width": comparison.ci_half_width, "mde": comparison.mde,
+        "ci_half_width": comparison.ci_half_width, "mde": {m: e.to_dict() for m, e in comparison.mde.items()},
         "heads": {lab: {k: v for k, v in h.to_dict().items() if k != "label"} for lab, h in comparison.heads.items()},
         "differences": {lab: {m: d.to_dict() for m, d in per.items()} for lab, per in comparison.differences.items()},
         "runs": [{**r.to_dict(), "reused": reused.get(r.key)} for r in results],

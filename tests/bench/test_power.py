@@ -43,10 +43,10 @@ def test_mde_summary_is_the_median_over_comparisons_and_unknown_without_spread()
              "c": {"m": _d(0.0, [-0.01, 0.01], 0.001)},
              "single": {"m": _d(0.0, [-0.01, 0.01], math.nan)}}
     s = detectable_effect(diffs, "m")
-    assert s["per_head"]["a"] == pytest.approx(0.02) and s["per_head"]["b"] == pytest.approx(0.05)
-    assert s["per_head"]["c"] == pytest.approx(0.01) and math.isnan(s["per_head"]["single"])
-    assert s["comparisons"] == 3 and s["value"] == pytest.approx(0.02)
-    assert s["ci_lower_half"] == pytest.approx(0.02) and s["seed_spread"] == pytest.approx(0.01)
+    assert s.per_head["a"] == pytest.approx(0.02) and s.per_head["b"] == pytest.approx(0.05)
+    assert s.per_head["c"] == pytest.approx(0.01) and math.isnan(s.per_head["single"])
+    assert s.comparisons == 3 and s.value == pytest.approx(0.02)
+    assert s.ci_lower_half == pytest.approx(0.02) and s.seed_spread == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("missing", ["diff", "lo", "seed_spread"])
@@ -64,5 +64,5 @@ def test_mde_summary_of_no_known_comparison_is_nan_without_numpy_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a median of an empty list would warn "Mean of empty slice"
         s = detectable_effect(diffs, "m")
-    assert s["comparisons"] == 0 and set(s["per_head"]) == {"single", "no-ci"}
-    assert all(math.isnan(s[k]) for k in ("value", "ci_lower_half", "seed_spread"))
+    assert s.comparisons == 0 and set(s.per_head) == {"single", "no-ci"}
+    assert all(math.isnan(getattr(s, k)) for k in ("value", "ci_lower_half", "seed_spread"))
