@@ -85,19 +85,27 @@ class QuickstartConfig:
     bootstrap: int = 1000
     workers: int = 1
 
-    def train_config(self, lr: float, seed: int):
-        """The training settings of every head (``lr``, ``seed``: this config's ``lr`` and ``train_seed``)."""
-        from .training import TrainConfig
+    def bench(self):
+        """The same comparison as a :class:`~lh2face_plugin.bench.config.BenchConfig`: one training seed
+        (``train_seed``), the data seed ``seed``, ``eval_families`` held-out families."""
+        from .bench.config import BenchConfig
 
-        return TrainConfig(network=self.network, embedding_size=self.embedding_size, steps=self.steps,
-                           batch_size=self.batch_size, lr=lr, clip=self.clip, seed=int(seed), device=self.device,
-                           workers=self.workers)
+        return BenchConfig(out=self.out, heads=tuple(self.heads), seeds=(int(self.train_seed),), steps=self.steps,
+                           batch_size=self.batch_size, network=self.network, embedding_size=self.embedding_size,
+                           lr=self.lr, clip=self.clip, identities=self.identities, images_per_id=self.images_per_id,
+                           data_seed=self.seed, families=self.eval_families, eval_seed=self.eval_seed,
+                           bootstrap=self.bootstrap, device=self.device, workers=self.workers)
+
+    def train_config(self, lr: float, seed: int):
+        """The training settings of every head (``lr``, ``seed``: this config's ``lr`` and ``train_seed``):
+        the bench's (:meth:`bench`)."""
+        return self.bench().train_config(lr, seed)
 
     def validate(self):
         """Check every setting; returns the parsed head specs."""
         from .bench.specs import parse_head_spec, parse_head_specs
 
-        for key in ("identities", "images_per_id", "eval_families", "bootstrap"):
+        for key in ("identities", "images_per_id", "steps", "eval_families", "bootstrap"):
             value = getattr(self, key)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
