@@ -36,9 +36,11 @@ from typing import Any, Callable, Dict, Sequence, Union
 
 import numpy as np
 
+from .headspec import preset
+
 __all__ = ["QuickstartConfig", "QuickstartHead", "run_quickstart", "DEFAULT_QUICKSTART_HEADS"]
 
-DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", "cosface-s24=cosface:s=24,m=0.35")
+DEFAULT_QUICKSTART_HEADS = ("lh2face", "arcface", preset("cosface-s24"))
 """LH2Face (exported), ArcFace at arcface_torch's defaults, CosFace at LH2Face's logit scale."""
 
 
@@ -83,19 +85,27 @@ class QuickstartConfig:
     bootstrap: int = 1000
     workers: int = 1
 
-    def train_config(self, lr: float, seed: int):
-        """The training settings of every head (``lr``, ``seed``: this config's ``lr`` and ``train_seed``)."""
-        from .training import TrainConfig
+    def bench(self):
+        """The same comparison as a :class:`~lh2face_plugin.bench.config.BenchConfig`: one training seed
+        (``train_seed``), the data seed ``seed``, ``eval_families`` held-out families."""
+        from .bench.config import BenchConfig
 
-        return TrainConfig(network=self.network, embedding_size=self.embedding_size, steps=self.steps,
-                           batch_size=self.batch_size, lr=lr, clip=self.clip, seed=int(seed), device=self.device,
-                           workers=self.workers)
+        return BenchConfig(out=self.out, heads=tuple(self.heads), seeds=(int(self.train_seed),), steps=self.steps,
+                           batch_size=self.batch_size, network=self.network, embedding_size=self.embedding_size,
+                           lr=self.lr, clip=self.clip, identities=self.identities, images_per_id=self.images_per_id,
+                           data_seed=self.seed, families=self.eval_families, eval_seed=self.eval_seed,
+                           bootstrap=self.bootstrap, device=self.device, workers=self.workers)
+
+    def train_config(self, lr: float, seed: int):
+        """The training settings of every head (``lr``, ``seed``: this config's ``lr`` and ``train_seed``):
+        the bench's (:meth:`bench`)."""
+        return self.bench().train_config(lr, seed)
 
     def validate(self):
         """Check every setting; returns the parsed head specs."""
         from .bench.specs import parse_head_spec, parse_head_specs
 
-        for key in ("identities", "images_per_id", "eval_families", "bootstrap"):
+        for key in ("identities", "images_per_id", "steps", "eval_families", "bootstrap"):
             value = getattr(self, key)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -141,7 +151,7 @@ def _format_table(results: Dict[str, QuickstartHead]) -> str:
     heads = list(results)
 
     def hh(metric):
-        return lambda r: _fmt_ci(r.hard_hq.metrics[metric]["mean"], r.hard_hq.metrics[metric]["ci"])
+        return lambda r: _fmt_ci(r.hard_hq.metrics[metric].mean, r.hard_hq.metrics[metric].ci)
 
     rows = [
         ("verify.bin accuracy (10-fold)", lambda r: f"{100 * r.verify['accuracy']:.2f}%"),
@@ -152,7 +162,7 @@ def _format_table(results: Dict[str, QuickstartHead]) -> str:
         ("hard HQ TAR@FAR=1e-1 [95% CI]", hh("hard_hq_tar@1e-1")),
         ("hard HQ TAR@FAR=1e-2 [95% CI]", hh("hard_hq_tar@1e-2")),
         ("hard HQ AUC [95% CI]", hh("hard_hq_auc")),
-        ("rho(|z|, quality)", lambda r: f"{r.hard_hq.metrics['rho_norm_quality']['mean']:+.3f}"),
+        ("rho(|z|, quality)", lambda r: f"{r.hard_hq.metrics['rho_norm_quality'].mean:+.3f}"),
         ("train accuracy (last 20 steps)",
          lambda r: f"{100 * np.mean(r.run.trained.history['accuracy'][-20:]):.1f}%"),
         ("clipped steps", lambda r: f"{100 * r.run.clip_fraction:.0f}%"),
@@ -222,7 +232,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     comparison = compare([run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)], sets,
                          ctx.ev.num_families, reference=first, replicates=cfg.bootstrap, progress=progress)
     results = {r.spec.label: QuickstartHead(r, *own[r.spec.label], comparison.heads[r.spec.label]) for r in runs}
-    diffs = {m: {h: {k: v for k, v in per[m].items() if k != "mde"} for h, per in comparison.differences.items()}
+    diffs = {m: {h: per[m] for h, per in comparison.differences.items()}
              for m in _DIFF_METRICS} if len(results) > 1 else {}
 
     echo(f"[4/4] export the {first} model to ONNX and an insightface model-zoo pack")
@@ -245,11 +255,11 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
                       "verify": {k: r.verify[k] for k in ("accuracy", "accuracy_std", "xnorm", "auc")},
                       "ijb": {k: r.ijb.get(k) for k in ("tar_at_far", "far_measured", "tar_at_far_unresolved",
                                                         "auc", "pairs", "duplicate_pairs", "templates")},
-                      "hard_hq": r.hard_hq.metrics,
+                      "hard_hq": {m: e.to_dict() for m, e in r.hard_hq.metrics.items()},
                       "clip": r.run.info["clip"], "train_seconds": r.run.seconds,
                       "model": r.run.model_path, "network": cfg.network}
                   for h, r in results.items()},
-        "differences": diffs,
+        "differences": {m: {h: d.to_dict(mde=False) for h, d in per.items()} for m, per in diffs.items()},
         "export": {"onnx": onnx_path, "parity": dataclasses.asdict(report) if dataclasses.is_dataclass(report)
                    else str(report), "pack": pack_dir, "insightface": zoo},
         "plots": {}, "wall_seconds": time.perf_counter() - t0,
@@ -283,9 +293,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo: Callable[
     echo("         One training seed: the intervals leave out seed-to-seed variation ('lh2face bench' measures it).")
     for m, per in diffs.items():
         for h, d in per.items():
-            diff, lo, hi = (0.0 - 100 * v + 0.0 for v in (d["diff"], d["ci"][1], d["ci"][0]))  # first - h
+            diff, lo, hi = (0.0 - 100 * v + 0.0 for v in (d.diff, d.ci.hi, d.ci.lo))  # first - h
             echo(f"         {first} - {h}, hard HQ TAR@FAR={m.split('@')[1]}: {diff:+.1f} points, "
-                 f"95% CI [{lo:+.1f}, {hi:+.1f}] ({_FLIP.get(d['verdict'], d['verdict'])})")
+                 f"95% CI [{lo:+.1f}, {hi:+.1f}] ({_FLIP.get(d.verdict, d.verdict)})")
     echo("")
     echo(f"export: {onnx_path}")
     echo(f"        onnxruntime vs torch, min cosine at batch 1 and 8: {_min_cos(report):.7f}")

@@ -42,8 +42,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .headspec import HeadSpec
+
 __all__ = ["TrainConfig", "TrainResult", "train_model", "build_model", "load_trained_model", "trained_info",
-           "batch_plan", "lr_factor", "GradClipper", "data_fingerprint", "run_key", "plot_training", "TRAINING_VERSION"]
+           "batch_plan", "lr_factor", "GradClipper", "data_fingerprint", "run_key", "spec_key", "plot_training",
+           "TRAINING_VERSION"]
 
 TRAINING_VERSION = 3
 """Bumped when the loop changes what a run produces (invalidates reuse of older runs)."""
@@ -227,20 +230,27 @@ def data_fingerprint(data_dir: str) -> str:
 
 def run_key(cfg: TrainConfig, head: str, head_kwargs: Mapping[str, Any], data: str,
             input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> str:
+    """:func:`spec_key` of a head given by its parts."""
+    return spec_key(cfg, HeadSpec.of(head, head_kwargs, input_module=input_module, input_kwargs=input_kwargs), data)
+
+
+def spec_key(cfg: TrainConfig, spec: HeadSpec, data: str) -> str:
     """Key of a run: the training settings, the head and every hyperparameter it is built with (its
-    defaults resolved, so a changed default is another run), the data's digest, and the input module
+    defaults resolved, so a changed default is another run; the head is built here only when ``spec``
+    has no resolved ``hparams``), the data's digest, and the input module
     with its parameters (a ``checkpoint`` parameter by its file's content) plus the current defaults of
     the parameters whose default changed (its class's ``PREVIOUS_DEFAULTS``): a recorded run that relied
     on an old default is not reused as the new one, while one that named its values keeps its key."""
     from .registry import HEADS
 
-    resolved = HEADS.build(head, **dict(head_kwargs)).hparams()
-    obj = {"version": TRAINING_VERSION, "train": cfg.settings(), "head": head, "head_kwargs": dict(head_kwargs),
+    resolved = spec.hparams or HEADS.build(spec.name, **spec.kwargs).hparams()
+    obj = {"version": TRAINING_VERSION, "train": cfg.settings(), "head": spec.name, "head_kwargs": dict(spec.kwargs),
            "hparams": resolved, "data": data}
+    input_module = spec.input_module
     if input_module is not None:
         from .fileio import sha256_file
 
-        kw = dict(input_kwargs or {})
+        kw = dict(spec.input_kwargs)
         current = _resolved_input_kwargs(input_module, {})
         for name in _previous_defaults(input_module):
             kw.setdefault(name, current[name])
@@ -432,7 +442,7 @@ def _canonical_loss(clf, embeddings: torch.Tensor, labels: torch.Tensor) -> torc
         return clf(embeddings, labels[:embeddings.shape[0]])
 
 
-def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
+def train_model(cfg: TrainConfig, data_dir: str, head: Union[str, HeadSpec], out_dir: str, *,
                 head_kwargs: Optional[Mapping[str, Any]] = None, label: Optional[str] = None,
                 progress: bool = True, reuse_from: Sequence[str] = (),
                 data_key: Optional[str] = None, echo: Callable[[str], None] = print,
@@ -449,14 +459,15 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     Args:
         cfg: settings (validated here).
         data_dir: folder with ``train.rec``/``train.idx`` (insightface layout with a header record).
-        head: registered head name; ``head_kwargs`` its parameters.
+        head: the head (a :class:`~lh2face_plugin.headspec.HeadSpec`, its hyperparameters resolved, is
+            built once here), or a registered head name with ``head_kwargs`` its parameters.
         out_dir: run folder. An earlier run there with the same key is loaded, one with
             another key is replaced (a ``model.pt`` without our ``train.json`` is refused).
         label: name in the progress bar.
         reuse_from: other run folders to copy a finished run with the same key from.
         data_key: :func:`data_fingerprint` of ``data_dir`` when already known.
         input_module, input_kwargs: a registered input module (``"render"``) the backbone
-            trains behind (:func:`build_model`); its loss terms (``terms["total"]`` of
+            trains behind (:func:`build_model`), when ``head`` is a name; its loss terms (``terms["total"]`` of
             :meth:`~lh2face_plugin.render.module.RenderInputModule.losses`, the head's loss on
             the canonical rows included) are added to the head's loss, and ``model.pt`` holds
             the wrapped model's state (``render.*`` and ``backbone.*``).
@@ -472,11 +483,16 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     from .registry import HEADS
 
     cfg.validate()
-    kwargs = dict(head_kwargs or {})
-    HEADS.get(head)
+    if isinstance(head, HeadSpec):
+        if head_kwargs or input_module or input_kwargs:
+            raise ValueError("head_kwargs, input_module and input_kwargs are only used when head is given by name")
+        spec = head
+    else:
+        spec = HeadSpec.of(head, head_kwargs, input_module=input_module, input_kwargs=input_kwargs)
+    HEADS.get(spec.name)
     data_key = data_key or data_fingerprint(data_dir)
-    key = run_key(cfg, head, kwargs, data_key, input_module, input_kwargs)
-    label = label or head
+    key = spec_key(cfg, spec, data_key)
+    label = label or spec.label
     os.makedirs(out_dir, exist_ok=True)
     info = _check_out_dir(out_dir)
     if _whole(out_dir, info, key):
@@ -497,8 +513,8 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
         raise ValueError(f"{data_dir}: the RecordIO set has no insightface header record (class count unknown)")
     num_classes = int(dataset.num_classes)
     torch.manual_seed(cfg.seed)
-    backbone, module = build_model(cfg.network, cfg.embedding_size, input_module, input_kwargs)
-    clf = NormalizedClassifier(head, cfg.embedding_size, num_classes, head_kwargs=kwargs)
+    backbone, module = build_model(cfg.network, cfg.embedding_size, spec.input_module, spec.input_kwargs)
+    clf = NormalizedClassifier(spec.name, cfg.embedding_size, num_classes, head_kwargs=spec.kwargs)
     gen = torch.Generator().manual_seed(int(cfg.seed) + 0x70726F78)
     with torch.no_grad():
         clf.weight.copy_(torch.normal(0.0, PROXY_INIT_STD, tuple(clf.weight.shape), generator=gen))
@@ -553,13 +569,13 @@ def train_model(cfg: TrainConfig, data_dir: str, head: str, out_dir: str, *,
     seconds = time.perf_counter() - start
     backbone.cpu().eval()
     head_state = {n: float(b) for n, b in clf.head.named_buffers() if b.numel() == 1}
-    info = {"format": "lh2face-train", "key": key, "label": label, "head": head, "head_kwargs": kwargs,
+    info = {"format": "lh2face-train", "key": key, "label": label, "head": spec.name, "head_kwargs": dict(spec.kwargs),
             "settings": cfg.settings(), "data": {"path": os.path.abspath(data_dir), "fingerprint": data_key,
                                                  "classes": num_classes, "images": len(dataset)},
             "network": cfg.network, "embedding_size": cfg.embedding_size,
-            "input_module": None if input_module is None else {
-                "name": input_module, "kwargs": dict(input_kwargs or {}),
-                "resolved": _resolved_input_kwargs(input_module, input_kwargs or {})},
+            "input_module": None if spec.input_module is None else {
+                "name": spec.input_module, "kwargs": dict(spec.input_kwargs),
+                "resolved": _resolved_input_kwargs(spec.input_module, spec.input_kwargs)},
             "clip": clipper.activity(), "head_state": head_state,
             "final": {k: float(np.mean(history[k][-20:])) for k in ("loss", "accuracy", "norm")},
             "history": history, "seconds": seconds}

@@ -64,3 +64,12 @@ def test_quickstart_rejects_bad_settings(tmp_path):
         QuickstartConfig(out=str(tmp_path), seed=1, eval_seed=1).validate()
     assert [s.label for s in QuickstartConfig(out=str(tmp_path)).validate()] == ["lh2face", "arcface", "cosface-s24"]
     assert DEFAULT_QUICKSTART_HEADS[0] == "lh2face"
+
+
+def test_the_quickstart_is_a_bench_of_one_seed():
+    cfg = QuickstartConfig(steps=37, train_seed=3, seed=4, eval_seed=5, eval_families=9, heads=("arcface", "cosface"))
+    bench = cfg.bench()
+    assert (bench.seeds, bench.data_seed, bench.eval_seed, bench.families) == ((3,), 4, 5, 9)
+    assert bench.heads == ("arcface", "cosface") and bench.total_steps == 37
+    assert cfg.train_config(0.2, 3) == bench.train_config(0.2, 3)
+    assert bench.validate()[0] == cfg.validate()

@@ -38,6 +38,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
+from ..headspec import HeadSpec
+
 __all__ = ["AttrDict", "PluginSpec", "load_recipe", "resolve_recipe", "plugin_spec", "loading_recipe",
            "check_job_keys", "sets_plugin_key", "PLUGIN_KEYS", "REQUIRED_JOB_KEYS"]
 
@@ -208,12 +210,18 @@ class PluginSpec:
                 kwargs["embedding_size"] = self.embedding_size
         return kwargs
 
+    def head_spec(self) -> HeadSpec:
+        """The recipe's head as a :class:`~lh2face_plugin.headspec.HeadSpec` (labelled by ``config.loss``)."""
+        return HeadSpec.of(self.loss, self.head_kwargs(), input_module=self.input_module,
+                           input_kwargs=self.input_module_kwargs)
+
     def build_head(self):
         """The head ``config.loss`` names; errors name the config key that holds the fault."""
         from .. import build_head
 
         with self._naming("loss"):
-            return build_head(self.loss, **self.head_kwargs())
+            spec = self.head_spec()
+            return build_head(spec.name, **spec.kwargs)
 
     def build_input_module(self):
         from .. import build_input_module

@@ -26,6 +26,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .metrics import Difference, Estimate, Interval
+
 __all__ = ["family_weights", "bootstrap_metrics", "percentile_ci", "summarize_heads", "compare_heads", "verdict",
            "contains", "LEVEL"]
 
@@ -66,15 +68,15 @@ def bootstrap_metrics(models: Sequence, num_families: int, replicates: int, seed
     return point, reps
 
 
-def percentile_ci(values: np.ndarray, level: float = LEVEL) -> List[float]:
-    """``[lo, hi]`` percentile interval of bootstrap values (NaN replicates ignored)."""
+def percentile_ci(values: np.ndarray, level: float = LEVEL) -> Interval:
+    """Percentile interval of bootstrap values (NaN replicates ignored)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if not v.size:
-        return [math.nan, math.nan]
+        return Interval(math.nan, math.nan)
     a = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(v, [a, 100.0 - a])
-    return [float(lo), float(hi)]
+    return Interval(float(lo), float(hi))
 
 
 def contains(ci: Sequence[float], estimate: float) -> bool:
@@ -94,7 +96,7 @@ def _pooled(reps: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def summarize_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Sequence[np.ndarray]],
-                    level: float = LEVEL) -> Dict[str, Dict[str, object]]:
+                    level: float = LEVEL) -> Dict[str, Estimate]:
     """Per head: seed-mean estimate, its bootstrap interval and the seed spread, for one metric.
 
     Args:
@@ -105,10 +107,9 @@ def summarize_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Seq
     for head, values in point.items():
         v = np.asarray(values, dtype=np.float64)
         ci = percentile_ci(_pooled(reps[head]), level)
-        out[head] = {"mean": float(v.mean()), "ci": ci, "half_width": (ci[1] - ci[0]) / 2.0,
-                     "seed_values": [float(x) for x in v],
-                     "seed_sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
-                     "seed_range": float(v.max() - v.min()) if v.size > 1 else math.nan}
+        out[head] = Estimate(float(v.mean()), ci, ci.half_width, [float(x) for x in v],
+                             float(v.std(ddof=1)) if v.size > 1 else math.nan,
+                             float(v.max() - v.min()) if v.size > 1 else math.nan)
     return out
 
 
@@ -127,13 +128,12 @@ def verdict(diff: float, ci: Sequence[float], spread: float) -> str:
 
 
 def compare_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Sequence[np.ndarray]],
-                  reference: str, level: float = LEVEL) -> Dict[str, Dict[str, object]]:
+                  reference: str, level: float = LEVEL) -> Dict[str, Difference]:
     """Paired differences ``head - reference`` of one metric, seeds pooled per replicate.
 
     Returns:
-        head -> ``diff`` (seed-mean difference on the whole set), ``ci``, ``half_width``,
-        ``seed_spread`` (max of the two heads' seed ranges), ``verdict``, ``ci_contains_diff``
-        (:func:`contains`: a percentile interval need not contain its estimate).
+        head -> its :class:`~lh2face_plugin.bench.metrics.Difference` (``mde`` not set; ``ci_contains_diff``
+        by :func:`contains`: a percentile interval need not contain its estimate).
     """
     if reference not in point:
         raise KeyError(f"reference {reference!r} is not among the heads {sorted(point)}")
@@ -148,6 +148,5 @@ def compare_heads(point: Mapping[str, Sequence[float]], reps: Mapping[str, Seque
         ci = percentile_ci(_pooled(reps[head]) - ref_reps, level)
         head_range = float(np.ptp(values)) if len(values) > 1 else math.nan
         spread = max(head_range, ref_range) if math.isfinite(head_range) and math.isfinite(ref_range) else math.nan
-        out[head] = {"diff": diff, "ci": ci, "half_width": (ci[1] - ci[0]) / 2.0, "seed_spread": spread,
-                     "verdict": verdict(diff, ci, spread), "ci_contains_diff": contains(ci, diff)}
+        out[head] = Difference(diff, ci, ci.half_width, spread, verdict(diff, ci, spread), contains(ci, diff))
     return out

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .metrics import Difference, Estimate
 from .records import Comparison, HeadSummary, Run, RunResult, result_key
 from .specs import HeadSpec
+
+if TYPE_CHECKING:
+    from .evalset import EvalSet
+    from .scores import PairIndex
 
 __all__ = ["TrainData", "EvalContext", "prepare_data", "prepare_evalset", "train_run", "score_runs",
            "score_results", "run_result", "compare"]
@@ -29,8 +34,8 @@ class TrainData:
 class EvalContext:
     """The held-out evaluation set with its pair index and pair counts."""
 
-    ev: Any
-    index: Any
+    ev: "EvalSet"
+    index: "PairIndex"
     counts: Dict[str, Dict[str, int]]
 
     @property
@@ -66,9 +71,8 @@ def train_run(spec: HeadSpec, seed: int, lr: float, train_config: Callable[[floa
     from ..training import train_model
 
     name = name or f"{spec.label} seed{seed}"
-    tr = train_model(train_config(lr, seed), data.dir, spec.name, run_dir, head_kwargs=spec.kwargs, label=name,
-                     progress=progress, reuse_from=reuse_from, data_key=data.key, echo=echo,
-                     input_module=spec.input_module, input_kwargs=spec.input_kwargs)
+    tr = train_model(train_config(lr, seed), data.dir, spec, run_dir, label=name, progress=progress,
+                     reuse_from=reuse_from, data_key=data.key, echo=echo)
     return Run(spec, int(seed), float(lr), run_dir, name, tr)
 
 
@@ -132,19 +136,12 @@ def _nanmedian(values: Sequence[float]) -> float:
     return float(np.median(v)) if v.size else math.nan
 
 
-def _half_width(values: np.ndarray) -> float:
-    from .bootstrap import percentile_ci
-
-    lo, hi = percentile_ci(values)
-    return (hi - lo) / 2.0
-
-
 def compare(results: Sequence[RunResult], scores: Sequence[Any], num_families: int, *, reference: str,
             replicates: int, bootstrap_seed: int = 0, control: Optional[str] = None,
             progress: bool = True) -> Comparison:
     """Heads (results grouped by label, in first-seen order) compared with the paired bootstrap over
     families (:mod:`~lh2face_plugin.bench.bootstrap`), every run on the same replicates."""
-    from .bootstrap import bootstrap_metrics, compare_heads, summarize_heads
+    from .bootstrap import bootstrap_metrics, compare_heads, percentile_ci, summarize_heads
     from .power import MDE_METRICS, detectable_effect, minimal_detectable_effect
     from .scores import METRICS
 
@@ -154,8 +151,8 @@ def compare(results: Sequence[RunResult], scores: Sequence[Any], num_families: i
         by_head.setdefault(r.label, []).append(k)
     if reference not in by_head:
         raise ValueError(f"reference {reference!r} is not one of the heads: {', '.join(by_head)}")
-    metrics: Dict[str, Dict[str, Dict[str, Any]]] = {lab: {} for lab in by_head}
-    diffs: Dict[str, Dict[str, Dict[str, Any]]] = {lab: {} for lab in by_head if lab != reference}
+    metrics: Dict[str, Dict[str, Estimate]] = {lab: {} for lab in by_head}
+    diffs: Dict[str, Dict[str, Difference]] = {lab: {} for lab in by_head if lab != reference}
     ci_half: Dict[str, Dict[str, float]] = {}
     for m in METRICS:
         pv = {lab: [point[k][m] for k in ks] for lab, ks in by_head.items()}
@@ -163,10 +160,11 @@ def compare(results: Sequence[RunResult], scores: Sequence[Any], num_families: i
         for lab, s in summarize_heads(pv, rv).items():
             metrics[lab][m] = s
         for lab, d in compare_heads(pv, rv, reference).items():
-            diffs[lab][m] = {**d, "mde": minimal_detectable_effect(d["diff"], d["ci"], d["seed_spread"])}
-        ci_half[m] = {"single_run_median": _nanmedian([_half_width(reps[k][m]) for k in range(len(results))]),
-                      "head_median": _nanmedian([metrics[lab][m]["half_width"] for lab in by_head]),
-                      "difference_median": _nanmedian([diffs[lab][m]["half_width"] for lab in diffs])}
+            diffs[lab][m] = replace(d, mde=minimal_detectable_effect(d.diff, d.ci, d.seed_spread))
+        ci_half[m] = {"single_run_median": _nanmedian([percentile_ci(reps[k][m]).half_width
+                                                       for k in range(len(results))]),
+                      "head_median": _nanmedian([metrics[lab][m].half_width for lab in by_head]),
+                      "difference_median": _nanmedian([diffs[lab][m].half_width for lab in diffs])}
     heads = {}
     for lab, ks in by_head.items():
         rs = [results[k] for k in ks]

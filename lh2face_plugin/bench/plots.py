@@ -56,15 +56,15 @@ def _forest(c: Comparison, path: str) -> str:
         scale = 100.0 if is_rate(m) else 1.0
         for y, lab in enumerate(labels):
             d = c.differences[lab][m]
-            lo, hi = (v * scale if v is not None and math.isfinite(v) else math.nan for v in d["ci"])
-            sp = d["seed_spread"]
+            lo, hi = (v * scale if v is not None and math.isfinite(v) else math.nan for v in d.ci)
+            sp = d.seed_spread
             if sp is not None and math.isfinite(sp):
                 ax.fill_betweenx([y - 0.3, y + 0.3], -sp * scale, sp * scale, color="0.85", lw=0)
-            colour = {"win": "tab:green", "loss": "tab:red"}.get(d["verdict"], "tab:blue")
+            colour = {"win": "tab:green", "loss": "tab:red"}.get(d.verdict, "tab:blue")
             centre, half = error_bar(lo, hi)
             if math.isfinite(centre):
                 ax.errorbar([centre], [y], xerr=[half], fmt="none", ecolor=colour, capsize=3)
-            ax.plot([d["diff"] * scale], [y], "o", color=colour)
+            ax.plot([d.diff * scale], [y], "o", color=colour)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels if k == 0 else [""] * len(labels))

@@ -15,9 +15,11 @@ over the comparisons with the reference (the control's included).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .metrics import DetectableEffect, Difference
 
 __all__ = ["minimal_detectable_effect", "detectable_effect", "MDE_METRICS"]
 
@@ -35,11 +37,11 @@ def minimal_detectable_effect(diff: float, ci: Sequence[float], seed_spread: flo
     return max(diff - lo, seed_spread)
 
 
-def detectable_effect(differences: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str) -> Dict[str, Any]:
+def detectable_effect(differences: Mapping[str, Mapping[str, Difference]], metric: str) -> DetectableEffect:
     """Median over the comparisons of the minimal detectable effect at ``metric``, and its two parts.
 
     Args:
-        differences: label -> metric -> a :func:`~lh2face_plugin.bench.bootstrap.compare_heads` entry.
+        differences: label -> metric -> :class:`~lh2face_plugin.bench.metrics.Difference`.
 
     Returns:
         ``value`` (median MDE), ``ci_lower_half`` (median ``diff - lo``), ``seed_spread`` (median),
@@ -48,13 +50,12 @@ def detectable_effect(differences: Mapping[str, Mapping[str, Mapping[str, Any]]]
     per_head, halves, spreads = {}, [], []
     for label, per in differences.items():
         d = per[metric]
-        mde = minimal_detectable_effect(d["diff"], d["ci"], d["seed_spread"])
+        mde = minimal_detectable_effect(d.diff, d.ci, d.seed_spread)
         per_head[label] = mde
         if math.isfinite(mde):
-            halves.append(d["diff"] - d["ci"][0])
-            spreads.append(d["seed_spread"])
+            halves.append(d.diff - d.ci.lo)
+            spreads.append(d.seed_spread)
     finite = [v for v in per_head.values() if math.isfinite(v)]
-    return {"value": float(np.median(finite)) if finite else math.nan,
-            "ci_lower_half": float(np.median(halves)) if halves else math.nan,
-            "seed_spread": float(np.median(spreads)) if spreads else math.nan,
-            "comparisons": len(finite), "per_head": per_head}
+    return DetectableEffect(float(np.median(finite)) if finite else math.nan,
+                            float(np.median(halves)) if halves else math.nan,
+                            float(np.median(spreads)) if spreads else math.nan, len(finite), per_head)

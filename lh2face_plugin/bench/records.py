@@ -5,9 +5,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
+from .metrics import DetectableEffect, Difference, Estimate
 from .specs import HeadSpec
+
+if TYPE_CHECKING:  # torch is imported with training only
+    from ..training import TrainResult
 
 __all__ = ["Run", "RunResult", "HeadSummary", "Comparison", "result_key", "comparable_digest", "COMPARABLE_DROP"]
 
@@ -24,7 +28,7 @@ class Run:
         seed, lr: training seed and peak learning rate.
         dir: the run folder (``model.pt``, ``train.json``, feature caches).
         name: display name (``label seed<k>``, or the label alone).
-        trained: :class:`~lh2face_plugin.training.TrainResult` (model, path, ``train.json`` content).
+        trained: the model, its path and its ``train.json`` content.
     """
 
     spec: HeadSpec
@@ -32,7 +36,7 @@ class Run:
     lr: float
     dir: str
     name: str
-    trained: Any
+    trained: "TrainResult"
 
     @property
     def model(self):
@@ -116,6 +120,13 @@ class RunResult:
     far_measured: Dict[str, float] = field(default_factory=dict)
     reused: bool = field(default=False, compare=False)
 
+    @property
+    def head_spec(self) -> HeadSpec:
+        """The head this run trained, as it was specified (its hyperparameters resolved)."""
+        module = self.input_module or {}
+        return HeadSpec(self.label, self.head, dict(self.head_kwargs), self.spec, module.get("name"),
+                        dict(module.get("kwargs") or {}), dict(self.hparams))
+
     def comparable(self) -> str:
         """What runs of one table share: the training settings but seed and lr, the data, the evaluation set."""
         return comparable_digest(self.train, self.data, self.evalset)
@@ -179,8 +190,7 @@ class HeadSummary:
         label, spec, head, head_kwargs, input_module: what was trained.
         lr: peak learning rate (of its first run; a sweep picks one per head).
         seeds: its training seeds.
-        metrics: metric -> :func:`~lh2face_plugin.bench.bootstrap.summarize_heads` entry
-            (``mean``, ``ci``, ``half_width``, ``seed_values``, ``seed_sd``, ``seed_range``).
+        metrics: metric -> its :class:`~lh2face_plugin.bench.metrics.Estimate` over the seeds.
         clip_fraction, clip_fraction_last_quarter: clipped steps, mean over seeds.
         train_accuracy, train_norm: last 20 steps' training accuracy and raw norm, mean over seeds.
     """
@@ -192,11 +202,17 @@ class HeadSummary:
     input_module: Optional[Dict[str, Any]]
     lr: float
     seeds: List[int]
-    metrics: Dict[str, Dict[str, Any]]
+    metrics: Dict[str, Estimate]
     clip_fraction: float
     clip_fraction_last_quarter: float
     train_accuracy: float
     train_norm: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        """As stored in ``results.json`` (metrics as their JSON objects)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["metrics"] = {m: e.to_dict() for m, e in self.metrics.items()}
+        return d
 
 
 @dataclass
@@ -206,21 +222,20 @@ class Comparison:
     Attributes:
         reference: label every difference is taken against.
         heads: label -> :class:`HeadSummary`, in table order.
-        differences: label -> metric -> :func:`~lh2face_plugin.bench.bootstrap.compare_heads`
-            entry (``diff``, ``ci``, ``half_width``, ``seed_spread``, ``verdict``) plus ``mde``
-            (:func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
+        differences: label -> metric -> :class:`~lh2face_plugin.bench.metrics.Difference` (its ``mde``
+            by :func:`~lh2face_plugin.bench.power.minimal_detectable_effect`).
         ci_half_width: metric -> medians of the achieved half-widths (``single_run_median``,
             ``head_median``, ``difference_median``).
-        mde: metric -> :func:`~lh2face_plugin.bench.power.detectable_effect` summary.
+        mde: metric -> :class:`~lh2face_plugin.bench.metrics.DetectableEffect`.
         control: label of the positive-control head, or ``None``.
         replicates, bootstrap_seed: the bootstrap.
     """
 
     reference: str
     heads: Dict[str, HeadSummary]
-    differences: Dict[str, Dict[str, Dict[str, Any]]]
+    differences: Dict[str, Dict[str, Difference]]
     ci_half_width: Dict[str, Dict[str, float]]
-    mde: Dict[str, Dict[str, Any]]
+    mde: Dict[str, DetectableEffect]
     control: Optional[str]
     replicates: int
     bootstrap_seed: int

@@ -50,22 +50,22 @@ def _control_lines(c: Comparison) -> List[str]:
                  f"vs {c.reference}:"]
     for m in ("hard_hq_tar@1e-2", "hard_hq_tar@1e-1"):
         d = c.differences[c.control][m]
-        lo, hi = d["ci"]
-        seen = "detected" if d["verdict"] == "loss" else "NOT detected (the bench could not tell it at this scale)"
-        lines.append(f"  {m}: {fmt(m, d['diff'], True)} points, 95% CI [{fmt(m, lo, True)}, {fmt(m, hi, True)}], "
-                     f"seed spread {fmt(m, d['seed_spread'])}: {d['verdict']}; handicap {seen}")
+        lo, hi = d.ci
+        seen = "detected" if d.verdict == "loss" else "NOT detected (the bench could not tell it at this scale)"
+        lines.append(f"  {m}: {fmt(m, d.diff, True)} points, 95% CI [{fmt(m, lo, True)}, {fmt(m, hi, True)}], "
+                     f"seed spread {fmt(m, d.seed_spread)}: {d.verdict}; handicap {seen}")
     return lines
 
 
 def _mde_lines(c: Comparison) -> List[str]:
     lines = []
     for m, s in c.mde.items():
-        if not s["comparisons"]:
+        if not s.comparisons:
             lines.append(f"minimal detectable effect, {m}: unknown (needs >= 2 training seeds per head)")
             continue
-        lines.append(f"minimal detectable effect, {m}: a win needed > {fmt(m, s['value'])} points "
-                     f"(median over {s['comparisons']} comparisons of max(diff - CI low, seed spread); "
-                     f"CI lower half-width {fmt(m, s['ci_lower_half'])}, seed spread {fmt(m, s['seed_spread'])})")
+        lines.append(f"minimal detectable effect, {m}: a win needed > {fmt(m, s.value)} points "
+                     f"(median over {s.comparisons} comparisons of max(diff - CI low, seed spread); "
+                     f"CI lower half-width {fmt(m, s.ci_lower_half)}, seed spread {fmt(m, s.seed_spread)})")
     return lines
 
 
@@ -76,10 +76,10 @@ def _outside_lines(c: Comparison) -> List[str]:
     lines = []
     for lab, per in c.differences.items():
         for m, d in per.items():
-            if not contains(d["ci"], d["diff"]):
-                lo, hi = d["ci"]
+            if not contains(d.ci, d.diff):
+                lo, hi = d.ci
                 lines.append(f"note: {lab} {m}: the 95% percentile interval [{fmt(m, lo, True)}, {fmt(m, hi, True)}] "
-                             f"does not contain the estimate {fmt(m, d['diff'], True)} (a discrete statistic; the "
+                             f"does not contain the estimate {fmt(m, d.diff, True)} (a discrete statistic; the "
                              "forest plot draws the interval's bounds and the estimate apart)")
     return lines
 
@@ -100,9 +100,9 @@ def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None)
         cells = [lab + tag, str(len(h.seeds)), f"{h.lr:g}"]
         for m, _ in TABLE_METRICS:
             s = h.metrics[m]
-            lo, hi = s["ci"]
+            lo, hi = s.ci
             signed = not is_rate(m)
-            cells.append(f"{fmt(m, s['mean'], signed)} [{fmt(m, lo, signed)},{fmt(m, hi, signed)}]")
+            cells.append(f"{fmt(m, s.mean, signed)} [{fmt(m, lo, signed)},{fmt(m, hi, signed)}]")
         cells.append(f"{100 * h.clip_fraction:.0f}")
         rows.append(cells)
     lines += [table(header, rows), ""]
@@ -121,10 +121,10 @@ def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None)
         for lab, per in c.differences.items():
             for m, _ in TABLE_METRICS + (("yawed_tar@1e-1", ""),):
                 d = per[m]
-                lo, hi = d["ci"]
-                sp = d["seed_spread"]
-                rows.append([lab, m, fmt(m, d["diff"], True), f"[{fmt(m, lo, True)}, {fmt(m, hi, True)}]",
-                             fmt(m, sp) if sp is not None else "n/a", d["verdict"]])
+                lo, hi = d.ci
+                sp = d.seed_spread
+                rows.append([lab, m, fmt(m, d.diff, True), f"[{fmt(m, lo, True)}, {fmt(m, hi, True)}]",
+                             fmt(m, sp) if sp is not None else "n/a", d.verdict])
         lines.append(table(header, rows))
         lines += _outside_lines(c)
     if lr_sweep:

@@ -1,7 +1,6 @@
 """``OUT/results.json`` of ``lh2face bench``: the comparison as JSON (NaN as null)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -92,10 +91,9 @@ def summary_dict(out: str, comparison: Comparison, results: Sequence[RunResult],
                                   "seed spread (the larger of the two heads' per-seed ranges)",
                       "mde": "smallest difference the run could have called a win: max(diff - CI low, seed spread) "
                              "per comparison; median over the comparisons"},
-        "ci_half_width": comparison.ci_half_width, "mde": comparison.mde,
-        "heads": {lab: {k: v for k, v in dataclasses.asdict(h).items() if k != "label"}
-                  for lab, h in comparison.heads.items()},
-        "differences": comparison.differences,
+        "ci_half_width": comparison.ci_half_width, "mde": {m: e.to_dict() for m, e in comparison.mde.items()},
+        "heads": {lab: {k: v for k, v in h.to_dict().items() if k != "label"} for lab, h in comparison.heads.items()},
+        "differences": {lab: {m: d.to_dict() for m, d in per.items()} for lab, per in comparison.differences.items()},
         "runs": [{**r.to_dict(), "reused": reused.get(r.key)} for r in results],
         "lr_sweep": lr_sweep, "plots": plots, "notes": list(notes),
         "reevaluate": f"lh2face eval verify FILE.bin --model {os.path.join(out, first.model)} "

@@ -37,7 +37,7 @@ def lr_sweep(cfg, specs: Sequence[HeadSpec], data: TrainData, progress: bool,
     """Train and score every head at every rate of ``cfg.lr_sweep``; returns the sweep's summary
     (``heads``: label -> ``chosen`` rate and a row per rate)."""
     from ..fileio import write_json
-    from ..training import run_key
+    from ..training import spec_key
     from .bootstrap import bootstrap_metrics, percentile_ci
 
     out = os.path.abspath(cfg.out)
@@ -51,8 +51,7 @@ def lr_sweep(cfg, specs: Sequence[HeadSpec], data: TrainData, progress: bool,
         for lr in cfg.lr_sweep:
             d = sweep_dir(out, spec, lr)
             marker = os.path.join(d, "diverged.json")
-            key = run_key(cfg.train_config(lr, cfg.seeds[0]), spec.name, spec.kwargs, data.key, spec.input_module,
-                          spec.input_kwargs)
+            key = spec_key(cfg.train_config(lr, cfg.seeds[0]), spec, data.key)
             earlier = _diverged_before(marker, key)
             if earlier is not None:
                 diverged[float(lr)] = earlier

@@ -1,6 +1,7 @@
 """``lh2face quickstart``: the main job on a fresh machine (CPU, minutes)."""
 from __future__ import annotations
 
+from ..headspec import preset
 from ._common import add_command
 
 
@@ -47,7 +48,7 @@ One training seed cannot rank heads: 'lh2face bench' compares them with seeds an
                         "(default: %(default)s)")
     p.add_argument("--heads", nargs="+", metavar="SPEC",
                    help="head specs [LABEL=]NAME[:k=v,...]; the first is exported "
-                        "(default: lh2face arcface cosface-s24=cosface:s=24,m=0.35)")
+                        f"(default: lh2face arcface {preset('cosface-s24')})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training data (default: %(default)s)")
     p.add_argument("--train-seed", type=int, default=0,

@@ -67,20 +67,20 @@ def test_bootstrap_replicates_take_the_hand_values_on_shared_resamples():
     # paired difference B - A per resample: (1,1) -> -1/3, (2,0) -> 0, (0,2) -> 0
     d = compare_heads({"A": [point[0]["tar"]], "B": [point[1]["tar"]]},
                       {"A": [reps[0]["tar"]], "B": [reps[1]["tar"]]}, reference="A")["B"]
-    assert d["diff"] == pytest.approx(-1 / 3)
+    assert d.diff == pytest.approx(-1 / 3)
     # about half the resamples give -1/3, the rest 0: the 2.5% and 97.5% percentiles are -1/3 and 0
-    assert d["ci"] == pytest.approx([-1 / 3, 0.0])
-    assert d["verdict"] == "no measurable difference"
+    assert list(d.ci) == pytest.approx([-1 / 3, 0.0])
+    assert d.verdict == "no measurable difference"
     # A alone: 25% of the resamples give NaN (not resolvable, left out), the others 1 -> CI [1, 1]
     s = summarize_heads({"A": [point[0]["tar"]]}, {"A": [reps[0]["tar"]]})["A"]
-    assert s["ci"] == pytest.approx([1.0, 1.0]) and s["half_width"] == pytest.approx(0.0)
-    assert math.isnan(s["seed_sd"])
+    assert list(s.ci) == pytest.approx([1.0, 1.0]) and s.half_width == pytest.approx(0.0)
+    assert math.isnan(s.seed_sd)
 
 
 def test_percentile_interval_by_hand():
     # numpy's linear rule: position 99 * 0.025 = 2.475 -> 3 + 0.475; 99 * 0.975 = 96.525 -> 97.525
     assert percentile_ci(np.arange(1, 101)) == pytest.approx([3.475, 97.525])
-    assert percentile_ci(np.array([np.nan, 1.0, 1.0])) == [1.0, 1.0]
+    assert percentile_ci(np.array([np.nan, 1.0, 1.0])) == (1.0, 1.0)
     assert all(math.isnan(v) for v in percentile_ci(np.array([np.nan])))
 
 
@@ -89,15 +89,15 @@ def test_seeds_are_averaged_inside_each_replicate():
     reps = {"ref": [np.array([0.3, 0.4, 0.5]), np.array([0.3, 0.4, 0.5])],
             "h": [np.array([0.4, 0.5, 0.6]), np.array([0.6, 0.7, 0.8])]}
     s = summarize_heads(point, reps)
-    assert s["h"]["mean"] == pytest.approx(0.6)
-    assert s["h"]["ci"] == pytest.approx([0.5 + 0.2 * 0.025, 0.7 - 0.2 * 0.025])  # pooled reps 0.5, 0.6, 0.7
-    assert s["h"]["seed_range"] == pytest.approx(0.2) and s["h"]["seed_sd"] == pytest.approx(0.2 / math.sqrt(2))
+    assert s["h"].mean == pytest.approx(0.6)
+    assert list(s["h"].ci) == pytest.approx([0.5 + 0.2 * 0.025, 0.7 - 0.2 * 0.025])  # pooled reps 0.5, 0.6, 0.7
+    assert s["h"].seed_range == pytest.approx(0.2) and s["h"].seed_sd == pytest.approx(0.2 / math.sqrt(2))
     d = compare_heads(point, reps, "ref")["h"]
-    assert d["diff"] == pytest.approx(0.2) and d["ci"] == pytest.approx([0.2, 0.2])  # differences 0.2, 0.2, 0.2
-    assert d["seed_spread"] == pytest.approx(0.2)
-    assert d["verdict"] == "within seed spread"  # the CI excludes 0 but 0.2 does not exceed the spread 0.2
+    assert d.diff == pytest.approx(0.2) and list(d.ci) == pytest.approx([0.2, 0.2])  # differences 0.2, 0.2, 0.2
+    assert d.seed_spread == pytest.approx(0.2)
+    assert d.verdict == "within seed spread"  # the CI excludes 0 but 0.2 does not exceed the spread 0.2
     point["h"] = [0.55, 0.65]
-    assert compare_heads(point, reps, "ref")["h"]["verdict"] == "win"
+    assert compare_heads(point, reps, "ref")["h"].verdict == "win"
 
 
 @pytest.mark.parametrize("diff, ci, spread, expected", [

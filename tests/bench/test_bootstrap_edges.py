@@ -60,13 +60,13 @@ def test_summary_with_one_seed_and_a_level():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a standard deviation of one value would warn
         out = summarize_heads(point, reps, level=0.5)
-    assert math.isnan(out["a"]["seed_sd"]) and math.isnan(out["a"]["seed_range"])
-    assert out["a"]["seed_values"] == [0.5] and out["b"]["seed_range"] == pytest.approx(0.06)
-    assert out["a"]["ci"] == percentile_ci(reps["a"][0], 0.5)
-    assert out["a"]["ci"] != percentile_ci(reps["a"][0])
+    assert math.isnan(out["a"].seed_sd) and math.isnan(out["a"].seed_range)
+    assert out["a"].seed_values == [0.5] and out["b"].seed_range == pytest.approx(0.06)
+    assert out["a"].ci == percentile_ci(reps["a"][0], 0.5)
+    assert out["a"].ci != percentile_ci(reps["a"][0])
     for head in out:
-        lo, hi = out[head]["ci"]
-        assert out[head]["half_width"] == pytest.approx((hi - lo) / 2.0)
+        lo, hi = out[head].ci
+        assert out[head].half_width == pytest.approx((hi - lo) / 2.0)
 
 
 def test_comparison_with_a_single_seed_head_and_a_level():
@@ -75,15 +75,15 @@ def test_comparison_with_a_single_seed_head_and_a_level():
             "two": [rng.normal(0.6, 0.01, 400), rng.normal(0.62, 0.01, 400)]}
     point = {"ref": [0.4, 0.41], "one": [0.6], "two": [0.6, 0.62]}
     out = compare_heads(point, reps, "ref", level=0.5)
-    assert math.isnan(out["one"]["seed_spread"]) and out["one"]["verdict"] == "needs >= 2 seeds"
-    assert out["two"]["seed_spread"] == pytest.approx(0.02) and out["two"]["verdict"] == "win"
+    assert math.isnan(out["one"].seed_spread) and out["one"].verdict == "needs >= 2 seeds"
+    assert out["two"].seed_spread == pytest.approx(0.02) and out["two"].verdict == "win"
     pooled_ref = (reps["ref"][0] + reps["ref"][1]) / 2
-    assert out["one"]["ci"] == percentile_ci(reps["one"][0] - pooled_ref, 0.5)
+    assert out["one"].ci == percentile_ci(reps["one"][0] - pooled_ref, 0.5)
     for head in ("one", "two"):
-        lo, hi = out[head]["ci"]
-        assert out[head]["half_width"] == pytest.approx((hi - lo) / 2.0)
+        lo, hi = out[head].ci
+        assert out[head].half_width == pytest.approx((hi - lo) / 2.0)
     single_ref = compare_heads({"ref": [0.4], "two": [0.6, 0.62]}, {"ref": reps["one"], "two": reps["two"]}, "ref")
-    assert math.isnan(single_ref["two"]["seed_spread"])
+    assert math.isnan(single_ref["two"].seed_spread)
 
 
 def test_verdict_with_one_unknown_bound_is_undefined():

@@ -16,12 +16,12 @@ TINY = ["--heads", "cosface", "arcface", "--seeds", "0", "--steps", "2", "--batc
 
 
 def _comparison(diff, ci):
+    from lh2face_plugin.bench.metrics import Difference, Interval
     from lh2face_plugin.bench.plots import FOREST_METRICS
     from lh2face_plugin.bench.records import Comparison
 
-    d = {"diff": diff, "ci": ci, "half_width": (ci[1] - ci[0]) / 2, "seed_spread": math.nan,
-         "verdict": "needs >= 2 seeds"}
-    return Comparison("ref", {}, {"other": {m: dict(d) for m in FOREST_METRICS}}, {}, {}, None, 20, 0)
+    d = Difference(diff, Interval.of(ci), (ci[1] - ci[0]) / 2, math.nan, "needs >= 2 seeds", False)
+    return Comparison("ref", {}, {"other": {m: d for m in FOREST_METRICS}}, {}, {}, None, 20, 0)
 
 
 @pytest.mark.parametrize("diff, ci", [(0.0, [0.007, 0.02]), (0.03, [-0.01, 0.02]), (0.0, [0.0, 0.0])])
@@ -49,7 +49,7 @@ def test_the_report_names_an_interval_that_misses_its_estimate():
     import numpy as np
 
     d = compare_heads({"r": [0.5], "h": [0.5]}, {"r": [np.zeros(40)], "h": [np.full(40, 0.1)]}, "r")["h"]
-    assert d["ci_contains_diff"] is False
+    assert d.ci_contains_diff is False
 
 
 @pytest.mark.slow

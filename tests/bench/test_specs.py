@@ -150,3 +150,29 @@ def test_check_label_accepts_spec_labels_and_refuses_dot_names():
     for bad in (".hidden", "..", "."):
         with pytest.raises(ValueError, match="safe folder name"):
             check_label(HeadSpec(bad, "arcface", text=bad))
+
+
+def test_presets_are_named_specs():
+    from lh2face_plugin.bench.specs import CONTROL_HEAD, PRESETS, preset
+
+    s = parse_head_spec("cosface-s24")
+    assert (s.label, s.name, s.kwargs, s.text) == ("cosface-s24", "cosface", {"s": 24, "m": 0.35},
+                                                   "cosface-s24=cosface:s=24,m=0.35")
+    assert DEFAULT_HEADS[0] == preset("cosface-s24") and CONTROL_HEAD == preset("control")
+    assert parse_head_spec(preset("control")) == parse_head_spec("control")
+    assert set(PRESETS) >= {"cosface-s24", "control"}
+
+
+def test_a_resolved_spec_builds_its_head_once_per_run(tiny_train_data, tmp_path, monkeypatch):
+    from lh2face_plugin.registry import HEADS
+    from lh2face_plugin.training import TrainConfig, run_key, spec_key, train_model
+
+    spec = parse_head_specs(["cosface-s24"])[0]
+    cfg = TrainConfig(steps=2, batch_size=8, embedding_size=32, workers=0)
+    assert spec_key(cfg, spec, "d") == run_key(cfg, "cosface", {"s": 24, "m": 0.35}, "d")
+    builds = []
+    build = HEADS.build
+    monkeypatch.setattr(HEADS, "build", lambda *a, **k: builds.append(a) or build(*a, **k))
+    train_model(cfg, tiny_train_data, spec, str(tmp_path / "r"), progress=False)
+    assert len(builds) == 1
+    assert train_model(cfg, tiny_train_data, spec, str(tmp_path / "r"), progress=False).reused and len(builds) == 1
