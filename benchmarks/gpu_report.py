@@ -38,20 +38,6 @@ def step_rows(data: dict) -> List[List[str]]:
     return rows
 
 
-def autocast_rows(data: dict) -> List[List[str]]:
-    rows = []
-    for dtype in sorted({r["dtype"] for r in data["rows"]}):
-        sel = [r for r in data["rows"] if r["dtype"] == dtype]
-        ok = sum(r["ok"] for r in sel)
-        worst = max(sel, key=lambda r: r["e2e_grad"])
-        bad = [r["head"] for r in sel if not r["ok"]]
-        rows.append(["heads under autocast", f"{dtype}, every head vs float32", f"{ok}/{len(sel)} ok",
-                     f"worst end-to-end gradient difference {worst['e2e_grad']:.1e} ({worst['head']}); "
-                     f"head-only loss difference <= {max(r['head_loss'] for r in sel):.1e}",
-                     "failed: " + ", ".join(bad) if bad else "ok"])
-    return rows
-
-
 def train_rows(data: dict) -> List[List[str]]:
     rows = []
     for r in data["rows"]:
@@ -70,7 +56,7 @@ def train_rows(data: dict) -> List[List[str]]:
 def precision_rows(data: dict) -> List[List[str]]:
     rows = []
     for prec in sorted({r["precision"] for r in data["rows"]}):
-        for layer in ("dense", "blockwise"):
+        for layer in ("dense", "blockwise", "evaluate"):
             sel = [r for r in data["rows"] if r["precision"] == prec and r["layer"] == layer]
             if not sel:
                 continue
@@ -133,7 +119,7 @@ def bench_rows(data: dict) -> List[List[str]]:
 def main(argv=None) -> int:
     folder = (argv or sys.argv[1:] or ["work_dirs/gpu_bench"])[0]
     rows: List[List[str]] = []
-    makers = {"step": step_rows, "autocast": autocast_rows, "train": train_rows, "export": export_rows,
+    makers = {"step": step_rows, "train": train_rows, "export": export_rows,
               "lh2face-bench": bench_rows, "precision": precision_rows, "syncs": syncs_rows, "compile": compile_rows}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         with open(path) as f:

@@ -2,7 +2,9 @@
 
 For each registered head (its defaults; LH2Face also without its proxy terms), each layer
 (``dense``: the dense cosines through :func:`~lh2face_plugin.layers.dense.dense_head_loss`;
-``blockwise``: :func:`~lh2face_plugin.layers.blockwise.blockwise_head_loss`) and each precision:
+``blockwise``: :func:`~lh2face_plugin.layers.blockwise.blockwise_head_loss`; ``evaluate``: the head's
+dense logits and terms, ``Head.evaluate``, with ``F.cross_entropy``, as arcface_torch's ``PartialFC_V2``
+uses a ``margin_loss``) and each precision:
 
 * ``fp32``: float32 products (the reference of the other rows);
 * ``bf16-autocast``: the caller's ``torch.autocast(device, torch.bfloat16)`` around the call;
@@ -41,7 +43,7 @@ TOL: Dict[str, Tuple[float, float]] = {          # precision -> (loss, gradient)
     "fp16-product": (2e-3, 2e-2),
     "fp16-autocast": (2e-3, 2e-2),
 }
-LAYERS = ("dense", "blockwise")
+LAYERS = ("dense", "blockwise", "evaluate")
 
 
 def precisions(device: torch.device) -> List[str]:
@@ -100,9 +102,14 @@ def step(head0, layer: str, precision: str, z, w, labels, block_elements: Option
             wn = F.normalize(ww)
             dt = mm or amp
             cos = (x @ wn.t()) if dt is None else (x.to(dt) @ wn.to(dt).t())
-            with no_autocast(dev):
-                loss, _ = dense_head_loss(head, cos.float().clamp(-1, 1), labels, norms=norms, embeddings=x.float(),
-                                          weights=wn.float())
+            if layer == "evaluate":   # the head itself under the caller's autocast, half cosines in
+                out = head.evaluate(cos.clamp(-1, 1), labels, norms=norms, embeddings=x, weights=wn)
+                loss = F.cross_entropy(out.logits, labels, ignore_index=-1)
+                loss = loss if out.extra is None else loss + out.extra
+            else:
+                with no_autocast(dev):
+                    loss, _ = dense_head_loss(head, cos.float().clamp(-1, 1), labels, norms=norms,
+                                              embeddings=x.float(), weights=wn.float())
     loss.backward()
     return loss.detach(), zz.grad, ww.grad
 
