@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["HeadSpec", "PRESETS", "preset", "parse_head_spec", "resolve"]
+__all__ = ["HeadSpec", "PRESETS", "LABEL_RE", "preset", "parse_head_spec", "resolve"]
 
 PRESETS: Dict[str, str] = {
     "cosface-s24": "cosface:s=24,m=0.35",
@@ -28,7 +28,8 @@ def preset(label: str) -> str:
     return f"{label}={PRESETS[label]}"
 
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+"""A head label: a letter or digit, then letters, digits and ``._+-`` (it names a run folder)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def parse_head_spec(text: str) -> HeadSpec:
     if raw in PRESETS:
         raw = preset(raw)
     label, sep, rest = raw.partition("=")
-    if sep and (":" not in label) and label and _LABEL_RE.match(label):
+    if sep and (":" not in label) and label and LABEL_RE.match(label):
         body = rest.strip()
     else:
         label, body = "", raw

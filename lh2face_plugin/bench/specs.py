@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from ..headspec import _LABEL_RE, PRESETS, HeadSpec, parse_head_spec, preset, resolve
+from ..headspec import LABEL_RE, PRESETS, HeadSpec, parse_head_spec, preset, resolve
 
 __all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS",
            "OUTPUT_NAMES", "check_label", "PRESETS", "preset"]
@@ -43,7 +43,7 @@ def check_label(spec: HeadSpec) -> None:
     if len(spec.label) > MAX_LABEL:
         raise ValueError(f"head label {spec.label[:40]!r}... is {len(spec.label)} characters long (at most "
                          f"{MAX_LABEL}); write LABEL=SPEC with a shorter label")
-    if folder in (".", "..") or folder.startswith(".") or not _LABEL_RE.match(folder):
+    if folder in (".", "..") or folder.startswith(".") or not LABEL_RE.match(folder):
         raise ValueError(f"head label {spec.label!r} does not make a safe folder name (letters, digits, '._+-', "
                          "not starting with '.'); write LABEL=SPEC")
     if folder.lower() in {n.lower() for n in OUTPUT_NAMES}:
