@@ -49,4 +49,6 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
                 results[key] = dict(error=str(exc))
             dist.barrier()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    from _helpers_dist import leave_worker
+
+    leave_worker()

@@ -105,7 +105,9 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
     except ValueError as exc:
         results["range_error"] = str(exc)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    from _helpers_dist import leave_worker
+
+    leave_worker()
 
 
 def registered_heads():

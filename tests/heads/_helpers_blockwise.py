@@ -112,12 +112,14 @@ def _worker(rank, world, init_file, cases, result_file, cache=False):
         if rank == 0:
             with open(result_file, "w") as fh:
                 json.dump(report, fh)
-        if world > 1:
-            dist.destroy_process_group()
     except Exception:
         with open(f"{result_file}.err{rank}", "w") as fh:
             fh.write(traceback.format_exc())
         raise
+    if world > 1:
+        from _helpers_dist import leave_worker
+
+        leave_worker()
 
 
 def run_blockwise(world, cases, tmpdir, cache=False):

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _helpers_dist import sharded_cross_entropy
+from _helpers_dist import leave_worker, sharded_cross_entropy
 
 from lh2face_plugin.distributed import DistContext
 
@@ -113,11 +113,11 @@ def _worker(rank, world, init_method, cases, result_file):
         if rank == 0:
             with open(result_file, "w") as fh:
                 json.dump(report, fh)
-        dist.destroy_process_group()
     except Exception:
         with open(f"{result_file}.err{rank}", "w") as fh:
             fh.write(traceback.format_exc())
         raise
+    leave_worker()
 
 
 def _max_over_ranks(values):
