@@ -195,11 +195,12 @@ class PartialFCMixin:
             return torch.float16 if embeddings.is_cuda else torch.bfloat16
         return product_dtype(embeddings.float())
 
-    def nonfinite_policy(self, embeddings: torch.Tensor) -> str:
-        """``nonfinite`` as set, else ``"nan"`` when this step's products are in half, else ``"raise"``."""
+    def nonfinite_policy(self, mm_dtype: Optional[torch.dtype]) -> str:
+        """``nonfinite`` as set, else ``"nan"`` when this step's products are in half (``mm_dtype``, from
+        :meth:`product_dtype`), else ``"raise"``."""
         if self.nonfinite is not None:
             return self.nonfinite
-        return "nan" if self.product_dtype(embeddings) is not None else "raise"
+        return "nan" if mm_dtype is not None else "raise"
 
     def _gather(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor):
         b = local_embeddings.shape[0]
@@ -270,23 +271,22 @@ class PartialFCMixin:
         ctx = DistContext(self.world_size, self.rank, gathered=True)
         norms = embeddings.norm(dim=1)
         blockwise = self.blockwise if self.blockwise is not None else not embeddings.is_cuda
+        mm_dtype = self.product_dtype(embeddings)
         if blockwise and isinstance(head, Head):
             class_index = None
             if self.sample_rate < 1:
                 with torch.no_grad():
                     self.sample(labels, index_positive)  # the host's sampling; its weight copy is not used
                 class_index = self.weight_index
-            mm_dtype = self.product_dtype(embeddings)
             return blockwise_head_loss(head, normalize(embeddings), self.weight, labels, norms=norms,
                                        index=class_index, ctx=ctx, block_elements=self.block_elements,
                                        matmul_dtype=mm_dtype, cache_cosine=self.cache_cosine,
-                                       nonfinite=self.nonfinite_policy(embeddings))
+                                       nonfinite=self.nonfinite_policy(mm_dtype))
         if self.sample_rate < 1:
             weight = self.sample(labels, index_positive)
             class_index = self.weight_index
         else:
             weight, class_index = self.weight, None
-        mm_dtype = self.product_dtype(embeddings)
         with no_autocast(embeddings.device):
             x = normalize(embeddings)
             w = normalize(weight)
@@ -294,6 +294,6 @@ class PartialFCMixin:
         cosine = logits.float().clamp(-1, 1)
         if isinstance(head, Head):
             return dense_head_loss(head, cosine, labels, norms=norms, embeddings=x.float(), weights=w.float(),
-                                   class_index=class_index, ctx=ctx, nonfinite=self.nonfinite_policy(embeddings))
+                                   class_index=class_index, ctx=ctx, nonfinite=self.nonfinite_policy(mm_dtype))
         ce = self.dist_cross_entropy(head(cosine, labels), labels)
         return ce, {"ce": ce.detach()}

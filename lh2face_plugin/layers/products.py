@@ -84,10 +84,6 @@ class TargetSlots:
         kept = block.gather(1, slot).masked_fill_(inside, value)
         return block.scatter_(1, slot, kept)
 
-    def mask(self, shape, c0: int, c1: int, device) -> torch.Tensor:
-        """Bool [R, c1-c0], True at each row's column inside the block."""
-        return self.fill_(torch.zeros(shape, dtype=torch.bool, device=device), c0, c1, True)
-
 
 def normalize_rows(w: torch.Tensor, eps: float = 1e-12):
     """``w / max(|w|, eps)`` row-wise, and the denominators (as ``F.normalize``)."""

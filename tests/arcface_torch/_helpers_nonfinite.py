@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 import torch.distributed as dist
@@ -15,18 +14,9 @@ CASES = [(where, policy, blockwise) for where in ("embedding", "proxy") for poli
 
 
 def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> None:
-    from _helpers_dist import init_group
+    from _helpers_pfc_dist import host_worker
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    init_group(init_method, rank, world)
-    torch.Tensor.cuda = lambda self, *a, **k: self          # arcface_torch's hard-coded .cuda()
-    sys.path.insert(0, root)
-    import partial_fc_v2
-
-    from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
-
-    PFC = partial_fc_class(partial_fc_v2)
+    _, PFC = host_worker(rank, world, root, init_method)
     results = {}
     for where, policy, blockwise in CASES:
         for name in ("lh2face", "arcface"):

@@ -55,7 +55,9 @@ def initial_weight() -> torch.Tensor:
     return torch.randn(C, D, generator=torch.Generator().manual_seed(7)) * 0.5
 
 
-def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> None:
+def host_worker(rank: int, world: int, root: str, init_method: str):
+    """A spawned rank's set-up: one thread, the gloo group, the checkout's ``partial_fc_v2`` on the CPU;
+    returns that module and the plugin's Partial FC class on it."""
     from _helpers_dist import init_group
 
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -67,7 +69,11 @@ def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> 
 
     from lh2face_plugin.arcface_torch.partial_fc import partial_fc_class
 
-    PFC = partial_fc_class(partial_fc_v2)
+    return partial_fc_v2, partial_fc_class(partial_fc_v2)
+
+
+def worker(rank: int, world: int, root: str, init_method: str, out_dir: str) -> None:
+    partial_fc_v2, PFC = host_worker(rank, world, root, init_method)
     results = {"is_subclass": issubclass(PFC, partial_fc_v2.PartialFC_V2)}
     for case_id, name, rate, fp16, edit, options in cases():
         pfc = PFC(lh2face_plugin.build_head(name, **head_kwargs(name)), D, C, rate, fp16, **options)
