@@ -70,7 +70,7 @@ from ..layers.precision import check_nonfinite, check_product_dtype, no_autocast
 
 __all__ = ["partial_fc_class", "check_global_labels", "PartialFCMixin"]
 
-_CLASSES: Dict[int, type] = {}
+_CLASSES: Dict[int, tuple] = {}
 
 
 def check_global_labels(labels: torch.Tensor, num_classes: int, batch_size: int) -> None:
@@ -99,11 +99,12 @@ def partial_fc_class(host: Optional[ModuleType] = None) -> type:
         ``PartialFC(margin_loss, embedding_size, num_classes, sample_rate=1.0, fp16=False)``.
     """
     host = host if host is not None else importlib.import_module("partial_fc_v2")
-    cls = _CLASSES.get(id(host))
-    if cls is None:
-        cls = _CLASSES[id(host)] = type("PartialFC", (PartialFCMixin, host.PartialFC_V2),
-                                        {"__module__": __name__, "__doc__": PartialFCMixin.__doc__,
-                                         "_all_gather": staticmethod(host.AllGather)})
+    cached = _CLASSES.get(id(host))
+    if cached is not None and cached[0] is host:   # the module itself is kept: a freed module's id can recur
+        return cached[1]
+    cls = type("PartialFC", (PartialFCMixin, host.PartialFC_V2),
+               {"__module__": __name__, "__doc__": PartialFCMixin.__doc__, "_all_gather": staticmethod(host.AllGather)})
+    _CLASSES[id(host)] = (host, cls)
     return cls
 
 
