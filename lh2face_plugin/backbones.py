@@ -31,7 +31,11 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
     "compact-tiny": dict(width=16, depths=(1, 1, 1, 1)),
     "compact": dict(width=32, depths=(1, 2, 2, 1)),
     "compact-wide": dict(width=64, depths=(1, 2, 2, 1)),
+    "compact-tiny-matched": dict(width=18, depths=(2, 1, 1, 1), stem_blocks=4),
 }
+"""``compact-tiny-matched`` has the parameters (0.502 M) and forward GMACs (0.122 at 1x3x112x112, ptflops)
+of ``compact-tiny`` behind the frozen render input module (0.382 M + 0.120 M; 0.034 + 0.087 GMACs): the
+compute-matched baseline of the render input (issue 26; ``benchmarks/render_price.py`` counts both)."""
 
 
 class _IRBlock(nn.Module):
@@ -65,6 +69,8 @@ class CompactFaceNet(nn.Module):
         depths: residual blocks per stage (4 stages; the first block of each of
             the first three stages has stride 2).
         dropout: dropout before the projection (training only).
+        stem_blocks: residual blocks of ``width`` channels at the stem's resolution (56x56), before
+            the first stage; 0 (the default) adds none.
         fp16: run the convolutional trunk under autocast (float16 on CUDA,
             bfloat16 on CPU); the projection and the final BatchNorm1d run in
             float32, as in arcface_torch.
@@ -81,6 +87,7 @@ class CompactFaceNet(nn.Module):
         depths: Sequence[int] = (1, 2, 2, 1),
         dropout: float = 0.0,
         fp16: bool = False,
+        stem_blocks: int = 0,
     ) -> None:
         super().__init__()
         if int(embedding_size) < 1:
@@ -90,10 +97,13 @@ class CompactFaceNet(nn.Module):
         depths = tuple(int(d) for d in depths)
         if len(depths) != 4 or min(depths) < 1:
             raise ValueError(f"depths must be 4 positive integers (one per stage), got {depths!r}")
+        if isinstance(stem_blocks, bool) or int(stem_blocks) != stem_blocks or stem_blocks < 0:
+            raise ValueError(f"stem_blocks must be an integer >= 0, got {stem_blocks!r}")
         self.embedding_size = int(embedding_size)
         self.fp16 = bool(fp16)
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width)
+            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width),
+            *[_IRBlock(width, width, 1) for _ in range(int(stem_blocks))],
         )
         stages, c_in = [], width
         for i, depth in enumerate(depths):
@@ -134,9 +144,10 @@ def build_backbone(name: str = "compact", embedding_size: int = 512, **kwargs: A
     """Build a compact backbone by preset name.
 
     Presets: ``compact-tiny`` (width 16, one block per stage), ``compact``
-    (width 32, depths 1-2-2-1) and ``compact-wide`` (width 64). Any
-    :class:`CompactFaceNet` argument (``width``, ``depths``, ``dropout``,
-    ``fp16``) overrides the preset. ``num_features`` is accepted as an alias of
+    (width 32, depths 1-2-2-1), ``compact-wide`` (width 64) and ``compact-tiny-matched`` (width 18,
+    depths 2-1-1-1, 4 stem blocks: compact-tiny's size and compute with the render input). Any
+    :class:`CompactFaceNet` argument (``width``, ``depths``, ``dropout``, ``fp16``,
+    ``stem_blocks``) overrides the preset. ``num_features`` is accepted as an alias of
     ``embedding_size`` (arcface_torch's keyword).
 
     Raises:

@@ -1,10 +1,12 @@
 """One head of an experiment, from the CLI or a recipe to training, records and tables: :class:`HeadSpec`.
 
-Written ``[LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]]``: ``arcface`` / ``cosface:s=24,m=0.35`` /
-``cos24=cosface:s=24,m=0.35`` / ``lh2face:margin=per_sample`` /
-``lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen``, or a preset name (:data:`PRESETS`).
-Values are read as int, float, true/false/none, else kept as strings. ``@MODULE`` trains the
-backbone behind a registered input module (``render``) with its parameters. The label names
+Written ``[LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]][#NETWORK]``: ``arcface`` /
+``cosface:s=24,m=0.35`` / ``cos24=cosface:s=24,m=0.35`` / ``lh2face:margin=per_sample`` /
+``lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen`` / ``lh2face-m=lh2face#compact-tiny-matched``,
+or a preset name (:data:`PRESETS`). Values are read as int, float, true/false/none, else kept as strings.
+``@MODULE`` trains the backbone behind a registered input module (``render``) with its parameters;
+``#NETWORK`` trains this head on another backbone than the experiment's (a compute-matched baseline),
+every other setting shared. The label names
 the run (its folder ``OUT/<label>/seed<k>``, the table row); it defaults to the spec as written.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ class HeadSpec:
         text: the spec as written.
         input_module: registered input module the backbone trains behind, or ``None``.
         input_kwargs: the input module's parameters.
+        network: the backbone this head trains on instead of the experiment's, or ``None``.
         hparams: every hyperparameter the head is built with, defaults resolved (filled by
             :func:`resolve`; empty until then).
     """
@@ -54,12 +57,15 @@ class HeadSpec:
     input_module: Optional[str] = None
     input_kwargs: Dict[str, Any] = field(default_factory=dict)
     hparams: Dict[str, Any] = field(default_factory=dict)
+    network: Optional[str] = None
 
     @classmethod
     def of(cls, name: str, kwargs: Optional[Mapping[str, Any]] = None, *, label: Optional[str] = None,
-           input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> "HeadSpec":
+           input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None,
+           network: Optional[str] = None) -> "HeadSpec":
         """A spec from its parts (a recipe's plugin keys, a call with a head name)."""
-        return cls(label or name, name, dict(kwargs or {}), label or name, input_module, dict(input_kwargs or {}))
+        return cls(label or name, name, dict(kwargs or {}), label or name, input_module, dict(input_kwargs or {}),
+                   network=network)
 
     @property
     def folder(self) -> str:
@@ -96,12 +102,15 @@ def parse_head_spec(text: str) -> HeadSpec:
         body = rest.strip()
     else:
         label, body = "", raw
+    body, hash_, network = body.partition("#")
+    if hash_ and not network.strip():
+        raise ValueError(f"head spec {text!r}: no backbone name after '#' (expected #NETWORK)")
     body, at, module_text = body.partition("@")
     name, kwargs = _name_params(text, body, "head name", "[LABEL=]NAME[:key=value,...]")
     module, module_kwargs = None, {}
     if at:
         module, module_kwargs = _name_params(text, module_text, "input module after '@'", "@MODULE[:key=value,...]")
-    return HeadSpec(label or raw, name, kwargs, raw, module, module_kwargs)
+    return HeadSpec(label or raw, name, kwargs, raw, module, module_kwargs, network=network.strip() or None)
 
 
 def _name_params(text: str, body: str, what: str, form: str) -> Tuple[str, Dict[str, Any]]:
@@ -128,11 +137,15 @@ def resolve(spec: HeadSpec) -> HeadSpec:
 
     Raises:
         KeyError: the head is not registered.
-        ValueError: a parameter the head or input module refuses, or an unknown input module.
+        ValueError: a parameter the head or input module refuses, an unknown input module or backbone.
     """
+    from .backbones import available_backbones
     from .registry import HEADS, INPUT_MODULES
 
     HEADS.get(spec.name)
+    if spec.network is not None and spec.network not in available_backbones():
+        raise ValueError(f"head spec {spec.text!r}: backbone {spec.network!r} after '#' is not one of "
+                         f"{', '.join(available_backbones())}")
     try:
         spec = replace(spec, hparams=HEADS.build(spec.name, **spec.kwargs).hparams())
     except (TypeError, ValueError) as exc:

@@ -36,7 +36,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -447,7 +447,8 @@ def train_model(cfg: TrainConfig, data_dir: str, head: Union[str, HeadSpec], out
                 progress: bool = True, reuse_from: Sequence[str] = (),
                 data_key: Optional[str] = None, echo: Callable[[str], None] = print,
                 input_module: Optional[str] = None, input_kwargs: Optional[Mapping[str, Any]] = None) -> TrainResult:
-    """Train ``cfg.network`` with the ``head`` on the RecordIO set ``data_dir``.
+    """Train ``cfg.network`` (the spec's ``network`` when it names one) with the ``head`` on the RecordIO
+    set ``data_dir``.
 
     Writes ``out_dir/model.pt`` (the backbone's state dict, loadable with
     ``lh2face eval ... --model out_dir/model.pt --network cfg.network``) and
@@ -482,13 +483,15 @@ def train_model(cfg: TrainConfig, data_dir: str, head: Union[str, HeadSpec], out
     from .fileio import atomic_path, sha256_file, write_json
     from .registry import HEADS
 
-    cfg.validate()
     if isinstance(head, HeadSpec):
         if head_kwargs or input_module or input_kwargs:
             raise ValueError("head_kwargs, input_module and input_kwargs are only used when head is given by name")
         spec = head
     else:
         spec = HeadSpec.of(head, head_kwargs, input_module=input_module, input_kwargs=input_kwargs)
+    if spec.network is not None:
+        cfg = replace(cfg, network=spec.network)
+    cfg.validate()
     HEADS.get(spec.name)
     data_key = data_key or data_fingerprint(data_dir)
     key = spec_key(cfg, spec, data_key)

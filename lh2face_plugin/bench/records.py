@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from .metrics import DetectableEffect, Difference, Estimate
-from .specs import HeadSpec
+from .specs import HeadSpec, parse_head_spec
 
 if TYPE_CHECKING:  # torch is imported with training only
     from ..training import TrainResult
@@ -125,11 +125,23 @@ class RunResult:
         """The head this run trained, as it was specified (its hyperparameters resolved)."""
         module = self.input_module or {}
         return HeadSpec(self.label, self.head, dict(self.head_kwargs), self.spec, module.get("name"),
-                        dict(module.get("kwargs") or {}), dict(self.hparams))
+                        dict(module.get("kwargs") or {}), dict(self.hparams), network=self.own_network)
 
-    def comparable(self) -> str:
-        """What runs of one table share: the training settings but seed and lr, the data, the evaluation set."""
-        return comparable_digest(self.train, self.data, self.evalset)
+    @property
+    def own_network(self) -> Optional[str]:
+        """The backbone its spec names (``#NETWORK``: trained on it instead of the table's), or ``None``."""
+        try:
+            return parse_head_spec(self.spec).network
+        except ValueError:
+            return None
+
+    def comparable(self, network: Optional[str] = None) -> str:
+        """What runs of one table share: the training settings but seed and lr, the data, the evaluation set.
+        A run whose spec names its own backbone counts as trained on the table's ``network`` when given."""
+        train = self.train
+        if network is not None and self.own_network is not None:
+            train = {**train, "network": network}
+        return comparable_digest(train, self.data, self.evalset)
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)

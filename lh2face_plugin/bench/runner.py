@@ -119,7 +119,7 @@ def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progre
          f"({c.hq_per_id} HQ + {c.lq_per_id} LQ) images (seed {cfg.eval_seed})")
     echo(_counts_line(ctx))
     comparable = comparable_digest(cfg.train_config(cfg.lr, cfg.seeds[0]).settings(), data.key, ctx.sha256)
-    stored = {r.label for r in gather(out, comparable)[0]}
+    stored = {r.label for r in gather(out, comparable, network=cfg.network)[0]}
     reference = _reference(cfg, specs, previous, [s.label for s in specs] + sorted(stored - {s.label for s in specs}))
 
     sweep = None
@@ -142,7 +142,7 @@ def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progre
                                       "bootstrap": {"replicates": cfg.bootstrap, "seed": cfg.bootstrap_seed},
                                       "config": _config_dict(cfg), "command": command, "lr_sweep": sweep,
                                       "train_data": train_data})
-    results, gather_notes = gather(out, comparable, _order(previous, specs))
+    results, gather_notes = gather(out, comparable, _order(previous, specs), network=cfg.network)
     earlier = [r for r in results if r.key not in {f.key for f in fresh}]
     echo(f"[4/5] evaluate {len(runs)} models on the evaluation set"
          + (f", with {len(earlier)} comparable runs stored earlier" if earlier else "")
@@ -220,7 +220,9 @@ def _rebuild_report(out: str, reference: Optional[str], device: str, progress: b
                          "rerun lh2face bench into this folder once")
     ev = load_evalset(resolve_inside(out, previous["evalset"]["path"], source=f"{source} key 'evalset.path'"))
     ctx = EvalContext(ev, PairIndex.build(ev), pair_counts(ev))
-    results, notes = gather(out, previous["comparable"], list(previous.get("heads") or ()))
+    network = (previous.get("config") or {}).get("network")
+    results, notes = gather(out, previous["comparable"], list(previous.get("heads") or ()),
+                            network=network if isinstance(network, str) else None)
     if not results:
         raise FileNotFoundError(f"{out}: no stored run of the table's settings holds its model any more")
     labels = list(dict.fromkeys(r.label for r in results))

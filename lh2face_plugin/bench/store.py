@@ -99,12 +99,14 @@ def _holds(out: str, r: RunResult) -> bool:
             and os.path.exists(os.path.join(out, r.model)))
 
 
-def gather(out: str, comparable: str, order: Sequence[str] = ()) -> Tuple[List[RunResult], List[str]]:
+def gather(out: str, comparable: str, order: Sequence[str] = (),
+           network: Optional[str] = None) -> Tuple[List[RunResult], List[str]]:
     """The stored results of one table and notes on the stored ones left out.
 
     Args:
         comparable: :meth:`~lh2face_plugin.bench.records.RunResult.comparable` of the current runs.
         order: labels to put first, in this order; the others follow in the order first stored.
+        network: the table's backbone, which runs whose spec names their own (``#NETWORK``) stand in for.
 
     Returns:
         results grouped by label (``order`` first), by seed within a label; notes.
@@ -112,7 +114,7 @@ def gather(out: str, comparable: str, order: Sequence[str] = ()) -> Tuple[List[R
     kept: Dict[str, List[RunResult]] = {}
     other, replaced = 0, []
     for r in stored_results(out):
-        if r.comparable() != comparable:
+        if r.comparable(network) != comparable:
             other += 1
         elif not _holds(out, r):
             replaced.append(f"{r.label} seed{r.seed}")

@@ -30,10 +30,11 @@ from .losses import cosine_distance, photometric_nll
 from .network import Reconstruction, ReconstructionNet
 from .renderer import Renderer
 
-__all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES"]
+__all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES", "CHANNELS"]
 
 MODES = ("joint", "frozen")
 ALBEDO_SOURCES = ("predicted", "frontalised")
+CHANNELS = ("all", "depth", "canonical")
 EmbedFn = Callable[[Tensor], Tensor]
 
 
@@ -77,6 +78,9 @@ class RenderInputModule(nn.Module):
             network's albedo maps (Unsup3d); or ``"frontalised"``, the canonical face
             divided by the predicted shading, so that the photometric term measures how well
             the warp inverts and the symmetry term how symmetric the frontalised face is.
+        channels: what the backbone is given beside the RGB image: ``"all"`` (canonical face and
+            depth), ``"depth"`` (the canonical channels zeroed) or ``"canonical"`` (the depth
+            channel zeroed); the ablations of which channel carries a gain, at the same size and cost.
 
     Shape:
         - Input: ``(B, 3, H, W)`` RGB in ``[-1, 1]`` (H, W divisible by 16).
@@ -108,6 +112,7 @@ class RenderInputModule(nn.Module):
         canon_fraction: float = 0.125,
         fusion: str = "widen",
         albedo: str = "predicted",
+        channels: str = "all",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -131,6 +136,9 @@ class RenderInputModule(nn.Module):
         if albedo not in ALBEDO_SOURCES:
             raise ValueError(f"albedo must be one of {ALBEDO_SOURCES}, got {albedo!r}")
         self.albedo = albedo
+        if channels not in CHANNELS:
+            raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+        self.channels = channels
         self.mode = mode
         self.net = ReconstructionNet(width=width, max_depth=max_depth)
         self.renderer = Renderer(fov=fov, inverse_iterations=inverse_iterations)
@@ -173,7 +181,12 @@ class RenderInputModule(nn.Module):
 
     # -- forward --------------------------------------------------------------------------
     def fuse(self, rgb: Tensor, canonical: Tensor, depth: Tensor) -> Tensor:
-        """``(B, 7, H, W)`` backbone input from RGB, canonical RGB and depth."""
+        """``(B, 7, H, W)`` backbone input from RGB, canonical RGB and depth (the channels
+        :attr:`channels` leaves out are zeros)."""
+        if self.channels == "depth":
+            canonical = torch.zeros_like(canonical)
+        elif self.channels == "canonical":
+            depth = torch.zeros_like(depth)
         return fuse(rgb, canonical, depth, self.max_depth)
 
     def forward(self, images: Tensor) -> Dict[str, object]:
