@@ -32,7 +32,19 @@ def test_parse_input_module_specs():
         parse_head_spec("arcface@render:mode")
 
 
+def test_parse_network_specs():
+    s = parse_head_spec("m=lh2face:alpha=0.3@render:mode=joint#compact-tiny-matched")
+    assert (s.label, s.name, s.kwargs, s.input_module, s.input_kwargs, s.network) == (
+        "m", "lh2face", {"alpha": 0.3}, "render", {"mode": "joint"}, "compact-tiny-matched")
+    assert parse_head_spec("cosface#compact").network == "compact"
+    assert parse_head_spec("cosface").network is None
+    assert parse_head_specs(["x=cosface#compact-wide"])[0].network == "compact-wide"
+    with pytest.raises(ValueError, match="backbone 'r50x' after '#' is not one of"):
+        parse_head_specs(["cosface#r50x"])
+
+
 @pytest.mark.parametrize("text, match", [
+    ("cosface#", "no backbone name after '#'"),
     ("cosface:s", "is not key=value"),
     ("cosface:s=1,s=2", "given twice"),
     (":s=1", "no head name"),

@@ -91,3 +91,36 @@ def test_loads_into_arcface_torch_networks(arcface_root, tmp_path):
         load_backbone(path, "r51", arcface_root=arcface_root)
     with pytest.raises(ValueError, match="does not match network 'r18'.*missing keys"):
         load_backbone(path, "r18", arcface_root=arcface_root)
+
+
+def _gmacs(net):
+    ptflops = pytest.importorskip("ptflops")
+    net.eval()
+    with torch.no_grad():
+        macs, _ = ptflops.get_model_complexity_info(net, (3, 112, 112), as_strings=False,
+                                                    print_per_layer_stat=False, verbose=False)
+    return macs / 1e9
+
+
+def test_compact_tiny_matched_has_the_size_and_compute_of_compact_tiny_behind_the_render_input():
+    from lh2face_plugin.training import build_model
+
+    wrapped, _ = build_model("compact-tiny", 512, "render", {})
+    matched = build_backbone("compact-tiny-matched")
+    n_wrapped = sum(p.numel() for p in wrapped.parameters())
+    n_matched = sum(p.numel() for p in matched.parameters())
+    n_plain = sum(p.numel() for p in build_backbone("compact-tiny").parameters())
+    assert n_matched == pytest.approx(n_wrapped, rel=0.01) and n_matched > 1.25 * n_plain
+    g_matched, g_wrapped = _gmacs(matched), _gmacs(wrapped)
+    assert g_matched == pytest.approx(g_wrapped, rel=0.02) and g_matched > 3 * _gmacs(build_backbone("compact-tiny"))
+
+
+def test_stem_blocks_add_blocks_at_the_stem_and_none_by_default():
+    plain = build_backbone("compact-tiny")
+    assert [k for k in plain.state_dict() if k.startswith("stem.")][-1] == "stem.2.weight"
+    deeper = build_backbone("compact-tiny", stem_blocks=2)
+    assert sum(1 for m in deeper.stem if m.__class__.__name__ == "_IRBlock") == 2
+    assert deeper(torch.zeros(2, 3, 112, 112)).shape == (2, 512)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="stem_blocks must be an integer >= 0"):
+            build_backbone("compact-tiny", stem_blocks=bad)

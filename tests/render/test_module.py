@@ -16,7 +16,7 @@ def test_render_is_registered_and_builds_with_recipe_parameters():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"mode": "train"}, "mode"), ({"lambda_view": -1}, "lambda_view"), ({"canon_fraction": 0}, "canon_fraction"),
-     ({"albedo": "canonical"}, "albedo must be one of")],
+     ({"albedo": "canonical"}, "albedo must be one of"), ({"channels": "rgb"}, "channels must be one of")],
 )
 def test_bad_parameters_raise_named_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -31,6 +31,19 @@ def test_output_shapes_and_untrained_module_is_the_identity_warp():
     assert out["canonical"].shape == (2, 3, 112, 112) and out["depth"].shape == (2, 1, 112, 112)
     assert torch.allclose(out["canonical"], x, atol=1e-4)
     assert torch.allclose(out["input"][:, :3], x)
+
+
+@pytest.mark.parametrize("channels, zeroed, kept", [("depth", slice(3, 6), slice(6, 7)),
+                                                    ("canonical", slice(6, 7), slice(3, 6))])
+def test_a_channel_ablation_zeroes_only_the_other_channels(channels, zeroed, kept):
+    x = random_faces(2)
+    full = posed_render_module(seed=3)(x)
+    out = posed_render_module(seed=3, channels=channels)(x)
+    assert full["input"][:, zeroed].abs().amax() > 0.1
+    assert torch.equal(out["input"][:, zeroed], torch.zeros_like(out["input"][:, zeroed]))
+    assert torch.equal(out["input"][:, kept], full["input"][:, kept])
+    assert torch.equal(out["input"][:, :3], x)
+    assert torch.equal(out["canonical"], full["canonical"]) and torch.equal(out["depth"], full["depth"])
 
 
 def test_gradients_reach_every_reconstruction_output():
