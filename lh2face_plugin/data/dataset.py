@@ -31,9 +31,10 @@ def resolve_rec(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, str]:
 class FaceRecordDataset(Dataset):
     """Face images and labels from a RecordIO file, as arcface_torch's ``MXFaceDataset`` reads them.
 
-    With an insightface header record (key 0, ``flag > 0``, labels ``[N+1, ...]``)
+    With an insightface header record (key 0, ``flag > 0``, labels ``[N+1, ...]``, no image)
     the samples are keys ``1..N``; otherwise (im2rec layout) every key of the
-    index. An image record's label is its scalar label, or the first of its labels.
+    index. An image record's label is its scalar label, or the first of its labels. An image at
+    key 0 with vector labels is refused: the host's reader would take it for the header.
 
     Args:
         root: a folder holding ``train.rec``/``train.idx``, or the ``.rec`` path

@@ -707,9 +707,17 @@ def check_header(payload: Buffer, keys: int, rec_size: int, where: str) -> Optio
     ``.rec``'s size) and ``K >= 0``. ``None`` for a record that is not such a header.
 
     Raises:
-        ValueError: one line naming ``where``.
+        ValueError: one line naming ``where``; also for an image with vector labels (an im2rec
+            ``--pack-label`` file whose first key is 0), which insightface readers take for the header.
     """
-    if len(payload) < _IR_SIZE or _IR.unpack_from(payload, 0)[0] != 2:
+    if len(payload) < _IR_SIZE:
+        return None
+    flag = _IR.unpack_from(payload, 0)[0]
+    if flag > 0 and len(payload) > _IR_SIZE + 4 * flag:
+        raise ValueError(f"{where}: an image with {flag} labels (im2rec --pack-label with the first key 0), which "
+                         "insightface readers (arcface_torch's MXFaceDataset) take for the header record and so "
+                         "train on the wrong images; rebuild it with `lh2face data build`, or with keys from 1")
+    if flag != 2:
         return None
     header, _ = unpack(payload)
     a, b = (float(v) for v in header.label[:2])

@@ -10,7 +10,8 @@ each tool lays them out, and read back record by record through :class:`FaceReco
   ``--pack-label``, vector labels (flag = label width), the first key 0 or not.
 
 A first record with ``flag > 0`` is the insightface header only at key 0: an im2rec file whose first key is
-not 0 and whose labels are vectors must not be taken for one.
+not 0 and whose labels are vectors must not be taken for one; one whose first key is 0 is refused (arcface_torch's
+MXFaceDataset takes its first image for the header and trains on the wrong images).
 """
 from __future__ import annotations
 
@@ -86,3 +87,9 @@ def test_header_detection_needs_key_0(tmp_path):
     ds = FaceRecordDataset(rec, random_flip=False)
     assert ds.header0 is None and ds.num_classes is None
     assert list(ds.imgidx) == keys
+
+
+def test_an_image_with_vector_labels_at_key_0_is_refused_not_taken_for_the_header(tmp_path):
+    rec, _, _ = write_im2rec(tmp_path, range(6), True)
+    with pytest.raises(ValueError, match=r"key 0 \(the header record\): an image with 2 labels \(im2rec --pack-label"):
+        FaceRecordDataset(rec, random_flip=False)
