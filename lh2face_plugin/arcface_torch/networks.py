@@ -46,7 +46,7 @@ def checkout_get_model(arcface_root: Optional[str]):
 def arcface_backbone(network: str, root: str, **kwargs):
     """``backbones.get_model(network, dropout=0, fp16=False, **kwargs)`` from the checkout."""
     with compat(root):
-        import backbones  # the checkout's: on sys.path only inside compat(root)
+        import backbones  # host: importable only inside compat(root)
 
         try:
             return backbones.get_model(network, dropout=0.0, fp16=False, **kwargs)
