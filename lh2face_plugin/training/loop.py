@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from dataclasses import replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
