@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .registry import HEADS, INPUT_MODULES
+
 __all__ = ["HeadSpec", "PRESETS", "LABEL_RE", "preset", "parse_head_spec", "resolve"]
 
 PRESETS: Dict[str, str] = {
@@ -139,8 +141,7 @@ def resolve(spec: HeadSpec) -> HeadSpec:
         KeyError: the head is not registered.
         ValueError: a parameter the head or input module refuses, an unknown input module or backbone.
     """
-    from .backbones import available_backbones
-    from .registry import HEADS, INPUT_MODULES
+    from .compact import available_backbones  # lazy: torch; the lh2face command imports this module at start-up
 
     HEADS.get(spec.name)
     if spec.network is not None and spec.network not in available_backbones():

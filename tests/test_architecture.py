@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 import pytest
 
@@ -91,10 +91,8 @@ def test_every_module_stands_on_a_floor():
     assert not unplaced, f"not on any floor of docs/architecture.md's table (add them to a row): {unplaced}"
 
 
-# Upward imports known and to be removed (not to be added to): the input-module record of a train_v2 run reads
-# training.py's input-argument helpers and backbones.py's loaders; they belong below arcface_torch/.
-KNOWN_UPWARD = {("lh2face_plugin.arcface_torch.input_record", "lh2face_plugin.training"),
-                ("lh2face_plugin.arcface_torch.input_record", "lh2face_plugin.backbones")}
+# Upward imports known and to be removed (not to be added to): none left.
+KNOWN_UPWARD: Set[Tuple[str, str]] = set()
 
 
 def _upward():

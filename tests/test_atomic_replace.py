@@ -1,4 +1,4 @@
-"""Atomic replacement by behaviour (lh2face_plugin/fileio.py), not by its final content.
+"""Atomic replacement by behaviour (lh2face_plugin/fileio/), not by its final content.
 
 A replacement must put a new file (a new inode) at the target's name in one step: a reader that opened the
 old file keeps reading the old bytes whole, another name of the old file (a hard link) still holds them, a
@@ -117,10 +117,10 @@ def test_a_failure_inside_the_commit_leaves_the_old_file(old_target, monkeypatch
         calls.append(args)
         raise OSError(errno.EIO, f"injected failure in {fail_in}")
 
-    monkeypatch.setattr(fileio.os, fail_in, failing)
+    monkeypatch.setattr(fileio.staging.os, fail_in, failing)
     with pytest.raises(OSError, match=f"injected failure in {fail_in}"):
         write_bytes(target, NEW)
-    monkeypatch.setattr(fileio.os, fail_in, real)
+    monkeypatch.setattr(fileio.staging.os, fail_in, real)
     assert calls, f"the commit never called os.{fail_in}"
     assert target.read_bytes() == OLD
     assert os.stat(target).st_ino == before.st_ino

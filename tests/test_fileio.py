@@ -116,7 +116,7 @@ def test_writing_folder_failure_leaves_the_old_version(tmp_path):
 
 
 def test_publish_without_an_atomic_swap_keeps_user_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fileio.folders, "_exchange", lambda a, b: False)
     out = tmp_path / "out"
     with writing_folder(str(out), "c") as stage:
         open(os.path.join(stage, "old_only"), "w").write("1")
@@ -157,7 +157,7 @@ def test_update_json_merges_concurrent_writers(tmp_path):
 
 
 def test_an_interrupted_publish_by_file_is_still_recognised(tmp_path, monkeypatch):
-    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fileio.folders, "_exchange", lambda a, b: False)
     out = tmp_path / "out"
     with writing_folder(str(out), "c") as stage:
         open(os.path.join(stage, "a"), "w").write("v1")
@@ -168,12 +168,12 @@ def test_an_interrupted_publish_by_file_is_still_recognised(tmp_path, monkeypatc
             raise KeyboardInterrupt  # killed half-way through the moves
         return real(src, dst)
 
-    monkeypatch.setattr(fileio.os, "replace", dying)
+    monkeypatch.setattr(fileio.folders.os, "replace", dying)
     with pytest.raises(KeyboardInterrupt):
         with writing_folder(str(out), "c") as stage:
             open(os.path.join(stage, "a"), "w").write("v2")
             open(os.path.join(stage, "b"), "w").write("v2")
-    monkeypatch.setattr(fileio.os, "replace", real)
+    monkeypatch.setattr(fileio.folders.os, "replace", real)
     assert verify_manifest(str(out)) != []  # not whole: a rerun rebuilds it
     with writing_folder(str(out), "c") as stage:  # still this command's folder: no --overwrite needed
         open(os.path.join(stage, "b"), "w").write("v3")

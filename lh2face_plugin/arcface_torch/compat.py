@@ -30,12 +30,17 @@ import functools
 import importlib
 import inspect
 import sys
+import types
 from types import ModuleType
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.optim.lr_scheduler import _LRScheduler
+
+from . import mxnet_shim, torchvision_shim
 
 __all__ = ["fix_lr_scheduler", "fix_verification", "tolerant_interp1d", "ensure_mxnet", "ensure_torchvision",
            "tolerate_second_init", "map_nccl_to_gloo", "use_cpu", "cpu_only", "mxnet_status", "torchvision_status",
@@ -74,13 +79,11 @@ def fix_lr_scheduler(lr_module: ModuleType) -> bool:
 def tolerant_interp1d(x, y, kind="linear", **kwargs):
     """``scipy.interpolate.interp1d``, except that repeated ``x`` (refused by scipy >= 1.9
     for spline kinds) gives the piecewise-linear ``np.interp`` reading of the points."""
-    import numpy as np
-
     x, y = np.asarray(x), np.asarray(y)
     if np.any(np.diff(np.sort(x)) == 0):
         order = np.argsort(x, kind="stable")
         return lambda v: np.interp(v, x[order], y[order])
-    from scipy.interpolate import interp1d
+    from scipy.interpolate import interp1d  # optional: heavy
 
     return interp1d(x, y, kind=kind, **kwargs)
 
@@ -93,8 +96,6 @@ def fix_verification(module: Optional[ModuleType]) -> bool:
     """
     if module is None or not hasattr(module, "interpolate"):
         return False
-    import types
-
     module.interpolate = types.SimpleNamespace(interp1d=tolerant_interp1d)
     return True
 
@@ -125,9 +126,7 @@ def _status(name: str, shim_version: str) -> Optional[str]:
 
 def mxnet_status() -> str:
     """``"mxnet 1.9.1"``, ``"lh2face stand-in"`` or ``"not importable (reason)"``; installs nothing."""
-    from .mxnet_shim import SHIM_VERSION
-
-    status = _status("mxnet", SHIM_VERSION)
+    status = _status("mxnet", mxnet_shim.SHIM_VERSION)
     if status is not None:
         return status
     reason = import_problem("mxnet")
@@ -136,9 +135,7 @@ def mxnet_status() -> str:
 
 def torchvision_status() -> Optional[str]:
     """What ``torchvision`` is in this process, or ``None`` if nothing imported it yet."""
-    from .torchvision_shim import SHIM_VERSION
-
-    return _status("torchvision", SHIM_VERSION)
+    return _status("torchvision", torchvision_shim.SHIM_VERSION)
 
 
 def _ensure(name: str, shim_version: str, build_shim: Callable[[], dict]) -> str:
@@ -159,9 +156,7 @@ def ensure_mxnet() -> str:
         What ``mxnet`` now is, e.g. ``"mxnet 1.9.1"`` or
         ``"lh2face stand-in (mxnet not importable: ModuleNotFoundError: ...)"``.
     """
-    from .mxnet_shim import SHIM_VERSION, build_mxnet_shim
-
-    return _ensure("mxnet", SHIM_VERSION, build_mxnet_shim)
+    return _ensure("mxnet", mxnet_shim.SHIM_VERSION, mxnet_shim.build_mxnet_shim)
 
 
 def ensure_torchvision() -> str:
@@ -170,9 +165,7 @@ def ensure_torchvision() -> str:
     Returns:
         ``"torchvision 0.x"`` or ``"lh2face stand-in (torchvision not importable: ...)"``.
     """
-    from .torchvision_shim import SHIM_VERSION, build_torchvision_shim
-
-    return _ensure("torchvision", SHIM_VERSION, build_torchvision_shim)
+    return _ensure("torchvision", torchvision_shim.SHIM_VERSION, torchvision_shim.build_torchvision_shim)
 
 
 def map_nccl_to_gloo() -> bool:
@@ -251,9 +244,6 @@ def use_cpu(sampler_module: Optional[ModuleType] = None) -> Callable[[], None]:
     Returns:
         A function that undoes every patch.
     """
-    from torch import nn
-    from torch.nn.parallel import DistributedDataParallel
-
     tensor_to = torch.Tensor.to
 
     def to(self, *args, **kwargs):
@@ -263,7 +253,7 @@ def use_cpu(sampler_module: Optional[ModuleType] = None) -> Callable[[], None]:
             kwargs["device"] = "cpu"
         return tensor_to(self, *args, **kwargs)
 
-    class CpuDDP(DistributedDataParallel):
+    class CpuDDP(torch.nn.parallel.DistributedDataParallel):  # the class in place at this call
         def __init__(self, module, *args, device_ids=None, output_device=None, **kwargs):
             super().__init__(module, *args, **kwargs)
 

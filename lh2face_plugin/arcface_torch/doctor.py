@@ -20,6 +20,16 @@ import warnings
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Tuple
 
+import torch
+
+from ..data import recordio
+from . import autoload
+from .compat import import_problem
+from .config import check_job_keys, load_recipe, plugin_spec
+from .locate import locate_checkout
+from .mxnet_shim import imdecode
+from .revision import check_revision
+
 __all__ = ["Finding", "diagnose", "format_report", "import_state", "check_training_data"]
 
 # arcface_torch's own requirements (module, distribution); torchvision and mxnet have stand-ins
@@ -47,8 +57,6 @@ def import_state(module: str, dist_name: Optional[str] = None) -> Tuple[str, str
     "missing" means nothing of that name is installed; "broken" that it is installed and
     raises when imported (the error is shown, e.g. a torchvision built for another torch).
     """
-    from .compat import import_problem
-
     loaded = sys.modules.get(module)
     if loaded is not None:        # already imported here (the real one or a stand-in)
         return "ok", str(getattr(loaded, "__version__", "installed"))
@@ -65,8 +73,6 @@ def import_state(module: str, dist_name: Optional[str] = None) -> Tuple[str, str
 
 
 def _torch_findings() -> List[Finding]:
-    import torch
-
     out = [Finding("python", "ok", platform.python_version()), Finding("torch", "ok", torch.__version__)]
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
@@ -84,9 +90,6 @@ def _torch_findings() -> List[Finding]:
 
 
 def _checkout_findings(arcface_root: Optional[str], strict: bool) -> List[Finding]:
-    from .locate import locate_checkout
-    from .revision import check_revision
-
     try:
         checkout = locate_checkout(arcface_root)
     except FileNotFoundError as exc:
@@ -105,8 +108,6 @@ def _checkout_findings(arcface_root: Optional[str], strict: bool) -> List[Findin
 
 
 def _package_findings() -> List[Finding]:
-    import torch
-
     out = []
     for module, dist_name in HOST_REQUIREMENTS:
         state, detail = import_state(module, dist_name)
@@ -150,8 +151,6 @@ def _package_findings() -> List[Finding]:
 
 
 def _autoload_findings(environ: Optional[Mapping[str, str]] = None) -> List[Finding]:
-    from . import autoload
-
     state = autoload.diagnose(environ)
     if not (state["pth"] and state["gate"]):
         return [Finding("start-up hook", "fail", f"not installed in this environment (no {autoload.PTH_NAME} in "
@@ -175,11 +174,6 @@ def check_training_data(rec: str, records: int = 4) -> Finding:
     its first element if it is an array, through ``torch.tensor(label, dtype=torch.long)``,
     and the image through ``mx.image.imdecode``); any other folder must be an ImageFolder.
     """
-    import torch
-
-    from ..data import recordio
-    from .mxnet_shim import imdecode
-
     if rec == "synthetic":
         return Finding("data", "ok", "rec='synthetic' (arcface_torch's one random image)")
     if not os.path.isdir(rec):
@@ -217,10 +211,6 @@ def check_training_data(rec: str, records: int = 4) -> Finding:
 
 def _recipe_findings(recipe: str, arcface_root: Optional[str], environ: Optional[Mapping[str, str]] = None,
                      ) -> List[Finding]:
-    from . import autoload
-    from .config import check_job_keys, load_recipe, plugin_spec
-    from .locate import locate_checkout
-
     try:
         root = locate_checkout(arcface_root).root
     except FileNotFoundError:

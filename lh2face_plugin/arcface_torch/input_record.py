@@ -16,6 +16,13 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
+from .. import build_input_module
+from ..compact import build_backbone, is_compact
+from ..fileio import write_json
+from ..input_args import recorded_input_kwargs, resolved_input_kwargs
+from ..weights import load_weights, read_state_dict
+from .networks import checkout_get_model
+
 __all__ = ["RECORD_NAME", "FORMAT", "write_record", "read_record", "load_model"]
 
 RECORD_NAME = "lh2face_input_module.json"
@@ -36,13 +43,10 @@ def write_record(output: Optional[str], name: str, kwargs: Mapping[str, Any], ne
     """Write the record into ``output`` on rank 0 (atomically); returns its path, ``None`` elsewhere."""
     if not output or _rank() != 0:
         return None
-    from ..fileio import write_json
-    from ..training import _resolved_input_kwargs
-
     os.makedirs(output, exist_ok=True)
     path = os.path.join(output, RECORD_NAME)
     write_json(path, {"format": FORMAT, "name": name, "kwargs": dict(kwargs),
-                      "resolved": _resolved_input_kwargs(name, kwargs), "network": network,
+                      "resolved": resolved_input_kwargs(name, kwargs), "network": network,
                       "get_model_kwargs": {k: v for k, v in get_model_kwargs.items()
                                            if isinstance(v, (int, float, str, bool, type(None)))}})
     return path
@@ -77,17 +81,12 @@ def load_model(model_path: str, record: Mapping[str, Any], arcface_root: Optiona
     Raises:
         ValueError: ``model_path`` does not match (missing / unexpected keys, shapes).
     """
-    from ..backbones import _PRESETS, _host_get_model, build_backbone, load_weights, read_state_dict
-    from ..training import recorded_input_kwargs
-
     network = record["network"]
     dim = int(record.get("get_model_kwargs", {}).get("num_features", 512))
-    if str(network).lower().replace("_", "-") in _PRESETS:
+    if is_compact(network):
         backbone = build_backbone(network, embedding_size=dim)
     else:
-        backbone = _host_get_model(arcface_root)(network, dropout=0.0, fp16=False, num_features=dim)
-    from .. import build_input_module
-
+        backbone = checkout_get_model(arcface_root)(network, dropout=0.0, fp16=False, num_features=dim)
     kwargs = {k: v for k, v in recorded_input_kwargs(record).items() if k not in ("checkpoint", "mode")}
     model = build_input_module(record["name"], **kwargs).wrap(backbone)
     return load_weights(model, model_path, f"{network} behind {record['name']!r}",

@@ -6,10 +6,11 @@ import os
 import sys
 from typing import Optional
 
-from .locate import locate_checkout
+from ..compact import available_backbones
+from .locate import ENV_VAR, locate_checkout
 from .reference import compat
 
-__all__ = ["host_get_model", "arcface_backbone"]
+__all__ = ["host_get_model", "checkout_get_model", "arcface_backbone"]
 
 
 def host_get_model(arcface_root: Optional[str]):
@@ -30,10 +31,22 @@ def host_get_model(arcface_root: Optional[str]):
     return importlib.import_module("backbones").get_model
 
 
+def checkout_get_model(arcface_root: Optional[str]):
+    """:func:`host_get_model` for a network that is not one of ours: a checkout must be given (``arcface_root``
+    or ``$ARCFACE_TORCH_ROOT``), else one line naming our backbones and how to give one."""
+    if not (arcface_root or os.environ.get(ENV_VAR)):
+        raise ValueError(
+            "this network is not one of ours "
+            f"({', '.join(available_backbones())}); give the arcface_torch checkout with "
+            f"--arcface-root / arcface_root= or {ENV_VAR} to build its networks"
+        )
+    return host_get_model(arcface_root)
+
+
 def arcface_backbone(network: str, root: str, **kwargs):
     """``backbones.get_model(network, dropout=0, fp16=False, **kwargs)`` from the checkout."""
     with compat(root):
-        import backbones
+        import backbones  # host: importable only inside compat(root)
 
         try:
             return backbones.get_model(network, dropout=0.0, fp16=False, **kwargs)

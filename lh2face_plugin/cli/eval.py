@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..finite import require_finite_parameters
 from ._common import add_command
 
 
@@ -24,7 +25,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _model_key(args) -> str:
     """The feature-cache key: the model file's content and every setting that changes features."""
-    from ..eval.embed import content_fingerprint
+    from ..eval.embed import content_fingerprint  # lazy: start-up
 
     root = args.arcface_root or os.environ.get("ARCFACE_TORCH_ROOT") if args.network else None
     return content_fingerprint(args.model, network=args.network, onnx=bool(args.onnx), image_size=112,
@@ -36,7 +37,7 @@ def _run(args, command: str, key: str, data: str) -> dict:
 
 
 def _embedder(args):
-    from ..eval.embed import load_embedder
+    from ..eval.embed import load_embedder  # lazy: start-up
 
     trained = _input_module_run(args)
     if trained is not None:
@@ -52,8 +53,8 @@ def _input_module_run(args):
     ``None`` for other models."""
     if args.onnx or args.model.lower().endswith(".onnx"):
         return None
-    from ..arcface_torch.input_record import load_model, read_record
-    from ..training import load_trained_model, trained_info
+    from ..arcface_torch.input_record import load_model, read_record  # lazy: start-up
+    from ..training import load_trained_model, trained_info  # lazy: start-up
 
     info = trained_info(args.model)
     record = read_record(args.model) if info is None else None
@@ -61,8 +62,7 @@ def _input_module_run(args):
         if args.network and args.network != record["network"]:
             raise ValueError(f"{args.model} was trained with config.network = {record['network']!r} behind the "
                              f"{record['name']!r} input module, not --network {args.network}")
-        from ..eval.embed import torch_embedder
-        from ..finite import require_finite_parameters
+        from ..eval.embed import torch_embedder  # lazy: start-up
 
         model = load_model(args.model, record, arcface_root=args.arcface_root)
         require_finite_parameters(model, args.model)
@@ -72,8 +72,7 @@ def _input_module_run(args):
     if args.network and args.network != info.get("network"):
         raise ValueError(f"{args.model} was trained with --network {info.get('network')} behind the "
                          f"{info['input_module']['name']!r} input module, not {args.network}")
-    from ..eval.embed import torch_embedder
-    from ..finite import require_finite_parameters
+    from ..eval.embed import torch_embedder  # lazy: start-up
 
     model = load_trained_model(args.model)
     require_finite_parameters(model, args.model)
@@ -85,10 +84,10 @@ def _roc_path(out: str, name: str) -> str:
 
 
 def _verify(args) -> int:
-    from ..eval import evaluate_verification
-    from ..eval.plots import plot_roc
-    from ..eval.report import check_results, out_file, verification_table, write_results
-    from ..fileio import derived, sha256_file
+    from ..eval import evaluate_verification  # lazy: start-up
+    from ..eval.plots import plot_roc  # lazy: start-up
+    from ..eval.report import check_results, out_file, verification_table, write_results  # lazy: start-up
+    from ..fileio import derived, sha256_file  # lazy: start-up
 
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"{args.model}: model file not found")
@@ -123,7 +122,7 @@ def _verify(args) -> int:
 
 
 def _ijb_data(root: str, target: str) -> str:
-    from ..fileio import sha256_file
+    from ..fileio import sha256_file  # lazy: start-up
 
     meta = [os.path.join(root, "meta", f"{target.lower()}_{k}.txt")
             for k in ("face_tid_mid", "name_5pts_score", "template_pair_label")]
@@ -131,14 +130,14 @@ def _ijb_data(root: str, target: str) -> str:
 
 
 def _ijb(args) -> int:
-    from ..eval.plots import plot_roc
-    from ..eval.report import check_results, ijb_table, out_file, write_results
-    from ..fileio import derived
+    from ..eval.plots import plot_roc  # lazy: start-up
+    from ..eval.report import check_results, ijb_table, out_file, write_results  # lazy: start-up
+    from ..fileio import derived  # lazy: start-up
 
     results_path = os.path.join(args.out, "results.json")
     if args.reference:
-        from ..eval import metrics
-        from ..arcface_torch.reference import run_eval_ijbc
+        from ..eval import metrics  # lazy: start-up
+        from ..arcface_torch.reference import run_eval_ijbc  # lazy: start-up
 
         root = args.arcface_root or os.environ.get("ARCFACE_TORCH_ROOT")
         if not root or not args.network:
@@ -157,7 +156,7 @@ def _ijb(args) -> int:
                                  "tar_at_far": metrics.tar_at_far_nearest(ref["fpr"], ref["tpr"])},
                "auc": metrics.auc(ref["fpr"], ref["tpr"]), "roc": {"fpr": ref["fpr"], "tpr": ref["tpr"]}}
     else:
-        from ..eval import evaluate_ijb
+        from ..eval import evaluate_ijb  # lazy: start-up
 
         if not os.path.isfile(args.model):
             raise FileNotFoundError(f"{args.model}: model file not found")

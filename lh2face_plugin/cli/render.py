@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 
 def _module(checkpoint, **kwargs):
-    from ..render.module import RenderInputModule
+    from ..render.module import RenderInputModule  # lazy: start-up
 
     if checkpoint:
         module = RenderInputModule.from_checkpoint(checkpoint, **kwargs)
@@ -88,9 +88,9 @@ def _module(checkpoint, **kwargs):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: start-up
 
-    from ..render.pretrain import folder_batches, pretrain, synthetic_batches
+    from ..render.pretrain import folder_batches, pretrain, synthetic_batches  # lazy: start-up
 
     for name in ("steps", "batch_size", "width"):
         if getattr(args, name) < 1:
@@ -102,10 +102,10 @@ def _pretrain(args: argparse.Namespace) -> int:
                                 f"{os.path.join(args.out, 'render.pt')}")
     torch.manual_seed(args.seed)
     if os.path.exists(args.out) and os.path.abspath(args.out) != os.path.abspath(args.checkpoint or ""):
-        from ..render.module import _read_checkpoint
+        from ..render.module import read_checkpoint  # lazy: start-up
 
         try:
-            _read_checkpoint(args.out)
+            read_checkpoint(args.out)
         except (ValueError, OSError):
             raise FileExistsError(f"--out {args.out}: the file exists and is not a render checkpoint; choose "
                                   "another path (pretrain replaces only its own checkpoints)") from None
@@ -144,9 +144,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: start-up
 
-    from ..render.show import load_face, render_panels, save_grid, to_tensor
+    from ..render.show import load_face, render_panels, save_grid, to_tensor  # lazy: start-up
 
     if not args.images and args.synthetic <= 0:
         raise ValueError("give at least one IMAGE or --synthetic K")
@@ -157,7 +157,7 @@ def _show(args: argparse.Namespace) -> int:
     faces = [load_face(p, args.landmarks) for p in args.images]
     labels = [os.path.basename(p) for p in args.images]
     if args.synthetic > 0:
-        from ..render.evaluate import synthetic_eval_set
+        from ..render.evaluate import synthetic_eval_set  # lazy: start-up
 
         data = synthetic_eval_set(args.synthetic, seed=7)
         faces += [((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -170,7 +170,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..render.evaluate import evaluate, format_table, synthetic_eval_set
+    from ..render.evaluate import evaluate, format_table, synthetic_eval_set  # lazy: start-up
 
     module = _module(args.checkpoint)
     result = evaluate(module, synthetic_eval_set(args.num, seed=args.seed))

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
+import torch
 
+from .. import __version__
 from ..fileio import copy_file, owned_files, resolve_inside, sha256_file, writing_folder
 from .onnx import eval_mode, module_device
 
@@ -59,7 +61,7 @@ class PackInfo:
 
 
 def _load_onnx(path: str, what: str):
-    import onnx
+    import onnx  # optional: heavy
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} model not found: {path}")
@@ -133,8 +135,6 @@ def build_manifest(
     display_name: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The Manifest V2 document (a dict) for a recognition model and an optional detector."""
-    from .. import __version__
-
     _check_model_id(model_id)
     tasks: Dict[str, Any] = {}
     if detection_file is not None:
@@ -224,7 +224,7 @@ def external_data(src: str, proto=None) -> List[str]:
     Each must exist inside the model's folder (:func:`lh2face_plugin.fileio.resolve_inside`); errors
     name the model and the file.
     """
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # optional: heavy
 
     proto = _load_onnx(src, "recognition") if proto is None else proto
     folder = os.path.dirname(os.path.abspath(src))
@@ -245,7 +245,7 @@ def copy_recognition(src: str, dst: str) -> None:
     :func:`external_data`) has them embedded, so the pack carries its weights. A model too large
     for one file (2 GiB) is refused.
     """
-    import onnx
+    import onnx  # optional: heavy
 
     proto = _load_onnx(src, "recognition")
     files = external_data(src, proto)
@@ -347,8 +347,6 @@ def torch_embedding(module, bgr: np.ndarray) -> np.ndarray:
     RGB, ``(x / 255 - 0.5) / 0.5``, ``[1, 3, H, W]``; returns ``[D]`` float32.
     This equals what ``ArcFaceONNX`` feeds its graph: ``(rgb - 127.5) / 127.5``.
     """
-    import torch
-
     rgb = bgr[:, :, ::-1].astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
     x = (x / 255.0 - 0.5) / 0.5
@@ -382,13 +380,13 @@ def verify_pack(pack_dir: str, reference=None, image: Optional[np.ndarray] = Non
         ``mean_std``, ``cosine`` (name -> value), ``face_analysis`` (a
         sentence: loaded, or why not).
     """
-    from insightface.app import FaceAnalysis
-    from insightface.app.common import Face
-    from insightface.data import get_image
-    from insightface.model_zoo import get_model
-    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-    from insightface.model_zoo.package_manifest import load_model_package
-    from insightface.utils.face_align import arcface_dst
+    from insightface.app import FaceAnalysis  # optional: heavy
+    from insightface.app.common import Face  # optional: heavy
+    from insightface.data import get_image  # optional: heavy
+    from insightface.model_zoo import get_model  # optional: heavy
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX  # optional: heavy
+    from insightface.model_zoo.package_manifest import load_model_package  # optional: heavy
+    from insightface.utils.face_align import arcface_dst  # optional: heavy
 
     pack = load_model_package(pack_dir)
     for task in pack.tasks:

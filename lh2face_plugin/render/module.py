@@ -18,19 +18,21 @@ training mode ``model(images)`` keeps it as a pending item (:class:`RenderAugmen
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from ..fileio import atomic_path
 from ..registry import register_input_module
 from .fusion import adapt_backbone, fuse
 from .losses import cosine_distance, photometric_nll
 from .network import Reconstruction, ReconstructionNet
 from .renderer import Renderer
 
-__all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES", "CHANNELS"]
+__all__ = ["RenderInputModule", "RenderAugmentedModel", "MODES", "CHANNELS", "read_checkpoint"]
 
 MODES = ("joint", "frozen")
 ALBEDO_SOURCES = ("predicted", "frontalised")
@@ -151,8 +153,6 @@ class RenderInputModule(nn.Module):
     def resolved_kwargs(cls, kwargs: Dict[str, object]) -> Dict[str, object]:
         """``kwargs`` with every other constructor parameter at its default: what a module built with
         ``kwargs`` uses (recorded in ``train.json`` as ``"resolved"``)."""
-        import inspect
-
         params = inspect.signature(cls.__init__).parameters
         out = {n: p.default for n, p in params.items() if n != "self" and p.default is not inspect.Parameter.empty}
         out.update(kwargs)
@@ -304,8 +304,6 @@ class RenderInputModule(nn.Module):
 
     def save_reconstruction(self, path: str) -> None:
         """Write the reconstruction network's weights atomically (:func:`lh2face_plugin.fileio.atomic_path`)."""
-        from ..fileio import atomic_path
-
         config = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
         with atomic_path(os.fspath(path), suffix=".pt") as tmp:
             torch.save({"format": "lh2face-render/1", "config": config, "state_dict": self.net.state_dict()}, tmp)
@@ -313,12 +311,12 @@ class RenderInputModule(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs) -> "RenderInputModule":
         """A module with the architecture stored in ``path`` and its weights."""
-        cfg = _read_checkpoint(path)["config"]
+        cfg = read_checkpoint(path)["config"]
         return cls(checkpoint=path, **{**cfg, **kwargs})
 
     def load_reconstruction(self, path: str) -> None:
         """Load weights written by :meth:`save_reconstruction`."""
-        blob = _read_checkpoint(path)
+        blob = read_checkpoint(path)
         cfg = blob["config"]
         mine = {"width": self.net.stem[0].out_channels, "max_depth": self.max_depth, "fov": self.renderer.fov}
         if cfg != mine:
@@ -326,7 +324,8 @@ class RenderInputModule(nn.Module):
         self.net.load_state_dict(blob["state_dict"])
 
 
-def _read_checkpoint(path: str) -> dict:
+def read_checkpoint(path: str) -> dict:
+    """The content of a render checkpoint (``format`` ``lh2face-render/1``); ``ValueError`` for any other file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"render checkpoint {path!r} does not exist")
     try:

@@ -94,19 +94,19 @@ def test_train_eval_and_export_locate_the_checkout_alike(tmp_path, monkeypatch):
     """An insightface clone (recognition/arcface_torch inside) is found by lh2face train, the reference
     evaluation and the export's network loader through the same locate_checkout."""
     from _helpers_arcface_torch import forget_host_modules, write_fake_checkout
-    from lh2face_plugin.backbones import _host_get_model
+    from lh2face_plugin.arcface_torch.networks import checkout_get_model
     from lh2face_plugin.arcface_torch.reference import _check_root
 
     clone = tmp_path / "insightface"
     inner = write_fake_checkout(str(clone / "recognition" / "arcface_torch"))
     monkeypatch.delenv("ARCFACE_TORCH_ROOT", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))           # _host_get_model puts the checkout on it
+    monkeypatch.setattr(sys, "path", list(sys.path))           # checkout_get_model puts the checkout on it
     assert locate_checkout(str(clone)).root == inner == _check_root(str(clone))
     forget_host_modules()
     try:
-        assert _host_get_model(str(clone))("r50").__module__ == "torch.nn.modules.linear"
+        assert checkout_get_model(str(clone))("r50").__module__ == "torch.nn.modules.linear"
         monkeypatch.setenv("ARCFACE_TORCH_ROOT", str(tmp_path / "nowhere"))
-        for find in (_check_root, lambda r: _host_get_model(None)):
+        for find in (_check_root, lambda r: checkout_get_model(None)):
             with pytest.raises(FileNotFoundError, match="ARCFACE_TORCH_ROOT|--arcface-root"):
                 find(str(tmp_path / "nowhere"))
     finally:
