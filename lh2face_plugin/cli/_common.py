@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 DOCS_URL = "https://lh2face-plugin.readthedocs.io/en/latest/"
 """Base address of the documentation site (built from ``docs/`` by ``mkdocs``); the one place it is named."""
@@ -41,3 +42,36 @@ def add_command(subparsers, name: str, help: str, examples: str, func) -> argpar
     p.epilog = "examples:\n" + examples.strip("\n") + "\n\ndocumentation: " + docs_url(p.prog)
     p.set_defaults(func=func, _prog=p.prog)
     return p
+
+
+def input_module_model(model: str, network: Optional[str], arcface_root: Optional[str]):
+    """The model saved at ``model`` when it was trained behind an input module (its ``model.pt`` is the
+    wrapped model), rebuilt from the ``train.json`` beside it (``lh2face bench`` ``@render`` specs) or from
+    the ``lh2face_input_module.json`` that an arcface_torch run with ``config.input_module`` wrote beside
+    it, its parameters checked finite; ``None`` for other models (an ``.onnx`` file, a plain backbone).
+
+    Raises:
+        ValueError: ``network`` given and not the one the run trained.
+    """
+    if model.lower().endswith(".onnx"):
+        return None
+    from ..arcface_torch.input_record import load_model, read_record  # lazy: start-up
+    from ..finite import require_finite_parameters  # lazy: start-up
+    from ..training import load_trained_model, trained_info  # lazy: start-up
+
+    info = trained_info(model)
+    record = read_record(model) if info is None else None
+    if record is not None:
+        if network and network != record["network"]:
+            raise ValueError(f"{model} was trained with config.network = {record['network']!r} behind the "
+                             f"{record['name']!r} input module, not --network {network}")
+        net = load_model(model, record, arcface_root=arcface_root)
+    elif info is not None and info.get("input_module"):
+        if network and network != info.get("network"):
+            raise ValueError(f"{model} was trained with --network {info.get('network')} behind the "
+                             f"{info['input_module']['name']!r} input module, not {network}")
+        net = load_trained_model(model)
+    else:
+        return None
+    require_finite_parameters(net, model)
+    return net

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..finite import require_finite_parameters
-from ._common import add_command
+from ._common import add_command, input_module_model
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -37,46 +36,13 @@ def _run(args, command: str, key: str, data: str) -> dict:
 
 
 def _embedder(args):
-    from ..eval.embed import load_embedder  # lazy: start-up
+    from ..eval.embed import load_embedder, torch_embedder  # lazy: start-up
 
-    trained = _input_module_run(args)
+    trained = None if args.onnx else input_module_model(args.model, args.network, args.arcface_root)
     if trained is not None:
-        return trained
+        return torch_embedder(trained, device=args.device)
     return load_embedder(args.model, network=args.network, onnx=args.onnx, device=args.device,
                          arcface_root=args.arcface_root)
-
-
-def _input_module_run(args):
-    """The embedder of a run trained behind an input module: its ``model.pt`` is the wrapped model, rebuilt
-    from the ``train.json`` beside it (``lh2face bench`` ``@render`` specs) or from the
-    ``lh2face_input_module.json`` that an arcface_torch run with ``config.input_module`` wrote beside it;
-    ``None`` for other models."""
-    if args.onnx or args.model.lower().endswith(".onnx"):
-        return None
-    from ..arcface_torch.input_record import load_model, read_record  # lazy: start-up
-    from ..training import load_trained_model, trained_info  # lazy: start-up
-
-    info = trained_info(args.model)
-    record = read_record(args.model) if info is None else None
-    if record is not None:
-        if args.network and args.network != record["network"]:
-            raise ValueError(f"{args.model} was trained with config.network = {record['network']!r} behind the "
-                             f"{record['name']!r} input module, not --network {args.network}")
-        from ..eval.embed import torch_embedder  # lazy: start-up
-
-        model = load_model(args.model, record, arcface_root=args.arcface_root)
-        require_finite_parameters(model, args.model)
-        return torch_embedder(model, device=args.device)
-    if info is None or not info.get("input_module"):
-        return None
-    if args.network and args.network != info.get("network"):
-        raise ValueError(f"{args.model} was trained with --network {info.get('network')} behind the "
-                         f"{info['input_module']['name']!r} input module, not {args.network}")
-    from ..eval.embed import torch_embedder  # lazy: start-up
-
-    model = load_trained_model(args.model)
-    require_finite_parameters(model, args.model)
-    return torch_embedder(model, device=args.device)
 
 
 def _roc_path(out: str, name: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ._common import add_command
+from ._common import add_command, input_module_model
 
 
 def run(args) -> int:
@@ -19,8 +19,8 @@ def _run(args) -> int:
 
     out = os.path.abspath(args.out)
     model_id = args.model_id or os.path.basename(out.rstrip(os.sep))
-    module = None
-    if not args.model.lower().endswith(".onnx"):
+    module = input_module_model(args.model, args.network, args.arcface_root)
+    if module is None and not args.model.lower().endswith(".onnx"):
         from ..backbones import load_backbone
         from ..finite import require_finite_parameters
 
@@ -82,7 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty folder this command did not make (replaces only the files of the "
                         "same names, keeps the others)")
-    p.add_argument("--network", help="network of a .pt: arcface_torch's (r18, r50, r100, mbf, vit_t, ...) or ours (compact, ...)")
+    p.add_argument("--network", help="network of a .pt: arcface_torch's (r18, r50, r100, mbf, vit_t, ...) or ours "
+                                     "(compact, ...); not needed for a run trained behind an input module (its "
+                                     "train.json or lh2face_input_module.json beside model.pt names it)")
     p.add_argument("--arcface-root", help="arcface_torch checkout for its networks (default: $ARCFACE_TORCH_ROOT)")
     p.add_argument("--embedding-size", type=int, help="D (default: read from the checkpoint)")
     p.add_argument("--width", type=int, help="width of our compact network, if not its preset's")

@@ -119,3 +119,23 @@ def test_lh2face_eval_verify_evaluates_the_saved_model(run, tmp_path, capsys):
     assert got["accuracy"] == pytest.approx(want["accuracy"]) and got["xnorm"] == pytest.approx(want["xnorm"])
     assert main(args[:-4] + ["--network", "r50", "--out", str(tmp_path / "other")]) != 0
     assert "was trained with config.network = 'mbf'" in capsys.readouterr().err
+
+
+def test_lh2face_export_packs_the_saved_model_with_its_input_module(run, tmp_path, capsys):
+    """``lh2face export`` finds lh2face_input_module.json beside model.pt: no --network, the reconstruction and
+    frontalisation in the graph, insightface's embedding of the pack equal to the wrapped model's."""
+    from lh2face_plugin.cli import main
+
+    assert run["proc"].returncode == 0, run["proc"].stderr[-4000:]
+    model_path = str(run["work"] / "run" / "model.pt")
+    out = tmp_path / "pack"
+    assert main(["export", model_path, "--arcface-root", run["checkout"], "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "cosine insightface_vs_torch" in printed and "routed to ArcFaceONNX" in printed
+    from lh2face_plugin.export.modelzoo import inspect_recognition_onnx
+
+    assert list(inspect_recognition_onnx(str(out / "recognition.onnx"))["input_shape"][1:]) == [3, 112, 112]
+    assert main(["export", model_path, "--arcface-root", run["checkout"], "--network", "r50",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "was trained with config.network = 'mbf'" in capsys.readouterr().err

@@ -94,3 +94,16 @@ def test_a_render_run_with_another_network_is_refused(saved_runs, tiny_train_dat
             "--out", str(tmp_path), "--network", "compact"]
     assert main(args) != 0
     assert "was trained with --network compact-tiny" in capsys.readouterr().err
+
+
+def test_lh2face_export_packs_a_render_run_with_its_input_module_and_no_network(saved_runs, tmp_path, capsys):
+    _, render = saved_runs
+    out = tmp_path / "pack"
+    assert main(["export", render.model_path, "--out", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "cosine insightface_vs_torch" in printed and "routed to ArcFaceONNX" in printed
+    from lh2face_plugin.export.modelzoo import inspect_recognition_onnx
+
+    assert list(inspect_recognition_onnx(str(out / "recognition.onnx"))["input_shape"][1:]) == [3, 112, 112]
+    assert main(["export", render.model_path, "--network", "compact", "--out", str(tmp_path / "p2")]) == 2
+    assert "was trained with --network compact-tiny behind the 'render' input module" in capsys.readouterr().err
