@@ -1,4 +1,5 @@
-"""One versioned results.json (issue 24 item 2): the next run and ``bench --report`` read it; a version this package does not know is refused in one line naming the file and key."""
+"""One versioned results.json (issue 24 item 2): the bench and the quickstart write it, the next run and
+``bench --report`` read it; a version this package does not know is refused in one line naming the file and key."""
 from __future__ import annotations
 
 import json
@@ -44,7 +45,8 @@ def test_an_earlier_quickstart_folder_is_ours_and_another_tools_is_refused(tmp_p
             check_out(out)
 
 
-@pytest.mark.parametrize("command", [["bench", "--report", "{out}"], ["bench", "--out", "{out}"] + TINY])
+@pytest.mark.parametrize("command", [["bench", "--report", "{out}"], ["bench", "--out", "{out}"] + TINY,
+                                     ["quickstart", "--out", "{out}", "--identities", "6", "--quiet"]])
 def test_the_commands_refuse_an_unknown_version_before_any_work(tmp_path, capsys, command):
     out = _write(tmp_path / "newer", {"format": RESULTS_FORMAT, "version": 99})
     assert main([a.format(out=out) for a in command]) == 2
