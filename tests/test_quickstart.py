@@ -69,6 +69,7 @@ def test_quickstart_tiny_end_to_end_rerun_and_report(tmp_path, capsys):
     assert "verify.bin accuracy" in capsys.readouterr().out
     rebuilt = _results(cfg.out)
     assert rebuilt["differences"] == saved["differences"] and rebuilt["export"] == second["export"]
+    assert rebuilt["plots"]["roc_ijb_synth"] == saved["plots"]["roc_ijb_synth"]  # kept: --report cannot redraw it
     assert [r["evaluations"] for r in rebuilt["runs"]] == [r["evaluations"] for r in saved["runs"]]
 
 

@@ -13,8 +13,8 @@ from ..fileio import open_regular, write_json
 from .records import Comparison, RunResult
 from .scores import METRICS
 
-__all__ = ["RESULTS_FORMAT", "RESULTS_VERSION", "RESULTS_VERSIONS", "EXTRA_BLOCKS", "to_json", "check_out",
-           "read_results", "write_results", "evalset_block", "summary_dict"]
+__all__ = ["RESULTS_FORMAT", "RESULTS_VERSION", "RESULTS_VERSIONS", "EXTRA_BLOCKS", "EXTRA_PLOTS", "to_json",
+           "check_out", "read_results", "write_results", "evalset_block", "summary_dict"]
 
 RESULTS_FORMAT = "lh2face-bench"
 RESULTS_VERSION = 3
@@ -27,6 +27,9 @@ RESULTS_VERSIONS: Tuple[int, ...] = (1, 2, 3)
 
 EXTRA_BLOCKS: Tuple[str, ...] = ("export",)
 """Top-level blocks a preset adds (the quickstart's ONNX export and pack), kept when ``--report`` rebuilds."""
+
+EXTRA_PLOTS: Tuple[str, ...] = ("roc_ijb_synth",)
+"""Plots a preset draws that ``--report`` cannot redraw (the quickstart's IJB-SYNTH ROC): kept while their files are."""
 
 
 def to_json(obj: Any) -> Any:

@@ -18,7 +18,7 @@ from .pipeline import EvalContext, TrainData, compare, prepare_data, prepare_eva
     score_runs, train_run
 from .records import Comparison, Run, RunResult, comparable_digest
 from .report import format_report
-from .results import EXTRA_BLOCKS, check_out, evalset_block, read_results, summary_dict, write_results
+from .results import EXTRA_BLOCKS, EXTRA_PLOTS, check_out, evalset_block, read_results, summary_dict, write_results
 from .scores import PairIndex
 from .specs import HeadSpec, parse_head_spec
 from .store import RUNS_FILE, gather, record_results, stored_table
@@ -266,8 +266,17 @@ def _rebuild_report(out: str, reference: Optional[str], device: str, progress: b
     _finish(out, results, scores, comparison, ctx, comparable=previous["comparable"], config=previous.get("config"),
             command=previous.get("command"), sweep=previous.get("lr_sweep"), notes=notes, reused={},
             train_data=previous.get("train_data"), extra={k: previous[k] for k in EXTRA_BLOCKS if k in previous},
-            t0=t0, echo=echo)
+            more_plots=lambda: _kept_plots(previous, out), t0=t0, echo=echo)
     return comparison
+
+
+def _kept_plots(previous: Mapping[str, Any], out: str) -> Dict[str, str]:
+    """The earlier :data:`~lh2face_plugin.bench.results.EXTRA_PLOTS` whose files are still in ``out``."""
+    plots = previous.get("plots")
+    if not isinstance(plots, dict):
+        return {}
+    return {k: p for k, p in plots.items() if k in EXTRA_PLOTS and isinstance(p, str)
+            and os.path.dirname(os.path.abspath(p)) == out and os.path.isfile(p)}
 
 
 def _finish(out: str, results: Sequence[RunResult], scores: Sequence[Any], comparison: Comparison,
