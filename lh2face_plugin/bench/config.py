@@ -42,6 +42,8 @@ class BenchConfig:
         device, workers: where to train, DataLoader workers.
         control: a positive-control head spec added to ``heads`` (``--control``:
             :data:`~lh2face_plugin.bench.specs.CONTROL_HEAD`), or ``None``.
+        verification: the training data's own verification sets (``verify.bin``, IJB-SYNTH) at full size,
+            for the quickstart's evaluations; ``False`` keeps them tiny (:meth:`data_kwargs`).
     """
 
     out: str = "lh2face_runs/bench"
@@ -69,6 +71,7 @@ class BenchConfig:
     device: str = "cpu"
     workers: int = 1
     control: Optional[str] = None
+    verification: bool = False
 
     @classmethod
     def at_scale(cls, scale: str = "toy", **settings: Any) -> "BenchConfig":
@@ -84,6 +87,11 @@ class BenchConfig:
     def total_steps(self) -> int:
         return max(1, int(round(self.steps * self.budget)))
 
+    def data_kwargs(self) -> Dict[str, int]:
+        """Arguments of :func:`~lh2face_plugin.data.synthetic.generate_dataset` besides the training set's:
+        none with :attr:`verification` (its defaults), else the smallest verification sets and no renderer set."""
+        return {} if self.verification else dict(eval_identities=8, verify_pairs=20, render_eval=0)
+
     def train_config(self, lr: float, seed: int):
         from ..training import TrainConfig
 
@@ -97,7 +105,7 @@ class BenchConfig:
 
         if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
             raise ValueError(f"budget must be a number > 0, got {self.budget!r}")
-        for key in ("identities", "images_per_id", "families", "bootstrap"):
+        for key in ("steps", "identities", "images_per_id", "families", "bootstrap"):
             v = getattr(self, key)
             if isinstance(v, bool) or int(v) != v or v < 1:
                 raise ValueError(f"{key} must be a positive integer, got {v!r}")

@@ -1,21 +1,24 @@
-"""The comparison pipeline ``lh2face bench`` and ``lh2face quickstart`` share: training data,
-held-out evaluation set, runs, raw features, pair scores, results, paired bootstrap."""
+"""The steps of the one comparison (:func:`lh2face_plugin.bench.runner.run`, which ``lh2face bench`` and
+``lh2face quickstart`` both run): training data, held-out evaluation set, runs, raw features, pair scores,
+results, paired bootstrap."""
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..fileio import sha256_file
+from .bootstrap import bootstrap_metrics, compare_heads, percentile_ci, summarize_heads
+from .evalset import EvalSet, EvalSetConfig, build_evalset, pair_counts
+from .features import cached_features, raw_features
 from .metrics import Difference, Estimate
+from .power import MDE_METRICS, detectable_effect, minimal_detectable_effect
 from .records import Comparison, HeadSummary, Run, RunResult, result_key
+from .scores import METRICS, PairIndex, ScoreSet
 from .specs import HeadSpec
-
-if TYPE_CHECKING:
-    from .evalset import EvalSet
-    from .scores import PairIndex
 
 __all__ = ["TrainData", "EvalContext", "prepare_data", "prepare_evalset", "train_run", "score_runs",
            "score_results", "run_result", "compare"]
@@ -34,8 +37,8 @@ class TrainData:
 class EvalContext:
     """The held-out evaluation set with its pair index and pair counts."""
 
-    ev: "EvalSet"
-    index: "PairIndex"
+    ev: EvalSet
+    index: PairIndex
     counts: Dict[str, Dict[str, int]]
 
     @property
@@ -46,8 +49,8 @@ class EvalContext:
 def prepare_data(folder: str, identities: int, images_per_id: int, seed: int, progress: bool = True,
                  **generate_kwargs) -> TrainData:
     """Generate (or reuse) the synthetic dataset in ``folder``."""
-    from ..data.synthetic import generate_dataset
-    from ..training import data_fingerprint
+    from ..data.synthetic import generate_dataset  # heavy: torch (the bench package imports without it)
+    from ..training import data_fingerprint  # heavy: torch
 
     paths = generate_dataset(folder, identities=identities, images_per_id=images_per_id, seed=seed,
                              progress=progress, **generate_kwargs)
@@ -57,9 +60,6 @@ def prepare_data(folder: str, identities: int, images_per_id: int, seed: int, pr
 
 def prepare_evalset(folder: str, families: int, seed: int, progress: bool = True) -> EvalContext:
     """Build (or reuse) the look-alike evaluation set in ``folder``."""
-    from .evalset import EvalSetConfig, build_evalset, pair_counts
-    from .scores import PairIndex
-
     ev = build_evalset(folder, EvalSetConfig(families=families, seed=seed), progress=progress)
     return EvalContext(ev, PairIndex.build(ev), pair_counts(ev))
 
@@ -68,7 +68,7 @@ def train_run(spec: HeadSpec, seed: int, lr: float, train_config: Callable[[floa
               run_dir: str, *, name: Optional[str] = None, progress: bool = True,
               echo: Callable[[str], None] = print, reuse_from: Sequence[str] = ()) -> Run:
     """Train (or reuse) ``spec`` with ``train_config(lr, seed)`` in ``run_dir``."""
-    from ..training import train_model
+    from ..training import train_model  # heavy: torch
 
     name = name or f"{spec.label} seed{seed}"
     tr = train_model(train_config(lr, seed), data.dir, spec, run_dir, label=name, progress=progress,
@@ -78,8 +78,6 @@ def train_run(spec: HeadSpec, seed: int, lr: float, train_config: Callable[[floa
 
 def _features(run_dir: str, model_sha256: str, ctx: EvalContext, model_loader: Callable[[], Any], device: str,
               progress: bool, desc: str) -> np.ndarray:
-    from .features import cached_features, raw_features
-
     cache = os.path.join(run_dir, f"features_{ctx.sha256[:12]}.npy")
     feats = cached_features(cache, model_sha256, ctx.ev)
     if feats is not None:
@@ -90,9 +88,6 @@ def _features(run_dir: str, model_sha256: str, ctx: EvalContext, model_loader: C
 
 def score_runs(runs: Sequence[Run], ctx: EvalContext, *, device: str = "cpu", progress: bool = True) -> List[Any]:
     """:class:`~lh2face_plugin.bench.scores.ScoreSet` of each run (raw features cached in its folder)."""
-    from ..fileio import sha256_file
-    from .scores import ScoreSet
-
     out = []
     for r in runs:
         feats = _features(r.dir, sha256_file(r.model_path), ctx, lambda r=r: r.model, device, progress,
@@ -105,8 +100,7 @@ def score_results(results: Sequence[RunResult], out: str, ctx: EvalContext, *, d
                   progress: bool = True) -> List[Any]:
     """ScoreSets of stored results: features from their run folder's cache, else from the saved model
     (reloaded with :func:`~lh2face_plugin.training.load_trained_model`); nothing is trained."""
-    from ..training import load_trained_model
-    from .scores import ScoreSet
+    from ..training import load_trained_model  # heavy: torch
 
     sets = []
     for r in results:
@@ -117,8 +111,10 @@ def score_results(results: Sequence[RunResult], out: str, ctx: EvalContext, *, d
     return sets
 
 
-def run_result(run: Run, scores: Any, data: TrainData, ctx: EvalContext, out: str) -> RunResult:
-    """The stored record of ``run`` scored on ``ctx`` (paths relative to ``out``)."""
+def run_result(run: Run, scores: Any, data: TrainData, ctx: EvalContext, out: str,
+               evaluations: Optional[Mapping[str, float]] = None) -> RunResult:
+    """The stored record of ``run`` scored on ``ctx`` (paths relative to ``out``), with a preset's own
+    ``evaluations`` of the model (:attr:`~lh2face_plugin.bench.records.RunResult.evaluations`)."""
     info = run.info
     return RunResult(
         key=result_key(info["key"], ctx.sha256), run_key=info["key"], label=run.spec.label, spec=run.spec.text,
@@ -128,7 +124,7 @@ def run_result(run: Run, scores: Any, data: TrainData, ctx: EvalContext, out: st
         embedding_size=int(info["embedding_size"]), train=dict(info["settings"]), data=data.key, evalset=ctx.sha256,
         train_seconds=run.seconds, clip=dict(info["clip"]), head_state=dict(info["head_state"]),
         final=dict(info["final"]), metrics=scores.metrics(None), summary=scores.summary(),
-        far_measured=scores.far_measured(), reused=run.reused)
+        far_measured=scores.far_measured(), evaluations=dict(evaluations or {}), reused=run.reused)
 
 
 def _nanmedian(values: Sequence[float]) -> float:
@@ -136,15 +132,21 @@ def _nanmedian(values: Sequence[float]) -> float:
     return float(np.median(v)) if v.size else math.nan
 
 
+def _mean_evaluations(rs: Sequence[RunResult]) -> Dict[str, float]:
+    """Each evaluation's mean over the runs with a finite value of it (NaN where none has one)."""
+    names = list(dict.fromkeys(k for r in rs for k in r.evaluations))
+    out = {}
+    for name in names:
+        v = [r.evaluations[name] for r in rs if name in r.evaluations and math.isfinite(r.evaluations[name])]
+        out[name] = float(np.mean(v)) if v else math.nan
+    return out
+
+
 def compare(results: Sequence[RunResult], scores: Sequence[Any], num_families: int, *, reference: str,
             replicates: int, bootstrap_seed: int = 0, control: Optional[str] = None,
             progress: bool = True) -> Comparison:
     """Heads (results grouped by label, in first-seen order) compared with the paired bootstrap over
     families (:mod:`~lh2face_plugin.bench.bootstrap`), every run on the same replicates."""
-    from .bootstrap import bootstrap_metrics, compare_heads, percentile_ci, summarize_heads
-    from .power import MDE_METRICS, detectable_effect, minimal_detectable_effect
-    from .scores import METRICS
-
     point, reps = bootstrap_metrics(scores, num_families, replicates, bootstrap_seed, progress)
     by_head: Dict[str, List[int]] = {}
     for k, r in enumerate(results):
@@ -174,7 +176,7 @@ def compare(results: Sequence[RunResult], scores: Sequence[Any], num_families: i
             clip_fraction=float(np.mean([r.clip["fraction"] for r in rs])),
             clip_fraction_last_quarter=float(np.mean([r.clip["fraction_last_quarter"] for r in rs])),
             train_accuracy=float(np.mean([r.final["accuracy"] for r in rs])),
-            train_norm=float(np.mean([r.final["norm"] for r in rs])))
+            train_norm=float(np.mean([r.final["norm"] for r in rs])), evaluations=_mean_evaluations(rs))
     mde = {m: detectable_effect(diffs, m) for m in MDE_METRICS} if diffs else {}
     return Comparison(reference, heads, diffs, ci_half, mde, control if control in by_head else None,
                       int(replicates), int(bootstrap_seed))

@@ -90,6 +90,8 @@ class RunResult:
         summary: descriptive numbers (:meth:`~lh2face_plugin.bench.scores.ScoreSet.summary`).
         far_measured: the FAR each TAR of ``metrics`` measures on the whole set
             (:meth:`~lh2face_plugin.bench.scores.ScoreSet.far_measured`; absent from older records).
+        evaluations: numbers a preset's own evaluations measured on the model (the quickstart's
+            ``verify_*`` and ``ijb_*``: verify.bin and IJB-SYNTH); empty for a plain bench run.
         reused: the model was reused in the invocation that made this record (not stored).
     """
 
@@ -118,6 +120,7 @@ class RunResult:
     metrics: Dict[str, float]
     summary: Dict[str, float] = field(default_factory=dict)
     far_measured: Dict[str, float] = field(default_factory=dict)
+    evaluations: Dict[str, float] = field(default_factory=dict)
     reused: bool = field(default=False, compare=False)
 
     @property
@@ -165,13 +168,14 @@ class RunResult:
             if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
                 raise ValueError(f"key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
                                  f"not {type(v).__name__}")
-        for key in ("metrics", "summary", "head_state", "final", "far_measured"):
+        for key in ("metrics", "summary", "head_state", "final", "far_measured", "evaluations"):
             for k, v in d.get(key, {}).items():
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     raise ValueError(f"key {key!r}: {str(k)[:40]!r} must be a number or null, not {type(v).__name__}")
         kw = {k: d[k] for k in names if k in d}
         kw["metrics"] = {k: float("nan") if v is None else float(v) for k, v in d["metrics"].items()}
-        kw["far_measured"] = {k: float("nan") if v is None else float(v) for k, v in d.get("far_measured", {}).items()}
+        for key in ("far_measured", "evaluations"):
+            kw[key] = {k: float("nan") if v is None else float(v) for k, v in d.get(key, {}).items()}
         return cls(**kw)
 
 
@@ -180,9 +184,9 @@ _SCHEMA = {
     "hparams": (dict,), "input_module": (dict, type(None)), "seed": (int,), "lr": (int, float), "dir": (str,),
     "model": (str,), "model_sha256": (str,), "network": (str,), "embedding_size": (int,), "train": (dict,),
     "data": (str,), "evalset": (str,), "train_seconds": (int, float), "clip": (dict,), "head_state": (dict,),
-    "final": (dict,), "metrics": (dict,), "summary": (dict,), "far_measured": (dict,),
+    "final": (dict,), "metrics": (dict,), "summary": (dict,), "far_measured": (dict,), "evaluations": (dict,),
 }
-_OPTIONAL = frozenset({"far_measured"})
+_OPTIONAL = frozenset({"far_measured", "evaluations"})
 """Keys a record written by an older bench may lack."""
 """The JSON types of a stored :class:`RunResult` (``runs.json``, ``results.json``)."""
 
@@ -205,6 +209,7 @@ class HeadSummary:
         metrics: metric -> its :class:`~lh2face_plugin.bench.metrics.Estimate` over the seeds.
         clip_fraction, clip_fraction_last_quarter: clipped steps, mean over seeds.
         train_accuracy, train_norm: last 20 steps' training accuracy and raw norm, mean over seeds.
+        evaluations: each of its runs' :attr:`RunResult.evaluations`, mean over the seeds that measured it.
     """
 
     label: str
@@ -219,6 +224,7 @@ class HeadSummary:
     clip_fraction_last_quarter: float
     train_accuracy: float
     train_norm: float
+    evaluations: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """As stored in ``results.json`` (metrics as their JSON objects)."""

@@ -1,13 +1,16 @@
-"""The printed report of ``lh2face bench``: per-head table, achieved interval widths, the positive
+"""The printed report of ``lh2face bench`` and ``lh2face quickstart`` (one renderer): per-head table, the
+quickstart's verify.bin and IJB-SYNTH numbers where the runs have them, achieved interval widths, the positive
 control, the minimal detectable effect and the differences to the reference."""
 from __future__ import annotations
 
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..eval.report import table
+from .bootstrap import contains
 from .records import Comparison
 
-__all__ = ["format_report", "fmt", "is_rate", "TABLE_METRICS"]
+__all__ = ["format_report", "fmt", "is_rate", "TABLE_METRICS", "EVALUATION_COLUMNS"]
 
 TABLE_METRICS: Tuple[Tuple[str, str], ...] = (
     ("hard_hq_tar@1e-1", "hardHQ@1e-1"),
@@ -18,6 +21,15 @@ TABLE_METRICS: Tuple[Tuple[str, str], ...] = (
     ("overall_tar@1e-3", "overall@1e-3"),
     ("rho_norm_quality", "rho(|z|,q)"),
 )
+
+EVALUATION_COLUMNS: Tuple[Tuple[str, str, float, int], ...] = (
+    ("verify_accuracy", "verify.bin accuracy", 100.0, 2),
+    ("ijb_tar@1e-3", "IJB TAR@1e-3", 100.0, 2),
+    ("ijb_tar@1e-2", "IJB TAR@1e-2", 100.0, 2),
+    ("ijb_tar@1e-1", "IJB TAR@1e-1", 100.0, 2),
+    ("ijb_auc", "IJB AUC", 1.0, 4),
+)
+"""``(evaluation, header, scale, decimals)``: the columns of a head's ``evaluations`` the report prints."""
 
 
 def is_rate(metric: str) -> bool:
@@ -35,7 +47,7 @@ def fmt(metric: str, value: Optional[float], signed: bool = False) -> str:
 
 
 def _evalset_line(ctx) -> str:
-    from ..data.synthetic import HIGH_QUALITY
+    from ..data.synthetic import HIGH_QUALITY  # heavy: torch (the bench package imports without it)
 
     ev, pairs = ctx.ev, ctx.counts
     return (f"evaluation set: {ev.config.families} families x 3 look-alikes (seed {ev.config.seed}), "
@@ -71,8 +83,6 @@ def _mde_lines(c: Comparison) -> List[str]:
 
 def _outside_lines(c: Comparison) -> List[str]:
     """A note per difference whose percentile interval does not contain its estimate."""
-    from .bootstrap import contains
-
     lines = []
     for lab, per in c.differences.items():
         for m, d in per.items():
@@ -84,16 +94,33 @@ def _outside_lines(c: Comparison) -> List[str]:
     return lines
 
 
+def _evaluation_lines(c: Comparison) -> List[str]:
+    """The table of the heads' :data:`EVALUATION_COLUMNS` (none when no run has them)."""
+    if not any(h.evaluations for h in c.heads.values()):
+        return []
+    rows = []
+    for lab, h in c.heads.items():
+        cells = [lab]
+        for name, _, scale, decimals in EVALUATION_COLUMNS:
+            v = h.evaluations.get(name, math.nan)
+            cells.append(f"{scale * v:.{decimals}f}" if math.isfinite(v) else "n/a")
+        rows.append(cells)
+    return ["", "the training data's verify.bin (10-fold accuracy) and IJB-SYNTH 1:1 (TAR@FAR over all pairs) in %, "
+                "AUC as a fraction; per head: mean over training seeds",
+            table(["head"] + [header for _, header, _, _ in EVALUATION_COLUMNS], rows)]
+
+
 def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None) -> List[str]:
-    """The printed tables: per head (seed-mean [95% CI]), then differences to the reference.
+    """The printed tables: per head (seed-mean [95% CI]), the heads' evaluations (:data:`EVALUATION_COLUMNS`)
+    where the runs have them, then differences to the reference.
 
     Args:
         ctx: the :class:`~lh2face_plugin.bench.pipeline.EvalContext` the comparison was scored on.
+    Returns:
+        the lines to print.
     """
-    from ..eval.report import table
-
     lines = [_evalset_line(ctx), "TAR, AUC in %; per head: mean over training seeds [95% CI, bootstrap over families]"]
-    header = ["head", "seeds", "lr"] + [short for _, short in TABLE_METRICS] + ["clip%"]
+    header = ["head", "seeds", "lr"] + [short for _, short in TABLE_METRICS] + ["clip%", "train acc%"]
     rows = []
     for lab, h in c.heads.items():
         tag = " (ref)" if lab == c.reference else " (control)" if lab == c.control else ""
@@ -103,9 +130,14 @@ def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None)
             lo, hi = s.ci
             signed = not is_rate(m)
             cells.append(f"{fmt(m, s.mean, signed)} [{fmt(m, lo, signed)},{fmt(m, hi, signed)}]")
-        cells.append(f"{100 * h.clip_fraction:.0f}")
+        cells += [f"{100 * h.clip_fraction:.0f}", f"{100 * h.train_accuracy:.1f}"]
         rows.append(cells)
-    lines += [table(header, rows), ""]
+    lines.append(table(header, rows))
+    lines += _evaluation_lines(c)
+    if all(len(h.seeds) == 1 for h in c.heads.values()):
+        lines.append("one training seed per head: the intervals leave out seed-to-seed variation "
+                     "(lh2face bench with two or more --seeds measures it)")
+    lines.append("")
     for m in ("hard_hq_tar@1e-1", "hard_hq_tar@1e-2"):
         half = c.ci_half_width[m]
         lines.append(f"achieved 95% CI half-width, {m}: one run +-{100 * half['single_run_median']:.1f} points, "
@@ -124,7 +156,7 @@ def format_report(c: Comparison, ctx, lr_sweep: Optional[Dict[str, Any]] = None)
                 lo, hi = d.ci
                 sp = d.seed_spread
                 rows.append([lab, m, fmt(m, d.diff, True), f"[{fmt(m, lo, True)}, {fmt(m, hi, True)}]",
-                             fmt(m, sp) if sp is not None else "n/a", d.verdict])
+                             fmt(m, sp) if sp is not None and math.isfinite(sp) else "n/a", d.verdict])
         lines.append(table(header, rows))
         lines += _outside_lines(c)
     if lr_sweep:

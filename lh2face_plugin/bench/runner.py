@@ -1,20 +1,49 @@
-"""``lh2face bench``: train several heads with several training seeds, compare every comparable run
-stored in the folder on the held-out look-alike set with paired bootstrap intervals (see
-:mod:`lh2face_plugin.bench`); ``--report`` rebuilds the table and plots without training."""
+"""The one comparison (:func:`run`): ``lh2face bench`` runs it as configured, ``lh2face quickstart`` with
+its preset and its own :class:`Steps` (:mod:`lh2face_plugin.quickstart`). Several heads x training seeds
+are trained alike and every comparable run stored in the folder is compared on the held-out look-alike
+set with paired bootstrap intervals (see :mod:`lh2face_plugin.bench`); :func:`rebuild_report`
+(``--report``) rebuilds the table and plots without training."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from ..fileio import derived, resolve_inside, writer_lock
+from . import plots as drawing
 from .config import BenchConfig
-from .pipeline import EvalContext, compare, prepare_data, prepare_evalset, run_result, score_results, score_runs, \
-    train_run
-from .records import Comparison, RunResult, comparable_digest
+from .evalset import load_evalset, pair_counts
+from .pipeline import EvalContext, TrainData, compare, prepare_data, prepare_evalset, run_result, score_results, \
+    score_runs, train_run
+from .records import Comparison, Run, RunResult, comparable_digest
+from .report import format_report
+from .results import EXTRA_BLOCKS, EXTRA_PLOTS, check_out, evalset_block, read_results, summary_dict, write_results
+from .scores import PairIndex
 from .specs import HeadSpec, parse_head_spec
+from .store import RUNS_FILE, gather, record_results, stored_table
+from .sweep import lr_sweep, sweep_dir
 
-__all__ = ["run_bench", "rebuild_report"]
+__all__ = ["run", "run_bench", "rebuild_report", "Steps"]
+
+
+class Steps:
+    """What a preset adds to :func:`run` (the quickstart's verify.bin, IJB-SYNTH and export); the bench's own
+    steps add nothing. ``command`` names the writer in the folder's lock."""
+
+    command = "bench"
+
+    def evaluate(self, run: Run, data: TrainData) -> Dict[str, float]:
+        """Numbers measured on a model trained (or reused) now; stored as its record's ``evaluations``."""
+        return {}
+
+    def finish(self, out: str, runs: Sequence[Run]) -> Dict[str, Any]:
+        """After the comparison, before ``results.json`` is written: its :data:`EXTRA_BLOCKS` (``{"export": ...}``)."""
+        return {}
+
+    def plots(self, out: str) -> Dict[str, str]:
+        """Plots besides the comparison's, ``{name: path}``."""
+        return {}
 
 
 def _config_dict(cfg: BenchConfig) -> Dict[str, Any]:
@@ -24,7 +53,7 @@ def _config_dict(cfg: BenchConfig) -> Dict[str, Any]:
 
 
 def _counts_line(ctx: EvalContext) -> str:
-    from ..data.synthetic import HIGH_QUALITY
+    from ..data.synthetic import HIGH_QUALITY  # heavy: torch (the bench package imports without it)
 
     ev, c = ctx.ev, ctx.counts
     return (f"      {len(ev)} images ({int(ev.hq.sum())} HQ: quality >= {HIGH_QUALITY}; {int((~ev.hq).sum())} LQ); "
@@ -55,9 +84,7 @@ def _order(previous: Optional[Dict[str, Any]], specs: Sequence[HeadSpec]) -> Lis
 
 
 def _train_all(cfg: BenchConfig, specs: Sequence[HeadSpec], data, lrs: Dict[str, float], swept: bool, out: str,
-               progress: bool, echo: Callable[[str], None]):
-    from .sweep import sweep_dir
-
+               progress: bool, echo: Callable[[str], None]) -> List[Run]:
     seeds = [int(s) for s in cfg.seeds]
     n_runs = len(specs) * len(seeds)
     echo(f"[3/5] train {n_runs} runs: {len(specs)} heads x seeds {', '.join(map(str, seeds))}; {cfg.network}, "
@@ -83,26 +110,33 @@ def _train_all(cfg: BenchConfig, specs: Sequence[HeadSpec], data, lrs: Dict[str,
     return runs
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True, echo: Callable[[str], None] = print,
-              command: Optional[str] = None, wait: bool = False) -> Dict[str, Any]:
-    """Train the selected heads (reusing finished runs), store their results under their keys, and
-    compare every comparable stored run; returns the summary also written to ``cfg.out/results.json``.
+def run(cfg: BenchConfig, *, progress: bool = True, echo: Callable[[str], None] = print,
+        command: Optional[str] = None, wait: bool = False, steps: Optional[Steps] = None) -> Comparison:
+    """The one comparison: training data -> evaluation set -> training runs (finished ones reused) -> the
+    preset's evaluations -> scores -> comparison of every comparable stored run -> the preset's last steps ->
+    ``cfg.out/results.json`` (:mod:`~lh2face_plugin.bench.results`), then plots and the printed table
+    (:func:`~lh2face_plugin.bench.report.format_report`).
 
-    One writer per folder (:func:`~lh2face_plugin.fileio.writer_lock`): while another bench writes
-    ``cfg.out`` this raises ``FolderBusy`` at once, or with ``wait`` waits for it."""
-    from ..fileio import writer_lock
+    One writer per folder (:func:`~lh2face_plugin.fileio.writer_lock`): while another bench or quickstart
+    writes ``cfg.out`` this raises ``FolderBusy`` at once, or with ``wait`` waits for it.
 
+    Args:
+        steps: a preset's own steps (the quickstart's), or ``None``: the bench's (none).
+    Returns:
+        the comparison, also written to ``results.json``.
+    """
+    steps = steps or Steps()
     specs, notes = cfg.validate()
-    with writer_lock(os.path.abspath(cfg.out), "bench", wait=wait, on_wait=echo):
-        return _run_bench(cfg, specs, notes, progress, echo, command)
+    with writer_lock(os.path.abspath(cfg.out), steps.command, wait=wait, on_wait=echo):
+        return _run(cfg, specs, notes, steps, progress, echo, command)
 
 
-def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progress: bool,
-               echo: Callable[[str], None], command: Optional[str]) -> Dict[str, Any]:
-    from .results import check_out, read_results
-    from .store import gather, record_results
-    from .sweep import lr_sweep
+run_bench = run
+"""``lh2face bench``'s entry point: :func:`run` with the bench's own steps."""
 
+
+def _run(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], steps: Steps, progress: bool,
+         echo: Callable[[str], None], command: Optional[str]) -> Comparison:
     t0 = time.perf_counter()
     out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
@@ -112,7 +146,7 @@ def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progre
         echo(f"note: {note}")
     echo(f"[1/5] training data: {cfg.identities} identities x {cfg.images_per_id} images (data seed {cfg.data_seed})")
     data = prepare_data(os.path.join(out, "data"), cfg.identities, cfg.images_per_id, cfg.data_seed, progress,
-                        eval_identities=8, verify_pairs=20, render_eval=0)
+                        **cfg.data_kwargs())
     ctx = prepare_evalset(os.path.join(out, "evalset"), cfg.families, cfg.eval_seed, progress)
     c = ctx.ev.config
     echo(f"[2/5] evaluation set: {cfg.families} families x 3 look-alike identities x "
@@ -128,9 +162,10 @@ def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progre
         sweep = lr_sweep(cfg, specs, data, progress, echo)
         lrs = {label: float(v["chosen"]) for label, v in sweep["heads"].items()}
     runs = _train_all(cfg, specs, data, lrs, bool(sweep), out, progress, echo)
+    evaluations = [steps.evaluate(r, data) for r in runs]
 
     sets = score_runs(runs, ctx, device=cfg.device, progress=progress)
-    fresh = [run_result(r, s, data, ctx, out) for r, s in zip(runs, sets)]
+    fresh = [run_result(r, s, data, ctx, out, e) for r, s, e in zip(runs, sets, evaluations)]
     control = parse_head_spec(cfg.control).label if cfg.control else (previous or {}).get("control")
     if previous and previous.get("comparable") == comparable and not sweep:
         sweep = previous.get("lr_sweep")
@@ -152,21 +187,21 @@ def _run_bench(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], progre
               for r in results]
     comparison = compare(results, scores, ctx.ev.num_families, reference=reference, replicates=cfg.bootstrap,
                          bootstrap_seed=cfg.bootstrap_seed, control=control, progress=progress)
-    return _finish(out, results, scores, comparison, ctx, comparable=comparable, config=_config_dict(cfg),
-                   command=command, sweep=sweep, notes=gather_notes, reused={f.key: f.reused for f in fresh},
-                   train_data=train_data,
-                   t0=t0, echo=echo)
+    extra = steps.finish(out, runs)
+    _finish(out, results, scores, comparison, ctx, comparable=comparable, config=_config_dict(cfg),
+            command=command, sweep=sweep, notes=gather_notes, reused={f.key: f.reused for f in fresh},
+            train_data=train_data, extra=extra, more_plots=lambda: steps.plots(out), t0=t0, echo=echo)
+    return comparison
 
 
 def rebuild_report(out: str, *, reference: Optional[str] = None, device: str = "cpu", progress: bool = True,
-                   echo: Callable[[str], None] = print, wait: bool = False) -> Dict[str, Any]:
-    """Rebuild ``results.json``, the table and the plots of ``out`` from its stored runs and their
-    cached features (or saved models), without training; the evaluation set, the comparability, the
-    reference, the control and the bootstrap settings are those of the folder's ``results.json``, else
-    of the ``"table"`` block ``runs.json`` keeps (so ``runs.json`` alone rebuilds them). One writer
-    per folder, as in :func:`run_bench`."""
-    from ..fileio import writer_lock
-
+                   echo: Callable[[str], None] = print, wait: bool = False) -> Comparison:
+    """Rebuild ``results.json``, the table and the plots of ``out`` (a bench's or a quickstart's folder) from
+    its stored runs and their cached features (or saved models), without training; the evaluation set, the
+    comparability, the reference, the control and the bootstrap settings are those of the folder's
+    ``results.json``, else of the ``"table"`` block ``runs.json`` keeps (so ``runs.json`` alone rebuilds
+    them); its :data:`~lh2face_plugin.bench.results.EXTRA_BLOCKS` are kept. One writer per folder, as in
+    :func:`run`. Returns the comparison."""
     with writer_lock(os.path.abspath(out), "bench", wait=wait, on_wait=echo):
         return _rebuild_report(os.path.abspath(out), reference, device, progress, echo)
 
@@ -197,13 +232,7 @@ def _check_table(doc: Dict[str, Any], source: str) -> None:
 
 
 def _rebuild_report(out: str, reference: Optional[str], device: str, progress: bool,
-                    echo: Callable[[str], None]) -> Dict[str, Any]:
-    from ..fileio import resolve_inside
-    from .evalset import load_evalset, pair_counts
-    from .results import read_results
-    from .scores import PairIndex
-    from .store import RUNS_FILE, gather, stored_table
-
+                    echo: Callable[[str], None]) -> Comparison:
     t0 = time.perf_counter()
     previous, source = read_results(out), os.path.join(out, "results.json")
     if previous is None:
@@ -234,27 +263,35 @@ def _rebuild_report(out: str, reference: Optional[str], device: str, progress: b
     boot = previous["bootstrap"]
     comparison = compare(results, scores, ev.num_families, reference=reference, replicates=int(boot["replicates"]),
                          bootstrap_seed=int(boot["seed"]), control=previous.get("control"), progress=progress)
-    return _finish(out, results, scores, comparison, ctx, comparable=previous["comparable"],
-                   config=previous.get("config"), command=previous.get("command"), sweep=previous.get("lr_sweep"),
-                   notes=notes, reused={}, train_data=previous.get("train_data"), t0=t0, echo=echo)
+    _finish(out, results, scores, comparison, ctx, comparable=previous["comparable"], config=previous.get("config"),
+            command=previous.get("command"), sweep=previous.get("lr_sweep"), notes=notes, reused={},
+            train_data=previous.get("train_data"), extra={k: previous[k] for k in EXTRA_BLOCKS if k in previous},
+            more_plots=lambda: _kept_plots(previous, out), t0=t0, echo=echo)
+    return comparison
+
+
+def _kept_plots(previous: Mapping[str, Any], out: str) -> Dict[str, str]:
+    """The earlier :data:`~lh2face_plugin.bench.results.EXTRA_PLOTS` whose files are still in ``out``."""
+    plots = previous.get("plots")
+    if not isinstance(plots, dict):
+        return {}
+    return {k: p for k, p in plots.items() if k in EXTRA_PLOTS and isinstance(p, str)
+            and os.path.dirname(os.path.abspath(p)) == out and os.path.isfile(p)}
 
 
 def _finish(out: str, results: Sequence[RunResult], scores: Sequence[Any], comparison: Comparison,
             ctx: EvalContext, *, comparable: str, config, command, sweep, notes: List[str], reused: Dict[str, bool],
-            train_data, t0: float, echo: Callable[[str], None]) -> Dict[str, Any]:
-    from .plots import plot_comparison
-    from .report import format_report
-    from .results import evalset_block, summary_dict, write_results
-
-    from ..fileio import derived
-
+            train_data, extra: Mapping[str, Any], t0: float, echo: Callable[[str], None],
+            more_plots: Callable[[], Dict[str, str]] = dict) -> None:
+    """Write ``results.json`` (the measured results first), then the plots (the comparison's and
+    ``more_plots()``) and the printed table, each derived from it."""
     echo("[5/5] results")
     kwargs = dict(evalset=evalset_block(ctx, out), train_data=train_data, comparable=comparable, config=config,
-                  command=command, lr_sweep=sweep, notes=notes, reused=reused)
+                  command=command, lr_sweep=sweep, notes=notes, reused=reused, extra=extra)
     summary = summary_dict(out, comparison, results, plots={}, wall_seconds=time.perf_counter() - t0, **kwargs)
-    path = write_results(out, summary)  # the measured results first; the plots and the table derive from them
-    plots = derived("plots", lambda: plot_comparison(out, results, scores, comparison, sweep), results=path,
-                    warn=echo) or {}
+    path = write_results(out, summary)
+    plots = derived("plots", lambda: {**drawing.plot_comparison(out, results, scores, comparison, sweep),
+                                      **more_plots()}, results=path, warn=echo) or {}
     if plots:
         summary = summary_dict(out, comparison, results, plots=plots, wall_seconds=time.perf_counter() - t0,
                                **kwargs)
@@ -271,4 +308,3 @@ def _finish(out: str, results: Sequence[RunResult], scores: Sequence[Any], compa
         echo("plots:   " + "\n         ".join(plots.values()))
     echo(f"models:  {out}/<head>/seed<k>/model.pt; e.g. {summary['reevaluate']}")
     echo(f"wall time {summary['wall_seconds']:.0f} s")
-    return summary

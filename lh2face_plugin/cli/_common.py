@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from typing import Optional
 
 DOCS_URL = "https://lh2face-plugin.readthedocs.io/en/latest/"
@@ -29,6 +31,14 @@ def docs_url(prog: str) -> str:
     if key not in DOCS_PAGES:
         raise KeyError(f"lh2face {key}: no documentation page in lh2face_plugin.cli._common.DOCS_PAGES")
     return DOCS_URL + DOCS_PAGES[key]
+
+
+def command_line(subcommand: str) -> Optional[str]:
+    """The command as typed (``lh2face bench --out ...``) when this process runs ``subcommand`` from the
+    command line, else ``None`` (called through :func:`lh2face_plugin.cli.main` with other arguments)."""
+    if sys.argv[1:2] != [subcommand]:
+        return None
+    return "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def add_command(subparsers, name: str, help: str, examples: str, func) -> argparse.ArgumentParser:

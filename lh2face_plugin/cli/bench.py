@@ -1,10 +1,9 @@
 """``lh2face bench``: heads trained alike, compared on held-out look-alike faces with paired CIs."""
 from __future__ import annotations
 
-import shlex
-import sys
+from functools import partialmethod
 
-from ._common import add_command
+from ._common import add_command, command_line
 
 _DEFAULT_CONTROL = "default"
 _SCALE_NAMES = ("toy", "cpu", "gpu")
@@ -12,20 +11,17 @@ _SCALE_NAMES = ("toy", "cpu", "gpu")
 
 
 def run(args) -> int:
-    from functools import partialmethod
+    from tqdm.auto import tqdm  # deferred: building the parser (lh2face --help) imports no numpy
 
-    from tqdm.auto import tqdm
-
-    from ..bench import CONTROL_HEAD, DEFAULT_HEADS, BenchConfig, rebuild_report, run_bench
+    from .. import bench  # deferred, as tqdm
+    from ..bench.config import SCALES  # deferred, as tqdm
 
     if args.quiet:
         tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
     if args.list_defaults:
-        print("\n".join(DEFAULT_HEADS))
+        print("\n".join(bench.DEFAULT_HEADS))
         return 0
     if args.list_scales:
-        from ..bench.config import SCALES
-
         for name, s in SCALES.items():
             print(f"{name}: --network {s['network']} --steps {s['steps']} --batch-size {s['batch_size']} "
                   f"--identities {s['identities']}")
@@ -34,20 +30,19 @@ def run(args) -> int:
         if args.heads or args.control:
             raise ValueError("--report rebuilds the table of the runs stored in OUT and trains nothing; "
                              "drop --heads/--control (run lh2face bench --out OUT --heads ... to add runs)")
-        rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet,
-                       wait=args.wait)
+        bench.rebuild_report(args.report, reference=args.reference, device=args.device, progress=not args.quiet,
+                             wait=args.wait)
         return 0
-    cfg = BenchConfig.at_scale(args.scale, out=args.out, heads=tuple(args.heads) if args.heads else DEFAULT_HEADS,
-                               reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
-                               batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
-                               lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric,
-                               identities=args.identities, images_per_id=args.images_per_id, data_seed=args.data_seed,
-                               families=args.families, eval_seed=args.eval_seed, val_families=args.val_families,
-                               val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device,
-                               workers=args.workers,
-                               control=CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control)
-    command = "lh2face " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
-    run_bench(cfg, progress=not args.quiet, command=command, wait=args.wait)
+    control = bench.CONTROL_HEAD if args.control == _DEFAULT_CONTROL else args.control
+    cfg = bench.BenchConfig.at_scale(
+        args.scale, out=args.out, heads=tuple(args.heads) if args.heads else bench.DEFAULT_HEADS,
+        reference=args.reference, seeds=tuple(args.seeds), budget=args.budget, steps=args.steps,
+        batch_size=args.batch_size, network=args.network, lr=args.lr, clip=args.clip,
+        lr_sweep=tuple(args.lr_sweep or ()), sweep_metric=args.sweep_metric, identities=args.identities,
+        images_per_id=args.images_per_id, data_seed=args.data_seed, families=args.families, eval_seed=args.eval_seed,
+        val_families=args.val_families, val_seed=args.val_seed, bootstrap=args.bootstrap, device=args.device,
+        workers=args.workers, control=control)
+    bench.run(cfg, progress=not args.quiet, command=command_line("bench"), wait=args.wait)
     return 0
 
 

@@ -1,26 +1,32 @@
-"""``lh2face quickstart``: the main job on a fresh machine (CPU, minutes)."""
+"""``lh2face quickstart``: the main job on a fresh machine (CPU, minutes): ``lh2face bench``'s comparison at
+the quickstart's preset, with its verify.bin, IJB-SYNTH and export steps (:mod:`lh2face_plugin.quickstart`)."""
 from __future__ import annotations
 
+from functools import partialmethod
+
 from ..headspec import preset
-from ._common import add_command
+from ._common import add_command, command_line
+
+
+def config(args):
+    """The :class:`~lh2face_plugin.bench.config.BenchConfig` of the parsed flags."""
+    from ..quickstart import quickstart_config  # deferred: building the parser (lh2face --help) imports no numpy
+
+    return quickstart_config(out=args.out, identities=args.identities, images_per_id=args.images_per_id,
+                             steps=args.steps, batch_size=args.batch_size, network=args.network, lr=args.lr,
+                             clip=args.clip, heads=tuple(args.heads) if args.heads else None, device=args.device,
+                             data_seed=args.seed, seeds=(args.train_seed,), families=args.eval_families,
+                             workers=args.workers)
 
 
 def run(args) -> int:
-    from functools import partialmethod
+    from tqdm.auto import tqdm  # deferred, as in config()
 
-    from tqdm.auto import tqdm
-
-    from ..quickstart import DEFAULT_QUICKSTART_HEADS, QuickstartConfig, run_quickstart
+    from ..quickstart import run_quickstart  # deferred, as in config()
 
     if args.quiet:
         tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
-
-    cfg = QuickstartConfig(out=args.out, identities=args.identities, images_per_id=args.images_per_id,
-                           steps=args.steps, batch_size=args.batch_size, network=args.network, lr=args.lr,
-                           clip=args.clip, heads=tuple(args.heads) if args.heads else DEFAULT_QUICKSTART_HEADS,
-                           device=args.device, seed=args.seed, train_seed=args.train_seed,
-                           eval_families=args.eval_families, workers=args.workers)
-    run_quickstart(cfg, progress=not args.quiet)
+    run_quickstart(config(args), progress=not args.quiet, command=command_line("quickstart"))
     return 0
 
 
