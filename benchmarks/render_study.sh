@@ -29,7 +29,9 @@ channels=("cosface-s24-render=$COS@render:$R" "lh2face-render-depth=lh2face@rend
 terms=("lh2face-render-terms=lh2face@render:$R,lambda_canon=0.5,lambda_view=0.1")
 for group in "${GROUPS_TO_RUN[@]}"; do
     declare -n heads="$group"
-    echo "== $group: ${heads[*]}"
-    /usr/bin/time -f "== $group: %e s wall" $LH2FACE bench --out "$OUT" --scale cpu --reference cosface-s24 \
-        --seeds 0 1 --wait --quiet --heads "${heads[@]}"
+    for seed in 0 1; do  # every head of a group at seed 0 first: an interrupted study still compares them all
+        echo "== $group, seed $seed: ${heads[*]}"
+        /usr/bin/time -f "== $group, seed $seed: %e s wall" $LH2FACE bench --out "$OUT" --scale cpu \
+            --reference cosface-s24 --seeds "$seed" --wait --quiet --heads "${heads[@]}"
+    done
 done
