@@ -63,8 +63,9 @@ def register(subparsers) -> None:
   lh2face bench --report lh2face_runs/bench         # rebuild results.json, the table and plots; no training
   lh2face render pretrain --steps 1000 --pool 2048 --out render.pt   # then: lh2face with the render input
   lh2face bench --heads lh2face lh2face-r=lh2face@render:checkpoint=render.pt,mode=frozen,canon_fraction=0.125
-Head specs: [LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]] (lh2face heads lists names and parameters;
-@render trains the backbone behind the render input module); the label names the row and the run folder
+Head specs: [LABEL=]NAME[:key=value,...][@MODULE[:key=value,...]][#NETWORK] (lh2face heads lists names and
+parameters; @render trains the backbone behind the render input module; #NETWORK trains this head on another
+backbone than --network, e.g. #compact-tiny-matched, a compute-matched baseline); the label names the row and the run folder
 OUT/<label>/seed<k>/model.pt (evaluate it with lh2face eval ... --network compact-tiny; a @render run's
 model.pt holds the wrapped model, render.* and backbone.*, and lh2face eval rebuilds it from its train.json).
 A rerun with the same settings reuses the data, evaluation set, trained models and features. Every run's
