@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, List
 
+from .registry import HEADS, INPUT_MODULES
+
 __version__ = "0.1.0"
 __all__ = ["build_head", "available_heads", "build_input_module", "available_input_modules", "__version__"]
 
@@ -14,26 +16,18 @@ def build_head(name: str, **kwargs: Any):
         KeyError: unknown name (the message lists the known names).
         TypeError / ValueError: invalid hyperparameters.
     """
-    from .registry import HEADS
-
     return HEADS.build(name, **kwargs)
 
 
 def available_heads() -> List[str]:
     """Sorted names of every registered head, built-in and third-party."""
-    from .registry import HEADS
-
     return HEADS.names()
 
 
 def build_input_module(name: str, **kwargs: Any):
     """Build a registered input module (e.g. ``"render"``) by name."""
-    from .registry import INPUT_MODULES
-
     return INPUT_MODULES.build(name, **kwargs)
 
 
 def available_input_modules() -> List[str]:
-    from .registry import INPUT_MODULES
-
     return INPUT_MODULES.names()

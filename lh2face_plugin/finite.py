@@ -13,7 +13,7 @@ def require_finite_parameters(module: Any, where: str) -> None:
         module: a ``torch.nn.Module``.
         where: the model's name in the message (its checkpoint file, say).
     """
-    import torch
+    import torch  # lazy: start-up (cli/render.py imports this module)
 
     for name, tensor in module.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -30,7 +30,7 @@ _NO_PROBLEM = 1 << 62
 
 def finite_problem(cosine, target_cosine, norms, embeddings, weights) -> Optional[Tuple[int, int]]:
     """The first NaN/Inf among a head call's inputs as ``(kind, index)`` (see :data:`_NONFINITE_KINDS`), or None."""
-    import torch
+    import torch  # lazy: start-up (cli/render.py imports this module)
 
     for kind, t in ((0, norms), (1, embeddings), (3, cosine), (4, target_cosine)):
         if t is None or bool(torch.isfinite(t).all()):
@@ -52,7 +52,7 @@ def raise_nonfinite(problem: Optional[Tuple[int, int]], ctx: Any, otherwise: Opt
     all-reduce picks the first problem of the lowest rank that has one, so a NaN seen by one shard
     alone stops every rank instead of leaving the others waiting. Where no rank has a problem,
     ``otherwise`` (if given) is raised on every rank."""
-    import torch
+    import torch  # lazy: start-up (cli/render.py imports this module)
 
     rank = 0
     if ctx.sharded:

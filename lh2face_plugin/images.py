@@ -23,6 +23,7 @@ import struct
 from typing import Optional, Tuple, Union
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .fileio import NotRegularFile, open_regular
 
@@ -269,8 +270,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _pil_decode(buf: bytes, mode: str, fmt: str) -> Optional[np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         im = Image.open(io.BytesIO(buf), formats=[fmt])
         im.load()
@@ -326,7 +325,6 @@ def encode(img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg", backend: O
         if not ok:
             raise ValueError(f"failed to encode a {img.shape} {img.dtype} image as {img_fmt}")
         return buf.tobytes()
-    from PIL import Image
 
     if img.dtype != np.uint8:
         raise ValueError(f"the Pillow codec encodes uint8 images only, got {img.dtype}")

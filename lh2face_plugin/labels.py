@@ -10,6 +10,7 @@ first: a NaN or a fraction would otherwise fail or truncate (2.5 trains as class
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional
 
 import torch
@@ -84,8 +85,6 @@ def record_label(label: Any, where: str, num_classes: Optional[int] = None) -> i
     Raises:
         ValueError: one line naming ``where`` (the record).
     """
-    import numbers
-
     first = label if isinstance(label, numbers.Number) else label[:1]
     value = int(whole_labels(first, describe_row=lambda _: where)[0])
     if num_classes is not None and num_classes <= 0:  # a header without identity records: no class count

@@ -42,7 +42,7 @@ def peak_bytes(fn: Callable[[], None], device: torch.device = torch.device("cpu"
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # optional: heavy
 
     with warnings.catch_warnings(), _quiet_stderr():
         warnings.simplefilter("ignore")

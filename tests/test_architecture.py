@@ -1,9 +1,12 @@
 """docs/architecture.md's floors hold in the code: every import (function-local ones included) goes to the
-same floor or a lower one, the named boundaries hold, and no modules of the package import each other in a loop."""
+same floor or a lower one, the named boundaries hold, no modules of the package import each other in a loop, and
+every import inside a function says why it is there."""
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -196,3 +199,51 @@ def test_no_import_cycle():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# An import inside a function ends its first or last line with one of docs/architecture.md's reasons.
+LOCAL_IMPORT_REASON = re.compile(r"#\s*(optional|lazy|host):")
+
+
+def _untagged_local_imports(source: str, where: str) -> List[str]:
+    """``where:line: source`` of every import inside a function whose first and last lines carry no reason comment
+    (comments only: a string that holds ``# lazy:`` does not count)."""
+    lines = source.splitlines()
+    comments = {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    found: Dict[int, str] = {}
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and not any(
+                        LOCAL_IMPORT_REASON.search(comments.get(n, "")) for n in (node.lineno, node.end_lineno)):
+                    found[node.lineno] = f"{where}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+    return [found[n] for n in sorted(found)]
+
+
+def test_every_local_import_says_why():
+    bad = [line for m in MODULES for line in _untagged_local_imports(MODULES[m].read_text(), _where(m))]
+    assert not bad, ("imports inside functions without a reason: move them to the top of the module, or end the line "
+                     "with '# optional: heavy', '# lazy: start-up', '# lazy: cycle (X imports this module)' or "
+                     "'# host: ...' (docs/architecture.md, Floors):\n" + "\n".join(bad))
+
+
+def test_the_local_import_check_finds_an_untagged_import():
+    code = ("import os\n"                                     # 1: module level, needs no reason
+            "\n"
+            "def f():\n"
+            "    import json\n"                              # 4: flagged
+            "    from typing import (Any,\n"                  # 5: reason on its last line
+            "                        List)  # lazy: start-up\n"
+            "    import onnx  # optional: heavy\n"
+            "    import re; s = '# lazy: a string'\n"         # 8: flagged, a string is no comment
+            "    import backbones  # noqa: F401  # host: the checkout's\n"
+            "\n"
+            "class C:\n"
+            "    async def g(self):\n"
+            "        def h():\n"
+            "            import csv\n"                       # 14: flagged once, nested
+            "        import sys  # lazy: cycle (x imports this module)\n")
+    assert _untagged_local_imports(code, "x.py") == ["x.py:4: import json", "x.py:8: import re; s = '# lazy: a string'",
+                                                     "x.py:14: import csv"]
+    assert _untagged_local_imports("def f():\n    import json  # lazy: start-up\n", "x.py") == []

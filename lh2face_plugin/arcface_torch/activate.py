@@ -53,7 +53,9 @@ from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional
 
 from .compat import fix_lr_scheduler, fix_verification
 from .config import AttrDict, PluginSpec, is_loading_recipe, load_recipe, plugin_spec
+from .input_record import write_record
 from .loader import guard_loader
+from .term_logging import term_logging
 
 __all__ = ["Activation", "activate", "activation_of", "deactivate", "find_trainer", "is_active", "set_loss",
            "set_input_module", "new_config", "PluginNotActive", "ATTRIBUTE"]
@@ -157,8 +159,8 @@ class Activation:
         if current is not None:
             raise RuntimeError(f"{trainer.__name__} already has an lh2face_plugin activation "
                                f"({current.source}); detach it first")
-        from .partial_fc import partial_fc_class
-        from .term_logging import term_logging
+        # the start-up hook imports this module in every stock run; partial_fc imports torch._dynamo (about 1 s)
+        from .partial_fc import partial_fc_class  # lazy: start-up
 
         self._originals = {n: getattr(trainer, n) for n in _FACTORIES if hasattr(trainer, n)}
         rebind: Dict[str, Callable[[ModuleType, Any], Any]] = {
@@ -276,7 +278,6 @@ def _get_model(trainer: ModuleType, original):
             raise TypeError(f"input module {act.spec.input_module!r} has no wrap(backbone) method")
         model = module.wrap(backbone)
         act.adopt_model(model)
-        from .input_record import write_record
 
         write_record(act.config.get("output"), act.spec.input_module, act.spec.input_module_kwargs, name, kwargs)
         return model

@@ -32,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import importlib.util
 import os
 import site
 import sys
 from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional
+
+from .config import check_key_spelling, loading_recipe, plugin_spec, sets_plugin_key
 
 __all__ = ["ENV_VAR", "PTH_NAME", "START_NAME", "GATE_MODULE", "enabled", "serve", "wrap_config_loader",
            "read_stock_recipe", "installed_files"]
@@ -62,7 +65,7 @@ def installed_files() -> List[str]:
 
 def serve(name: str) -> ModuleType:
     """``mxnet`` or ``torchvision`` for the trainer: the real package if it imports, else the stand-in."""
-    from . import compat
+    from . import compat  # lazy: start-up (compat imports torch)
 
     {"mxnet": compat.ensure_mxnet, "torchvision": compat.ensure_torchvision}[name]()
     return sys.modules[name]
@@ -71,7 +74,7 @@ def serve(name: str) -> ModuleType:
 def wrap_config_loader(module: ModuleType) -> None:
     """Called once the host's ``utils.utils_config`` is imported, before ``train_v2`` binds
     ``get_config`` and initialises its process group."""
-    from .compat import map_nccl_to_gloo
+    from .compat import map_nccl_to_gloo  # lazy: start-up (compat imports torch)
 
     map_nccl_to_gloo()
     original = getattr(module, "get_config", None)
@@ -105,9 +108,9 @@ def _recipe_module(config_file: str) -> Optional[ModuleType]:
 
 def _apply_compat() -> List[str]:
     """The in-process fixes every stock run on today's stack needs; returns what they did."""
-    import torch
+    import torch  # lazy: start-up
 
-    from .compat import fix_lr_scheduler, fix_verification, mxnet_status, torchvision_status, use_cpu
+    from .compat import fix_lr_scheduler, fix_verification, mxnet_status, torchvision_status, use_cpu  # lazy: start-up
 
     notes = []
     lr_module = sys.modules.get("lr_scheduler")
@@ -132,8 +135,7 @@ def read_stock_recipe(original, config_file: str):
             (``LH2FACE_AUTOLOAD=0``, or no ``train_v2`` namespace to attach to).
         ValueError / KeyError / TypeError: invalid plugin keys (the message names the key).
     """
-    from .activate import Activation, PluginNotActive, activation_of, find_trainer
-    from .config import check_key_spelling, loading_recipe, plugin_spec, sets_plugin_key
+    from .activate import Activation, PluginNotActive, activation_of, find_trainer  # lazy: start-up
 
     on = enabled()
     with loading_recipe(str(config_file)) if on else contextlib.nullcontext():
@@ -170,8 +172,6 @@ def read_stock_recipe(original, config_file: str):
 
 def diagnose(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """For ``lh2face doctor``: the installed start-up files, whether the gate imports, and the variable."""
-    import importlib.util
-
     files = installed_files()
     return {"files": files, "gate": importlib.util.find_spec(GATE_MODULE) is not None,
             "enabled": enabled(environ), "pth": any(f.endswith(".pth") for f in files),

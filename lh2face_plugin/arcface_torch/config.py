@@ -38,7 +38,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
+from .. import build_head, build_input_module
 from ..headspec import HeadSpec
+from ..registry import HEADS
 
 __all__ = ["AttrDict", "PluginSpec", "load_recipe", "resolve_recipe", "plugin_spec", "loading_recipe",
            "check_job_keys", "sets_plugin_key", "PLUGIN_KEYS", "REQUIRED_JOB_KEYS"]
@@ -202,8 +204,6 @@ class PluginSpec:
 
     def head_kwargs(self) -> Dict[str, Any]:
         """``loss_kwargs``, plus ``embedding_size`` from the config for heads that take it."""
-        from ..registry import HEADS
-
         kwargs = dict(self.loss_kwargs)
         if self.embedding_size is not None and "embedding_size" not in kwargs:
             if "embedding_size" in inspect.signature(HEADS.get(self.loss)).parameters:
@@ -217,15 +217,11 @@ class PluginSpec:
 
     def build_head(self):
         """The head ``config.loss`` names; errors name the config key that holds the fault."""
-        from .. import build_head
-
         with self._naming("loss"):
             spec = self.head_spec()
             return build_head(spec.name, **spec.kwargs)
 
     def build_input_module(self):
-        from .. import build_input_module
-
         with self._naming("input_module"):
             return build_input_module(self.input_module, **self.input_module_kwargs)
 

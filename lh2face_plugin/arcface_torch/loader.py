@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.recordio import unpack
 from ..labels import record_label
 
 __all__ = ["RecordError", "guard_loader", "describe_item"]
@@ -68,8 +69,6 @@ class _CheckedRecords:
         self.num_classes = num_classes
 
     def read_idx(self, key: Any) -> bytes:
-        from ..data.recordio import unpack
-
         payload = self.records.read_idx(key)  # key 0: recordio.check_header bounds the header's count
         if key != 0 or self.num_classes is None:  # key 0 of a file with a header record is that header
             record_label(unpack(payload)[0].label, f"record {key}", self.num_classes)

@@ -19,6 +19,10 @@ import types
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
+
+from ..data import recordio
+from ..images import decode
 
 __all__ = ["NDArray", "build_mxnet_shim", "SHIM_VERSION"]
 
@@ -60,8 +64,6 @@ def _as_numpy(x) -> np.ndarray:
 def imdecode(buf, flag: int = 1, to_rgb: int = 1, out=None) -> NDArray:
     """Decode an encoded image. Returns [H, W, 3] uint8 (RGB unless ``to_rgb=0``)
     or [H, W, 1] for ``flag=0`` (grayscale)."""
-    from ..images import decode
-
     if isinstance(buf, NDArray):
         buf = buf.asnumpy()
     if isinstance(buf, np.ndarray):
@@ -76,8 +78,6 @@ def imdecode(buf, flag: int = 1, to_rgb: int = 1, out=None) -> NDArray:
 
 def resize_short(src, size: int, interp: int = 2) -> NDArray:
     """Resize so the shorter edge is ``size`` (bicubic for ``interp=2``, else bilinear)."""
-    from PIL import Image
-
     arr = _as_numpy(src)
     h, w = arr.shape[:2]
     if h < w:
@@ -114,8 +114,6 @@ class _ShimModule(types.ModuleType):
 
 def build_mxnet_shim() -> dict:
     """Module objects to install in ``sys.modules``: ``{"mxnet": ..., "mxnet.recordio": ..., ...}``."""
-    from ..data import recordio
-
     mx = _ShimModule("mxnet", "lh2face_plugin stand-in for the parts of mxnet arcface_torch uses")
     mx.__version__ = SHIM_VERSION
     mx.__file__ = __file__

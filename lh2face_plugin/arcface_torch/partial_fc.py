@@ -62,6 +62,7 @@ from torch.nn.functional import linear, normalize
 
 from ..distributed import DistContext
 from ..heads.base import Head
+from ..export.onnx import eval_mode
 from ..labels import check_labels
 from ..layers.blockwise import blockwise_head_loss
 from ..layers.contract import Layer
@@ -241,8 +242,6 @@ class PartialFCMixin:
         The head runs in eval mode for that call, so its state (LH2Face's running mean,
         UniTSFace's memory and step count) moves once per step, on the real faces only.
         """
-        from ..export.onnx import eval_mode
-
         def loss_fn(e: torch.Tensor) -> torch.Tensor:
             head = self.margin_softmax
             with eval_mode(head) if isinstance(head, torch.nn.Module) else contextlib.nullcontext():

@@ -30,7 +30,7 @@ _ALIASES = {"int": int, "float": float, "bool": bool, "object": object}
 
 def _menpo_stub() -> Dict[str, types.ModuleType]:
     def sample_colours_from_colourmap(n_colours, colour_map):
-        from matplotlib import colormaps  # optional and heavy: only when the host's script draws
+        from matplotlib import colormaps  # optional: heavy (only when the host's script draws)
 
         cmap = colormaps[colour_map]
         return [cmap(i / max(n_colours - 1, 1))[:3] for i in range(n_colours)]

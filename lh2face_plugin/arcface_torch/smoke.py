@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 from ..fileio import atomic_path
 
@@ -27,8 +28,6 @@ def random_image_folder(root: str, num_classes: int = 16, per_class: int = 1, si
     Returns:
         ``root``, for ``config.rec``.
     """
-    from PIL import Image
-
     if num_classes < 1 or per_class < 1:
         raise ValueError(f"num_classes and per_class must be >= 1, got {num_classes}, {per_class}")
     rng = np.random.default_rng(seed)

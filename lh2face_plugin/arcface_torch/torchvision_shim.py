@@ -23,6 +23,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
+
+from ..images import read
 
 __all__ = ["build_torchvision_shim", "SHIM_VERSION", "IMAGE_EXTENSIONS"]
 
@@ -44,8 +47,6 @@ class ToPILImage:
     """[H, W, C] (or [H, W]) uint8 array, or [C, H, W] float tensor in [0, 1], to a PIL image."""
 
     def __call__(self, pic):
-        from PIL import Image
-
         if isinstance(pic, torch.Tensor):
             arr = pic.detach().cpu()
             if arr.is_floating_point():
@@ -68,7 +69,6 @@ class RandomHorizontalFlip:
             return img
         if isinstance(img, torch.Tensor):
             return img.flip(-1)
-        from PIL import Image
 
         return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
@@ -126,10 +126,6 @@ class ImageFolder(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
-        from ..images import read
-
         path, target = self.samples[index]
         sample = Image.fromarray(read(path, "rgb"))
         if self.transform is not None:

@@ -25,6 +25,7 @@ import math
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .metrics import Difference, Estimate, Interval
 
@@ -53,8 +54,6 @@ def bootstrap_metrics(models: Sequence, num_families: int, replicates: int, seed
     Returns:
         ``point`` (per model ``{metric: value}``) and ``reps`` (per model ``{metric: (B,) array}``).
     """
-    from tqdm.auto import tqdm
-
     weights = family_weights(num_families, replicates, seed)
     point = [m.metrics(None) for m in models]
     reps = [{k: np.empty(replicates) for k in p} for p in point]

@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from .scores import METRICS
 from .specs import DEFAULT_HEADS, HeadSpec, parse_head_spec, parse_head_specs
 
 __all__ = ["BenchConfig", "SCALES"]
@@ -93,7 +94,7 @@ class BenchConfig:
         return {} if self.verification else dict(eval_identities=8, verify_pairs=20, render_eval=0)
 
     def train_config(self, lr: float, seed: int):
-        from ..training import TrainConfig
+        from ..training import TrainConfig  # lazy: torch (the bench package imports without it)
 
         return TrainConfig(network=self.network, embedding_size=self.embedding_size, steps=self.total_steps,
                            batch_size=self.batch_size, lr=lr, clip=self.clip, seed=int(seed), device=self.device,
@@ -101,8 +102,6 @@ class BenchConfig:
 
     def validate(self) -> Tuple[List[HeadSpec], List[str]]:
         """Check every setting; returns the head specs (each parsed and built once) and notes."""
-        from .scores import METRICS
-
         if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
             raise ValueError(f"budget must be a number > 0, got {self.budget!r}")
         for key in ("steps", "identities", "images_per_id", "families", "bootstrap"):

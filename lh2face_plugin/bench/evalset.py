@@ -34,6 +34,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from ..fileio import atomic_path, sha256_file, write_json
+from ..images import decode
 
 __all__ = ["EvalSetConfig", "EvalSet", "build_evalset", "load_evalset", "pair_counts"]
 
@@ -123,8 +127,6 @@ class EvalSet:
 
     def images(self, index: np.ndarray) -> np.ndarray:
         """Decoded images ``(len(index), S, S, 3)`` uint8 RGB."""
-        from ..images import decode
-
         out = []
         for i in np.asarray(index, dtype=np.int64).reshape(-1):
             data = self._jpeg[self._offsets[i]:self._offsets[i + 1]].tobytes()
@@ -148,14 +150,12 @@ def pair_counts(ev: EvalSet) -> Dict[str, Dict[str, int]]:
 
 
 def _digest(path: str) -> str:
-    from ..fileio import sha256_file
-
     return sha256_file(path)
 
 
 def _plan(cfg: EvalSetConfig):
     """Identities and per-image yaw, pitch, quality flag, degradation and render seed."""
-    from ..data.synthetic import degradation_with_quality, make_identities
+    from ..data.synthetic import degradation_with_quality, make_identities  # lazy: torch (bench imports without it)
 
     ids = make_identities(3 * cfg.families, cfg.seed, family_size=3, hard_fraction=1.0,
                           family_spread=cfg.family_spread)
@@ -187,10 +187,7 @@ def build_evalset(path: str, cfg: EvalSetConfig, progress: bool = True) -> EvalS
 
     Written atomically: ``evalset.npz`` first, ``meta.json`` (the completeness marker) last.
     """
-    from tqdm.auto import tqdm
-
-    from ..data.synthetic import HIGH_QUALITY, degrade, quality_score, render_faces
-    from ..fileio import atomic_path, write_json
+    from ..data.synthetic import HIGH_QUALITY, degrade, quality_score, render_faces  # lazy: torch
 
     cfg.validate()
     done = _try_load(path, cfg)

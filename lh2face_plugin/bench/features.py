@@ -12,7 +12,10 @@ import os
 from typing import Optional
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..eval.embed import torch_embedder
+from ..fileio import save_npy, write_json
 from .evalset import EvalSet
 
 __all__ = ["raw_features", "cached_features"]
@@ -33,11 +36,6 @@ def raw_features(model, ev: EvalSet, *, device: str = "cpu", batch_size: int = 1
     Raises:
         FloatingPointError: the model's output is NaN/Inf for some image (the message names it).
     """
-    from tqdm.auto import tqdm
-
-    from ..eval.embed import torch_embedder
-    from ..fileio import save_npy, write_json
-
     feats = cached_features(cache, model_key, ev) if cache else None
     if feats is not None:
         return feats

@@ -49,8 +49,8 @@ class EvalContext:
 def prepare_data(folder: str, identities: int, images_per_id: int, seed: int, progress: bool = True,
                  **generate_kwargs) -> TrainData:
     """Generate (or reuse) the synthetic dataset in ``folder``."""
-    from ..data.synthetic import generate_dataset  # heavy: torch (the bench package imports without it)
-    from ..training import data_fingerprint  # heavy: torch
+    from ..data.synthetic import generate_dataset  # lazy: torch (the bench package imports without it)
+    from ..training import data_fingerprint  # lazy: torch
 
     paths = generate_dataset(folder, identities=identities, images_per_id=images_per_id, seed=seed,
                              progress=progress, **generate_kwargs)
@@ -68,7 +68,7 @@ def train_run(spec: HeadSpec, seed: int, lr: float, train_config: Callable[[floa
               run_dir: str, *, name: Optional[str] = None, progress: bool = True,
               echo: Callable[[str], None] = print, reuse_from: Sequence[str] = ()) -> Run:
     """Train (or reuse) ``spec`` with ``train_config(lr, seed)`` in ``run_dir``."""
-    from ..training import train_model  # heavy: torch
+    from ..training import train_model  # lazy: torch
 
     name = name or f"{spec.label} seed{seed}"
     tr = train_model(train_config(lr, seed), data.dir, spec, run_dir, label=name, progress=progress,
@@ -100,7 +100,7 @@ def score_results(results: Sequence[RunResult], out: str, ctx: EvalContext, *, d
                   progress: bool = True) -> List[Any]:
     """ScoreSets of stored results: features from their run folder's cache, else from the saved model
     (reloaded with :func:`~lh2face_plugin.training.load_trained_model`); nothing is trained."""
-    from ..training import load_trained_model  # heavy: torch
+    from ..training import load_trained_model  # lazy: torch
 
     sets = []
     for r in results:

@@ -6,6 +6,8 @@ import math
 import os
 from typing import Any, Dict, Optional, Sequence
 
+from ..eval.plots import plot_roc
+from ..fileio import atomic_path
 from .records import Comparison, RunResult
 from .report import is_rate
 
@@ -30,8 +32,6 @@ def error_bar(lo: float, hi: float) -> tuple:
 
 
 def _save(fig, path: str) -> str:
-    from ..fileio import atomic_path
-
     fig.tight_layout()
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png")
@@ -47,7 +47,7 @@ def _history(out: str, r: RunResult) -> Dict[str, Any]:
 
 
 def _forest(c: Comparison, path: str) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # optional: heavy
 
     labels = list(c.differences)
     fig = Figure(figsize=(3.2 * len(FOREST_METRICS), 0.5 * len(labels) + 1.8), dpi=100)
@@ -75,7 +75,7 @@ def _forest(c: Comparison, path: str) -> str:
 
 
 def _sweep(sweep: Dict[str, Any], path: str) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # optional: heavy
 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
@@ -93,11 +93,10 @@ def plot_comparison(out: str, results: Sequence[RunResult], scores: Sequence[Any
                     sweep: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Write ``roc_hard_hq.png``, ``training.png``, ``forest.png`` (with a reference and another head)
     and ``lr_sweep.png`` (with a sweep) into ``out``; returns ``{name: path}``."""
-    import matplotlib
+    import matplotlib  # optional: heavy
 
     matplotlib.use("Agg", force=False)
-    from ..eval.plots import plot_roc
-    from ..training import plot_training
+    from ..training import plot_training  # lazy: torch (the bench package imports without it)
 
     names = [f"{r.label} seed{r.seed}" for r in results]
     plots = {"roc_hard_hq": plot_roc({n: s.roc("hard_hq") for n, s in zip(names, scores)},

@@ -47,7 +47,7 @@ def fmt(metric: str, value: Optional[float], signed: bool = False) -> str:
 
 
 def _evalset_line(ctx) -> str:
-    from ..data.synthetic import HIGH_QUALITY  # heavy: torch (the bench package imports without it)
+    from ..data.synthetic import HIGH_QUALITY  # lazy: torch (the bench package imports without it)
 
     ev, pairs = ctx.ev, ctx.counts
     return (f"evaluation set: {ev.config.families} families x 3 look-alikes (seed {ev.config.seed}), "

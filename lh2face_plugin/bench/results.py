@@ -102,7 +102,7 @@ def write_results(out: str, summary: Mapping[str, Any]) -> str:
 
 def evalset_block(ctx, out: str) -> Dict[str, Any]:
     """What ``results.json`` says of the evaluation set (``ctx``: :class:`~lh2face_plugin.bench.pipeline.EvalContext`)."""
-    from ..data.synthetic import HIGH_QUALITY  # heavy: torch (the bench package imports without it)
+    from ..data.synthetic import HIGH_QUALITY  # lazy: torch (the bench package imports without it)
 
     ev = ctx.ev
     return {"path": os.path.relpath(ev.path, out), "sha256": ev.sha256, "config": ev.config.as_dict(),

@@ -53,7 +53,7 @@ def _config_dict(cfg: BenchConfig) -> Dict[str, Any]:
 
 
 def _counts_line(ctx: EvalContext) -> str:
-    from ..data.synthetic import HIGH_QUALITY  # heavy: torch (the bench package imports without it)
+    from ..data.synthetic import HIGH_QUALITY  # lazy: torch (the bench package imports without it)
 
     ev, c = ctx.ev, ctx.counts
     return (f"      {len(ev)} images ({int(ev.hq.sum())} HQ: quality >= {HIGH_QUALITY}; {int((~ev.hq).sum())} LQ); "

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..eval.metrics import far_thresholds
+from ..eval.metrics import far_thresholds, roc_curve
 from .evalset import EvalSet
 
 __all__ = ["PairIndex", "ScoreSet", "METRICS", "threshold_at_far", "thresholds_at_far", "pair_weight_table", "weighted_tar_at_far", "weighted_auc",
@@ -384,8 +384,6 @@ class ScoreSet:
 
     def roc(self, split: str = "hard_hq") -> Tuple[np.ndarray, np.ndarray]:
         """Unweighted ROC (fpr, tpr) of a split, for plots."""
-        from ..eval.metrics import roc_curve
-
         sp = self.splits[split]
         if not sp.complete:
             raise ValueError(f"split {split!r} keeps only its highest impostor scores; no full ROC")

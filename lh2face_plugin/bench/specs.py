@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 from ..headspec import LABEL_RE, PRESETS, HeadSpec, parse_head_spec, preset, resolve
+from ..registry import HEADS
 
 __all__ = ["HeadSpec", "parse_head_spec", "parse_head_specs", "DEFAULT_HEADS", "CONTROL_HEAD", "RESERVED_LABELS",
            "OUTPUT_NAMES", "check_label", "PRESETS", "preset"]
@@ -59,8 +60,6 @@ def parse_head_specs(texts: Sequence[str], *, skip_unregistered: bool = False,
         skip_unregistered: drop specs whose head is not registered (appending a line to
             ``notes``) instead of raising; used for :data:`DEFAULT_HEADS`.
     """
-    from ..registry import HEADS
-
     specs: List[HeadSpec] = []
     parsed = [parse_head_spec(t) for t in texts]
     for spec in parsed:

@@ -14,8 +14,9 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..fileio import open_regular, resolve_inside
+from ..fileio import open_regular, resolve_inside, update_json
 from .records import RunResult
+from .results import to_json
 
 __all__ = ["RUNS_FILE", "record_results", "stored_results", "stored_table", "gather"]
 
@@ -33,9 +34,6 @@ def record_results(out: str, results: Sequence[RunResult], table: Optional[Mappi
     ``table``: what ``bench --report`` needs to rebuild the table from this file alone (the
     comparability digest, evaluation set path, reference, control, bootstrap settings, head order),
     kept under ``"table"``."""
-    from ..fileio import update_json
-    from .results import to_json
-
     def update(doc):
         if doc is None:
             doc = {"format": FORMAT, "version": 1, "runs": {}}
@@ -92,7 +90,7 @@ def stored_table(out: str) -> Optional[Dict[str, Any]]:
 
 def _holds(out: str, r: RunResult) -> bool:
     """The run's folder still holds the model this result was measured on."""
-    from ..training import trained_info
+    from ..training import trained_info  # lazy: torch (the bench package imports without it)
 
     info = trained_info(os.path.join(out, r.model))
     return (info is not None and info.get("key") == r.run_key and info.get("model_sha256") == r.model_sha256

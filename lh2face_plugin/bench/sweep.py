@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Sequence
 
+from ..fileio import write_json
+from .bootstrap import bootstrap_metrics, percentile_ci
 from .pipeline import TrainData, prepare_evalset, score_runs, train_run
 from .report import fmt
 from .specs import HeadSpec
@@ -36,9 +38,7 @@ def lr_sweep(cfg, specs: Sequence[HeadSpec], data: TrainData, progress: bool,
              echo: Callable[[str], None]) -> Dict[str, Any]:
     """Train and score every head at every rate of ``cfg.lr_sweep``; returns the sweep's summary
     (``heads``: label -> ``chosen`` rate and a row per rate)."""
-    from ..fileio import write_json
-    from ..training import spec_key
-    from .bootstrap import bootstrap_metrics, percentile_ci
+    from ..training import spec_key  # lazy: torch (the bench package imports without it)
 
     out = os.path.abspath(cfg.out)
     echo(f"[lr sweep] validation set: {cfg.val_families} families (seed {cfg.val_seed}); "

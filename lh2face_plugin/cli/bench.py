@@ -11,10 +11,10 @@ _SCALE_NAMES = ("toy", "cpu", "gpu")
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm  # deferred: building the parser (lh2face --help) imports no numpy
+    from tqdm.auto import tqdm  # lazy: start-up (building the parser, lh2face --help, imports no numpy)
 
-    from .. import bench  # deferred, as tqdm
-    from ..bench.config import SCALES  # deferred, as tqdm
+    from .. import bench  # lazy: start-up
+    from ..bench.config import SCALES  # lazy: start-up
 
     if args.quiet:
         tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)

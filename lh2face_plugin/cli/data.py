@@ -10,7 +10,7 @@ OVERWRITE_HELP = ("write into a non-empty folder this command did not make (repl
 
 
 def _build(args) -> int:
-    from ..data.tools import build_dataset
+    from ..data.tools import build_dataset  # lazy: start-up
 
     res = build_dataset(args.image_folder, args.out, landmarks=args.landmarks, image_size=args.size,
                         resize=args.resize, quality=args.quality, progress=not args.quiet,
@@ -22,7 +22,7 @@ def _build(args) -> int:
 
 
 def _inspect(args) -> int:
-    from ..data.tools import inspect_record
+    from ..data.tools import inspect_record  # lazy: start-up
 
     sheet = None
     if not args.no_sheet:
@@ -35,7 +35,7 @@ def _inspect(args) -> int:
 
 
 def _shuffle(args) -> int:
-    from ..data.tools import shuffle_record
+    from ..data.tools import shuffle_record  # lazy: start-up
 
     res = shuffle_record(args.rec, args.out, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
     print(f"{res['num_images']} image records shuffled (seed {args.seed})")
@@ -46,7 +46,7 @@ def _shuffle(args) -> int:
 
 
 def _synth(args) -> int:
-    from ..data.synthetic import generate_dataset
+    from ..data.synthetic import generate_dataset  # lazy: start-up
 
     sizes = {k: getattr(args, k) for k in ("eval_identities", "verify_pairs", "render_eval")
              if getattr(args, k) is not None}

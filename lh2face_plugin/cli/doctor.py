@@ -12,7 +12,7 @@ EXAMPLES = """
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arcface_torch.doctor import diagnose, format_report
+    from ..arcface_torch.doctor import diagnose, format_report  # lazy: start-up
 
     findings = diagnose(args.recipe, args.arcface_root, args.strict)
     print(format_report(findings))

@@ -3,26 +3,27 @@ from __future__ import annotations
 
 import os
 
+from ..finite import require_finite_parameters
 from ._common import add_command, input_module_model
 
 
 def run(args) -> int:
-    from ..fileio import writer_lock
+    from ..fileio import writer_lock  # lazy: start-up (fileio imports numpy)
 
     with writer_lock(os.path.abspath(args.out), "export", wait=args.wait, on_wait=print):
         return _run(args)
 
 
 def _run(args) -> int:
-    from ..export.modelzoo import RECOGNITION_FILE, fill_pack, inspect_recognition_onnx, verify_pack, writing_pack
-    from ..export.onnx import check_onnx, export_onnx
+    from ..export.modelzoo import (RECOGNITION_FILE, fill_pack, inspect_recognition_onnx, verify_pack,
+                                   writing_pack)  # lazy: start-up
+    from ..export.onnx import check_onnx, export_onnx  # lazy: start-up
 
     out = os.path.abspath(args.out)
     model_id = args.model_id or os.path.basename(out.rstrip(os.sep))
     module = input_module_model(args.model, args.network, args.arcface_root)
     if module is None and not args.model.lower().endswith(".onnx"):
-        from ..backbones import load_backbone
-        from ..finite import require_finite_parameters
+        from ..backbones import load_backbone  # lazy: start-up
 
         if not args.network:
             raise ValueError("--network is required for a torch checkpoint (e.g. r50, r100, mbf, compact)")

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import inspect
 
+from ..registry import HEADS, describe_parameters
 from ._common import add_command
 
 
 def run(args) -> int:
-    from ..registry import HEADS, describe_parameters
-
     names = [args.name] if args.name else HEADS.names()
     for name in names:
         factory = HEADS.get(name)

@@ -10,7 +10,7 @@ from ._common import add_command, command_line
 
 def config(args):
     """The :class:`~lh2face_plugin.bench.config.BenchConfig` of the parsed flags."""
-    from ..quickstart import quickstart_config  # deferred: building the parser (lh2face --help) imports no numpy
+    from ..quickstart import quickstart_config  # lazy: start-up (building the parser, lh2face --help, imports no numpy)
 
     return quickstart_config(out=args.out, identities=args.identities, images_per_id=args.images_per_id,
                              steps=args.steps, batch_size=args.batch_size, network=args.network, lr=args.lr,
@@ -20,9 +20,9 @@ def config(args):
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm  # deferred, as in config()
+    from tqdm.auto import tqdm  # lazy: start-up
 
-    from ..quickstart import run_quickstart  # deferred, as in config()
+    from ..quickstart import run_quickstart  # lazy: start-up
 
     if args.quiet:
         tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)

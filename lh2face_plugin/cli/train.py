@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..arcface_torch.train import run as train
+    from ..arcface_torch.train import run as train  # lazy: start-up
 
     train(args.recipe, arcface_root=args.arcface_root, strict=args.strict, cpu=args.cpu, backend=args.backend)
     return 0

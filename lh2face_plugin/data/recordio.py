@@ -62,7 +62,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import images
-from ..fileio import Staged, naming_errors
+from ..fileio import Staged, naming_errors, open_regular
 
 __all__ = [
     "MXRecordIO",
@@ -190,8 +190,6 @@ class MXRecordIO:
         self.is_open = True
 
     def _map_file(self) -> None:
-        from ..fileio import open_regular
-
         try:
             fh = open_regular(self.uri, "a RecordIO file")
         except FileNotFoundError:
@@ -441,8 +439,6 @@ class MXIndexedRecordIO(MXRecordIO):
             raise
 
     def _load_index(self) -> None:
-        from ..fileio import open_regular
-
         if self.key_type is int:
             compact = _read_int_index(self.idx_path)
             if compact is not None:
@@ -643,8 +639,6 @@ def _read_int_index(path: str, chunk: int = 1 << 18) -> Optional[_CompactIndex]:
     """An ``.idx`` of ``int<TAB>int`` lines parsed into two preallocated int64 arrays (16 bytes a line,
     plus one chunk's tokens), or ``None`` when a line is not of that form (the caller then reads it
     line by line for the error). Only a regular file is read (:func:`~lh2face_plugin.fileio.open_regular`)."""
-    from ..fileio import open_regular
-
     with open_regular(path, "an index (.idx)") as f:
         size, last = 0, b""
         for block in iter(lambda: f.read(chunk), b""):

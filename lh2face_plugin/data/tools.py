@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from ..images import MAX_BYTES, decode as decode_image, sniff
 from ..fileio import open_regular, resolve_inside, save_figure, writing_folder
+from ..labels import check_labels
 from . import recordio
 from .dataset import resolve_rec
 from .recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, RecordIOError, imencode, pack, unpack
@@ -124,14 +127,12 @@ def _encode_face(path: str, raw: bytes, size: int, landmarks: Optional[np.ndarra
             raise ValueError(f"{path}: image is {w}x{h}, expected aligned {size}x{size} faces; pass a landmarks "
                              "file to align them, or --resize to resize as they are")
     if landmarks is not None:
-        from insightface.utils.face_align import norm_crop
+        from insightface.utils.face_align import norm_crop  # optional: heavy
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecation inside insightface
             bgr = norm_crop(bgr, landmarks, image_size=size)
     elif bgr.shape[:2] != (size, size):
-        from PIL import Image
-
         rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).resize((size, size), Image.BICUBIC)
         bgr = np.asarray(rgb)[:, :, ::-1]
     return imencode(bgr, quality, ".jpg")
@@ -174,7 +175,7 @@ def build_dataset(image_folder: PathLike, out: PathLike, landmarks: Optional[Pat
             raise ValueError(f"{os.fspath(landmarks)}: no landmarks for {len(missing)} image(s), e.g. "
                              f"{', '.join(missing[:3])}")
         try:
-            import insightface.utils.face_align  # noqa: F401
+            import insightface.utils.face_align  # noqa: F401  # optional: heavy
         except ImportError:
             raise ValueError("aligning with landmarks needs insightface: pip install 'lh2face-plugin[zoo]'") from None
     sources = [[resolve_inside(folder, f"{n}/{f}", source=f"image folder {folder}") for f in fs]
@@ -464,10 +465,6 @@ def _check_property(summary: RecordSummary, prop: str, labels: Optional[np.ndarr
     if declared != summary.classes:
         summary.problems.append(f"{prop} says {declared} classes, the records hold {summary.classes}")
     if labels is not None and len(labels):
-        import torch
-
-        from ..labels import check_labels
-
         try:  # what arcface_torch's num_classes (from this file) will meet in training
             check_labels(torch.from_numpy(labels.astype(np.int64)), declared,
                          describe_row=lambda r: f"image record #{r}", hint=f"{prop} declares {declared} classes")
@@ -501,10 +498,10 @@ def _check_insightface(summary: RecordSummary, header0: Tuple[int, int], ranges:
 
 
 def _contact_sheet(items: Sequence[Tuple[int, float, np.ndarray]], path: str, title: str) -> str:
-    import matplotlib
+    import matplotlib  # optional: heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: heavy
 
     cols = int(math.ceil(math.sqrt(len(items))))
     rows = int(math.ceil(len(items) / cols))

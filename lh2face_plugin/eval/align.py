@@ -63,7 +63,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.
     Returns:
         ``(size, size, C)`` uint8.
     """
-    import cv2
+    import cv2  # optional: heavy
 
     lmk = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
     m = similarity_transform(lmk, ARCFACE_TEMPLATE * (size / 112.0))

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..fileio import cleanup_stale_in, save_npy, sha256_file, write_json
+from ..finite import require_finite_parameters
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 CACHE_VERSION = 2
@@ -50,7 +51,7 @@ def torch_embedder(module, device: str = "cpu") -> EmbedFn:
 
     uint8 input is normalised with torch operations in the order arcface_torch uses.
     """
-    import torch
+    import torch  # lazy: torch (the bench package imports eval without it)
 
     dev = torch.device(device)
     model = module.to(dev).eval()
@@ -75,7 +76,7 @@ def onnx_embedder(path: str, providers: Optional[list] = None) -> EmbedFn:
     """Embed function around an exported ONNX recognition model (onnxruntime, normalisation outside the graph)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX model not found: {path}")
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: heavy
 
     try:
         sess = ort.InferenceSession(path, providers=providers or ["CPUExecutionProvider"])
@@ -114,14 +115,12 @@ def load_embedder(model: str, network: Optional[str] = None, onnx: bool = False,
                              if device.startswith("cuda") else None)
     if not network:
         raise ValueError(f"{model}: a PyTorch model needs --network (e.g. r50), or pass --onnx for an ONNX file")
-    import torch
+    import torch  # lazy: torch (the bench package imports eval without it)
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available to this torch ({torch.__version__}, "
                          f"{'a CPU build' if torch.version.cuda is None else 'no GPU visible'}); use --device cpu")
-    from ..backbones import load_backbone
-
-    from ..finite import require_finite_parameters
+    from ..backbones import load_backbone  # lazy: torch
 
     module = load_backbone(model, network, arcface_root=arcface_root, **backbone_kwargs)
     require_finite_parameters(module, model)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .. import images
 from ..fileio import NotRegularFile, open_regular, resolve_inside, sha256_update_file
+from .align import align_face
 from .embed import EmbedFn, extract_features
 
 
@@ -562,8 +564,6 @@ def unique_template_pairs(pairs: np.ndarray, where: str,
     giving their count. A pair listed both as genuine and as impostor raises ``ValueError`` naming
     both lines.
     """
-    import warnings
-
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
     if not len(p):
         return np.zeros(0, dtype=np.int64)
@@ -659,9 +659,7 @@ def identification_1toN(template_feats: np.ndarray, unique_templates: np.ndarray
 
 def load_aligned(meta: IJBMeta, idx: np.ndarray, size: int = 112, workers: int = 4) -> np.ndarray:
     """Aligned RGB crops ``(len(idx), size, size, 3)`` uint8 of the given meta rows."""
-    import cv2
-
-    from .align import align_face
+    import cv2  # optional: heavy
 
     paths = meta.image_paths()
 

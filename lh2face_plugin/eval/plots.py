@@ -15,10 +15,10 @@ def plot_roc(curves: Dict[str, Tuple[np.ndarray, np.ndarray]], path: str, title:
     Returns:
         ``path``.
     """
-    import matplotlib
+    import matplotlib  # optional: heavy
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # optional: heavy
 
     fig = Figure(figsize=(6, 4.5), dpi=120)
     ax = fig.add_subplot(1, 1, 1)

@@ -21,9 +21,11 @@ import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from . import metrics
 from .. import images
+from ..fileio import open_regular
 from .embed import EmbedFn, extract_features
 
 VERIFY_FARS: Tuple[float, ...] = (1e-3, 1e-2, 1e-1)
@@ -70,8 +72,6 @@ class SafeUnpickler(pickle.Unpickler):
 
 def safe_load_pickle(path: str):
     """Load a pickle with :class:`SafeUnpickler` (``encoding='bytes'`` for Python 2 files)."""
-    from ..fileio import open_regular
-
     with open_regular(path, "a verification set (.bin)") as f:
         data = f.read()
     try:
@@ -162,12 +162,10 @@ def unique_pairs(bins: list, issame: np.ndarray, where: str) -> np.ndarray:
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     try:
-        import cv2
+        import cv2  # optional: heavy
 
         return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
     except ImportError:
-        from PIL import Image
-
         return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
 
 

@@ -146,7 +146,7 @@ def _validate_model_io(module: nn.Module, device: torch.device) -> int:
 
 
 def _session(path: str):
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: heavy
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -242,7 +242,7 @@ def export_onnx(
         RuntimeError: parity below ``min_cosine`` or a batch axis that is not
             dynamic.
     """
-    import onnx
+    import onnx  # optional: heavy
 
     path = os.fspath(path)
     if int(opset) < MIN_OPSET:

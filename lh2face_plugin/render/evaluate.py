@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.face3d import CAMERA_DISTANCE, HEAD_CENTRE, TEMPLATE_SIZE, rotation_matrix as synthetic_rotation
+from ..data.synthetic import make_identities, render_face
 from .metrics import erode, frontal_error, mad, side
 from .module import RenderInputModule
 from .renderer import Renderer
@@ -24,8 +26,6 @@ __all__ = ["to_renderer_depth", "to_renderer_view", "synthetic_eval_set", "evalu
 def to_renderer_depth(depth: np.ndarray, mask: np.ndarray) -> Tensor:
     """Synthetic depth ``(B, H, W)`` (image widths from the camera plane, 0 off the face)
     -> renderer depth ``(B, 1, H, W)`` (half widths behind the pivot plane, 0 off the face)."""
-    from ..data.face3d import CAMERA_DISTANCE
-
     z = 2.0 * (np.asarray(depth, np.float32) - CAMERA_DISTANCE)
     return torch.from_numpy(np.where(mask, z, 0.0).astype(np.float32)).unsqueeze(1)
 
@@ -39,8 +39,6 @@ def to_renderer_view(yaw: Sequence[float], pitch: Sequence[float], roll: Optiona
     and rotating about a point ``c`` instead of the origin is the translation
     ``t = c - R c``.
     """
-    from ..data.face3d import HEAD_CENTRE, TEMPLATE_SIZE, rotation_matrix as synthetic_rotation
-
     yaw = np.asarray(yaw, np.float64).reshape(-1)
     pitch = np.asarray(pitch, np.float64).reshape(-1)
     roll = np.zeros_like(yaw) if roll is None else np.asarray(roll, np.float64).reshape(-1)
@@ -72,8 +70,6 @@ def synthetic_eval_set(
         in ``[0, 1]``, ``frontal_mask`` and ``canonical_depth`` ``(B, 1, H, W)`` of the
         frontal pose, ``view`` ``(B, 6)`` ground-truth viewpoints.
     """
-    from ..data.synthetic import make_identities, render_face
-
     rng = np.random.default_rng(seed)
     ids = make_identities(num=num, seed=seed)
     yaws = rng.uniform(min_yaw, max_yaw, size=num) * rng.choice([-1.0, 1.0], size=num)

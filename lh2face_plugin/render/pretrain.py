@@ -15,6 +15,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..data.synthetic import make_identities, render_faces
+from ..images import read
+from .evaluate import to_renderer_depth, to_renderer_view
 from .module import RenderInputModule
 from .show import to_tensor
 
@@ -46,9 +49,6 @@ def synthetic_batches(
         ``"images"``, ``"canonical_depth"`` and ``"canonical_mask"`` ``(B, 1, H, W)``
         (renderer convention) and ``"view"`` ``(B, 6)``.
     """
-    from ..data.synthetic import make_identities, render_faces
-    from .evaluate import to_renderer_depth, to_renderer_view
-
     ids = make_identities(num=identities, seed=seed)
     rng = np.random.default_rng(seed)
 
@@ -101,8 +101,6 @@ def folder_batches(root: str, batch_size: int, *, seed: int = 0) -> Iterator[Ten
 
 
 def _read_aligned(path: str) -> np.ndarray:
-    from ..images import read
-
     img = read(path, "rgb")
     if img.shape[:2] != (112, 112):
         raise ValueError(f"{path!r} is {img.shape[1]}x{img.shape[0]}, expected an aligned 112x112 face")

@@ -6,9 +6,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ..fileio import save_figure
+from ..images import read
 from .module import RenderInputModule
 
 __all__ = ["load_face", "render_panels", "save_grid"]
@@ -27,10 +29,6 @@ def load_face(path: str, landmarks: Optional[Sequence[float]] = None, size: int 
             is, and a larger one is centre-cropped to a square and resized (a
             stand-in for alignment, fine for roughly centred portraits).
     """
-    from PIL import Image
-
-    from ..images import read
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r} does not exist")
     img = read(path, "rgb")
@@ -38,7 +36,7 @@ def load_face(path: str, landmarks: Optional[Sequence[float]] = None, size: int 
         pts = np.asarray(landmarks, dtype=np.float32)
         if pts.size != 10:
             raise ValueError(f"landmarks must be 10 numbers (5 x, y pairs), got {pts.size}")
-        from insightface.utils.face_align import norm_crop
+        from insightface.utils.face_align import norm_crop  # optional: heavy
 
         return np.ascontiguousarray(norm_crop(img, pts.reshape(5, 2), image_size=size))
     h, w = img.shape[:2]
@@ -79,10 +77,10 @@ def render_panels(module: RenderInputModule, images: Tensor) -> List[List[np.nda
 
 def save_grid(rows: List[List[np.ndarray]], path: str, labels: Optional[Sequence[str]] = None) -> str:
     """Draw rows of panels (depth: near = bright) and write a PNG atomically; returns ``path``."""
-    import matplotlib
+    import matplotlib  # optional: heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: heavy
 
     if not rows:
         raise ValueError("nothing to draw: no faces given")

@@ -5,6 +5,7 @@ import multiprocessing
 from typing import Any, Dict, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from .. import face3d
 from .crops import loose_crop
@@ -46,8 +47,6 @@ def make_jobs(identities: Sequence[Identity], views: Views, size: int, kind: str
 
 
 def _worker_init() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 
