@@ -655,3 +655,77 @@ def test_forked_sequential_reader_keeps_its_position(tmp_path):
     assert r.read() == b"first"
     assert _in_child(_read_next, r) == b"second"
     assert r.read() == b"second"
+
+
+def _finalize_writer(writer, queue):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        writer.__del__()  # what garbage collection of the inherited copy runs
+    queue.put([str(c.message) for c in caught])
+
+
+def test_writer_finalized_in_a_forked_child_is_left_to_the_parent(tmp_path):
+    rec = str(tmp_path / "k.rec")
+    w = MXRecordIO(rec, "w")
+    w.write(b"kept")
+    assert _in_child(_finalize_writer, w) == []
+    w.close()
+    assert MXRecordIO(rec, "r").read() == b"kept"
+
+
+# -- write(): mode, size limit, buffers, a full disk -------------------------------------------------
+def test_write_on_a_reader_names_the_file(tmp_path):
+    rec, _ = _rec(tmp_path, [b"a"])
+    r = MXRecordIO(rec, "r")
+    with pytest.raises(ValueError) as e:
+        r.write(b"x")
+    assert str(e.value) == f"{rec}: opened for reading ('r'); write() needs 'w'"
+    r.close()
+
+
+def test_write_size_limit(tmp_path, monkeypatch):
+    """A record must be shorter than 2**29 bytes (the 29-bit length field); shown with a smaller limit."""
+    assert recordio._LEN_MASK == 2 ** 29 - 1
+    rec = str(tmp_path / "l.rec")
+    monkeypatch.setattr(recordio, "_LEN_MASK", 15)
+    w = MXRecordIO(rec, "w")
+    w.write(b"x" * 15)
+    with pytest.raises(ValueError) as e:
+        w.write(b"y" * 16)
+    assert str(e.value) == f"{rec}: record of 16 bytes is too large (RecordIO limit is 15 bytes)"
+    w.close()
+    monkeypatch.undo()
+    assert list(MXRecordIO(rec, "r")) == [b"x" * 15]
+
+
+def test_write_takes_any_buffer(tmp_path):
+    rec = str(tmp_path / "b.rec")
+    with MXRecordIO(rec, "w") as w:
+        w.write(bytearray(b"abc"))
+        w.write(memoryview(b"defgh"))
+        w.write(np.frombuffer(b"ijkl", np.uint8))
+        assert w.tell() == 12 + 16 + 12
+    assert list(MXRecordIO(rec, "r")) == [b"abc", b"defgh", b"ijkl"]
+
+
+def test_full_disk_on_a_record_names_the_rec(tmp_path):
+    rec = str(tmp_path / "f.rec")
+    w = MXRecordIO(rec, "w")
+    real = w._fh
+
+    class Full:
+        closed = False
+
+        def write(self, data):
+            _enospc()
+
+        def close(self):
+            self.closed = True
+            real.close()
+
+    w._fh = Full()
+    with pytest.raises(OSError) as e:
+        w.write(b"abcd")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == rec
+    w.abort()
+    assert os.listdir(tmp_path) == []
