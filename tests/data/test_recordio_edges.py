@@ -196,6 +196,15 @@ def test_bad_int_index_line(tmp_path, text, line, found):
                             + found)
 
 
+def test_index_line_with_a_trailing_tab_is_refused_naming_the_index(tmp_path):
+    rec, idx = _rec(tmp_path, [b"a", b"b"])
+    with open(idx, "w") as f:
+        f.write("0\t0\n1\t12\t\n")
+    with pytest.raises(RecordIOError) as e:
+        MXIndexedRecordIO(idx, rec, "r")
+    assert e.value.path == idx and str(e.value).startswith(f"{idx}: ")
+
+
 def test_bad_str_index_line(tmp_path):
     rec, idx = _rec(tmp_path, [b"a", b"b"])
     with open(idx, "w") as f:
@@ -568,6 +577,14 @@ def test_reader_close_releases_the_file_and_the_mapping(tmp_path):
         r.read()
     assert str(e.value) == f"{rec}: operation on a closed MXIndexedRecordIO"
     r.close()
+
+
+def test_reader_abort_releases_the_file_and_the_mapping(tmp_path):
+    rec, _ = _rec(tmp_path, [b"abc"])
+    r = MXRecordIO(rec, "r")
+    fh, mapping = r._fh, r._map
+    r.abort()
+    assert fh.closed and mapping.closed and not r.is_open
 
 
 def test_reader_of_an_empty_file_closes(tmp_path):
