@@ -53,6 +53,14 @@ def test_rec_that_is_a_folder_is_refused_naming_its_role(tmp_path):
         MXRecordIO(str(folder), "r")
 
 
+def test_missing_idx_says_what_it_is_for(tmp_path):
+    rec, idx = _rec(tmp_path, [b"a"])
+    os.unlink(idx)
+    with pytest.raises(FileNotFoundError) as e:
+        MXIndexedRecordIO(idx, rec, "r")
+    assert str(e.value) == f"{idx}: index file for {rec} not found (random access needs the .idx written with the .rec)"
+
+
 @pytest.mark.parametrize("key_type", [int, str])
 def test_idx_that_is_a_folder_is_refused_naming_its_role(tmp_path, key_type):
     rec, _ = _rec(tmp_path, [b"a"])
@@ -342,8 +350,9 @@ def test_int_index_that_grows_between_the_two_passes(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def read(self, n):
-            out = self.data[self.pos:self.pos + n]
+        def read(self, n=-1):
+            end = len(self.data) if n is None or n < 0 else self.pos + n
+            out = self.data[self.pos:end]
             self.pos += len(out)
             return out
 
