@@ -657,6 +657,14 @@ def _close_writer(writer, queue):
         queue.put(f"{type(exc).__name__}: {exc}")
 
 
+def _write_record(writer, queue):
+    try:
+        writer.write(b"from the child")
+        queue.put("written")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
 def _read_next(reader, queue):
     try:
         queue.put(reader.read())
@@ -669,8 +677,10 @@ def test_forked_child_cannot_close_the_parents_writer(tmp_path):
     w = MXRecordIO(rec, "w")
     w.write(b"a")
     got = _in_child(_close_writer, w)
-    assert got == f"RuntimeError: {rec}: Forbidden operation in multiple processes " \
-                  "(a writer belongs to the process that opened it)"
+    forbidden = f"RuntimeError: {rec}: Forbidden operation in multiple processes " \
+                "(a writer belongs to the process that opened it)"
+    assert got == forbidden
+    assert _in_child(_write_record, w) == forbidden
     w.close()
     assert MXRecordIO(rec, "r").read() == b"a"
 
