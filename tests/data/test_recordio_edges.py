@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pickle
 import struct
+import sys
 import warnings
 
 import numpy as np
@@ -125,7 +126,8 @@ def test_record_starting_with_a_continuation_flag(tmp_path, cflag):
     path.write_bytes(_part(cflag, b"abcd"))
     with pytest.raises(RecordIOError) as e:
         MXRecordIO(str(path), "r").read()
-    assert str(e.value) == f"{path}, record #0, byte offset 0: bad continuation flag {cflag}, expected 0 or 1 (record start)"
+    assert str(e.value) == (f"{path}, record #0, byte offset 0: bad continuation flag {cflag}, "
+                            "expected 0 or 1 (record start)")
 
 
 def test_reading_on_after_a_seek_names_no_key(tmp_path):
@@ -167,7 +169,8 @@ def test_index_offset_at_the_very_end_of_the_rec(tmp_path):
     with pytest.raises(RecordIOError) as e:
         r.read_idx(1)
     assert (e.value.path, e.value.offset, e.value.record) == (idx, size, "key 1")
-    assert str(e.value).startswith(f"{idx}, key 1, byte offset {size}: key 1 points to byte offset {size}, past the end")
+    assert str(e.value).startswith(f"{idx}, key 1, byte offset {size}: key 1 points to byte offset {size}, "
+                                   "past the end")
 
 
 def test_wrong_mode_errors_name_the_file(tmp_path):
@@ -408,7 +411,8 @@ def test_check_header_refuses_an_image_with_vector_labels(labels, extra):
         check_header(pack(IRHeader(0, labels, 0, 0), extra), 10, 10 ** 6, "f.rec, key 0")
     assert str(e.value) == (f"f.rec, key 0: an image with {len(labels)} labels (im2rec --pack-label with the first key "
                             "0), which insightface readers (arcface_torch's MXFaceDataset) take for the header record "
-                            "and so train on the wrong images; rebuild it with `lh2face data build`, or with keys from 1")
+                            "and so train on the wrong images; rebuild it with `lh2face data build`, "
+                            "or with keys from 1")
 
 
 def test_check_header_of_other_records():
@@ -765,3 +769,50 @@ def test_full_disk_on_a_record_names_the_rec(tmp_path):
     assert e.value.errno == errno.ENOSPC and e.value.filename == rec
     w.abort()
     assert os.listdir(tmp_path) == []
+
+
+def test_writer_garbage_collected_without_close_warns_the_caller(tmp_path):
+    rec = str(tmp_path / "gc.rec")
+    w = MXRecordIO(rec, "w")
+    w.write(b"abc")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del w
+        gc.collect()
+    [warning] = caught
+    assert warning.category is RuntimeWarning and warning.filename == __file__
+    assert str(warning.message) == (f"MXRecordIO({rec!r}, 'w') was garbage-collected without close(); its records "
+                                    "were discarded (close() commits the file)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_refused_constructor_leaves_nothing_to_finalize(tmp_path, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(ValueError):
+        MXRecordIO(str(tmp_path / "x.rec"), "a")
+    with pytest.raises(ValueError):
+        MXIndexedRecordIO(str(tmp_path / "x.idx"), str(tmp_path / "x.rec"), "rw")
+    gc.collect()
+    assert unraisable == []
+
+
+def test_reader_maps_its_file_once(tmp_path):
+    rec, idx = _rec(tmp_path, [b"a", b"b", b"c"])
+    r = MXIndexedRecordIO(idx, rec, "r")
+    fh, mapping = r._fh, r._map
+    assert [r.read(), r.read_idx(2), r.read_idx(0)] == [b"a", b"c", b"a"]
+    assert r._fh is fh and r._map is mapping
+    r.close()
+
+
+def test_copy_of_a_reader_whose_file_was_removed(tmp_path):
+    rec, _ = _rec(tmp_path, [b"a"])
+    r = MXRecordIO(rec, "r")
+    clone = pickle.loads(pickle.dumps(r))
+    r.close()
+    os.unlink(rec)
+    with pytest.raises(FileNotFoundError) as e:
+        clone.read()
+    assert str(e.value) == f"{rec}: RecordIO file not found"
+    clone.close()
