@@ -25,6 +25,9 @@ from lh2face_plugin.data.recordio import (MAGIC, IRHeader, MXIndexedRecordIO, MX
 from lh2face_plugin.fileio import NotRegularFile
 
 
+MAGIC_BYTES = struct.pack("<I", MAGIC)
+
+
 def _part(cflag, payload):
     """One record part as the format lays it out: magic, lrecord, payload, zero padding to 4 bytes."""
     return struct.pack("<II", MAGIC, cflag << 29 | len(payload)) + payload + b"\0" * (-len(payload) & 3)
@@ -36,6 +39,24 @@ def _rec(tmp_path, payloads, name="e"):
         for i, p in enumerate(payloads):
             w.write_idx(i, p)
     return rec, idx
+
+
+@pytest.mark.parametrize("payload, expected", [
+    # an unaligned magic (kept) before two aligned ones (each one a split): cflag 1, 2, 3
+    (b"a" + MAGIC_BYTES + b"bcd" + MAGIC_BYTES + MAGIC_BYTES + b"e",
+     "0a23d7ce 08000020 61 0a23d7ce 626364 0a23d7ce 00000040 0a23d7ce 01000060 65 000000"),
+    # three aligned magics in a row: an empty first part, two empty middle parts, the last part
+    (MAGIC_BYTES * 3 + b"x", "0a23d7ce 00000020 0a23d7ce 00000040 0a23d7ce 00000040 0a23d7ce 01000060 78 000000"),
+])
+def test_writer_splits_at_every_aligned_magic(tmp_path, payload, expected):
+    rec = str(tmp_path / "s.rec")
+    with MXRecordIO(rec, "w") as w:
+        w.write(payload)
+        assert w.tell() == len(bytes.fromhex(expected))
+    with open(rec, "rb") as f:
+        assert f.read() == bytes.fromhex(expected)
+    with MXRecordIO(rec, "r") as r:
+        assert r.read() == payload and r.read() is None
 
 
 # -- reading: errors name the file, the record and the byte offset --------------------------------
