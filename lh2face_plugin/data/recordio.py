@@ -461,6 +461,9 @@ class MXIndexedRecordIO(MXRecordIO):
         if not lines:
             return
         tokens = "\t".join(lines).split("\t")
+        if len(tokens) != 2 * len(lines):  # whitespace around a line (a trailing tab, CRLF), as mxnet strips it
+            lines = [line.strip() for line in lines]
+            tokens = "\t".join(lines).split("\t")
         try:
             if len(tokens) != 2 * len(lines):
                 raise ValueError

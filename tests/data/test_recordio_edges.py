@@ -228,13 +228,22 @@ def test_bad_int_index_line(tmp_path, text, line, found):
                             + found)
 
 
-def test_index_line_with_a_trailing_tab_is_refused_naming_the_index(tmp_path):
+def test_index_lines_with_surrounding_whitespace_read_as_mxnet_reads_them(tmp_path):
+    """mxnet's reader strips each .idx line before splitting it at tabs: a trailing tab, spaces or CRLF are
+    accepted there, so they are here; a third field is still refused naming the line."""
     rec, idx = _rec(tmp_path, [b"a", b"b"])
+    with open(idx, "rb") as f:
+        first, second = f.read().decode().splitlines()
+    with open(idx, "w", newline="") as f:
+        f.write(f"{first}\r\n{second}\t\n")
+    r = MXIndexedRecordIO(idx, rec, "r")
+    assert r.keys == [0, 1] and r.read_idx(1) == b"b" and r.read_idx(0) == b"a"
+    r.close()
     with open(idx, "w") as f:
-        f.write("0\t0\n1\t12\t\n")
+        f.write(f"{first}\n{second}\t7\n")
     with pytest.raises(RecordIOError) as e:
         MXIndexedRecordIO(idx, rec, "r")
-    assert e.value.path == idx and str(e.value).startswith(f"{idx}: ")
+    assert e.value.path == idx and "line 2:" in str(e.value) and "found 3 tab-separated field(s)" in str(e.value)
 
 
 def test_bad_str_index_line(tmp_path):
