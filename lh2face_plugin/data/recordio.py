@@ -140,10 +140,15 @@ def _flush(fh: io.BufferedWriter) -> None:
 
 
 def _discard(fh: Optional[io.IOBase], staged: Optional[Staged]) -> None:
-    if fh is not None and not fh.closed:
-        fh.close()
-    if staged is not None:
-        staged.discard()
+    """Close ``fh`` (a failing flush of its buffer is moot: its contents are dropped) and remove ``staged``."""
+    try:
+        if fh is not None and not fh.closed:
+            fh.close()
+    except OSError:
+        pass
+    finally:
+        if staged is not None:
+            staged.discard()
 
 
 class MXRecordIO:
@@ -216,9 +221,14 @@ class MXRecordIO:
             self._check_pid(allow_reset=False)
             fh, staged, self._fh, self._staged = self._fh, self._staged, None, None
             self.is_open = False
-            with naming_errors(self.uri):
-                _flush(fh)
-            self._commit_pair(staged)
+            try:
+                with naming_errors(self.uri):
+                    _flush(fh)
+                self._commit_pair(staged)
+            except BaseException:  # a full disk, a failed rename: nothing written is left behind
+                _discard(fh, staged)
+                self._discard_companions()
+                raise
         else:
             self.is_open = False
             self._unmap()
@@ -226,6 +236,9 @@ class MXRecordIO:
 
     def _commit_pair(self, staged: Staged) -> None:
         staged.commit()
+
+    def _discard_companions(self) -> None:
+        """Writer: drop the staged files written beside the ``.rec`` (none here; the index in a subclass)."""
 
     def abort(self) -> None:
         """Writer only: drop everything written since :meth:`open`; ``uri`` is left untouched."""
@@ -509,9 +522,17 @@ class MXIndexedRecordIO(MXRecordIO):
         if not self.is_open:
             return
         if self.writable:
-            with naming_errors(self.idx_path):
-                _flush(self.fidx)
+            try:
+                with naming_errors(self.idx_path):
+                    _flush(self.fidx)
+            except BaseException:
+                self.abort()
+                raise
         super().close()
+
+    def _discard_companions(self) -> None:
+        _discard(self.fidx, self._idx_staged)
+        self.fidx = self._idx_staged = None
 
     def _commit_pair(self, staged: Staged) -> None:
         # both files are on disk before either is renamed: the two renames follow each other
