@@ -245,6 +245,7 @@ class MXRecordIO:
         if self.is_open and self.writable:
             _discard(self._fh, self._staged)
             self._fh = self._staged = None
+            self._discard_companions()
         elif self.is_open:
             self._unmap()
         self.is_open = False
@@ -541,12 +542,6 @@ class MXIndexedRecordIO(MXRecordIO):
             staged.commit()
         finally:
             idx_staged.commit() if staged.done else idx_staged.discard()
-
-    def abort(self) -> None:
-        if self.is_open and self.writable:
-            _discard(self.fidx, self._idx_staged)
-            self.fidx = self._idx_staged = None
-        super().abort()
 
     def __getstate__(self) -> Dict[str, Any]:
         d = super().__getstate__()
