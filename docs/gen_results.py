@@ -10,7 +10,10 @@ Formats read (one per folder, found by content):
 
 * ``lh2face bench``: ``results.json`` (``"format": "lh2face-bench"``) and ``runs.json`` beside it;
 * ``benchmarks/step.py --json FILE``: a JSON object with ``"benchmark": "step"`` and its ``records``;
-* ``benchmarks/render_price.py --json FILE``: a JSON object with ``"benchmark": "render_price"`` and its ``rows``.
+* ``benchmarks/render_price.py --json FILE``: a JSON object with ``"benchmark": "render_price"`` and its ``rows``;
+* a decision (``decision.json``, ``"format": "lh2face-decision"``, written by hand): questions and settings, each
+  naming a head of a sibling bench folder; its page tabulates their differences from those folders' files and
+  states, by :func:`setting_decision`, what each measured setting means for a default.
 
 Usage::
 
@@ -62,13 +65,16 @@ def detect(folder: str) -> Tuple[str, Dict[str, Any]]:
     res = files.get("results.json")
     if isinstance(res, dict) and res.get("format") == "lh2face-bench":
         return "bench", files
+    spec = files.get("decision.json")
+    if isinstance(spec, dict) and spec.get("format") == "lh2face-decision":
+        return "decision", {"decision.json": spec, "sources": decision_sources(spec, os.path.dirname(folder))}
     for kind in ("step", "render_price"):
         docs = {n: d for n, d in files.items() if isinstance(d, dict) and d.get("benchmark") == kind}
         if docs:
             return kind, docs
-    raise ValueError(f"{folder}: no lh2face bench results.json and no benchmarks/step.py or render_price.py JSON; "
-                     "known formats: results.json with format 'lh2face-bench', a JSON object with benchmark 'step' "
-                     "or 'render_price'")
+    raise ValueError(f"{folder}: no lh2face bench results.json, no decision.json and no benchmarks/step.py or "
+                     "render_price.py JSON; known formats: results.json with format 'lh2face-bench', decision.json "
+                     "with format 'lh2face-decision', a JSON object with benchmark 'step' or 'render_price'")
 
 
 def folders(root: str = RESULTS) -> List[str]:
@@ -316,7 +322,91 @@ def render_price(name: str, source: Mapping[str, Any], files: Mapping[str, Any])
     return "\n".join(out).rstrip("\n") + "\n", {}
 
 
-RENDERERS = {"bench": render_bench, "step": render_step, "render_price": render_price}
+# ------------------------------------------------------------------------------------------------- decision
+
+NOT_MEASURED = "not measured yet"
+
+
+def decision_sources(spec: Mapping[str, Any], root: str) -> Dict[str, Any]:
+    """The ``results.json`` of every folder a decision names (``None`` where that folder is not there yet)."""
+    names = {str(row["source"]) for key in ("questions", "settings") for row in spec.get(key, [])}
+    out: Dict[str, Any] = {}
+    for name in sorted(names):
+        path = os.path.join(root, name, "results.json")
+        out[name] = _load(path) if os.path.isfile(path) else None
+    return out
+
+
+def measured(sources: Mapping[str, Any], row: Mapping[str, Any], metric: str) -> Optional[Dict[str, Any]]:
+    """The difference ``row["head"] - reference`` of ``metric`` in the folder ``row["source"]`` (with ``seeds``
+    and ``reference``), or ``None`` where the folder, the head or the metric is not there."""
+    res = sources.get(str(row["source"]))
+    if not res:
+        return None
+    d = ((res.get("differences") or {}).get(str(row["head"])) or {}).get(metric)
+    if not d or d.get("diff") is None:
+        return None
+    seeds = len(((res.get("heads") or {}).get(str(row["head"])) or {}).get("seeds", []))
+    return dict(d, seeds=seeds, reference=res.get("reference"))
+
+
+def setting_decision(verdict: Optional[str]) -> str:
+    """What a measured alternative to a default means (verdict of ``alternative - default``): only a win makes it
+    the default; a loss keeps the default; anything else keeps the default, the setting the product already has."""
+    if verdict is None:
+        return f"{NOT_MEASURED}: the default stays"
+    if verdict == "win":
+        return "measured better: it must become the default"
+    if verdict == "loss":
+        return "measured worse: the default stays"
+    return f"{verdict}: the default stays"
+
+
+def _kv(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def render_decision(name: str, source: Mapping[str, Any], files: Mapping[str, Any]) -> Tuple[str, Dict[str, str]]:
+    spec, sources = files["decision.json"], files["sources"]
+    metric = str(spec["metric"])
+    title = source.get("title") or spec.get("title") or f"decision: {name}"
+    out = [GENERATED, "", f"# {title}", ""]
+    if spec.get("summary"):
+        out += [str(spec["summary"]), ""]
+    out += ["## Where it comes from", "", provenance(source, name, ["decision.json"]), "",
+            "The numbers below are read from these result folders (each page names its command, machine and commit):",
+            ""]
+    out += [f"- [{n}]({n}.md)" if res else f"- {n}: {NOT_MEASURED}" for n, res in sources.items()]
+    out += ["", f"Metric: {metric}, difference in points [paired 95% CI over families]; the verdict is the bench's "
+            "([method](../bench.md)): a win needs the interval to exclude 0 and the difference to exceed the seed "
+            "spread, so it needs 2 training seeds.", ""]
+    rows = []
+    for q in spec.get("questions", []):
+        d = measured(sources, q, metric)
+        rows.append([str(q["question"]), f"`{q['head']}`", f"`{d['reference']}`" if d else "",
+                     str(d["seeds"]) if d else "", f"{_value(metric, d['diff'], True)} {_ci(metric, d['ci'], True)}"
+                     if d else NOT_MEASURED, str(d["verdict"]) if d else "",
+                     f"[{q['source']}]({q['source']}.md)" if sources.get(q["source"]) else ""])
+    if rows:
+        out += ["## Questions", "",
+                _table(["question", "head", "against", "seeds", "difference", "verdict", "page"], rows), ""]
+    rows = []
+    for st in spec.get("settings", []):
+        d = measured(sources, st, metric)
+        rows.append([str(st["setting"]), f"`{_kv(st['default'])}`", f"`{_kv(st['alternative'])}`",
+                     str(d["seeds"]) if d else "", f"{_value(metric, d['diff'], True)} {_ci(metric, d['ci'], True)}"
+                     if d else NOT_MEASURED, setting_decision(d["verdict"] if d else None)])
+    if rows:
+        out += ["## Defaults", "",
+                f"`{spec.get('module', '')}`'s defaults against each measured alternative (alternative − default). "
+                "A setting becomes the default only when measured better; a setting measured worse is never one. "
+                "`tests/render/test_defaults_follow_evidence.py` fails while a default or the shipped recipe "
+                "contradicts this table.", "",
+                _table(["setting", "default", "alternative", "seeds", "difference", "decision"], rows), ""]
+    return "\n".join(out).rstrip("\n") + "\n", {}
+
+
+RENDERERS = {"bench": render_bench, "step": render_step, "render_price": render_price, "decision": render_decision}
 
 
 # ------------------------------------------------------------------------------------------------- pages
