@@ -6,47 +6,43 @@
 #   channels  cosface-s24 + input; lh2face + input with the depth channel only and the canonical face only
 #   terms     lh2face + input with L_FR^canon and L_view (the module's earlier defaults)
 # Usage: benchmarks/render_study.sh OUT [GROUP ...]   (default: core channels terms; seeds 0 1)
-#        benchmarks/render_study.sh --save OUT         (keep OUT's data and finished runs in STORE, to commit)
+#        benchmarks/render_study.sh --save OUT         (keep OUT's finished runs in STORE, to be committed)
 # Then: lh2face bench --report OUT; docs/results/render-study.md is generated from OUT/results.json.
 # The study takes longer than one working session on a 2-core machine, and machines do not persist: STORE
-# (default benchmarks/studies/render-cpu, committed) keeps what the runs were trained and evaluated on and the
-# runs themselves: the reconstruction checkpoint, the training set (data/), the evaluation set (evalset/) and
-# every finished run (model.pt, train.json.gz). A study into a fresh OUT starts by copying them in, so the bench
-# reuses the data by its manifest and the runs by key; a run whose key differs is trained again.
-# The data is kept, not made again from its seeds, because the synthetic set is bitwise the same only on the same
-# kind of CPU at the same thread count: numpy's AVX-512 kernels round differently from its AVX2 ones (checked:
-# NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" changes the data fingerprint), 1 thread differs from 2,
-# and a machine of another CPU made another training set from the same seeds, so every kept run trained again.
-# The study runs with OMP_NUM_THREADS=2 unless told otherwise. --save replaces STORE whole with OUT's: a run
-# trained on other data is not kept, its key can never match.
+# (default benchmarks/studies/render-cpu, committed) keeps the reconstruction checkpoint, every finished run
+# (model.pt, train.json.gz) and data.txt, the fingerprints of the data they were trained and evaluated on. A study
+# into a fresh OUT starts by copying them in, so the bench reuses the runs by key (a run whose key differs is
+# trained again). The training and evaluation sets are made again from their seeds by benchmarks/pinned_data.py,
+# which pins the numeric libraries' kernels so that any x86-64 CPU makes the same bytes (unpinned, an Intel Xeon
+# with AVX-512 made another training set than the AMD EPYC the first runs were trained on, and every kept run
+# would have trained again); the study stops if they are not the data in data.txt. Generating at OMP_NUM_THREADS=2
+# unless told otherwise (the sets were checked to be the same at 2 threads; 1 thread changed a few records).
 set -euo pipefail
 STORE=${STUDY_STORE:-$(cd "$(dirname "$0")" && pwd)/studies/render-cpu}
 if [ "${1:-}" = "--save" ]; then
     OUT=${2:?usage: benchmarks/render_study.sh --save OUT}
-    for need in render.pt data/.lh2face-manifest.json evalset/evalset.npz; do
+    for need in render.pt data.txt; do
         [ -f "$OUT/$need" ] || { echo "render_study.sh: $OUT/$need: no such file (not a study folder)" >&2; exit 2; }
     done
-    NEW="$STORE.part"
-    rm -rf "$NEW"
-    mkdir -p "$NEW/evalset"
-    cp "$OUT/render.pt" "$NEW/render.pt"
-    cp -a "$OUT/data" "$NEW/data"
-    cp "$OUT/evalset/meta.json" "$OUT/evalset/evalset.npz" "$NEW/evalset/"
+    if [ -f "$STORE/data.txt" ] && ! cmp -s "$OUT/data.txt" "$STORE/data.txt"; then
+        echo "render_study.sh: $OUT was made from other data than the runs kept in $STORE (data.txt differs); not saved" >&2
+        exit 2
+    fi
+    mkdir -p "$STORE"
+    for name in render.pt data.txt; do
+        cmp -s "$OUT/$name" "$STORE/$name" 2>/dev/null || { cp "$OUT/$name" "$STORE/$name.part" && mv "$STORE/$name.part" "$STORE/$name"; }
+    done
     saved=0
     for model in "$OUT"/*/seed*/model.pt; do
         [ -f "$model" ] || continue
         run=$(dirname "$model"); rel=${run#"$OUT"/}
         [ -f "$run/train.json" ] || continue
-        mkdir -p "$NEW/$rel"
-        cp "$model" "$NEW/$rel/model.pt"
-        gzip -9n -c "$run/train.json" > "$NEW/$rel/train.json.gz"
+        mkdir -p "$STORE/$rel"
+        cp "$model" "$STORE/$rel/model.pt.part" && mv "$STORE/$rel/model.pt.part" "$STORE/$rel/model.pt"
+        gzip -9n -c "$run/train.json" > "$STORE/$rel/train.json.gz.part" && mv "$STORE/$rel/train.json.gz.part" "$STORE/$rel/train.json.gz"
         saved=$((saved + 1))
     done
-    rm -rf "$STORE.old"
-    [ ! -e "$STORE" ] || mv "$STORE" "$STORE.old"
-    mv "$NEW" "$STORE"
-    rm -rf "$STORE.old"
-    echo "kept render.pt, data/, evalset/ and $saved finished runs in $STORE"
+    echo "kept render.pt, data.txt and $saved finished runs in $STORE"
     exit 0
 fi
 OUT=${1:?usage: benchmarks/render_study.sh OUT [GROUP ...]}
@@ -60,9 +56,6 @@ LH2FACE=${LH2FACE:-lh2face}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
 if [ -f "$STORE/render.pt" ] && [ ! -f "$OUT/render.pt" ]; then
-    for part in data evalset; do
-        [ ! -d "$STORE/$part" ] || [ -e "$OUT/$part" ] || cp -a "$STORE/$part" "$OUT/$part"
-    done
     for model in "$STORE"/*/seed*/model.pt; do
         [ -f "$model" ] || continue
         run=$(dirname "$model"); rel=${run#"$STORE"/}
@@ -72,7 +65,13 @@ if [ -f "$STORE/render.pt" ] && [ ! -f "$OUT/render.pt" ]; then
         gzip -dc "$run/train.json.gz" > "$OUT/$rel/train.json"
     done
     cp "$STORE/render.pt" "$OUT/render.pt"
-    echo "started from the data and runs kept in $STORE"
+    echo "started from the runs kept in $STORE"
+fi
+${PYTHON:-python3} "$(dirname "$0")/pinned_data.py" "$OUT" --scale cpu > "$OUT/data.txt.part"
+mv "$OUT/data.txt.part" "$OUT/data.txt"
+if [ -f "$STORE/data.txt" ] && ! cmp -s "$OUT/data.txt" "$STORE/data.txt"; then
+    echo "render_study.sh: the data made here ($(tr '\n' ' ' < "$OUT/data.txt")) is not the data the kept runs were trained on ($(tr '\n' ' ' < "$STORE/data.txt")); see benchmarks/pinned_data.py" >&2
+    exit 3
 fi
 if [ ! -f "$OUT/render.pt" ]; then
     $LH2FACE render pretrain --data synthetic --steps 1000 --pool 2048 --out "$OUT/render.pt"

@@ -1,20 +1,29 @@
-"""benchmarks/render_study.sh keeps a study across machines (issue 26): ``--save OUT`` replaces the store with
-OUT's training data, evaluation set, checkpoint and finished runs, and a study into a fresh folder starts from
-them, byte for byte, so the bench reuses the data by its manifest and the runs by key."""
+"""benchmarks/render_study.sh keeps a study across machines (issue 26): ``--save OUT`` keeps OUT's checkpoint,
+finished runs and data fingerprints in the store, and a study into a fresh folder starts from them, byte for
+byte, after making the data with benchmarks/pinned_data.py and checking it is the data the kept runs saw."""
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import stat
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "render_study.sh")
 
 
-def _study(args, store, **env):
+def _fake_python(tmp_path, data="data 0123456789abcdef"):
+    """Stands in for ``python benchmarks/pinned_data.py OUT``: prints the fingerprints it would print."""
+    path = tmp_path / f"python-{data.split()[-1]}"
+    path.write_text(f"#!/bin/sh\nprintf '{data}\\nevalset feed\\n'\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def _study(args, store, python, **env):
     return subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "STUDY_STORE": str(store), **env})
+                          env={**os.environ, "STUDY_STORE": str(store), "PYTHON": python, "LH2FACE": "true", **env})
 
 
 def _write(path, data: bytes):
@@ -22,67 +31,81 @@ def _write(path, data: bytes):
     path.write_bytes(data)
 
 
-def _study_folder(out):
+def _study_folder(out, data="data 0123456789abcdef"):
     _write(out / "render.pt", b"checkpoint")
-    _write(out / "data" / ".lh2face-manifest.json", b'{"files": {}}')
+    _write(out / "data.txt", f"{data}\nevalset feed\n".encode())
     _write(out / "data" / "train.rec", os.urandom(4096))
-    _write(out / "data" / "ijb" / "meta" / "pairs.txt", b"1 2 0\n")
-    _write(out / "evalset" / "meta.json", b"{}")
-    _write(out / "evalset" / "evalset.npz", os.urandom(512))
     _write(out / "lh2face" / "seed0" / "model.pt", os.urandom(256))
     _write(out / "lh2face" / "seed0" / "train.json", json.dumps({"key": "k0"}).encode())
     _write(out / "lh2face" / "seed0" / "features_0123.npy", b"cache")
     _write(out / "lh2face" / "seed1" / "model.pt", os.urandom(256))  # cut short: no train.json
 
 
-def test_save_replaces_the_store_with_the_folders_data_and_finished_runs(tmp_path):
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_save_keeps_the_checkpoint_the_data_fingerprints_and_the_finished_runs(tmp_path):
     out, store = tmp_path / "out", tmp_path / "store"
     _study_folder(out)
-    _write(store / "cosface-s24" / "seed0" / "model.pt", b"trained on other data")
-    proc = _study(["--save", str(out)], store)
+    _write(store / "cosface-s24" / "seed0" / "model.pt", b"kept earlier")
+    proc = _study(["--save", str(out)], store, _fake_python(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "kept render.pt, data/, evalset/ and 1 finished runs" in proc.stdout
-    files = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
-    assert files == ["data/.lh2face-manifest.json", "data/ijb/meta/pairs.txt", "data/train.rec",
-                     "evalset/evalset.npz", "evalset/meta.json", "lh2face/seed0/model.pt",
-                     "lh2face/seed0/train.json.gz", "render.pt"]
-    assert (store / "data" / "train.rec").read_bytes() == (out / "data" / "train.rec").read_bytes()
+    assert "kept render.pt, data.txt and 1 finished runs" in proc.stdout
+    assert _files(store) == ["cosface-s24/seed0/model.pt", "data.txt", "lh2face/seed0/model.pt",
+                             "lh2face/seed0/train.json.gz", "render.pt"]
     assert gzip.decompress((store / "lh2face" / "seed0" / "train.json.gz").read_bytes()) == \
         (out / "lh2face" / "seed0" / "train.json").read_bytes()
-    assert not (tmp_path / "store.part").exists() and not (tmp_path / "store.old").exists()
+    assert (store / "cosface-s24" / "seed0" / "model.pt").read_bytes() == b"kept earlier"
 
 
 def test_a_study_starts_from_the_store_byte_for_byte(tmp_path):
     out, store, fresh = tmp_path / "out", tmp_path / "store", tmp_path / "fresh"
     _study_folder(out)
-    assert _study(["--save", str(out)], store).returncode == 0
-    proc = _study([str(fresh), "terms"], store, LH2FACE="true")
+    python = _fake_python(tmp_path)
+    assert _study(["--save", str(out)], store, python).returncode == 0
+    proc = _study([str(fresh), "terms"], store, python)
     assert proc.returncode == 0, proc.stderr
-    assert "started from the data and runs kept in" in proc.stdout
-    for rel in ("render.pt", "data/train.rec", "data/.lh2face-manifest.json", "data/ijb/meta/pairs.txt",
-                "evalset/evalset.npz", "evalset/meta.json", "lh2face/seed0/model.pt", "lh2face/seed0/train.json"):
+    assert "started from the runs kept in" in proc.stdout
+    for rel in ("render.pt", "data.txt", "lh2face/seed0/model.pt", "lh2face/seed0/train.json"):
         assert (fresh / rel).read_bytes() == (out / rel).read_bytes(), rel
-    assert not (fresh / "lh2face" / "seed1").exists()
+    assert not (fresh / "lh2face" / "seed1").exists() and not (fresh / "data.txt.part").exists()
 
 
-def test_a_folder_the_study_already_holds_is_not_overwritten(tmp_path):
+def test_a_run_the_folder_already_holds_is_not_overwritten(tmp_path):
     out, store, fresh = tmp_path / "out", tmp_path / "store", tmp_path / "fresh"
     _study_folder(out)
-    assert _study(["--save", str(out)], store).returncode == 0
-    _write(fresh / "data" / "train.rec", b"made here")
+    python = _fake_python(tmp_path)
+    assert _study(["--save", str(out)], store, python).returncode == 0
     _write(fresh / "lh2face" / "seed0" / "model.pt", b"trained here")
-    assert _study([str(fresh), "terms"], store, LH2FACE="true").returncode == 0
-    assert (fresh / "data" / "train.rec").read_bytes() == b"made here"
+    assert _study([str(fresh), "terms"], store, python).returncode == 0
     assert (fresh / "lh2face" / "seed0" / "model.pt").read_bytes() == b"trained here"
     assert not (fresh / "lh2face" / "seed0" / "train.json").exists()
 
 
-def test_save_refuses_a_folder_that_is_not_a_study(tmp_path):
-    out, store = tmp_path / "out", tmp_path / "store"
+def test_a_study_stops_when_the_data_made_here_is_not_the_kept_runs_data(tmp_path):
+    out, store, fresh = tmp_path / "out", tmp_path / "store", tmp_path / "fresh"
     _study_folder(out)
-    (out / "evalset" / "evalset.npz").unlink()
-    _write(store / "render.pt", b"kept")
-    proc = _study(["--save", str(out)], store)
+    assert _study(["--save", str(out)], store, _fake_python(tmp_path)).returncode == 0
+    proc = _study([str(fresh), "terms"], store, _fake_python(tmp_path, "data 474e22297065408e"))
+    assert proc.returncode == 3
+    assert "the data made here (data 474e22297065408e evalset feed )" in proc.stderr
+    assert "is not the data the kept runs were trained on (data 0123456789abcdef" in proc.stderr
+    assert "== terms" not in proc.stdout
+
+
+def test_save_refuses_a_folder_that_is_not_a_study_or_saw_other_data(tmp_path):
+    out, store, other = tmp_path / "out", tmp_path / "store", tmp_path / "other"
+    _study_folder(out)
+    python = _fake_python(tmp_path)
+    (out / "data.txt").unlink()
+    proc = _study(["--save", str(out)], store, python)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"render_study.sh: {out}/evalset/evalset.npz: no such file (not a study folder)"
-    assert (store / "render.pt").read_bytes() == b"kept"
+    assert proc.stderr.strip() == f"render_study.sh: {out}/data.txt: no such file (not a study folder)"
+    assert not store.exists()
+    _study_folder(out)
+    assert _study(["--save", str(out)], store, python).returncode == 0
+    _study_folder(other, "data 474e22297065408e")
+    proc = _study(["--save", str(other)], store, python)
+    assert proc.returncode == 2 and "made from other data than the runs kept" in proc.stderr
+    assert not (store / "data.txt").read_text().startswith("data 474e")
