@@ -306,6 +306,22 @@ def test_a_dead_writers_entry_that_cannot_be_opened_is_removed(tmp_path):
     assert cleanup_stale(str(tmp_path / "x")) == [str(entry)] and not os.path.lexists(entry)
 
 
+FIFO = r"""
+import os, sys
+from lh2face_plugin.fileio import write_text
+write_text(sys.argv[1], "written")
+print(sorted(os.listdir(os.path.dirname(sys.argv[1]))))
+"""
+
+
+def test_a_fifo_left_under_a_staging_name_does_not_hang_the_next_write(tmp_path):
+    """Cleaning up opens each dead writer's entry to test its lock: a FIFO must not block that open."""
+    os.mkfifo(tmp_path / f".x.{dead_pid()}.0123abcd.part")
+    run = subprocess.run([sys.executable, "-c", FIFO, str(tmp_path / "x")], env=child_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "['x']\n", run.stderr
+
+
 def test_cleanup_stale_in_goes_down_only_when_asked_and_only_into_plain_folders(tmp_path):
     pid = dead_pid()
     folder, outside = tmp_path / "f", tmp_path / "outside"
