@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -114,6 +116,34 @@ def test_a_new_folder_gets_the_mode_open_would_give_and_a_replaced_one_keeps_its
     with writing_folder(str(out), "c") as stage:
         put(os.path.join(stage, "f"), "v2")
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o750 and (out / "f").read_text() == "v2"
+
+
+def test_a_folder_writer_refuses_a_foreign_folder_by_default_and_removes_what_killed_runs_left(tmp_path):
+    out = tmp_path / "out"
+    put(out / "theirs.txt")
+    with pytest.raises(fileio.FolderNotOwned):
+        fileio.FolderWriter(str(out), "c")
+    stale = out / "sub" / f".f.{dead_pid()}.0123abcd.part"
+    put(stale)
+    writer = fileio.FolderWriter(str(out), "c", overwrite=True)
+    try:
+        assert not stale.exists() and os.listdir(out / "sub") == []
+    finally:
+        writer.discard()
+
+
+def test_a_legacy_callback_claims_the_files_an_older_version_made(tmp_path):
+    """No manifest: ``legacy`` proves which files are the command's (here by digest); those are replaced or
+    removed without ``overwrite``, the others kept; a callback that claims nothing leaves the folder refused."""
+    out = tmp_path / "out"
+    put(out / "old.bin", "old")
+    put(out / "notes.txt", "the user's")
+    with pytest.raises(fileio.FolderNotOwned):
+        with writing_folder(str(out), "c", legacy=lambda folder: None):
+            pass
+    with writing_folder(str(out), "c", legacy=lambda folder: owned_files(folder, {"old.bin": sha(b"old")})) as stage:
+        put(os.path.join(stage, "new.bin"), "new")
+    assert sorted(os.listdir(out)) == [MANIFEST, "new.bin", "notes.txt"]
 
 
 # --- what a rerun carries over ----------------------------------------------------------------------------
@@ -220,6 +250,13 @@ def test_write_manifest_lists_the_files_named_with_the_extra_keys(tmp_path):
                                                    "files": {"b": {"size": 2, "sha256": sha(b"22")}}}
 
 
+def test_writing_folder_records_its_extra_keys_in_the_manifest(tmp_path):
+    with writing_folder(str(tmp_path / "out"), "c", extra={"seed": 3}) as stage:
+        put(os.path.join(stage, "f"), "1")
+    assert read_manifest(str(tmp_path / "out")) == {"format": "lh2face-manifest/1", "command": "c", "seed": 3,
+                                                    "files": {"f": {"size": 1, "sha256": sha(b"1")}}}
+
+
 @pytest.mark.parametrize("content", ["[1]", '{"format": "other/1", "command": "c", "files": {}}',
                                      '{"format": "lh2face-manifest/1", "command": "c", "files": []}', "{not json"])
 def test_read_manifest_ignores_what_is_not_one_of_ours(tmp_path, content):
@@ -257,6 +294,111 @@ def test_owned_files_takes_digest_strings_and_skips_what_it_cannot_own(tmp_path)
                "../a": sha(b"1"), "gone": sha(b"1"), "sub": sha(b"1"), "b2": {"size": 9, "sha256": sha(b"9" * 9)},
                "a": sha(b"1"), "b": {"size": 2, "sha256": sha(b"22")}}
     assert owned_files(str(tmp_path), listing) == {"a", "b"}
+
+
+def test_claim_folder_says_why_a_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    assert fileio.claim_folder(str(out), "c") == set()
+    put(out / f".x.{os.getpid()}.0123abcd.part")  # staging entries do not count
+    assert fileio.claim_folder(str(out), "c") == set()
+    for name in "abcd":
+        put(out / name)
+    refused = (f"{out}: the folder is not empty ({{}}) and was not made by 'lh2face c'{{}}; choose an empty "
+               "or new folder, or pass --overwrite (replaces only the files of the same names, keeps the others)")
+    with pytest.raises(fileio.FolderNotOwned) as info:
+        fileio.claim_folder(str(out), "c")
+    assert str(info.value) == refused.format("a, b, c, d", "")
+    write_manifest(str(out), "export", files=["a"])
+    with pytest.raises(fileio.FolderNotOwned) as info:
+        fileio.claim_folder(str(out), "c")
+    assert str(info.value) == refused.format(f"{MANIFEST}, a, b, c ...", " (made by 'lh2face export')")
+    assert fileio.claim_folder(str(out), "c", overwrite=True) == set()
+    put(out / "f.txt")
+    with pytest.raises(FileExistsError) as info:
+        fileio.claim_folder(str(out / "f.txt"), "c")
+    assert str(info.value) == f"{out}/f.txt: exists and is not a folder; choose another output folder"
+
+
+def test_claim_folder_names_the_first_changed_file_and_counts_the_others(tmp_path):
+    out = tmp_path / "out"
+    for name in "abc":
+        put(out / name, "1")
+    write_manifest(str(out), "c")
+    assert fileio.claim_folder(str(out), "c") == {"a", "b", "c", MANIFEST}
+    put(out / "a", "2")
+    put(out / "b", "2")
+    os.remove(out / "c")  # gone: not changed, just no longer owned
+    with pytest.raises(fileio.FolderNotOwned) as info:
+        fileio.claim_folder(str(out), "c")
+    changed = (f": changed since 'lh2face c' wrote it (its SHA-256 is not the one {MANIFEST} lists); pass --overwrite "
+               "to replace it, or move it away")
+    assert str(info.value) == f"{out}/a (and 1 more){changed}"
+    put(out / "b", "1")  # as listed again: only a is changed
+    with pytest.raises(fileio.FolderNotOwned) as info:
+        fileio.claim_folder(str(out), "c")
+    assert str(info.value) == f"{out}/a{changed}"
+    assert fileio.claim_folder(str(out), "c", overwrite=True) == {"b", MANIFEST}
+
+
+def test_check_replacements_names_the_first_file_not_owned(tmp_path):
+    stage, out = tmp_path / "stage", tmp_path / "out"
+    for name in ("a", "b", "c", MANIFEST):
+        put(stage / name)
+    fileio.check_replacements(str(stage), str(tmp_path / "missing"), set(), "c")  # nothing to replace
+    put(out / "a")
+    put(out / "b")
+    put(out / MANIFEST)
+    fileio.check_replacements(str(stage), str(out), {"a", "b"}, "c")
+    with pytest.raises(fileio.FolderNotOwned) as info:
+        fileio.check_replacements(str(stage), str(out), {"a"}, "c")
+    assert str(info.value) == (f"{out}/b: was not written by 'lh2face c' (or changed since); pass --overwrite to "
+                               "replace it, or move it away")
+
+
+# --- open_regular --------------------------------------------------------------------------------------------
+
+def test_open_regular_refuses_what_is_not_a_regular_file_naming_it_and_its_role(tmp_path):
+    for path, kind in ((tmp_path, "a folder"), ("/dev/null", "a device")):
+        with pytest.raises(fileio.NotRegularFile) as info:
+            fileio.open_regular(path, "an index")
+        assert str(info.value) == f"{path}: not a regular file ({kind}); an index must be a file"
+    with pytest.raises(fileio.NotRegularFile) as info:
+        fileio.open_regular(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: not a regular file (a folder); the input must be a file"
+    missing = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as info:
+        fileio.open_regular(missing, "an index")
+    exc = info.value
+    assert (exc.errno, exc.strerror, exc.filename) == (errno.ENOENT, "an index not found", missing)
+
+
+def test_open_regular_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    fifo = str(tmp_path / "x.idx")
+    os.mkfifo(fifo)
+    fired = []
+    guard = threading.Timer(20, lambda: (fired.append(True), os.close(os.open(fifo, os.O_RDWR))))  # frees a reader
+    guard.start()
+    try:
+        with pytest.raises(fileio.NotRegularFile) as info:
+            fileio.open_regular(fifo, "an index")
+    finally:
+        guard.cancel()
+    assert fired == [] and str(info.value) == f"{fifo}: not a regular file (a pipe); an index must be a file"
+
+
+def test_open_regular_gives_a_file_opened_as_open_would_in_the_mode_asked(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a\r\nb\xff")
+    with open(path, "rb") as plain, fileio.open_regular(path) as fh:
+        assert fcntl.fcntl(fh.fileno(), fcntl.F_GETFL) == fcntl.fcntl(plain.fileno(), fcntl.F_GETFL)  # blocking
+        assert fh.mode == "rb" and fh.read() == b"a\r\nb\xff"
+    with fileio.open_regular(path, text=True, errors="replace") as fh:
+        assert fh.read() == "a\nb\ufffd"
+    with fileio.open_regular(path, text=True, encoding="latin-1", newline="") as fh:
+        assert fh.read() == "a\r\nb\xff"
+    with fileio.open_regular(path, text=True) as fh:
+        with pytest.raises(UnicodeDecodeError):  # strict UTF-8 by default
+            fh.read()
 
 
 # --- resolve_inside's errors --------------------------------------------------------------------------------
@@ -339,6 +481,74 @@ def test_cleanup_stale_in_goes_down_only_when_asked_and_only_into_plain_folders(
     finally:
         live.discard()
     assert cleanup_stale_in(str(tmp_path / "missing"), recursive=True) == []
+
+
+def test_staged_entries_are_named_and_made_as_documented(tmp_path):
+    """``.NAME.<pid>.<8 hex>.part[suffix]``, a file or a folder with the mode a plain ``open`` / ``mkdir`` gives."""
+    mask = os.umask(0)
+    os.umask(mask)
+    staged = [fileio.Staged(str(tmp_path / "x")), fileio.Staged(str(tmp_path / "x"), suffix=".npy"),
+              fileio.Staged(str(tmp_path / "d"), folder=True)]
+    try:
+        names = [os.path.basename(entry.path) for entry in staged]
+        pid = os.getpid()
+        patterns = [rf"\.x\.{pid}\.[0-9a-f]{{8}}\.part", rf"\.x\.{pid}\.[0-9a-f]{{8}}\.part\.npy",
+                    rf"\.d\.{pid}\.[0-9a-f]{{8}}\.part"]
+        for name, pattern in zip(names, patterns):
+            assert re.fullmatch(pattern, name), name
+        modes = [os.lstat(entry.path).st_mode for entry in staged]
+        assert [stat.S_ISREG(m) for m in modes] == [True, True, False] and stat.S_ISDIR(modes[2])
+        assert [stat.S_IMODE(m) for m in modes] == [0o666 & ~mask, 0o666 & ~mask, 0o777 & ~mask]
+        with pytest.raises(TypeError, match=r"^a staged folder is published with publish_folder\(\)$"):
+            staged[2].commit()
+    finally:
+        for entry in staged:
+            entry.discard()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_staging_name_already_taken_is_not_reused(tmp_path, monkeypatch):
+    taken = tmp_path / f".x.{os.getpid()}.00000000.part"
+    taken.write_text("another writer's")
+    tokens = iter(["00000000", "11111111"])
+    monkeypatch.setattr(fileio.staging.secrets, "token_hex", lambda n: next(tokens))
+    staged = fileio.Staged(str(tmp_path / "x"))
+    try:
+        assert staged.path == str(tmp_path / f".x.{os.getpid()}.11111111.part")
+        assert taken.read_text() == "another writer's"
+    finally:
+        staged.discard()
+
+
+def test_a_committed_file_is_left_unlocked(tmp_path):
+    fileio.write_text(str(tmp_path / "x"), "done")
+    fd = os.open(tmp_path / "x", os.O_RDONLY)
+    try:
+        assert fileio.locks.lock_fd(fd, blocking=False)
+    finally:
+        os.close(fd)
+
+
+def test_a_staged_entry_dropped_without_discard_releases_its_lock(tmp_path):
+    staged = fileio.Staged(str(tmp_path / "x"))
+    path = staged.path
+    del staged
+    gc.collect()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert fileio.locks.lock_fd(fd, blocking=False)
+    finally:
+        os.close(fd)
+
+
+def test_a_staged_entry_that_failed_to_start_leaves_no_error_behind(tmp_path, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    put(tmp_path / "file")
+    with pytest.raises(FileExistsError):
+        fileio.Staged(str(tmp_path / "file" / "x"))  # its folder cannot be made
+    gc.collect()
+    assert unraisable == []
 
 
 def test_scratch_folder_is_new_and_named_by_its_prefix():
