@@ -40,7 +40,8 @@ GROUPS = {
     "images": (["lh2face_plugin/images.py"],
                ["tests/test_images.py", "tests/test_decoder_gate_bounds.py", "tests/test_fuzz_decoders.py"]),
     "fileio": (["lh2face_plugin/fileio/*.py"],
-               ["tests/test_fileio.py", "tests/test_atomic_replace.py", "tests/test_fault_injection.py"]),
+               ["tests/test_fileio.py", "tests/test_atomic_replace.py", "tests/test_fault_injection.py",
+                "tests/test_fileio_edges.py"]),
 }
 COPIED = ["lh2face_plugin", "tests", "pytest.ini", "setup.cfg", "pyproject.toml", "_lh2face_autoload.py"]
 

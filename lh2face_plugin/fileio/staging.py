@@ -56,8 +56,8 @@ def _is_stale(path: str, pid: int) -> bool:
     """The process that made ``path`` is gone (on this host) and nobody holds its lock."""
     if _pid_alive(pid):
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # non-blocking: a FIFO of that name must not hang the writer that cleans up
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return True
     try:
