@@ -39,12 +39,9 @@ def main(argv=None) -> int:
         env = dict(os.environ, **PINS)
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
     from lh2face_plugin.bench.config import BenchConfig
-    from lh2face_plugin.bench.pipeline import prepare_data, prepare_evalset
+    from lh2face_plugin.bench.runner import prepare_inputs
 
-    cfg = BenchConfig.at_scale(args.scale, out=args.out)
-    data = prepare_data(os.path.join(args.out, "data"), cfg.identities, cfg.images_per_id, cfg.data_seed, False,
-                        **cfg.data_kwargs())
-    ctx = prepare_evalset(os.path.join(args.out, "evalset"), cfg.families, cfg.eval_seed, False)
+    data, ctx = prepare_inputs(BenchConfig.at_scale(args.scale, out=args.out), args.out, progress=False)
     print(f"data {data.key}\nevalset {ctx.sha256}")
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..fileio import derived, resolve_inside, writer_lock
 from . import plots as drawing
@@ -24,7 +24,7 @@ from .specs import HeadSpec, parse_head_spec
 from .store import RUNS_FILE, gather, record_results, stored_table
 from .sweep import lr_sweep, sweep_dir
 
-__all__ = ["run", "run_bench", "rebuild_report", "Steps"]
+__all__ = ["run", "run_bench", "rebuild_report", "prepare_inputs", "Steps"]
 
 
 class Steps:
@@ -135,6 +135,21 @@ run_bench = run
 """``lh2face bench``'s entry point: :func:`run` with the bench's own steps."""
 
 
+def prepare_inputs(cfg: BenchConfig, out: str, progress: bool = True,
+                   echo: Callable[[str], None] = lambda _: None) -> Tuple[TrainData, EvalContext]:
+    """The training set ``out/data`` and the evaluation set ``out/evalset`` of ``cfg``, made (or reused) as every
+    bench into ``out`` makes them (``benchmarks/pinned_data.py`` makes them ahead, under pinned kernels)."""
+    echo(f"[1/5] training data: {cfg.identities} identities x {cfg.images_per_id} images (data seed {cfg.data_seed})")
+    data = prepare_data(os.path.join(out, "data"), cfg.identities, cfg.images_per_id, cfg.data_seed, progress,
+                        **cfg.data_kwargs())
+    ctx = prepare_evalset(os.path.join(out, "evalset"), cfg.families, cfg.eval_seed, progress)
+    c = ctx.ev.config
+    echo(f"[2/5] evaluation set: {cfg.families} families x 3 look-alike identities x "
+         f"({c.hq_per_id} HQ + {c.lq_per_id} LQ) images (seed {cfg.eval_seed})")
+    echo(_counts_line(ctx))
+    return data, ctx
+
+
 def _run(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], steps: Steps, progress: bool,
          echo: Callable[[str], None], command: Optional[str]) -> Comparison:
     t0 = time.perf_counter()
@@ -144,14 +159,7 @@ def _run(cfg: BenchConfig, specs: List[HeadSpec], notes: List[str], steps: Steps
     previous = read_results(out)
     for note in notes:
         echo(f"note: {note}")
-    echo(f"[1/5] training data: {cfg.identities} identities x {cfg.images_per_id} images (data seed {cfg.data_seed})")
-    data = prepare_data(os.path.join(out, "data"), cfg.identities, cfg.images_per_id, cfg.data_seed, progress,
-                        **cfg.data_kwargs())
-    ctx = prepare_evalset(os.path.join(out, "evalset"), cfg.families, cfg.eval_seed, progress)
-    c = ctx.ev.config
-    echo(f"[2/5] evaluation set: {cfg.families} families x 3 look-alike identities x "
-         f"({c.hq_per_id} HQ + {c.lq_per_id} LQ) images (seed {cfg.eval_seed})")
-    echo(_counts_line(ctx))
+    data, ctx = prepare_inputs(cfg, out, progress, echo)
     comparable = comparable_digest(cfg.train_config(cfg.lr, cfg.seeds[0]).settings(), data.key, ctx.sha256)
     stored = {r.label for r in gather(out, comparable, network=cfg.network)[0]}
     reference = _reference(cfg, specs, previous, [s.label for s in specs] + sorted(stored - {s.label for s in specs}))
