@@ -19,12 +19,13 @@
 # unless told otherwise (the sets were checked to be the same at 2 threads; 1 thread changed a few records).
 set -euo pipefail
 STORE=${STUDY_STORE:-$(cd "$(dirname "$0")" && pwd)/studies/render-cpu}
+other_data() { [ -f "$STORE/data.txt" ] && ! cmp -s "$1/data.txt" "$STORE/data.txt"; }  # OUT's data is not the kept runs'
 if [ "${1:-}" = "--save" ]; then
     OUT=${2:?usage: benchmarks/render_study.sh --save OUT}
     for need in render.pt data.txt; do
         [ -f "$OUT/$need" ] || { echo "render_study.sh: $OUT/$need: no such file (not a study folder)" >&2; exit 2; }
     done
-    if [ -f "$STORE/data.txt" ] && ! cmp -s "$OUT/data.txt" "$STORE/data.txt"; then
+    if other_data "$OUT"; then
         echo "render_study.sh: $OUT was made from other data than the runs kept in $STORE (data.txt differs); not saved" >&2
         exit 2
     fi
@@ -69,7 +70,7 @@ if [ -f "$STORE/render.pt" ] && [ ! -f "$OUT/render.pt" ]; then
 fi
 ${PYTHON:-python3} "$(dirname "$0")/pinned_data.py" "$OUT" --scale cpu > "$OUT/data.txt.part"
 mv "$OUT/data.txt.part" "$OUT/data.txt"
-if [ -f "$STORE/data.txt" ] && ! cmp -s "$OUT/data.txt" "$STORE/data.txt"; then
+if other_data "$OUT"; then
     echo "render_study.sh: the data made here ($(tr '\n' ' ' < "$OUT/data.txt")) is not the data the kept runs were trained on ($(tr '\n' ' ' < "$STORE/data.txt")); see benchmarks/pinned_data.py" >&2
     exit 3
 fi

@@ -362,6 +362,10 @@ def setting_decision(verdict: Optional[str]) -> str:
     return f"{verdict}: the default stays"
 
 
+def _difference(metric: str, d: Optional[Mapping[str, Any]]) -> str:
+    return f"{_value(metric, d['diff'], True)} {_ci(metric, d['ci'], True)}" if d else NOT_MEASURED
+
+
 def _kv(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
@@ -384,8 +388,7 @@ def render_decision(name: str, source: Mapping[str, Any], files: Mapping[str, An
     for q in spec.get("questions", []):
         d = measured(sources, q, metric)
         rows.append([str(q["question"]), f"`{q['head']}`", f"`{d['reference']}`" if d else "",
-                     str(d["seeds"]) if d else "", f"{_value(metric, d['diff'], True)} {_ci(metric, d['ci'], True)}"
-                     if d else NOT_MEASURED, str(d["verdict"]) if d else "",
+                     str(d["seeds"]) if d else "", _difference(metric, d), str(d["verdict"]) if d else "",
                      f"[{q['source']}]({q['source']}.md)" if sources.get(q["source"]) else ""])
     if rows:
         out += ["## Questions", "",
@@ -394,8 +397,7 @@ def render_decision(name: str, source: Mapping[str, Any], files: Mapping[str, An
     for st in spec.get("settings", []):
         d = measured(sources, st, metric)
         rows.append([str(st["setting"]), f"`{_kv(st['default'])}`", f"`{_kv(st['alternative'])}`",
-                     str(d["seeds"]) if d else "", f"{_value(metric, d['diff'], True)} {_ci(metric, d['ci'], True)}"
-                     if d else NOT_MEASURED, setting_decision(d["verdict"] if d else None)])
+                     str(d["seeds"]) if d else "", _difference(metric, d), setting_decision(d["verdict"] if d else None)])
     if rows:
         out += ["## Defaults", "",
                 f"`{spec.get('module', '')}`'s defaults against each measured alternative (alternative − default). "
