@@ -86,9 +86,11 @@ channels=("cosface-s24-render=$COS@render:$R" "lh2face-render-depth=lh2face@rend
 terms=("lh2face-render-terms=lh2face@render:$R,lambda_canon=0.5,lambda_view=0.1")
 for group in "${GROUPS_TO_RUN[@]}"; do
     declare -n heads="$group"
+    with_reference=("${heads[@]}")
+    [ "$group" = core ] || with_reference=(cosface-s24 "${heads[@]}")  # the reference is one of the heads (a kept run)
     for seed in 0 1; do  # every head of a group at seed 0 first: an interrupted study still compares them all
-        echo "== $group, seed $seed: ${heads[*]}"
+        echo "== $group, seed $seed: ${with_reference[*]}"
         /usr/bin/time -f "== $group, seed $seed: %e s wall" $LH2FACE bench --out "$OUT" --scale cpu \
-            --reference cosface-s24 --seeds "$seed" --wait --quiet --heads "${heads[@]}"
+            --reference cosface-s24 --seeds "$seed" --wait --quiet --heads "${with_reference[@]}"
     done
 done
