@@ -109,3 +109,21 @@ def test_save_refuses_a_folder_that_is_not_a_study_or_saw_other_data(tmp_path):
     proc = _study(["--save", str(other)], store, python)
     assert proc.returncode == 2 and "made from other data than the runs kept" in proc.stderr
     assert not (store / "data.txt").read_text().startswith("data 474e")
+
+
+def test_every_bench_of_the_study_names_its_reference_among_its_heads(tmp_path):
+    """The bench refuses a reference that is not one of its heads: each group's call must carry cosface-s24."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "lh2face"
+    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = bench ]; then printf '%s\\n' \"$@\" >> {log}; echo ---- >> {log}; fi\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    proc = _study([str(tmp_path / "out"), "core", "channels", "terms"], tmp_path / "store", _fake_python(tmp_path),
+                  LH2FACE=str(fake))
+    assert proc.returncode == 0, proc.stderr
+    calls = [c.strip("\n").split("\n") for c in log.read_text().split("----\n") if c.strip()]
+    assert len(calls) == 6  # three groups x two seeds
+    for args in calls:
+        reference = args[args.index("--reference") + 1]
+        heads = [h.split("=")[0] for h in args[args.index("--heads") + 1:]]
+        assert reference in heads, args
+        assert len(heads) == len(set(heads)), args
