@@ -7,7 +7,11 @@
 #   terms     lh2face + input with L_FR^canon and L_view (the module's earlier defaults)
 # Usage: benchmarks/render_study.sh OUT [GROUP ...]   (default: core channels terms; seeds 0 1)
 #        benchmarks/render_study.sh --save OUT         (keep OUT's finished runs in STORE, to be committed)
-# Then: lh2face bench --report OUT; docs/results/render-study.md is generated from OUT/results.json.
+#        benchmarks/render_study.sh --record OUT       (the study's pages: docs/results/render-study*.md)
+# --record reports a copy of OUT (its runs and cached features; OUT itself is not touched) against cosface-s24, against
+# lh2face on the compute-matched backbone and against lh2face + input, records each report with
+# docs/gen_results.py (render-study, render-study-vs-matched, render-study-vs-input) and regenerates the pages,
+# render-decision included.
 # The study takes longer than one working session on a 2-core machine, and machines do not persist: STORE
 # (default benchmarks/studies/render-cpu, committed) keeps the reconstruction checkpoint, every finished run
 # (model.pt, train.json.gz) and data.txt, the fingerprints of the data they were trained and evaluated on. A study
@@ -44,6 +48,42 @@ if [ "${1:-}" = "--save" ]; then
         saved=$((saved + 1))
     done
     echo "kept render.pt, data.txt and $saved finished runs in $STORE"
+    exit 0
+fi
+if [ "${1:-}" = "--record" ]; then
+    OUT=${2:?usage: benchmarks/render_study.sh --record OUT}
+    for need in render.pt data.txt cosface-s24 lh2face-matched lh2face-render; do
+        [ -e "$OUT/$need" ] || { echo "render_study.sh: $OUT/$need: no such file (not a study folder with the core group)" >&2; exit 2; }
+    done
+    DOCS=$(cd "$(dirname "$0")/.." && pwd)/docs
+    ran=core
+    [ ! -d "$OUT/lh2face-render-terms" ] || ran="$ran terms"
+    for head in cosface-s24-render lh2face-render-depth lh2face-render-canon; do
+        [ ! -d "$OUT/$head" ] || { ran="$ran channels"; break; }
+    done
+    COPY=$(mktemp -d "${TMPDIR:-/tmp}/render-study.XXXXXX")
+    trap 'rm -rf "$COPY"' EXIT
+    (cd "$OUT" && tar --exclude=./data -cf - .) | (cd "$COPY" && tar -xf -)
+    summary="Issue 26's study of the render input at --scale cpu (compact-tiny, 1500 steps x 64 images, 600 identities, \
+120 look-alike families; benchmarks/render_study.sh, groups: $ran). lh2face-render is LH2Face behind the frozen render \
+input (checkpoint of lh2face render pretrain --data synthetic --steps 1000 --pool 2048; no canonical terms, all \
+channels: the module's defaults); -terms adds L_FR^canon and L_view (lambda_canon=0.5, lambda_view=0.1); -depth and \
+-canon give the backbone only the depth or only the canonical face beside the RGB image; the -matched rows train on \
+compact-tiny-matched, a backbone with the parameters and GMACs of compact-tiny + the render input (0.502 M, 0.122 \
+GMACs; render-study-sizes), for the same steps. Every run trained on the same bytes (training set \
+$(awk '$1 == "data" {print $2}' "$OUT/data.txt"), evaluation set $(awk '$1 == "evalset" {print substr($2, 1, 8)}' \
+"$OUT/data.txt"), made by benchmarks/pinned_data.py), on 2-core machines (an AMD EPYC and Intel Xeons), often while \
+other jobs shared the cores: each run's train s is an upper bound. The decision these runs support: render-decision."
+    for page in "render-study cosface-s24 differences to cosface-s24" \
+                "render-study-vs-matched lh2face-matched differences to lh2face on the compute-matched backbone" \
+                "render-study-vs-input lh2face-render differences to lh2face + input (its defaults)"; do
+        read -r name reference what <<< "$page"
+        ${LH2FACE:-lh2face} bench --report "$COPY" --reference "$reference" --quiet
+        ${PYTHON:-python3} "$DOCS/gen_results.py" record "$name" "$COPY/results.json" "$COPY/runs.json" \
+            --command "benchmarks/render_study.sh OUT $ran; lh2face bench --report OUT --reference $reference" \
+            --title "The render input at --scale cpu: $what" --summary "$summary"
+    done
+    ${PYTHON:-python3} "$DOCS/gen_results.py"
     exit 0
 fi
 OUT=${1:?usage: benchmarks/render_study.sh OUT [GROUP ...]}

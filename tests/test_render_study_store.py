@@ -127,3 +127,50 @@ def test_every_bench_of_the_study_names_its_reference_among_its_heads(tmp_path):
         heads = [h.split("=")[0] for h in args[args.index("--heads") + 1:]]
         assert reference in heads, args
         assert len(heads) == len(set(heads)), args
+
+
+def _logging_script(path, body):
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_record_reports_a_copy_against_each_reference_and_records_the_three_pages(tmp_path):
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    _study_folder(out)
+    for head in ("cosface-s24", "lh2face-matched", "lh2face-render", "lh2face-render-terms"):
+        _write(out / head / "seed0" / "train.json", b"{}")
+    _write(out / "results.json", b"OUT's own report")
+    before = {p: (out / p).read_bytes() for p in _files(out)}
+    # the fake bench writes the report it was asked for into the folder it was given, and says what that folder holds
+    lh2face = _logging_script(tmp_path / "lh2face", f"""
+        dir=$3; ref=$5
+        [ -e "$dir/data" ] && echo "data copied" >> {log}
+        [ -f "$dir/lh2face/seed0/model.pt" ] || echo "runs missing" >> {log}
+        printf '{{"reference": "%s"}}' "$ref" > "$dir/results.json"; printf runs > "$dir/runs.json"
+        echo "report $ref" >> {log}
+    """)
+    python = _logging_script(tmp_path / "python", f"""
+        if [ "$2" = record ]; then echo "record $3 $(cat "$4") $*" >> {log}; else echo "generate $*" >> {log}; fi
+    """)
+    proc = _study(["--record", str(out)], tmp_path / "store", python, LH2FACE=lh2face)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["report", "record"] * 3 + ["generate"]
+    assert lines[0::2][:3] == ["report cosface-s24", "report lh2face-matched", "report lh2face-render"]
+    records = lines[1:6:2]
+    for line, (name, ref) in zip(records, [("render-study", "cosface-s24"), ("render-study-vs-matched", "lh2face-matched"),
+                                           ("render-study-vs-input", "lh2face-render")]):
+        assert line.startswith(f'record {name} {{"reference": "{ref}"}} ')
+        assert f"--reference {ref} --title" in line
+        assert "groups: core terms)" in line and "training set 0123456789abcdef, evaluation set feed," in line
+    assert lines[-1].endswith("gen_results.py")
+    assert {p: (out / p).read_bytes() for p in _files(out)} == before  # OUT itself is not touched
+
+
+def test_record_refuses_a_folder_without_the_core_group(tmp_path):
+    out = tmp_path / "out"
+    _study_folder(out)
+    proc = _study(["--record", str(out)], tmp_path / "store", _fake_python(tmp_path), LH2FACE="false")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"render_study.sh: {out}/cosface-s24: no such file (not a study folder with the core group)"
