@@ -8,8 +8,10 @@
 # Usage: benchmarks/render_study.sh OUT [GROUP ...]   (default: core channels terms; seeds 0 1)
 #        benchmarks/render_study.sh --save OUT         (keep OUT's finished runs in STORE, to be committed)
 #        benchmarks/render_study.sh --record OUT       (the study's pages: docs/results/render-study*.md)
-# --record reports a copy of OUT (its runs and cached features; OUT itself is not touched) against cosface-s24, against
-# lh2face on the compute-matched backbone and against lh2face + input, records each report with
+# --record reports the runs OUT's benches recorded (OUT/runs.json): run every group into OUT first (kept runs are
+# reused, a few minutes per group). It reports a copy of OUT (its runs and cached features; OUT itself is not
+# touched) against cosface-s24, against lh2face on the compute-matched backbone and against lh2face + input,
+# records each report with
 # docs/gen_results.py (render-study, render-study-vs-matched, render-study-vs-input) and regenerates the pages,
 # render-decision included.
 # The study takes longer than one working session on a 2-core machine, and machines do not persist: STORE
