@@ -26,6 +26,15 @@
 set -euo pipefail
 STORE=${STUDY_STORE:-$(cd "$(dirname "$0")" && pwd)/studies/render-cpu}
 other_data() { [ -f "$STORE/data.txt" ] && ! cmp -s "$1/data.txt" "$STORE/data.txt"; }  # OUT's data is not the kept runs'
+# the heads of each group, as bench head specs (LABEL=SPEC); OUT names the reconstruction checkpoint
+define_groups() {
+    local R="checkpoint=$1/render.pt,mode=frozen" COS="cosface:s=24,m=0.35"
+    core=(cosface-s24 lh2face "lh2face-render=lh2face@render:$R"
+          "lh2face-matched=lh2face#compact-tiny-matched" "cosface-s24-matched=$COS#compact-tiny-matched")
+    channels=("cosface-s24-render=$COS@render:$R" "lh2face-render-depth=lh2face@render:$R,channels=depth"
+              "lh2face-render-canon=lh2face@render:$R,channels=canonical")
+    terms=("lh2face-render-terms=lh2face@render:$R,lambda_canon=0.5,lambda_view=0.1")
+}
 if [ "${1:-}" = "--save" ]; then
     OUT=${2:?usage: benchmarks/render_study.sh --save OUT}
     for need in render.pt data.txt; do
@@ -58,10 +67,13 @@ if [ "${1:-}" = "--record" ]; then
         [ -e "$OUT/$need" ] || { echo "render_study.sh: $OUT/$need: no such file (not a study folder with the core group)" >&2; exit 2; }
     done
     DOCS=$(cd "$(dirname "$0")/.." && pwd)/docs
+    define_groups "$OUT"
     ran=core
-    [ ! -d "$OUT/lh2face-render-terms" ] || ran="$ran terms"
-    for head in cosface-s24-render lh2face-render-depth lh2face-render-canon; do
-        [ ! -d "$OUT/$head" ] || { ran="$ran channels"; break; }
+    for group in terms channels; do  # the groups of which OUT holds a head
+        declare -n heads="$group"
+        for head in "${heads[@]}"; do
+            [ ! -d "$OUT/${head%%=*}" ] || { ran="$ran $group"; break; }
+        done
     done
     COPY=$(mktemp -d "${TMPDIR:-/tmp}/render-study.XXXXXX")
     trap 'rm -rf "$COPY"' EXIT
@@ -119,17 +131,13 @@ fi
 if [ ! -f "$OUT/render.pt" ]; then
     $LH2FACE render pretrain --data synthetic --steps 1000 --pool 2048 --out "$OUT/render.pt"
 fi
-R="checkpoint=$OUT/render.pt,mode=frozen"
-COS="cosface:s=24,m=0.35"
-core=(cosface-s24 lh2face "lh2face-render=lh2face@render:$R"
-      "lh2face-matched=lh2face#compact-tiny-matched" "cosface-s24-matched=$COS#compact-tiny-matched")
-channels=("cosface-s24-render=$COS@render:$R" "lh2face-render-depth=lh2face@render:$R,channels=depth"
-          "lh2face-render-canon=lh2face@render:$R,channels=canonical")
-terms=("lh2face-render-terms=lh2face@render:$R,lambda_canon=0.5,lambda_view=0.1")
+define_groups "$OUT"
 for group in "${GROUPS_TO_RUN[@]}"; do
     declare -n heads="$group"
     with_reference=("${heads[@]}")
-    [ "$group" = core ] || with_reference=(cosface-s24 "${heads[@]}")  # the reference is one of the heads (a kept run)
+    # a study started from the store has no run in OUT/runs.json yet, and the bench takes as reference only a head it
+    # is given or a run recorded there: every group names cosface-s24 (a kept run, reused)
+    [ "$group" = core ] || with_reference=(cosface-s24 "${heads[@]}")
     for seed in 0 1; do  # every head of a group at seed 0 first: an interrupted study still compares them all
         echo "== $group, seed $seed: ${with_reference[*]}"
         /usr/bin/time -f "== $group, seed $seed: %e s wall" $LH2FACE bench --out "$OUT" --scale cpu \

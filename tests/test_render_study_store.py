@@ -13,12 +13,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "render_study.sh")
 
 
-def _fake_python(tmp_path, data="data 0123456789abcdef"):
-    """Stands in for ``python benchmarks/pinned_data.py OUT``: prints the fingerprints it would print."""
-    path = tmp_path / f"python-{data.split()[-1]}"
-    path.write_text(f"#!/bin/sh\nprintf '{data}\\nevalset feed\\n'\n")
+def _script(path, body):
+    """An executable shell script at ``path`` running ``body``; returns its path."""
+    path.write_text("#!/bin/sh\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
+
+
+def _fake_python(tmp_path, data="data 0123456789abcdef"):
+    """Stands in for ``python benchmarks/pinned_data.py OUT``: prints the fingerprints it would print."""
+    return _script(tmp_path / f"python-{data.split()[-1]}", f"printf '{data}\\nevalset feed\\n'\n")
 
 
 def _study(args, store, python, **env):
@@ -112,13 +116,13 @@ def test_save_refuses_a_folder_that_is_not_a_study_or_saw_other_data(tmp_path):
 
 
 def test_every_bench_of_the_study_names_its_reference_among_its_heads(tmp_path):
-    """The bench refuses a reference that is not one of its heads: each group's call must carry cosface-s24."""
+    """A study started from the store has no run in OUT/runs.json, and the bench refuses a reference that is neither
+    one of its heads nor recorded there: each group's call must carry cosface-s24."""
     log = tmp_path / "calls.txt"
-    fake = tmp_path / "lh2face"
-    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = bench ]; then printf '%s\\n' \"$@\" >> {log}; echo ---- >> {log}; fi\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    fake = _script(tmp_path / "lh2face",
+                   f"if [ \"$1\" = bench ]; then printf '%s\\n' \"$@\" >> {log}; echo ---- >> {log}; fi\n")
     proc = _study([str(tmp_path / "out"), "core", "channels", "terms"], tmp_path / "store", _fake_python(tmp_path),
-                  LH2FACE=str(fake))
+                  LH2FACE=fake)
     assert proc.returncode == 0, proc.stderr
     calls = [c.strip("\n").split("\n") for c in log.read_text().split("----\n") if c.strip()]
     assert len(calls) == 6  # three groups x two seeds
@@ -129,12 +133,6 @@ def test_every_bench_of_the_study_names_its_reference_among_its_heads(tmp_path):
         assert len(heads) == len(set(heads)), args
 
 
-def _logging_script(path, body):
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
 def test_record_reports_a_copy_against_each_reference_and_records_the_three_pages(tmp_path):
     out, log = tmp_path / "out", tmp_path / "log.txt"
     _study_folder(out)
@@ -143,14 +141,14 @@ def test_record_reports_a_copy_against_each_reference_and_records_the_three_page
     _write(out / "results.json", b"OUT's own report")
     before = {p: (out / p).read_bytes() for p in _files(out)}
     # the fake bench writes the report it was asked for into the folder it was given, and says what that folder holds
-    lh2face = _logging_script(tmp_path / "lh2face", f"""
+    lh2face = _script(tmp_path / "lh2face", f"""
         dir=$3; ref=$5
         [ -e "$dir/data" ] && echo "data copied" >> {log}
         [ -f "$dir/lh2face/seed0/model.pt" ] || echo "runs missing" >> {log}
         printf '{{"reference": "%s"}}' "$ref" > "$dir/results.json"; printf runs > "$dir/runs.json"
         echo "report $ref" >> {log}
     """)
-    python = _logging_script(tmp_path / "python", f"""
+    python = _script(tmp_path / "python", f"""
         if [ "$2" = record ]; then echo "record $3 $(cat "$4") $*" >> {log}; else echo "generate $*" >> {log}; fi
     """)
     proc = _study(["--record", str(out)], tmp_path / "store", python, LH2FACE=lh2face)
@@ -159,8 +157,9 @@ def test_record_reports_a_copy_against_each_reference_and_records_the_three_page
     assert [ln.split()[0] for ln in lines] == ["report", "record"] * 3 + ["generate"]
     assert lines[0::2][:3] == ["report cosface-s24", "report lh2face-matched", "report lh2face-render"]
     records = lines[1:6:2]
-    for line, (name, ref) in zip(records, [("render-study", "cosface-s24"), ("render-study-vs-matched", "lh2face-matched"),
-                                           ("render-study-vs-input", "lh2face-render")]):
+    pages = [("render-study", "cosface-s24"), ("render-study-vs-matched", "lh2face-matched"),
+             ("render-study-vs-input", "lh2face-render")]
+    for line, (name, ref) in zip(records, pages):
         assert line.startswith(f'record {name} {{"reference": "{ref}"}} ')
         assert f"--reference {ref} --title" in line
         assert "groups: core terms)" in line and "training set 0123456789abcdef, evaluation set feed," in line
@@ -173,4 +172,5 @@ def test_record_refuses_a_folder_without_the_core_group(tmp_path):
     _study_folder(out)
     proc = _study(["--record", str(out)], tmp_path / "store", _fake_python(tmp_path), LH2FACE="false")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"render_study.sh: {out}/cosface-s24: no such file (not a study folder with the core group)"
+    assert proc.stderr.strip() == \
+        f"render_study.sh: {out}/cosface-s24: no such file (not a study folder with the core group)"
