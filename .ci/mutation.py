@@ -8,13 +8,15 @@ groups have their own test selections and the checkout is never touched; the cop
 ``mutmut show NAME`` / ``mutmut browse`` there. At the end, per module: mutants made, killed, survived
 (and any other outcome: timeout, no test reaches it, suspicious), then the diff of every survivor.
 
-Usage: python .ci/mutation.py [GROUP ...] [--max-children N] [--fail-on-survivors]
-(no GROUP: all of them; ``--list`` prints the groups). Slow: not part of .ci/run.
+Usage: python .ci/mutation.py [GROUP ...] [--mutants PATTERN ...] [--max-children N] [--fail-on-survivors]
+(no GROUP: all of them; ``--list`` prints the groups; ``--mutants`` checks only the mutants whose names match
+a pattern, e.g. ``'lh2face_plugin.heads.lh2face.*'``, and reports only those). Slow: not part of .ci/run.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -101,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--fail-on-survivors", action="store_true", help="exit 1 when a mutant survives")
     ap.add_argument("--list", action="store_true", help="print the groups, their modules and tests")
+    ap.add_argument("--mutants", nargs="+", metavar="PATTERN", default=[],
+                    help="only the mutants whose names match (fnmatch), e.g. 'lh2face_plugin.heads.lh2face.*'")
     args = ap.parse_args(argv)
     if args.list:
         for group, (modules, tests) in GROUPS.items():
@@ -113,12 +117,14 @@ def main(argv=None) -> int:
     for group in args.groups or list(GROUPS):
         work = prepare(group)
         start = time.monotonic()
-        run = mutmut(work, "run", "--max-children", str(args.max_children), stdout=subprocess.DEVNULL)
+        run = mutmut(work, "run", "--max-children", str(args.max_children), *args.mutants, stdout=subprocess.DEVNULL)
         if run.returncode != 0:
             print(f"{group}: mutmut run failed (exit {run.returncode}); see {work}", file=sys.stderr)
             return run.returncode
         counts = collections.defaultdict(collections.Counter)
         for name, status in results(work):
+            if args.mutants and not any(fnmatch.fnmatch(name, p) for p in args.mutants):
+                continue
             counts[module_of(name)][status] += 1
             if status == "survived":
                 survivors.append((work, name))
