@@ -2,7 +2,8 @@
 # Issue 26's study of the render input at `lh2face bench --scale cpu`, in one stored bench (OUT accumulates
 # runs; a rerun reuses every finished one). Groups in order of what they decide:
 #   core      cosface-s24, lh2face, lh2face + input, and both heads on compact-tiny-matched (the parameters
-#             and GMACs of compact-tiny + the frozen reconstruction: the compute-matched baseline)
+#             and GMACs of compact-tiny + the frozen reconstruction: the compute-matched baseline), and the
+#             bench's positive control (--control)
 #   channels  cosface-s24 + input; lh2face + input with the depth channel only and the canonical face only
 #   terms     lh2face + input with L_FR^canon and L_view (the module's earlier defaults)
 # Usage: benchmarks/render_study.sh OUT [GROUP ...]   (default: core channels terms; seeds 0 1)
@@ -138,9 +139,11 @@ for group in "${GROUPS_TO_RUN[@]}"; do
     # a study started from the store has no run in OUT/runs.json yet, and the bench takes as reference only a head it
     # is given or a run recorded there: every group names cosface-s24 (a kept run, reused)
     [ "$group" = core ] || with_reference=(cosface-s24 "${heads[@]}")
+    control=()  # the core group trains the positive control (a known handicap): the pages show the bench can tell
+    [ "$group" != core ] || control=(--control)
     for seed in 0 1; do  # every head of a group at seed 0 first: an interrupted study still compares them all
         echo "== $group, seed $seed: ${with_reference[*]}"
         /usr/bin/time -f "== $group, seed $seed: %e s wall" $LH2FACE bench --out "$OUT" --scale cpu \
-            --reference cosface-s24 --seeds "$seed" --wait --quiet --heads "${with_reference[@]}"
+            --reference cosface-s24 --seeds "$seed" --wait --quiet "${control[@]}" --heads "${with_reference[@]}"
     done
 done

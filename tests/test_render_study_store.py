@@ -131,6 +131,10 @@ def test_every_bench_of_the_study_names_its_reference_among_its_heads(tmp_path):
         heads = [h.split("=")[0] for h in args[args.index("--heads") + 1:]]
         assert reference in heads, args
         assert len(heads) == len(set(heads)), args
+    # the positive control, once per seed, with the core group (the one --record requires)
+    core = [any(a.startswith("lh2face-matched=") for a in args) for args in calls]
+    assert [("--control" in args, c) for args, c in zip(calls, core)].count((True, True)) == 2
+    assert sum("--control" in args for args in calls) == 2
 
 
 def test_record_reports_a_copy_against_each_reference_and_records_the_three_pages(tmp_path):
