@@ -26,10 +26,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HEAD_TESTS = ["tests/heads/test_reference_table.py", "tests/heads/test_reference_formulas.py",
-              "tests/heads/test_heads.py", "tests/heads/test_vmf.py", "tests/heads/test_blocks.py"]
+              "tests/heads/test_heads.py", "tests/heads/test_vmf.py", "tests/heads/test_blocks.py",
+              "tests/heads/test_head_edges.py"]
 # group -> (modules to mutate, tests that check them)
 GROUPS = {
-    "layers": (["lh2face_plugin/layers/*.py"], HEAD_TESTS + ["tests/heads/test_blockwise_layer.py"]),
+    "layers": (["lh2face_plugin/layers/*.py"], HEAD_TESTS + ["tests/heads/test_blockwise_layer.py",
+                                                            "tests/heads/test_precision.py",
+                                                            "tests/heads/test_host_syncs.py"]),
     "heads": (["lh2face_plugin/heads/*.py"], HEAD_TESTS + ["tests/heads/test_hardening.py"]),
     "metrics": (["lh2face_plugin/eval/metrics.py"],
                 ["tests/eval/test_metrics.py", "tests/eval/test_far_rounding.py", "tests/eval/test_metrics_edges.py"]),
@@ -45,7 +48,10 @@ GROUPS = {
                ["tests/test_fileio.py", "tests/test_atomic_replace.py", "tests/test_fault_injection.py",
                 "tests/test_fileio_edges.py"]),
 }
-COPIED = ["lh2face_plugin", "tests", "pytest.ini", "setup.cfg", "pyproject.toml", "_lh2face_autoload.py"]
+# what the tests read beside the package: a bench script (tests/heads/test_precision.py: benchmarks/precision.py),
+# the heads' pages (tests/heads/test_head_edges.py: their documented defaults)
+READ_BY_TESTS = ["benchmarks", "docs/heads"]
+COPIED = ["lh2face_plugin", "tests", "pytest.ini", "setup.cfg", "pyproject.toml", "_lh2face_autoload.py"] + READ_BY_TESTS
 
 
 def toml_list(values):
@@ -58,7 +64,7 @@ def prepare(group: str) -> str:
     work = os.path.join(ROOT, ".mutation", group)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "studies")
     for name in COPIED:
         src = os.path.join(ROOT, name)
         if os.path.isdir(src):
@@ -68,6 +74,7 @@ def prepare(group: str) -> str:
     with open(os.path.join(work, "pyproject.toml"), "a", encoding="utf-8") as fh:
         fh.write("\n[tool.mutmut]\n"
                  'source_paths = ["lh2face_plugin/"]\n'
+                 f"also_copy = {toml_list(READ_BY_TESTS)}\n"
                  f"only_mutate = {toml_list(modules)}\n"
                  f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
                  'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
@@ -117,9 +124,12 @@ def main(argv=None) -> int:
     for group in args.groups or list(GROUPS):
         work = prepare(group)
         start = time.monotonic()
-        run = mutmut(work, "run", "--max-children", str(args.max_children), *args.mutants, stdout=subprocess.DEVNULL)
+        log = os.path.join(work, "mutmut-run.log")
+        with open(log, "w", encoding="utf-8") as fh:
+            run = mutmut(work, "run", "--max-children", str(args.max_children), *args.mutants, stdout=fh,
+                         stderr=subprocess.STDOUT)
         if run.returncode != 0:
-            print(f"{group}: mutmut run failed (exit {run.returncode}); see {work}", file=sys.stderr)
+            print(f"{group}: mutmut run failed (exit {run.returncode}); its output: {log}", file=sys.stderr)
             return run.returncode
         counts = collections.defaultdict(collections.Counter)
         for name, status in results(work):
