@@ -189,3 +189,14 @@ def head_loss(head, z, w, labels, class_index=None, ctx=None):
     out = head.evaluate(cos, labels, norms=z.norm(dim=1), embeddings=x, weights=wn, class_index=class_index, ctx=ctx)
     loss = F.cross_entropy(out.logits, labels, ignore_index=-1)
     return (loss if out.extra is None else loss + out.extra), out.logits
+
+
+def log_cn_mpmath(n, kappa):
+    """log C_n(kappa) = (n/2 - 1) log kappa - (n/2) log 2 pi - log I_{n/2-1}(kappa), the vMF normaliser (mpmath)."""
+    import pytest
+
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 30
+    v = mpmath.mpf(n) / 2 - 1
+    return float(v * mpmath.log(kappa) - (mpmath.mpf(n) / 2) * mpmath.log(2 * mpmath.pi)
+                 - mpmath.log(mpmath.besseli(v, kappa)))

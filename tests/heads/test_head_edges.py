@@ -18,7 +18,7 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers_heads import builtin_heads
+from _helpers_heads import builtin_heads, log_cn_mpmath
 
 import lh2face_plugin
 
@@ -101,15 +101,6 @@ def test_lh2face_quality_margin_clips_q_at_both_bounds():
     torch.testing.assert_close(out.logits.double(), want, rtol=1e-6, atol=1e-5)
 
 
-def log_cn(n, kappa):
-    """log C_n(kappa) = (n/2 - 1) log kappa - (n/2) log 2 pi - log I_{n/2-1}(kappa) (mpmath)."""
-    mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 30
-    v = mpmath.mpf(n) / 2 - 1
-    return float(v * mpmath.log(kappa) - (mpmath.mpf(n) / 2) * mpmath.log(2 * mpmath.pi)
-                 - mpmath.log(mpmath.besseli(v, kappa)))
-
-
 def test_lh2face_terms_of_a_one_row_batch_are_divided_by_one():
     """L_pps = mean_i -(log C_n(kappa_i) + kappa_i cos_iy), L_pns = mean_i sum_{j != y} relu(cos_ij - tau): over
     one row, the row's own values."""
@@ -118,7 +109,7 @@ def test_lh2face_terms_of_a_one_row_batch_are_divided_by_one():
                                      lambda_pns=0.7, lambda_pp=0.0, tau_pns=-0.5)
     out = head.evaluate(cos, labels, norms=z, embeddings=x, weights=w)
     y = int(labels[0])
-    pps = -(log_cn(16, 7.0) + 7.0 * float(cos[0, y]))
+    pps = -(log_cn_mpmath(16, 7.0) + 7.0 * float(cos[0, y]))
     pns = sum(max(0.0, float(cos[0, j]) + 0.5) for j in range(cos.shape[1]) if j != y)
     assert out.terms["pps"].item() == pytest.approx(0.3 * pps, rel=1e-5)
     assert out.terms["pns"].item() == pytest.approx(0.7 * pns, rel=1e-9)

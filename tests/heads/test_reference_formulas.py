@@ -13,6 +13,7 @@ import statistics
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers_heads import log_cn_mpmath
 
 import lh2face_plugin
 
@@ -284,14 +285,6 @@ def test_curricularface_t_frozen_in_eval_and_by_empty_batches():
 
 
 # ----------------------------------------------------------------------------------- LH2Face terms
-
-
-def log_cn_mpmath(n, kappa):
-    mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 30
-    v = mpmath.mpf(n) / 2 - 1
-    return float(v * mpmath.log(kappa) - (mpmath.mpf(n) / 2) * mpmath.log(2 * mpmath.pi)
-                 - mpmath.log(mpmath.besseli(v, kappa)))
 
 
 def lh2face_problem():
