@@ -32,7 +32,8 @@ HEAD_TESTS = ["tests/heads/test_reference_table.py", "tests/heads/test_reference
 GROUPS = {
     "layers": (["lh2face_plugin/layers/*.py"], HEAD_TESTS + ["tests/heads/test_blockwise_layer.py",
                                                             "tests/heads/test_precision.py",
-                                                            "tests/heads/test_host_syncs.py"]),
+                                                            "tests/heads/test_host_syncs.py",
+                                                            "tests/heads/test_formula.py"]),
     "heads": (["lh2face_plugin/heads/*.py"], HEAD_TESTS + ["tests/heads/test_hardening.py"]),
     "metrics": (["lh2face_plugin/eval/metrics.py"],
                 ["tests/eval/test_metrics.py", "tests/eval/test_far_rounding.py", "tests/eval/test_metrics_edges.py"]),
