@@ -205,3 +205,30 @@ def test_lh2face_running_statistics_move_at_its_momentum():
         assert head.norm_mean.item() == pytest.approx(nu, rel=1e-6)
         assert head.norm_std.item() == pytest.approx(sigma, rel=1e-6)
         assert out.stats["mu"].item() == pytest.approx(mu, rel=1e-6)
+
+
+HALF_PI = math.pi / 2
+# (head, parameter, refused values, accepted bound values) of the angular-margin heads (heads/margins.py)
+MARGIN_BOUNDS = [
+    ("combined", "m1", [0.0], [1e-3]),
+    ("combined", "m2", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
+    ("combined", "m3", [-1e-3, 1.0001], [0.0, 1.0]),
+    ("combined", "interclass_filtering_threshold", [-1e-3, 1.0001], [0.0, 1.0]),
+    ("arcface", "m", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
+    ("cosface", "m", [-1e-3, 1.0001], [0.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("name, key, refused, accepted", MARGIN_BOUNDS, ids=[f"{b[0]}-{b[1]}" for b in MARGIN_BOUNDS])
+def test_margin_heads_refuse_each_parameter_out_of_its_range_by_name(name, key, refused, accepted):
+    for value in refused:
+        with pytest.raises(ValueError, match=rf"^{key} must be"):
+            lh2face_plugin.build_head(name, **{key: value})
+    for value in accepted:
+        lh2face_plugin.build_head(name, **{key: value})
+
+
+def test_the_combined_margin_records_every_parameter_it_was_built_with():
+    given = dict(s=30.0, m1=1.1, m2=0.2, m3=0.15, interclass_filtering_threshold=0.4, straight_through=False)
+    head = lh2face_plugin.build_head("combined", **given)
+    assert head.state_dict()["_extra_state"]["hparams"] == given
