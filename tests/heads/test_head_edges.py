@@ -136,45 +136,66 @@ def test_lh2face_pp_over_the_shard_with_one_class_in_the_batch():
     assert out.terms["pp"].item() == pytest.approx(0.5 * pp, rel=1e-9)
 
 
-# (parameter, refused values, accepted bound values) of LH2Face; other parameters at their defaults
-LH2FACE_BOUNDS = [
-    ("kappa_min", [0.0, -1.0], [1e-3]),
-    ("kappa_max", [15.9], [16.0]),                      # >= kappa_min (16)
-    ("momentum", [0.0, 1.0001], [1e-6, 1.0]),           # (0, 1]
-    ("vmf_dim", [1, 0], [2]),
-    ("lambda_pps", [-1e-3], [0.0]),
-    ("lambda_pns", [-1e-3], [0.0]),
-    ("lambda_pp", [-1e-3], [0.0]),
-    ("tau_pns", [-1.0001, 1.0001], [-1.0, 1.0]),
-    ("s_pp", [0.0], [1e-3]),
-    ("pp_scope", ["all"], ["shard", "batch"]),
-    ("margin", ["quantile"], ["mean", "per_sample", "quality"]),
-    ("kappa_scale", [0.0], [1e-3]),
-    ("rel_min", [0.0], [1e-3]),
-    ("rel_max", [0.49], [0.5]),                         # >= rel_min (0.5)
-    ("clamp_grad", ["True", 1], [True]),
-    ("margin_spread", [-1e-3], [0.0]),
-    ("norm_h", [0.0], [1e-3]),
-    ("alpha", [-1e-3], [0.0]),
+HALF_PI = math.pi / 2
+# (head, parameter, refused values, accepted bound values); other parameters at their defaults
+BOUNDS = [
+    ("lh2face", "kappa_min", [0.0, -1.0], [1e-3]),
+    ("lh2face", "kappa_max", [15.9], [16.0]),                      # >= kappa_min (16)
+    ("lh2face", "momentum", [0.0, 1.0001], [1e-6, 1.0]),           # (0, 1]
+    ("lh2face", "vmf_dim", [1, 0], [2]),
+    ("lh2face", "lambda_pps", [-1e-3], [0.0]),
+    ("lh2face", "lambda_pns", [-1e-3], [0.0]),
+    ("lh2face", "lambda_pp", [-1e-3], [0.0]),
+    ("lh2face", "tau_pns", [-1.0001, 1.0001], [-1.0, 1.0]),
+    ("lh2face", "s_pp", [0.0], [1e-3]),
+    ("lh2face", "pp_scope", ["all"], ["shard", "batch"]),
+    ("lh2face", "margin", ["quantile"], ["mean", "per_sample", "quality"]),
+    ("lh2face", "kappa_scale", [0.0], [1e-3]),
+    ("lh2face", "rel_min", [0.0], [1e-3]),
+    ("lh2face", "rel_max", [0.49], [0.5]),                         # >= rel_min (0.5)
+    ("lh2face", "clamp_grad", ["True", 1], [True]),
+    ("lh2face", "margin_spread", [-1e-3], [0.0]),
+    ("lh2face", "norm_h", [0.0], [1e-3]),
+    ("lh2face", "alpha", [-1e-3], [0.0]),
+    # the angular-margin heads (heads/margins.py); ArcFace's and CosFace's m are recorded as m2 and m3
+    ("combined", "m1", [0.0], [1e-3]),
+    ("combined", "m2", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
+    ("combined", "m3", [-1e-3, 1.0001], [0.0, 1.0]),
+    ("combined", "interclass_filtering_threshold", [-1e-3, 1.0001], [0.0, 1.0]),
+    ("arcface", "m", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
+    ("cosface", "m", [-1e-3, 1.0001], [0.0, 1.0]),
 ]
 
 
-@pytest.mark.parametrize("key, refused, accepted", LH2FACE_BOUNDS, ids=[b[0] for b in LH2FACE_BOUNDS])
-def test_lh2face_refuses_each_parameter_out_of_its_range_by_name(key, refused, accepted):
+@pytest.mark.parametrize("name, key, refused, accepted", BOUNDS, ids=[f"{b[0]}-{b[1]}" for b in BOUNDS])
+def test_each_parameter_out_of_its_range_is_refused_by_name(name, key, refused, accepted):
+    """Refused just outside its range with an error that starts with its name; accepted at its bounds (and
+    recorded as given, for the heads RECORDED below checks: they record every parameter under its name)."""
     for value in refused:
         with pytest.raises((ValueError, TypeError), match=rf"^{key} must be"):
-            lh2face_plugin.build_head("lh2face", **{key: value})
+            lh2face_plugin.build_head(name, **{key: value})
     for value in accepted:
-        head = lh2face_plugin.build_head("lh2face", **{key: value})
-        assert head.state_dict()["_extra_state"]["hparams"][key] == value
+        hparams = lh2face_plugin.build_head(name, **{key: value}).state_dict()["_extra_state"]["hparams"]
+        if key in RECORDED.get(name, {}):
+            assert hparams[key] == value
 
 
-def test_lh2face_records_every_parameter_it_was_built_with():
-    given = dict(alpha=0.2, kappa_min=3.0, kappa_max=30.0, margin="quality", momentum=0.3, vmf_dim=24,
-                 lambda_pps=0.2, lambda_pns=0.3, lambda_pp=0.4, tau_pns=0.25, s_pp=9.0, pp_scope="shard",
-                 kappa_scale=12.0, rel_min=0.7, rel_max=1.7, clamp_grad=True, margin_spread=0.6, norm_h=0.5)
-    head = lh2face_plugin.build_head("lh2face", **given)
-    assert head.state_dict()["_extra_state"]["hparams"] == given
+RECORDED = {
+    "lh2face": dict(alpha=0.2, kappa_min=3.0, kappa_max=30.0, margin="quality", momentum=0.3, vmf_dim=24,
+                    lambda_pps=0.2, lambda_pns=0.3, lambda_pp=0.4, tau_pns=0.25, s_pp=9.0, pp_scope="shard",
+                    kappa_scale=12.0, rel_min=0.7, rel_max=1.7, clamp_grad=True, margin_spread=0.6, norm_h=0.5),
+    "combined": dict(s=30.0, m1=1.1, m2=0.2, m3=0.15, interclass_filtering_threshold=0.4, straight_through=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_a_head_records_every_parameter_it_was_built_with(name):
+    head = lh2face_plugin.build_head(name, **RECORDED[name])
+    assert head.state_dict()["_extra_state"]["hparams"] == RECORDED[name]
+
+
+def test_lh2face_buffers_are_named_in_its_state():
+    head = lh2face_plugin.build_head("lh2face", **RECORDED["lh2face"])
     assert {k for k in head.state_dict() if k != "_extra_state"} == {
         "norm_mean", "norm_std", "running_mean", "num_batches_tracked"}
     plain = lh2face_plugin.build_head("lh2face")
@@ -205,30 +226,3 @@ def test_lh2face_running_statistics_move_at_its_momentum():
         assert head.norm_mean.item() == pytest.approx(nu, rel=1e-6)
         assert head.norm_std.item() == pytest.approx(sigma, rel=1e-6)
         assert out.stats["mu"].item() == pytest.approx(mu, rel=1e-6)
-
-
-HALF_PI = math.pi / 2
-# (head, parameter, refused values, accepted bound values) of the angular-margin heads (heads/margins.py)
-MARGIN_BOUNDS = [
-    ("combined", "m1", [0.0], [1e-3]),
-    ("combined", "m2", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
-    ("combined", "m3", [-1e-3, 1.0001], [0.0, 1.0]),
-    ("combined", "interclass_filtering_threshold", [-1e-3, 1.0001], [0.0, 1.0]),
-    ("arcface", "m", [-1e-3, HALF_PI + 1e-6], [0.0, HALF_PI]),
-    ("cosface", "m", [-1e-3, 1.0001], [0.0, 1.0]),
-]
-
-
-@pytest.mark.parametrize("name, key, refused, accepted", MARGIN_BOUNDS, ids=[f"{b[0]}-{b[1]}" for b in MARGIN_BOUNDS])
-def test_margin_heads_refuse_each_parameter_out_of_its_range_by_name(name, key, refused, accepted):
-    for value in refused:
-        with pytest.raises(ValueError, match=rf"^{key} must be"):
-            lh2face_plugin.build_head(name, **{key: value})
-    for value in accepted:
-        lh2face_plugin.build_head(name, **{key: value})
-
-
-def test_the_combined_margin_records_every_parameter_it_was_built_with():
-    given = dict(s=30.0, m1=1.1, m2=0.2, m3=0.15, interclass_filtering_threshold=0.4, straight_through=False)
-    head = lh2face_plugin.build_head("combined", **given)
-    assert head.state_dict()["_extra_state"]["hparams"] == given
